@@ -1,0 +1,632 @@
+//! [`SegmentLog`]: one partition's log as a directory of segment files.
+//!
+//! ```text
+//! <data>/logs/<topic>-<partition>/
+//!     00000000000000000000.log     batches, byte for byte as appended
+//!     00000000000000000000.index   offset + time index of a sealed segment (rebuilt if stale)
+//!     00000000000000004711.log     the active segment: the only one written
+//!     start-offset                 the log start offset, when it lies inside a segment
+//! ```
+//!
+//! Concurrency. Two locks with distinct jobs:
+//! - `writer` (a `std::sync::Mutex`, taken only on blocking threads) serializes everything that
+//!   changes files: append, roll, retention, sync. It owns the active file's write cursor.
+//! - `state` (an `RwLock`) holds the segments' committed view. Writers take it briefly, after
+//!   their I/O, to publish; readers take it briefly to snapshot a [`ReadPlan`] and then read
+//!   the file without any lock. So a read never waits for an fsync.
+//!
+//! Every file operation runs in `spawn_blocking`, never on an async executor thread.
+//!
+//! Failure is fail-stop: the first I/O error on a write path is kept in `failed`, and every
+//! later call returns [`StorageError::Failed`] until the log is reopened, which re-runs recovery
+//! (the torn tail of the failed append is cut then). An fsync is never retried.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{IoSlice, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use weir_storage::log::{assign_offsets, check_range, offset_for_time_in};
+use weir_storage::retention::{retention_cut, Unit};
+use weir_storage::{
+    AppendInfo, Batch, Durability, LogConfig, LogOffsets, Offset, PartitionLog, Result, Retention,
+    StorageError,
+};
+
+use crate::fsutil::{read_if_exists, remove_if_exists, sync_dir, write_atomic};
+use crate::index::{self, SegmentSummary};
+use crate::segment::{index_name, log_name, read_batches, scan, BatchInfo, ReadPlan, Segment};
+
+const START_FILE: &str = "start-offset";
+
+/// Runs blocking work off the async executor.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Backend(format!("blocking task failed: {e}")))?
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[derive(Debug)]
+struct State {
+    segments: VecDeque<Segment>,
+    start: Offset,
+    size_bytes: u64,
+}
+
+impl State {
+    fn end(&self) -> Offset {
+        self.segments.back().map_or(self.start, |s| s.next)
+    }
+
+    fn offsets(&self) -> LogOffsets {
+        LogOffsets {
+            start: self.start,
+            end: self.end(),
+            size_bytes: self.size_bytes,
+        }
+    }
+
+    /// The segment holding `offset`: the last one whose base is at or below it.
+    fn segment_for(&self, offset: Offset) -> Option<usize> {
+        self.segments
+            .partition_point(|s| s.base <= offset)
+            .checked_sub(1)
+    }
+}
+
+#[derive(Debug)]
+struct Writer {
+    /// The active segment's file, its cursor at the end of the committed data.
+    file: Arc<File>,
+    last_sync: Instant,
+    unsynced: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    cfg: LogConfig,
+    state: RwLock<State>,
+    writer: Mutex<Writer>,
+    failed: Mutex<Option<String>>,
+    closed: AtomicBool,
+}
+
+/// One partition's log in segment files. See the module docs for layout and locking.
+#[derive(Debug)]
+pub struct SegmentLog {
+    inner: Arc<Inner>,
+}
+
+fn open_rw(path: &Path, create: bool) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| StorageError::io(format!("opening {}", path.display()), e))
+}
+
+fn encode_start(start: Offset) -> Vec<u8> {
+    let mut v = start.to_be_bytes().to_vec();
+    v.extend_from_slice(&crc32c::crc32c(&start.to_be_bytes()).to_be_bytes());
+    v
+}
+
+fn decode_start(path: &Path, buf: &[u8]) -> Result<Offset> {
+    let ok = buf.len() == 12 && crc32c::crc32c(&buf[..8]).to_be_bytes() == buf[8..12];
+    if !ok {
+        return Err(StorageError::Corrupt {
+            path: path.to_path_buf(),
+            position: 0,
+            detail: "damaged start-offset checkpoint".into(),
+        });
+    }
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&buf[..8]);
+    Ok(i64::from_be_bytes(a))
+}
+
+impl SegmentLog {
+    /// Opens (creating if needed) the log in `dir` and recovers it. Blocking: call it from a
+    /// blocking thread.
+    ///
+    /// Recovery: stray temporary files are removed; sealed segments load their index file or,
+    /// when it is missing or stale, are scanned (any bad batch is `Corrupt`); the active segment
+    /// is always scanned and a torn tail is cut (truncate + fsync); segments entirely below the
+    /// start checkpoint are deleted; the segments must continue each other's offsets.
+    ///
+    /// # Errors
+    /// I/O errors and [`StorageError::Corrupt`].
+    pub fn open_blocking(dir: &Path, cfg: &LogConfig) -> Result<SegmentLog> {
+        crate::fsutil::create_dir_durable(dir)?;
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir)
+            .map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?
+        {
+            let entry =
+                entry.map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                remove_if_exists(&entry.path())?;
+            } else if let Some(stem) = name.strip_suffix(".log") {
+                let base: Offset = stem.parse().map_err(|_| StorageError::Corrupt {
+                    path: entry.path(),
+                    position: 0,
+                    detail: "segment file name is not an offset".into(),
+                })?;
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        let start_path = dir.join(START_FILE);
+        let checkpoint = read_if_exists(&start_path)?
+            .map(|b| decode_start(&start_path, &b))
+            .transpose()?;
+
+        let interval = u64::from(cfg.index_interval_bytes);
+        let mut segments: VecDeque<Segment> = VecDeque::new();
+        let count = bases.len();
+        for (i, base) in bases.into_iter().enumerate() {
+            let path = dir.join(log_name(base));
+            let file = Arc::new(open_rw(&path, false)?);
+            let mut seg = Segment::new(base, path.clone(), file, interval);
+            if let Some(prev) = segments.back() {
+                if prev.next != base {
+                    return Err(StorageError::Corrupt {
+                        path,
+                        position: 0,
+                        detail: format!(
+                            "segment starts at {base} but the previous one ends at {}",
+                            prev.next
+                        ),
+                    });
+                }
+            }
+            let is_tail = i + 1 == count;
+            let index_path = dir.join(index_name(base));
+            if !is_tail {
+                let file_len = seg
+                    .file
+                    .metadata()
+                    .map_err(|e| StorageError::io(format!("stat {}", path.display()), e))?
+                    .len();
+                let loaded =
+                    read_if_exists(&index_path)?.and_then(|buf| index::decode(&buf, file_len));
+                match loaded {
+                    Some((s, ix)) => seg.install_index(ix, s.len, s.next, s.max_ts),
+                    None => {
+                        scan(&mut seg, false)?;
+                        write_atomic(&index_path, &index::encode(summary(&seg), &seg.index))?;
+                    }
+                }
+            } else {
+                remove_if_exists(&index_path)?;
+                let scanned = scan(&mut seg, true)?;
+                if scanned.valid_len < scanned.file_len {
+                    seg.file.set_len(scanned.valid_len).map_err(|e| {
+                        StorageError::io(format!("truncating torn tail of {}", path.display()), e)
+                    })?;
+                    seg.file
+                        .sync_all()
+                        .map_err(|e| StorageError::io(format!("syncing {}", path.display()), e))?;
+                }
+                if !seg.is_empty() {
+                    seg.first_append_ms = Some(now_ms());
+                }
+            }
+            segments.push_back(seg);
+        }
+
+        // A log with no segment (new) or whose every segment lies below the checkpoint gets an
+        // empty active segment at the end offset.
+        let end = segments
+            .back()
+            .map_or(checkpoint.unwrap_or(0), |s| s.next)
+            .max(checkpoint.unwrap_or(0));
+        let first_base = segments.front().map_or(end, |s| s.base);
+        let start = checkpoint.unwrap_or(first_base).max(first_base).min(end);
+        if segments
+            .back()
+            .is_none_or(|s| s.next < end || s.next <= start && !s.is_empty())
+        {
+            let seg = create_segment(dir, end, interval)?;
+            segments.push_back(seg);
+        }
+        // Delete sealed segments entirely below the start (a retention that crashed midway).
+        while segments.len() > 1 && segments.front().is_some_and(|s| s.next <= start) {
+            if let Some(s) = segments.pop_front() {
+                delete_segment_files(dir, &s)?;
+            }
+        }
+        let size_bytes = segments.iter().map(|s| s.len).sum();
+        let active = segments
+            .back()
+            .map(|s| s.file.clone())
+            .ok_or_else(|| StorageError::Backend("no active segment after recovery".into()))?;
+        // The write cursor goes to the end of the committed data.
+        {
+            use std::io::Seek;
+            let len = segments.back().map_or(0, |s| s.len);
+            (&*active)
+                .seek(std::io::SeekFrom::Start(len))
+                .map_err(|e| StorageError::io(format!("seeking in {}", dir.display()), e))?;
+        }
+        Ok(SegmentLog {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                cfg: cfg.clone(),
+                state: RwLock::new(State {
+                    segments,
+                    start,
+                    size_bytes,
+                }),
+                writer: Mutex::new(Writer {
+                    file: active,
+                    last_sync: Instant::now(),
+                    unsynced: false,
+                }),
+                failed: Mutex::new(None),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The directory this log lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Number of segment files, for tests and metrics.
+    pub fn segment_count(&self) -> usize {
+        self.inner.read_state().segments.len()
+    }
+}
+
+fn summary(seg: &Segment) -> SegmentSummary {
+    SegmentSummary {
+        len: seg.len,
+        next: seg.next,
+        max_ts: seg.max_ts,
+    }
+}
+
+fn create_segment(dir: &Path, base: Offset, interval: u64) -> Result<Segment> {
+    let path = dir.join(log_name(base));
+    let file = open_rw(&path, true)?;
+    // An existing file at this name can only be an empty leftover.
+    file.set_len(0)
+        .map_err(|e| StorageError::io(format!("truncating {}", path.display()), e))?;
+    sync_dir(dir)?;
+    Ok(Segment::new(base, path, Arc::new(file), interval))
+}
+
+fn delete_segment_files(dir: &Path, seg: &Segment) -> Result<()> {
+    remove_if_exists(&seg.path)?;
+    remove_if_exists(&dir.join(index_name(seg.base)))
+}
+
+/// Writes all of `bufs` with `writev`, continuing after short writes.
+fn write_all_vectored(mut file: &File, bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    let mut bufs = bufs;
+    while !bufs.is_empty() {
+        let n = file.write_vectored(bufs)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Closed);
+        }
+        if let Some(reason) = self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Err(StorageError::Failed { reason });
+        }
+        Ok(())
+    }
+
+    /// Takes the writer and checks the log is usable.
+    fn writer(&self) -> Result<MutexGuard<'_, Writer>> {
+        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.check_usable()?;
+        Ok(w)
+    }
+
+    /// Marks the log failed (fail-stop) and passes the error on.
+    fn fail(&self, e: StorageError) -> StorageError {
+        if e.is_fatal() {
+            let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+            failed.get_or_insert_with(|| e.to_string());
+        }
+        e
+    }
+
+    fn sync_writer(&self, w: &mut Writer) -> Result<()> {
+        if w.unsynced {
+            w.file.sync_data().map_err(|e| {
+                self.fail(StorageError::io(
+                    format!("fsync in {}", self.dir.display()),
+                    e,
+                ))
+            })?;
+            w.unsynced = false;
+        }
+        w.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn append_blocking(&self, mut batches: Vec<Batch>) -> Result<AppendInfo> {
+        let mut w = self.writer()?;
+        let (end, active_len, active_age) = {
+            let st = self.read_state();
+            let active = st.segments.back();
+            (
+                st.end(),
+                active.map_or(0, |s| s.len),
+                active.and_then(|s| s.first_append_ms).map(|t| now_ms() - t),
+            )
+        };
+        let info = assign_offsets(&mut batches, end)?;
+        let total: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        let too_big = active_len > 0 && active_len + total > self.cfg.segment_bytes;
+        let too_old = active_age.is_some_and(|age| age >= self.cfg.segment_ms as i64);
+        if too_big || too_old {
+            self.roll(&mut w, end)?;
+        }
+        let mut slices: Vec<IoSlice<'_>> =
+            batches.iter().map(|b| IoSlice::new(b.as_bytes())).collect();
+        write_all_vectored(&w.file, &mut slices).map_err(|e| {
+            self.fail(StorageError::io(
+                format!("appending to {}", self.dir.display()),
+                e,
+            ))
+        })?;
+        w.unsynced = true;
+        match self.cfg.durability {
+            Durability::Always => self.sync_writer(&mut w)?,
+            Durability::Interval { interval_ms } => {
+                if w.last_sync.elapsed().as_millis() >= u128::from(interval_ms) {
+                    self.sync_writer(&mut w)?;
+                }
+            }
+            Durability::None => {}
+        }
+        let mut st = self.write_state();
+        let now = now_ms();
+        let Some(active) = st.segments.back_mut() else {
+            return Err(self.fail(StorageError::Backend("log has no active segment".into())));
+        };
+        active.first_append_ms.get_or_insert(now);
+        for b in &batches {
+            active.note_batch(BatchInfo::of(b));
+        }
+        st.size_bytes += total;
+        Ok(info)
+    }
+
+    /// Seals the active segment (fsync, index file) and starts a new one at `end`.
+    fn roll(&self, w: &mut Writer, end: Offset) -> Result<()> {
+        w.unsynced = true;
+        self.sync_writer(w)?;
+        let (base, encoded) = {
+            let st = self.read_state();
+            let Some(active) = st.segments.back() else {
+                return Err(StorageError::Backend("log has no active segment".into()));
+            };
+            (active.base, index::encode(summary(active), &active.index))
+        };
+        write_atomic(&self.dir.join(index_name(base)), &encoded).map_err(|e| self.fail(e))?;
+        let seg = create_segment(&self.dir, end, u64::from(self.cfg.index_interval_bytes))
+            .map_err(|e| self.fail(e))?;
+        w.file = seg.file.clone();
+        w.unsynced = false;
+        self.write_state().segments.push_back(seg);
+        Ok(())
+    }
+
+    /// Moves the start to `new_start` and deletes the segments entirely below it.
+    fn truncate_front(&self, w: &mut Writer, new_start: Offset) -> Result<Offset> {
+        let (start, end, active_below) = {
+            let st = self.read_state();
+            let active_below = st
+                .segments
+                .back()
+                .is_some_and(|s| !s.is_empty() && s.next <= new_start);
+            (st.start, st.end(), active_below)
+        };
+        let new_start = new_start.min(end).max(start);
+        if new_start == start {
+            return Ok(start);
+        }
+        // Durable first: after a crash the checkpoint wins and leftover files are cleaned up.
+        write_atomic(&self.dir.join(START_FILE), &encode_start(new_start))
+            .map_err(|e| self.fail(e))?;
+        if active_below {
+            self.roll(w, end)?;
+        }
+        let removed: Vec<Segment> = {
+            let mut st = self.write_state();
+            st.start = new_start;
+            let mut removed = Vec::new();
+            while st.segments.len() > 1 && st.segments.front().is_some_and(|s| s.next <= new_start)
+            {
+                if let Some(s) = st.segments.pop_front() {
+                    st.size_bytes -= s.len;
+                    removed.push(s);
+                }
+            }
+            removed
+        };
+        if !removed.is_empty() {
+            for s in &removed {
+                delete_segment_files(&self.dir, s).map_err(|e| self.fail(e))?;
+            }
+            sync_dir(&self.dir).map_err(|e| self.fail(e))?;
+        }
+        Ok(new_start)
+    }
+
+    fn plan(&self, from: Offset) -> Result<Option<(ReadPlan, Offset)>> {
+        let st = self.read_state();
+        check_range(from, st.offsets())?;
+        let Some(mut i) = st.segment_for(from) else {
+            return Ok(None);
+        };
+        // An empty active segment, or a sealed one that ends exactly at `from`: move on.
+        while let Some(s) = st.segments.get(i) {
+            if from < s.next {
+                return Ok(Some((
+                    ReadPlan {
+                        path: s.path.clone(),
+                        file: s.file.clone(),
+                        pos: s.position_for(from),
+                        len: s.len,
+                    },
+                    s.next,
+                )));
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl PartitionLog for SegmentLog {
+    async fn append(&self, batches: Vec<Batch>) -> Result<AppendInfo> {
+        self.inner.check_usable()?;
+        let inner = self.inner.clone();
+        blocking(move || inner.append_blocking(batches)).await
+    }
+
+    async fn read(&self, from: Offset, max_bytes: usize) -> Result<Vec<Batch>> {
+        self.inner.check_usable()?;
+        let Some((plan, _)) = self.inner.plan(from)? else {
+            return Ok(Vec::new());
+        };
+        blocking(move || read_batches(&plan, from, max_bytes)).await
+    }
+
+    fn offsets(&self) -> LogOffsets {
+        self.inner.read_state().offsets()
+    }
+
+    async fn offset_for_time(&self, timestamp_ms: i64) -> Result<Option<Offset>> {
+        self.inner.check_usable()?;
+        // Candidate segments, in order: those holding a batch with a max timestamp >= target.
+        let candidates: Vec<Offset> = {
+            let st = self.inner.read_state();
+            st.segments
+                .iter()
+                .filter(|s| !s.is_empty() && s.max_ts >= timestamp_ms && s.next > st.start)
+                .map(|s| s.offset_for_time_hint(timestamp_ms).max(st.start))
+                .collect()
+        };
+        for mut from in candidates {
+            loop {
+                let Some((plan, seg_next)) = self.inner.plan(from)? else {
+                    break;
+                };
+                let batches = blocking(move || read_batches(&plan, from, 1 << 20)).await?;
+                let start = self.inner.read_state().start;
+                if let Some(found) = offset_for_time_in(batches.iter(), timestamp_ms, start)? {
+                    return Ok(Some(found));
+                }
+                from = batches.last().map_or(seg_next, Batch::next_offset);
+                if from >= seg_next {
+                    break;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn delete_before(&self, offset: Offset) -> Result<Offset> {
+        self.inner.check_usable()?;
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut w = inner.writer()?;
+            inner.truncate_front(&mut w, offset)
+        })
+        .await
+    }
+
+    async fn enforce_retention(&self, retention: Retention, now_ms: i64) -> Result<Offset> {
+        self.inner.check_usable()?;
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut w = inner.writer()?;
+            let new_start = {
+                let st = inner.read_state();
+                let units = st.segments.iter().filter(|s| !s.is_empty()).map(|s| Unit {
+                    max_timestamp_ms: s.max_ts,
+                    size_bytes: s.len,
+                });
+                let cut = retention_cut(units, st.size_bytes, retention, now_ms);
+                if cut == 0 {
+                    return Ok(st.start);
+                }
+                st.segments
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .nth(cut - 1)
+                    .map_or(st.start, |s| s.next)
+            };
+            inner.truncate_front(&mut w, new_start)
+        })
+        .await
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.inner.check_usable()?;
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut w = inner.writer()?;
+            inner.sync_writer(&mut w)
+        })
+        .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        let r = blocking(move || {
+            let mut w = inner.writer()?;
+            inner.sync_writer(&mut w)
+        })
+        .await;
+        self.inner.closed.store(true, Ordering::Release);
+        r
+    }
+}

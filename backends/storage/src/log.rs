@@ -1,0 +1,282 @@
+//! The two storage traits and their contract.
+//!
+//! A broker opens one [`Storage`] (memory, segment files or sled, chosen by config). Each
+//! topic-partition's actor opens one [`PartitionLog`] through it and is its only writer.
+//!
+//! # The contract every backend keeps
+//!
+//! **Offsets.** The log assigns offsets in [`PartitionLog::append`]: the first batch gets the log
+//! end offset, each next batch the offset after the previous one. Offsets are dense and never
+//! reused, also across reopen and retention. Storage, not the broker, is the source of truth, so
+//! a backend shared by several brokers can own the sequence.
+//!
+//! **Atomicity and order.** An append is atomic per batch: after any crash each batch is either
+//! entirely in the log or entirely absent, and if a batch is present so is every batch appended
+//! before it (no holes). Batches of one `append` call that fail validation leave the log
+//! untouched. Appends are serialized by the log itself; the owner keeps at most one in flight to
+//! keep acknowledgements in order.
+//!
+//! **Visibility.** A batch becomes readable once the `append` that wrote it has returned `Ok`
+//! (for [`Durability::Always`] that is after it is durable), never partially. Reads run
+//! concurrently with an append and with each other.
+//!
+//! **Durability: what `Ok` from `append` means.**
+//! - [`Durability::None`]: the bytes are handed to the OS (or engine); a process crash keeps them,
+//!   a power loss may not.
+//! - [`Durability::Interval`]: as `None`, and the log has synced within the last interval (the
+//!   append syncs itself when the interval has passed); the owner calls [`PartitionLog::sync`]
+//!   on a timer for idle logs.
+//! - [`Durability::Always`]: the batch, and everything before it, survives a power loss.
+//!
+//! **Failure is fail-stop.** After an I/O error (a failed write, fsync or flush) the log reports
+//! itself broken: every later call returns [`StorageError::Failed`] until the log is reopened,
+//! which runs recovery from what is on disk. A log never retries an fsync (the kernel may have
+//! dropped the dirty pages it could not write) and never reports unsynced data as durable.
+//!
+//! **Recovery.** Opening a log after a crash keeps every whole batch and cuts a torn tail (a
+//! partially written last append). Damage anywhere else is [`StorageError::Corrupt`]: loud, and
+//! never silently cut or served.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{
+    AppendInfo, Batch, CommittedOffset, LogConfig, LogOffsets, Offset, Result, Retention,
+    StorageError, TopicPartition,
+};
+
+/// One partition's append-only log. Owned by exactly one partition actor; shared (`Arc`) with the
+/// futures that actor spawns, so every method takes `&self`.
+#[async_trait]
+pub trait PartitionLog: Debug + Send + Sync + 'static {
+    /// Appends `batches` in order and assigns their base offsets (written into each batch).
+    ///
+    /// Each batch must pass [`Batch::validate_for_append`]; if any fails, nothing is written.
+    /// Returns once the log's [`Durability`](crate::Durability) is reached.
+    ///
+    /// # Errors
+    /// [`StorageError::InvalidBatch`] (nothing written), an I/O error (the log is failed from
+    /// then on, and whether the batches survive is unknown), or [`StorageError::Failed`].
+    async fn append(&self, batches: Vec<Batch>) -> Result<AppendInfo>;
+
+    /// Reads whole batches starting with the one that holds `from`, in offset order.
+    ///
+    /// Stops before the batch that would take the total past `max_bytes`, but always returns at
+    /// least one batch when `from` is below the log end, however large it is. The first batch
+    /// may start before `from` (a consumer skips the records it did not ask for). `from == end`
+    /// returns no batch.
+    ///
+    /// # Errors
+    /// [`StorageError::OffsetOutOfRange`] when `from < start` or `from > end`; a corrupt batch
+    /// is reported as [`StorageError::Corrupt`], never served.
+    async fn read(&self, from: Offset, max_bytes: usize) -> Result<Vec<Batch>>;
+
+    /// The current start and end offsets and the log's size. Cheap: no I/O.
+    fn offsets(&self) -> LogOffsets;
+
+    /// The offset of the first record whose timestamp is at or after `timestamp_ms`, looking at
+    /// batches from the log start in order (Kafka's ListOffsets by time), or `None` if no batch
+    /// holds such a record.
+    ///
+    /// # Errors
+    /// I/O errors, or a batch that fails to decode.
+    async fn offset_for_time(&self, timestamp_ms: i64) -> Result<Option<Offset>>;
+
+    /// Moves the log start offset forward to `offset` (clamped to the log end); records below it
+    /// become unreadable at once and the space of whole units below it is reclaimed. The new
+    /// start survives reopen. Moving backwards is a no-op. Returns the start offset after the call.
+    ///
+    /// # Errors
+    /// I/O errors while deleting files or persisting the start offset.
+    async fn delete_before(&self, offset: Offset) -> Result<Offset>;
+
+    /// Applies a retention policy at time `now_ms`, deleting whole units (segments, or batches for
+    /// backends without segments) from the start of the log: by time, a unit whose newest
+    /// timestamp is older than `now_ms - ms`; by size, the oldest units while the log without
+    /// them still holds at least `bytes`. The log end never moves. Returns the new start offset.
+    ///
+    /// # Errors
+    /// As [`PartitionLog::delete_before`].
+    async fn enforce_retention(&self, retention: Retention, now_ms: i64) -> Result<Offset>;
+
+    /// Makes everything appended so far durable (fsync, or the engine's flush).
+    ///
+    /// # Errors
+    /// An I/O error, after which the log is failed.
+    async fn sync(&self) -> Result<()>;
+
+    /// Syncs and releases the log's resources; every later call returns [`StorageError::Closed`].
+    ///
+    /// # Errors
+    /// As [`PartitionLog::sync`].
+    async fn close(&self) -> Result<()>;
+}
+
+/// A broker's storage: partition logs, broker metadata and consumer-group offsets.
+///
+/// Metadata is a small key-value store of opaque values (the broker serializes topic records
+/// into it); group offsets are kept per group and partition. Every write here is durable and
+/// atomic when it returns `Ok` (the segment backend writes, fsyncs, renames and fsyncs the
+/// directory), whatever the logs' durability.
+#[async_trait]
+pub trait Storage: Debug + Send + Sync + 'static {
+    /// A short name for logs and metrics: `memory`, `segment`, `sled`.
+    fn name(&self) -> &'static str;
+
+    /// Opens (creating if absent) the log of `tp`, running recovery on what is stored.
+    ///
+    /// A log must not be opened twice at once; the broker keeps one handle per partition.
+    ///
+    /// # Errors
+    /// I/O errors, [`StorageError::Corrupt`] when recovery finds damage it may not cut, or
+    /// [`StorageError::InvalidArgument`] for a partition it cannot store.
+    async fn open_log(&self, tp: &TopicPartition, cfg: &LogConfig)
+        -> Result<Arc<dyn PartitionLog>>;
+
+    /// Deletes the log of `tp` and all its data. Deleting an absent log is not an error.
+    /// The caller must have closed the log first.
+    ///
+    /// # Errors
+    /// I/O errors.
+    async fn delete_log(&self, tp: &TopicPartition) -> Result<()>;
+
+    /// Every partition that has a log in this storage, sorted.
+    ///
+    /// # Errors
+    /// I/O errors.
+    async fn list_logs(&self) -> Result<Vec<TopicPartition>>;
+
+    /// Stores `value` under `key` in the metadata store, replacing any old value.
+    ///
+    /// # Errors
+    /// I/O errors, or [`StorageError::InvalidArgument`] for an empty key.
+    async fn put_metadata(&self, key: &str, value: &[u8]) -> Result<()>;
+
+    /// Removes `key` from the metadata store (absent keys are fine).
+    ///
+    /// # Errors
+    /// I/O errors.
+    async fn delete_metadata(&self, key: &str) -> Result<()>;
+
+    /// Every metadata entry, sorted by key.
+    ///
+    /// # Errors
+    /// I/O errors, or damaged metadata ([`StorageError::Corrupt`]).
+    async fn list_metadata(&self) -> Result<Vec<(String, Vec<u8>)>>;
+
+    /// Commits offsets for `group`, atomically as a whole: replaces the listed partitions' entries
+    /// and keeps the group's others.
+    ///
+    /// # Errors
+    /// I/O errors.
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, CommittedOffset)],
+    ) -> Result<()>;
+
+    /// The committed offsets of `group`, sorted by partition; empty for an unknown group.
+    ///
+    /// # Errors
+    /// I/O errors, or damaged offset data ([`StorageError::Corrupt`]).
+    async fn fetch_offsets(&self, group: &str) -> Result<Vec<(TopicPartition, CommittedOffset)>>;
+
+    /// Removes the listed partitions from every group's committed offsets (a deleted topic).
+    ///
+    /// # Errors
+    /// I/O errors.
+    async fn delete_offsets(&self, group: &str, partitions: &[TopicPartition]) -> Result<()>;
+
+    /// Every group that has committed offsets, sorted.
+    ///
+    /// # Errors
+    /// I/O errors.
+    async fn list_groups(&self) -> Result<Vec<String>>;
+
+    /// Forgets `group` and all its offsets.
+    ///
+    /// # Errors
+    /// I/O errors.
+    async fn delete_group(&self, group: &str) -> Result<()>;
+
+    /// Flushes everything the storage holds open; called once at broker shutdown.
+    ///
+    /// # Errors
+    /// I/O errors.
+    async fn close(&self) -> Result<()>;
+}
+
+/// Checks that `from` lies in `[start, end]`.
+///
+/// # Errors
+/// [`StorageError::OffsetOutOfRange`] otherwise.
+pub fn check_range(from: Offset, offsets: LogOffsets) -> Result<()> {
+    if from < offsets.start || from > offsets.end {
+        return Err(StorageError::OffsetOutOfRange {
+            requested: from,
+            start: offsets.start,
+            end: offsets.end,
+        });
+    }
+    Ok(())
+}
+
+/// The partition leader epoch every stored batch carries: Kafka's "no epoch".
+pub const NO_LEADER_EPOCH: i32 = -1;
+
+/// Validates a whole append and assigns base offsets from `end`, writing them into the batches.
+/// Sets each batch's partition leader epoch to [`NO_LEADER_EPOCH`]. Returns the offsets assigned and the new end. Nothing is changed when any batch is invalid.
+///
+/// # Errors
+/// [`StorageError::InvalidBatch`] for the first batch that fails [`Batch::validate_for_append`],
+/// or an empty append.
+pub fn assign_offsets(batches: &mut [Batch], end: Offset) -> Result<AppendInfo> {
+    if batches.is_empty() {
+        return Err(StorageError::InvalidBatch(crate::BatchError::Empty));
+    }
+    for b in batches.iter() {
+        b.validate_for_append()?;
+    }
+    let mut next = end;
+    let mut base_offsets = Vec::with_capacity(batches.len());
+    for b in batches.iter_mut() {
+        // Weir has no leader epochs yet; a fixed -1 (Kafka's "unknown") also lets recovery
+        // check these four bytes, which the CRC does not cover.
+        b.set_partition_leader_epoch(NO_LEADER_EPOCH);
+        b.set_base_offset(next);
+        base_offsets.push(next);
+        next = b.next_offset();
+    }
+    Ok(AppendInfo {
+        base_offsets,
+        end: next,
+    })
+}
+
+/// The first offset in `batches` (in offset order) whose record timestamp is `>= timestamp_ms`,
+/// decoding only the first batch whose max timestamp qualifies.
+///
+/// # Errors
+/// A batch that fails to decode.
+pub fn offset_for_time_in<'a>(
+    batches: impl IntoIterator<Item = &'a Batch>,
+    timestamp_ms: i64,
+    start: Offset,
+) -> Result<Option<Offset>> {
+    for b in batches {
+        if b.max_timestamp() < timestamp_ms || b.next_offset() <= start {
+            continue;
+        }
+        let found = b
+            .records()?
+            .into_iter()
+            .find(|r| r.offset >= start && r.record.timestamp_ms >= timestamp_ms)
+            .map(|r| r.offset);
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}

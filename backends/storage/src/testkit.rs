@@ -1,0 +1,949 @@
+//! The conformance suite: one set of scenarios that every [`Storage`] backend must pass.
+//!
+//! A backend provides a [`StorageFactory`] (a location it can open, close and open again) and
+//! expands the whole suite with one line in its tests:
+//!
+//! ```ignore
+//! weir_storage::conformance_suite!(durable, my_backend_factory());   // survives reopen
+//! weir_storage::conformance_suite!(volatile, MemoryFactory::default()); // in-memory only
+//! ```
+//!
+//! Each scenario is a plain `async fn(&dyn StorageFactory)` here, so a user writing a fourth
+//! backend runs exactly what the built-in ones run. Scenarios build their own runtime
+//! ([`run`]), so the backend's tests need no async test framework.
+//!
+//! The model-based check ([`model_check`]) drives a random sequence of appends, reads, retention,
+//! start-offset moves and (for durable backends) reopens against a plain `Vec` model. Its seed is
+//! printed and taken from `WEIR_SEED` when set, so a failure is reproducible.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::{
+    Batch, BatchBuilder, CommittedOffset, Compression, Durability, LogConfig, Offset, PartitionLog,
+    Record, Retention, Storage, StorageError, TopicPartition,
+};
+
+/// A backend under test: a location that can be opened, dropped and opened again.
+#[async_trait]
+pub trait StorageFactory: Send + Sync + 'static {
+    /// Opens the storage at this factory's location. Called again after the previous instance
+    /// was closed and dropped, it must see everything durable the previous one wrote.
+    async fn open(&self) -> Arc<dyn Storage>;
+}
+
+/// Runs a scenario on a fresh two-worker runtime (backends may use `spawn_blocking`).
+///
+/// # Panics
+/// When the runtime cannot be built, or when the scenario panics.
+pub fn run<F: Future<Output = ()>>(f: F) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f);
+}
+
+/// Expands the whole suite into `#[test]` functions for one backend.
+///
+/// `durable` adds the reopen scenarios and a model check with reopens; `volatile` runs the rest.
+#[macro_export]
+macro_rules! conformance_suite {
+    (durable, $factory:expr) => {
+        $crate::conformance_suite!(@tests $factory;
+            reopen_keeps_everything, reopen_after_everything_deleted, reopen_many_segments,
+            model_check_with_reopen);
+        $crate::conformance_suite!(volatile, $factory);
+    };
+    (volatile, $factory:expr) => {
+        $crate::conformance_suite!(@tests $factory;
+            empty_log, append_and_read_back, dense_offsets_across_appends, max_bytes_limits,
+            read_from_middle_of_batch, out_of_range_offsets, timestamp_lookup,
+            invalid_append_changes_nothing, delete_before_moves_start, retention_by_time,
+            retention_by_bytes, metadata_store, group_offsets, concurrent_logs,
+            reads_during_appends, closed_log_refuses, large_batches, model_check_no_reopen);
+    };
+    (@tests $factory:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let factory = $factory;
+                $crate::testkit::run(async move { $crate::testkit::$name(&factory).await });
+            }
+        )*
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn tp(topic: &str, p: i32) -> TopicPartition {
+    TopicPartition::new(topic, p)
+}
+
+/// A log config that rolls segments often, so segment backends exercise many files.
+pub fn small_segments(durability: Durability) -> LogConfig {
+    LogConfig {
+        durability,
+        segment_bytes: 4096,
+        segment_ms: 24 * 60 * 60 * 1000,
+        index_interval_bytes: 256,
+    }
+}
+
+/// A batch of `n` records whose values name their intended offset within the batch.
+pub fn batch_of(n: usize, ts_ms: i64, value_len: usize, codec: Compression) -> Batch {
+    let mut b = BatchBuilder::new(codec);
+    for i in 0..n {
+        let mut v = format!("record-{i}-").into_bytes();
+        v.resize(value_len.max(v.len()), b'x');
+        b.push(Record::new(ts_ms + i as i64, v).with_key(format!("k{i}")));
+    }
+    b.build(0).expect("build test batch")
+}
+
+async fn append_one(log: &dyn PartitionLog, b: Batch) -> Offset {
+    log.append(vec![b]).await.expect("append").base_offsets[0]
+}
+
+async fn read_all(log: &dyn PartitionLog, from: Offset) -> Vec<Batch> {
+    let end = log.offsets().end;
+    let mut out: Vec<Batch> = Vec::new();
+    let mut next = from;
+    while next < end {
+        let got = log.read(next, 64 * 1024).await.expect("read");
+        assert!(
+            !got.is_empty(),
+            "read({next}) below end {end} returned nothing"
+        );
+        next = got.last().expect("non-empty").next_offset();
+        out.extend(got);
+    }
+    out
+}
+
+fn assert_contiguous(batches: &[Batch]) {
+    for w in batches.windows(2) {
+        assert_eq!(
+            w[0].next_offset(),
+            w[1].base_offset(),
+            "batches must be contiguous"
+        );
+    }
+    for b in batches {
+        Batch::new(b.as_bytes().clone()).expect("served batch must be valid");
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+/// A new log is empty: start = end = 0, reading at 0 returns nothing, past it is out of range.
+pub async fn empty_log(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("empty", 0), &LogConfig::default())
+        .await
+        .expect("open");
+    let o = log.offsets();
+    assert_eq!((o.start, o.end, o.size_bytes), (0, 0, 0));
+    assert!(log.read(0, 1024).await.expect("read at end").is_empty());
+    assert!(matches!(
+        log.read(1, 1024).await,
+        Err(StorageError::OffsetOutOfRange {
+            requested: 1,
+            start: 0,
+            end: 0
+        })
+    ));
+    assert_eq!(log.offset_for_time(0).await.expect("time"), None);
+    log.sync().await.expect("sync");
+    assert_eq!(s.list_logs().await.expect("list"), vec![tp("empty", 0)]);
+}
+
+/// An appended batch reads back byte for byte, apart from the base offset the log assigned.
+pub async fn append_and_read_back(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("rw", 0), &LogConfig::default())
+        .await
+        .expect("open");
+    for (i, codec) in Compression::ALL.into_iter().enumerate() {
+        let b = batch_of(3, 1_000 * i as i64, 20, codec);
+        let mut original = b.clone();
+        let info = log.append(vec![b]).await.expect("append");
+        let base = 3 * i as i64;
+        assert_eq!(info.base_offsets, vec![base]);
+        assert_eq!(info.end, base + 3);
+        original.set_base_offset(base);
+        let got = log.read(base, 1 << 20).await.expect("read");
+        assert_eq!(got.first(), Some(&original), "{codec:?}");
+        let recs = got[0].records().expect("decode");
+        assert_eq!(
+            recs.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![base, base + 1, base + 2]
+        );
+    }
+    let o = log.offsets();
+    assert_eq!((o.start, o.end), (0, 15));
+    assert!(o.size_bytes > 0);
+}
+
+/// Many appends, some of several batches, get dense, increasing offsets.
+pub async fn dense_offsets_across_appends(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("dense", 0), &small_segments(Durability::None))
+        .await
+        .expect("open");
+    let mut expected_end = 0;
+    for i in 0..60usize {
+        let batches: Vec<Batch> = (0..(i % 3 + 1))
+            .map(|j| batch_of((i + j) % 7 + 1, i as i64, 30, Compression::None))
+            .collect();
+        let counts: Vec<i64> = batches.iter().map(|b| b.record_count() as i64).collect();
+        let info = log.append(batches).await.expect("append");
+        for (base, n) in info.base_offsets.iter().zip(&counts) {
+            assert_eq!(*base, expected_end);
+            expected_end += n;
+        }
+        assert_eq!(info.end, expected_end);
+    }
+    assert_eq!(log.offsets().end, expected_end);
+    let all = read_all(log.as_ref(), 0).await;
+    assert_contiguous(&all);
+    let offsets: Vec<Offset> = all
+        .iter()
+        .flat_map(|b| b.records().expect("decode"))
+        .map(|r| r.offset)
+        .collect();
+    assert_eq!(offsets, (0..expected_end).collect::<Vec<_>>());
+}
+
+/// `max_bytes` bounds a read in whole batches, but a read below the end returns at least one.
+pub async fn max_bytes_limits(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("max", 0), &small_segments(Durability::None))
+        .await
+        .expect("open");
+    let mut sizes = Vec::new();
+    for i in 0..10 {
+        let b = batch_of(2, i, 100, Compression::None);
+        sizes.push(b.len());
+        append_one(log.as_ref(), b).await;
+    }
+    let one = log.read(0, 1).await.expect("read");
+    assert_eq!(one.len(), 1, "at least one batch, and only one");
+    let three = log
+        .read(0, sizes[0] + sizes[1] + sizes[2])
+        .await
+        .expect("read");
+    assert_eq!(three.len(), 3);
+    let almost = log
+        .read(0, sizes[0] + sizes[1] + sizes[2] - 1)
+        .await
+        .expect("read");
+    assert_eq!(almost.len(), 2);
+    let all = log.read(0, usize::MAX).await.expect("read");
+    // A segmented backend may stop at a segment boundary; what it returns is contiguous.
+    assert!(!all.is_empty());
+    assert_contiguous(&all);
+    let total: usize = read_all(log.as_ref(), 0).await.iter().map(Batch::len).sum();
+    assert_eq!(total, sizes.iter().sum::<usize>());
+}
+
+/// Reading from an offset inside a batch returns that whole batch first.
+pub async fn read_from_middle_of_batch(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("mid", 0), &LogConfig::default())
+        .await
+        .expect("open");
+    append_one(log.as_ref(), batch_of(5, 0, 10, Compression::None)).await;
+    append_one(log.as_ref(), batch_of(5, 0, 10, Compression::Gzip)).await;
+    let got = log.read(2, 1 << 20).await.expect("read");
+    assert_eq!(got[0].base_offset(), 0);
+    let got = log.read(7, 1).await.expect("read");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].base_offset(), 5);
+    assert_eq!(got[0].next_offset(), 10);
+    assert!(log.read(10, 1 << 20).await.expect("read at end").is_empty());
+}
+
+/// Offsets below the start, above the end or negative are out of range.
+pub async fn out_of_range_offsets(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("oor", 0), &LogConfig::default())
+        .await
+        .expect("open");
+    append_one(log.as_ref(), batch_of(4, 0, 10, Compression::None)).await;
+    for bad in [-1, 5, 1000, i64::MAX, i64::MIN] {
+        match log.read(bad, 1024).await {
+            Err(StorageError::OffsetOutOfRange {
+                requested,
+                start: 0,
+                end: 4,
+            }) => assert_eq!(requested, bad),
+            other => panic!("read({bad}) gave {other:?}"),
+        }
+    }
+}
+
+/// `offset_for_time` finds the first record at or after a timestamp.
+pub async fn timestamp_lookup(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("time", 0), &small_segments(Durability::None))
+        .await
+        .expect("open");
+    // Batches at 1000.., 2000.., 3000.. with 5 records each (timestamps +0..+4), then one that
+    // goes back in time.
+    for t in [1000, 2000, 3000, 1500] {
+        append_one(log.as_ref(), batch_of(5, t, 300, Compression::Snappy)).await;
+    }
+    let at = |ts| {
+        let log = log.clone();
+        async move { log.offset_for_time(ts).await.expect("lookup") }
+    };
+    assert_eq!(at(0).await, Some(0));
+    assert_eq!(at(1000).await, Some(0));
+    assert_eq!(at(1002).await, Some(2));
+    assert_eq!(at(1005).await, Some(5));
+    assert_eq!(at(2500).await, Some(10));
+    assert_eq!(at(3004).await, Some(14));
+    assert_eq!(at(3005).await, None);
+    // Far fewer records than a scan would visit: many batches after the target.
+    for i in 0..50 {
+        append_one(
+            log.as_ref(),
+            batch_of(2, 10_000 + i * 10, 300, Compression::None),
+        )
+        .await;
+    }
+    assert_eq!(at(10_000 + 25 * 10).await, Some(20 + 25 * 2));
+}
+
+/// An append with any invalid batch writes nothing at all.
+pub async fn invalid_append_changes_nothing(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("invalid", 0), &LogConfig::default())
+        .await
+        .expect("open");
+    append_one(log.as_ref(), batch_of(2, 0, 10, Compression::None)).await;
+    // A batch whose record count disagrees with its last offset delta.
+    let good = batch_of(3, 0, 10, Compression::None);
+    let mut bytes = good.as_bytes().to_vec();
+    bytes[57..61].copy_from_slice(&7i32.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    let bad = Batch::new(Bytes::from(bytes)).expect("CRC is valid");
+    let r = log.append(vec![good.clone(), bad]).await;
+    assert!(matches!(r, Err(StorageError::InvalidBatch(_))), "{r:?}");
+    assert!(matches!(
+        log.append(vec![]).await,
+        Err(StorageError::InvalidBatch(_))
+    ));
+    assert_eq!(log.offsets().end, 2);
+    assert_eq!(read_all(log.as_ref(), 0).await.len(), 1);
+    // The log still works.
+    assert_eq!(append_one(log.as_ref(), good).await, 2);
+}
+
+/// `delete_before` moves the start (never backwards, never past the end).
+pub async fn delete_before_moves_start(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("del", 0), &small_segments(Durability::None))
+        .await
+        .expect("open");
+    for i in 0..40 {
+        append_one(log.as_ref(), batch_of(5, i, 200, Compression::None)).await;
+    }
+    assert_eq!(log.delete_before(52).await.expect("delete"), 52);
+    assert_eq!(log.offsets().start, 52);
+    assert!(matches!(
+        log.read(51, 1024).await,
+        Err(StorageError::OffsetOutOfRange { start: 52, .. })
+    ));
+    let got = log.read(52, 1).await.expect("read at start");
+    assert_eq!(got[0].base_offset(), 50);
+    assert_eq!(log.delete_before(10).await.expect("backwards"), 52);
+    assert_eq!(log.offset_for_time(0).await.expect("time"), Some(52));
+    let all = read_all(log.as_ref(), 52).await;
+    assert_contiguous(&all);
+    assert_eq!(all.last().map(Batch::next_offset), Some(200));
+    assert_eq!(log.delete_before(10_000).await.expect("past end"), 200);
+    let o = log.offsets();
+    assert_eq!((o.start, o.end), (200, 200));
+    assert!(log.read(200, 1024).await.expect("empty").is_empty());
+    assert_eq!(
+        append_one(log.as_ref(), batch_of(1, 0, 1, Compression::None)).await,
+        200
+    );
+}
+
+/// Retention by time deletes old units and keeps every fresh record.
+pub async fn retention_by_time(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("rtime", 0), &small_segments(Durability::None))
+        .await
+        .expect("open");
+    let now = now_ms();
+    for i in 0..40 {
+        append_one(log.as_ref(), batch_of(4, 1_000 + i, 200, Compression::None)).await;
+    }
+    let first_fresh = log.offsets().end;
+    for _ in 0..5 {
+        append_one(log.as_ref(), batch_of(4, now, 200, Compression::None)).await;
+    }
+    let end = log.offsets().end;
+    let r = Retention {
+        ms: Some(60_000),
+        bytes: None,
+    };
+    let start = log.enforce_retention(r, now).await.expect("retention");
+    assert!(start > 0, "old data must go");
+    assert!(
+        start <= first_fresh,
+        "fresh data must stay ({start} > {first_fresh})"
+    );
+    assert_eq!(log.offsets().start, start);
+    assert_eq!(log.offsets().end, end);
+    let all = read_all(log.as_ref(), start).await;
+    assert_contiguous(&all);
+    assert_eq!(all.last().map(Batch::next_offset), Some(end));
+    // Nothing is old enough any more at this moment.
+    assert_eq!(log.enforce_retention(r, 1_000).await.expect("noop"), start);
+}
+
+/// Retention by size deletes the oldest units and never goes below the limit.
+pub async fn retention_by_bytes(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("rbytes", 0), &small_segments(Durability::None))
+        .await
+        .expect("open");
+    for i in 0..60 {
+        append_one(log.as_ref(), batch_of(2, i, 400, Compression::None)).await;
+    }
+    let before = log.offsets();
+    let limit = before.size_bytes / 3;
+    let r = Retention {
+        ms: None,
+        bytes: Some(limit),
+    };
+    let start = log.enforce_retention(r, now_ms()).await.expect("retention");
+    let after = log.offsets();
+    assert!(start > 0);
+    assert_eq!(after.start, start);
+    assert_eq!(after.end, before.end);
+    assert!(after.size_bytes >= limit, "{} < {limit}", after.size_bytes);
+    assert!(after.size_bytes < before.size_bytes);
+    assert_contiguous(&read_all(log.as_ref(), start).await);
+}
+
+/// The metadata store keeps opaque values by key, sorted.
+pub async fn metadata_store(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    assert!(s.list_metadata().await.expect("list").is_empty());
+    s.put_metadata("topic/b", b"two").await.expect("put");
+    s.put_metadata("topic/a", b"one").await.expect("put");
+    s.put_metadata("topic/a", b"uno").await.expect("overwrite");
+    s.put_metadata("cluster", &[0, 255, 1]).await.expect("put");
+    let all = s.list_metadata().await.expect("list");
+    assert_eq!(
+        all,
+        vec![
+            ("cluster".to_string(), vec![0, 255, 1]),
+            ("topic/a".to_string(), b"uno".to_vec()),
+            ("topic/b".to_string(), b"two".to_vec()),
+        ]
+    );
+    s.delete_metadata("topic/b").await.expect("delete");
+    s.delete_metadata("absent").await.expect("delete absent");
+    assert_eq!(s.list_metadata().await.expect("list").len(), 2);
+    assert!(matches!(
+        s.put_metadata("", b"x").await,
+        Err(StorageError::InvalidArgument(_))
+    ));
+}
+
+fn committed(offset: Offset, metadata: &str) -> CommittedOffset {
+    CommittedOffset {
+        offset,
+        leader_epoch: -1,
+        metadata: metadata.to_string(),
+        commit_timestamp_ms: 1_700_000_000_000 + offset,
+    }
+}
+
+/// Group offsets merge per partition, list, delete, and accept any group name.
+pub async fn group_offsets(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    assert!(s.fetch_offsets("nobody").await.expect("fetch").is_empty());
+    let odd = "odd/group name ../ with ünïcode";
+    s.commit_offsets(
+        odd,
+        &[
+            (tp("t", 1), committed(5, "m")),
+            (tp("t", 0), committed(3, "")),
+        ],
+    )
+    .await
+    .expect("commit");
+    s.commit_offsets(
+        odd,
+        &[
+            (tp("t", 1), committed(9, "later")),
+            (tp("u", 0), committed(1, "")),
+        ],
+    )
+    .await
+    .expect("commit");
+    s.commit_offsets("g2", &[(tp("t", 0), committed(100, ""))])
+        .await
+        .expect("commit");
+    assert_eq!(
+        s.fetch_offsets(odd).await.expect("fetch"),
+        vec![
+            (tp("t", 0), committed(3, "")),
+            (tp("t", 1), committed(9, "later")),
+            (tp("u", 0), committed(1, "")),
+        ]
+    );
+    assert_eq!(
+        s.list_groups().await.expect("groups"),
+        vec!["g2".to_string(), odd.to_string()]
+    );
+    s.delete_offsets(odd, &[tp("t", 0), tp("absent", 3)])
+        .await
+        .expect("delete offsets");
+    assert_eq!(s.fetch_offsets(odd).await.expect("fetch").len(), 2);
+    s.delete_group("g2").await.expect("delete group");
+    s.delete_group("never-existed")
+        .await
+        .expect("delete absent");
+    assert_eq!(
+        s.list_groups().await.expect("groups"),
+        vec![odd.to_string()]
+    );
+    assert!(s.fetch_offsets("g2").await.expect("fetch").is_empty());
+}
+
+/// Many logs written at once stay independent; `list_logs` and `delete_log` see them all.
+pub async fn concurrent_logs(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let mut tasks = Vec::new();
+    let mut expected = Vec::new();
+    for t in ["alpha", "beta", "gamma"] {
+        for p in 0..6 {
+            let tp = tp(t, p);
+            expected.push(tp.clone());
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let log = s
+                    .open_log(&tp, &small_segments(Durability::Always))
+                    .await
+                    .expect("open");
+                for i in 0..20 {
+                    let b = batch_of(1 + (p as usize + i) % 4, i as i64, 64, Compression::None);
+                    log.append(vec![b]).await.expect("append");
+                }
+                let all = read_all(log.as_ref(), 0).await;
+                assert_contiguous(&all);
+                let values: Vec<Bytes> = all
+                    .iter()
+                    .flat_map(|b| b.records().expect("decode"))
+                    .filter_map(|r| r.record.value)
+                    .collect();
+                let n: usize = (0..20).map(|i| 1 + (p as usize + i) % 4).sum();
+                assert_eq!(values.len(), n, "{tp}");
+                log.close().await.expect("close");
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    expected.sort();
+    assert_eq!(s.list_logs().await.expect("list"), expected);
+    s.delete_log(&tp("beta", 2)).await.expect("delete");
+    s.delete_log(&tp("beta", 99)).await.expect("delete absent");
+    let after = s.list_logs().await.expect("list");
+    assert_eq!(after.len(), expected.len() - 1);
+    assert!(!after.contains(&tp("beta", 2)));
+    let fresh = s
+        .open_log(&tp("beta", 2), &LogConfig::default())
+        .await
+        .expect("reopen deleted");
+    assert_eq!(fresh.offsets().end, 0, "a deleted log starts over");
+}
+
+/// Reads running during appends only ever see whole, valid, contiguous batches below the end.
+pub async fn reads_during_appends(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("race", 0), &small_segments(Durability::None))
+        .await
+        .expect("open");
+    let reader = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let mut seen = 0;
+            while seen < 400 {
+                let end = log.offsets().end;
+                let got = log.read(0, 1 << 20).await.expect("read");
+                assert_contiguous(&got);
+                if let Some(last) = got.last() {
+                    assert!(last.next_offset() <= log.offsets().end);
+                    assert!(end <= log.offsets().end);
+                }
+                let all = read_all(log.as_ref(), 0).await;
+                seen = all.last().map_or(0, Batch::next_offset);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    for i in 0..100 {
+        log.append(vec![batch_of(4, i, 50, Compression::None)])
+            .await
+            .expect("append");
+    }
+    reader.await.expect("reader");
+}
+
+/// After `close`, a log refuses work.
+pub async fn closed_log_refuses(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("closed", 0), &LogConfig::default())
+        .await
+        .expect("open");
+    append_one(log.as_ref(), batch_of(1, 0, 1, Compression::None)).await;
+    log.close().await.expect("close");
+    assert!(matches!(
+        log.append(vec![batch_of(1, 0, 1, Compression::None)]).await,
+        Err(StorageError::Closed)
+    ));
+    assert!(matches!(log.read(0, 10).await, Err(StorageError::Closed)));
+}
+
+/// Batches much larger than `max_bytes` and than a segment still round-trip whole.
+pub async fn large_batches(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("large", 0), &small_segments(Durability::Always))
+        .await
+        .expect("open");
+    let big = batch_of(4, 0, 300 * 1024, Compression::None);
+    let small = batch_of(1, 0, 10, Compression::None);
+    log.append(vec![small.clone(), big.clone(), small.clone()])
+        .await
+        .expect("append");
+    let got = log.read(1, 10).await.expect("read");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].len(), big.len());
+    assert_eq!(got[0].base_offset(), 1);
+    let got = log.read(5, 10).await.expect("read");
+    assert_eq!(got[0].base_offset(), 5);
+}
+
+/// Everything durable survives close and reopen: data, start offset, metadata, group offsets.
+pub async fn reopen_keeps_everything(f: &dyn StorageFactory) {
+    let cfg = small_segments(Durability::Always);
+    let (batches, offsets) = {
+        let s = f.open().await;
+        let log = s.open_log(&tp("keep", 3), &cfg).await.expect("open");
+        for i in 0..30 {
+            let codec = Compression::ALL[i % Compression::ALL.len()];
+            append_one(log.as_ref(), batch_of(3, i as i64 * 10, 150, codec)).await;
+        }
+        log.delete_before(7).await.expect("delete");
+        s.put_metadata("topic/keep", b"meta").await.expect("meta");
+        s.commit_offsets("g", &[(tp("keep", 3), committed(42, "x"))])
+            .await
+            .expect("commit");
+        let batches = read_all(log.as_ref(), 7).await;
+        let offsets = log.offsets();
+        log.close().await.expect("close");
+        s.close().await.expect("close storage");
+        (batches, offsets)
+    };
+    let s = f.open().await;
+    assert_eq!(s.list_logs().await.expect("list"), vec![tp("keep", 3)]);
+    let log = s.open_log(&tp("keep", 3), &cfg).await.expect("reopen");
+    let o = log.offsets();
+    assert_eq!((o.start, o.end), (offsets.start, offsets.end));
+    assert_eq!(read_all(log.as_ref(), 7).await, batches);
+    assert_eq!(
+        s.list_metadata().await.expect("meta"),
+        vec![("topic/keep".to_string(), b"meta".to_vec())]
+    );
+    assert_eq!(
+        s.fetch_offsets("g").await.expect("offsets"),
+        vec![(tp("keep", 3), committed(42, "x"))]
+    );
+    assert_eq!(
+        append_one(log.as_ref(), batch_of(1, 0, 1, Compression::None)).await,
+        90
+    );
+}
+
+/// A log whose every record was deleted keeps its end offset across reopen.
+pub async fn reopen_after_everything_deleted(f: &dyn StorageFactory) {
+    let cfg = small_segments(Durability::Always);
+    {
+        let s = f.open().await;
+        let log = s.open_log(&tp("gone", 0), &cfg).await.expect("open");
+        for i in 0..20 {
+            append_one(log.as_ref(), batch_of(5, i, 300, Compression::None)).await;
+        }
+        assert_eq!(log.delete_before(100).await.expect("delete"), 100);
+        log.close().await.expect("close");
+        s.close().await.expect("close storage");
+    }
+    let s = f.open().await;
+    let log = s.open_log(&tp("gone", 0), &cfg).await.expect("reopen");
+    let o = log.offsets();
+    assert_eq!((o.start, o.end), (100, 100));
+    assert_eq!(
+        append_one(log.as_ref(), batch_of(2, 0, 1, Compression::None)).await,
+        100
+    );
+}
+
+/// Data spread over many segments survives reopen, including the last, partly filled one.
+pub async fn reopen_many_segments(f: &dyn StorageFactory) {
+    let cfg = small_segments(Durability::None);
+    let expected = {
+        let s = f.open().await;
+        let log = s.open_log(&tp("many", 0), &cfg).await.expect("open");
+        for i in 0..200 {
+            append_one(
+                log.as_ref(),
+                batch_of(1 + i % 5, i as i64, 100, Compression::None),
+            )
+            .await;
+        }
+        let all = read_all(log.as_ref(), 0).await;
+        log.close().await.expect("close");
+        s.close().await.expect("close storage");
+        all
+    };
+    let s = f.open().await;
+    let log = s.open_log(&tp("many", 0), &cfg).await.expect("reopen");
+    assert_eq!(read_all(log.as_ref(), 0).await, expected);
+    assert_eq!(
+        log.offset_for_time(150).await.expect("time").is_some(),
+        true
+    );
+}
+
+/// The model check without reopens.
+pub async fn model_check_no_reopen(f: &dyn StorageFactory) {
+    model_check(f, false, 12, 120).await;
+}
+
+/// The model check with reopens (durable backends).
+pub async fn model_check_with_reopen(f: &dyn StorageFactory) {
+    model_check(f, true, 12, 120).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model check
+
+/// A small deterministic PRNG (splitmix64), so the suite needs no dependency for randomness.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// The seed from `WEIR_SEED`, or one from the clock; printed either way.
+    pub fn seed_from_env(test: &str) -> u64 {
+        let seed = std::env::var("WEIR_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        println!("{test}: WEIR_SEED={seed}");
+        seed
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `[0, n)`; `n` must be positive.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// Drives `cases` random sequences of `steps` operations against the backend and a `Vec` model:
+/// appends (several batches, every codec), reads at random offsets and sizes, offset-for-time,
+/// `delete_before`, retention by size and, with `reopen`, closing and reopening the storage.
+pub async fn model_check(f: &dyn StorageFactory, reopen: bool, cases: usize, steps: usize) {
+    let seed = Rng::seed_from_env("model_check");
+    let mut rng = Rng::new(seed);
+    let cfg = small_segments(Durability::None);
+    for case in 0..cases {
+        let tp = tp("model", case as i32);
+        let mut storage = f.open().await;
+        let mut log = storage.open_log(&tp, &cfg).await.expect("open");
+        // The model: (offset, timestamp, value) of every record ever appended, and the start.
+        let mut model: Vec<(Offset, i64, Bytes)> = Vec::new();
+        let mut start: Offset = 0;
+        for step in 0..steps {
+            let ctx = format!("seed {seed} case {case} step {step}");
+            let end = model.len() as Offset;
+            match rng.below(10) {
+                0..=3 => {
+                    let nb = 1 + rng.below(3) as usize;
+                    let mut batches = Vec::new();
+                    for _ in 0..nb {
+                        let n = 1 + rng.below(6) as usize;
+                        let codec = Compression::ALL[rng.below(5) as usize];
+                        let ts = rng.below(10_000) as i64;
+                        let mut b = BatchBuilder::new(codec);
+                        for i in 0..n {
+                            let len = rng.below(700) as usize;
+                            let v = Bytes::from(vec![b'a' + (rng.below(26) as u8); len]);
+                            b.push(Record::new(ts + i as i64, v));
+                        }
+                        batches.push(b.build(0).expect("build"));
+                    }
+                    let info = log.append(batches.clone()).await.expect(&ctx);
+                    let mut next = end;
+                    for (b, base) in batches.iter().zip(&info.base_offsets) {
+                        assert_eq!(*base, next, "{ctx}");
+                        for r in b.records().expect("decode") {
+                            model.push((
+                                next,
+                                r.record.timestamp_ms,
+                                r.record.value.unwrap_or_default(),
+                            ));
+                            next += 1;
+                        }
+                    }
+                    assert_eq!(info.end, next, "{ctx}");
+                }
+                4..=6 => {
+                    let from = start - 1 + rng.below((end - start + 3) as u64) as Offset;
+                    let max = rng.below(4000) as usize;
+                    let r = log.read(from, max).await;
+                    if from < start || from > end {
+                        assert!(
+                            matches!(r, Err(StorageError::OffsetOutOfRange { .. })),
+                            "{ctx}: read({from}) in [{start}, {end}] gave {r:?}"
+                        );
+                        continue;
+                    }
+                    let got = r.expect(&ctx);
+                    if from == end {
+                        assert!(got.is_empty(), "{ctx}");
+                        continue;
+                    }
+                    assert!(!got.is_empty(), "{ctx}");
+                    assert_contiguous(&got);
+                    assert!(
+                        got[0].base_offset() <= from && from < got[0].next_offset(),
+                        "{ctx}"
+                    );
+                    if got.len() > 1 {
+                        assert!(got.iter().map(Batch::len).sum::<usize>() <= max, "{ctx}");
+                    }
+                    for b in &got {
+                        for r in b.records().expect("decode") {
+                            let (o, ts, v) = &model[r.offset as usize];
+                            assert_eq!((r.offset, r.record.timestamp_ms), (*o, *ts), "{ctx}");
+                            assert_eq!(r.record.value.as_ref(), Some(v), "{ctx}");
+                        }
+                    }
+                }
+                7 => {
+                    let ts = rng.below(11_000) as i64;
+                    let expect = model
+                        .iter()
+                        .skip(start as usize)
+                        .find(|(_, t, _)| *t >= ts)
+                        .map(|(o, _, _)| *o);
+                    let got = log.offset_for_time(ts).await.expect(&ctx);
+                    // Batch order, not timestamp order, decides: the first batch holding a
+                    // qualifying record. The model is record order, which is the same thing
+                    // for the first qualifying record.
+                    assert_eq!(got, expect, "{ctx}: offset_for_time({ts})");
+                }
+                8 => {
+                    if rng.below(2) == 0 {
+                        let to = start + rng.below((end - start + 2) as u64) as Offset;
+                        let got = log.delete_before(to).await.expect(&ctx);
+                        assert_eq!(got, to.min(end).max(start), "{ctx}");
+                        start = got;
+                    } else {
+                        let bytes = rng.below(log.offsets().size_bytes + 1);
+                        let r = Retention {
+                            ms: None,
+                            bytes: Some(bytes),
+                        };
+                        let got = log.enforce_retention(r, 0).await.expect(&ctx);
+                        assert!(got >= start && got <= end, "{ctx}");
+                        start = got;
+                    }
+                    assert_eq!(log.offsets().start, start, "{ctx}");
+                }
+                _ => {
+                    if reopen {
+                        log.close().await.expect(&ctx);
+                        storage.close().await.expect(&ctx);
+                        drop(log);
+                        drop(storage);
+                        storage = f.open().await;
+                        log = storage.open_log(&tp, &cfg).await.expect(&ctx);
+                    }
+                }
+            }
+            let o = log.offsets();
+            assert_eq!((o.start, o.end), (start, model.len() as Offset), "{ctx}");
+        }
+        log.close().await.expect("close");
+        storage.close().await.expect("close storage");
+    }
+}
+
+/// Counts records per value, a convenience for backends' own tests.
+pub fn value_counts(batches: &[Batch]) -> BTreeMap<Bytes, usize> {
+    let mut out = BTreeMap::new();
+    for b in batches {
+        for r in b.records().expect("decode") {
+            *out.entry(r.record.value.unwrap_or_default()).or_insert(0) += 1;
+        }
+    }
+    out
+}
