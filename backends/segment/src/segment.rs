@@ -373,6 +373,13 @@ pub(crate) fn read_batches(plan: &ReadPlan, from: Offset, max_bytes: usize) -> R
             continue;
         };
         let batch = Batch::new(bytes).map_err(|e| corrupt(&plan.path, pos, e.to_string()))?;
+        if batch.partition_leader_epoch() != NO_LEADER_EPOCH {
+            return Err(corrupt(
+                &plan.path,
+                pos,
+                "unexpected partition leader epoch",
+            ));
+        }
         if let Some(prev) = out.last() {
             if batch.base_offset() != prev.next_offset() {
                 return Err(corrupt(

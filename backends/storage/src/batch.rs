@@ -472,7 +472,10 @@ impl Batch {
         let first_ts = self.first_timestamp();
         let append_time =
             (self.timestamp_type() == TimestampType::LogAppendTime).then(|| self.max_timestamp());
-        let mut out = Vec::with_capacity(count);
+        // Start small and grow: the count is bounded by the bytes present, but a record's decoded
+        // form is larger than its 7-byte minimum encoding, so reserving `count` up front would
+        // let a small compressed batch reserve far more than it will ever fill.
+        let mut out = Vec::with_capacity(count.min(1024));
         let mut r = Reader {
             data: &data,
             pos: 0,
@@ -579,7 +582,7 @@ fn decode_record(
     if header_count > end.saturating_sub(r.pos) / 2 {
         return Err(format!("{header_count} headers cannot fit in the record"));
     }
-    let mut headers = Vec::with_capacity(header_count);
+    let mut headers = Vec::with_capacity(header_count.min(16));
     for _ in 0..header_count {
         let key = r
             .nullable("header key")?

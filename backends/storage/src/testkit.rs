@@ -748,10 +748,13 @@ pub async fn reopen_many_segments(f: &dyn StorageFactory) {
     let s = f.open().await;
     let log = s.open_log(&tp("many", 0), &cfg).await.expect("reopen");
     assert_eq!(read_all(log.as_ref(), 0).await, expected);
-    assert_eq!(
-        log.offset_for_time(150).await.expect("time").is_some(),
-        true
-    );
+    let expected = expected
+        .iter()
+        .flat_map(|b| b.records().expect("decode"))
+        .find(|r| r.record.timestamp_ms >= 150)
+        .map(|r| r.offset);
+    assert!(expected.is_some());
+    assert_eq!(log.offset_for_time(150).await.expect("time"), expected);
 }
 
 /// The model check without reopens.

@@ -1,0 +1,277 @@
+//! Crash recovery of the segment backend: torn tails are cut, everything else is reported.
+//!
+//! - garbage appended to the active segment is cut, all whole batches stay;
+//! - the segment truncated at every byte of its last two batches recovers exactly the whole
+//!   batches before the cut;
+//! - a bit flipped in any byte of a batch before the tail is reported as `Corrupt` (at open for
+//!   the active segment, at read for a sealed one) and never served.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use weir_segment::SegmentStorage;
+use weir_storage::testkit::{batch_of, run, Rng};
+use weir_storage::{
+    Batch, Compression, Durability, LogConfig, Offset, PartitionLog, Storage, StorageError,
+    TopicPartition,
+};
+
+fn tp() -> TopicPartition {
+    TopicPartition::new("crash", 0)
+}
+
+fn one_segment() -> LogConfig {
+    LogConfig {
+        durability: Durability::Always,
+        segment_bytes: 1 << 30,
+        segment_ms: 1 << 40,
+        index_interval_bytes: 128,
+    }
+}
+
+async fn open(root: &Path, cfg: &LogConfig) -> Result<Arc<dyn PartitionLog>, StorageError> {
+    let s = SegmentStorage::open(root).await?;
+    s.open_log(&tp(), cfg).await
+}
+
+/// Writes `n` batches (mixed sizes and codecs) and returns them as stored.
+async fn write_batches(root: &Path, cfg: &LogConfig, n: usize) -> Vec<Batch> {
+    let log = open(root, cfg).await.expect("open");
+    for i in 0..n {
+        let codec = Compression::ALL[i % 5];
+        let b = batch_of(1 + i % 4, 1_000 + i as i64, 40 + 13 * i, codec);
+        log.append(vec![b]).await.expect("append");
+    }
+    let all = read_all(log.as_ref()).await.expect("read");
+    log.close().await.expect("close");
+    assert_eq!(all.len(), n);
+    all
+}
+
+async fn read_all(log: &dyn PartitionLog) -> Result<Vec<Batch>, StorageError> {
+    let mut out: Vec<Batch> = Vec::new();
+    let mut next = log.offsets().start;
+    while next < log.offsets().end {
+        let got = log.read(next, 1 << 20).await?;
+        next = got
+            .last()
+            .expect("read below end returns a batch")
+            .next_offset();
+        out.extend(got);
+    }
+    Ok(out)
+}
+
+fn segment_files(root: &Path) -> Vec<PathBuf> {
+    let dir = root.join("logs").join("crash-0");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn garbage_after_the_tail_is_cut() {
+    let seed = Rng::seed_from_env("garbage_after_the_tail_is_cut");
+    let mut rng = Rng::new(seed);
+    run(async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = one_segment();
+        let batches = write_batches(dir.path(), &cfg, 12).await;
+        let seg = segment_files(dir.path()).pop().expect("segment");
+        let clean = std::fs::read(&seg).expect("read");
+        let mut cases: Vec<Vec<u8>> = vec![vec![0; 1], vec![0; 4096], vec![0xff; 61]];
+        for _ in 0..20 {
+            let len = 1 + rng.below(3000) as usize;
+            cases.push((0..len).map(|_| rng.next_u64() as u8).collect());
+        }
+        // A copy of the last batch's header with a broken body, as a torn write of a real one.
+        let mut fake = batches.last().expect("last").as_bytes().to_vec();
+        fake.truncate(fake.len() - 3);
+        cases.push(fake);
+        for garbage in cases {
+            let mut bytes = clean.clone();
+            bytes.extend_from_slice(&garbage);
+            std::fs::write(&seg, &bytes).expect("write");
+            let log = open(dir.path(), &cfg).await.expect("recovers");
+            assert_eq!(
+                read_all(log.as_ref()).await.expect("read"),
+                batches,
+                "seed {seed}"
+            );
+            assert_eq!(
+                std::fs::metadata(&seg).expect("stat").len(),
+                clean.len() as u64
+            );
+            let next = log
+                .append(vec![batch_of(1, 0, 1, Compression::None)])
+                .await
+                .expect("append after recovery");
+            assert_eq!(
+                next.base_offsets,
+                vec![batches.last().expect("last").next_offset()]
+            );
+            log.close().await.expect("close");
+            std::fs::write(&seg, &clean).expect("restore");
+        }
+    });
+}
+
+#[test]
+fn truncation_at_every_byte_of_the_last_two_batches() {
+    run(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = one_segment();
+        let batches = write_batches(dir.path(), &cfg, 8).await;
+        let seg = segment_files(dir.path()).pop().expect("segment");
+        let clean = std::fs::read(&seg).expect("read");
+        let ends: Vec<usize> = batches
+            .iter()
+            .scan(0, |pos, b| {
+                *pos += b.len();
+                Some(*pos)
+            })
+            .collect();
+        let from = ends[ends.len() - 3];
+        for cut in from..clean.len() {
+            std::fs::write(&seg, &clean[..cut]).expect("write");
+            let whole = ends.iter().filter(|&&e| e <= cut).count();
+            let log = open(dir.path(), &cfg).await.expect("recovers");
+            let got = read_all(log.as_ref()).await.expect("read");
+            assert_eq!(got, batches[..whole], "cut at {cut}");
+            let end: Offset = batches[..whole].last().map_or(0, Batch::next_offset);
+            assert_eq!(log.offsets().end, end, "cut at {cut}");
+            assert_eq!(
+                std::fs::metadata(&seg).expect("stat").len() as usize,
+                ends[whole - 1],
+                "the torn bytes are cut"
+            );
+            log.close().await.expect("close");
+        }
+    });
+}
+
+fn flip(path: &Path, clean: &[u8], at: usize, bit: u32) {
+    let mut bytes = clean.to_vec();
+    bytes[at] ^= 1 << (bit % 8);
+    std::fs::write(path, &bytes).expect("write");
+}
+
+#[test]
+fn a_bit_flip_before_the_tail_is_reported_never_served() {
+    run(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = one_segment();
+        let batches = write_batches(dir.path(), &cfg, 6).await;
+        let seg = segment_files(dir.path()).pop().expect("segment");
+        let clean = std::fs::read(&seg).expect("read");
+        // The third batch: two whole batches before it, three after.
+        let start: usize = batches[..2].iter().map(Batch::len).sum();
+        for i in 0..batches[2].len() {
+            flip(&seg, &clean, start + i, i as u32);
+            match open(dir.path(), &cfg).await {
+                Err(StorageError::Corrupt { position, .. }) => {
+                    assert!(
+                        position as usize <= start + i,
+                        "byte {i}: reported at {position}"
+                    );
+                }
+                Ok(log) => panic!(
+                    "byte {i}: flip went unnoticed, log opened with end {}",
+                    log.offsets().end
+                ),
+                Err(e) => panic!("byte {i}: unexpected error {e}"),
+            }
+        }
+        std::fs::write(&seg, &clean).expect("restore");
+        let log = open(dir.path(), &cfg)
+            .await
+            .expect("clean file opens again");
+        assert_eq!(read_all(log.as_ref()).await.expect("read"), batches);
+    });
+}
+
+#[test]
+fn a_bit_flip_in_a_sealed_segment_fails_the_read() {
+    run(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = LogConfig {
+            segment_bytes: 2048,
+            ..one_segment()
+        };
+        let batches = write_batches(dir.path(), &cfg, 30).await;
+        let files = segment_files(dir.path());
+        assert!(files.len() > 3, "the log must have rolled");
+        let sealed = &files[1];
+        let clean = std::fs::read(sealed).expect("read");
+        let base: Offset = sealed
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse().ok())
+            .expect("base offset name");
+        let first = batches
+            .iter()
+            .find(|b| b.base_offset() == base)
+            .expect("first batch of the segment");
+        for i in 0..first.len() {
+            flip(sealed, &clean, i, i as u32 + 3);
+            // The sealed segment's index is trusted at open; the damage must show on read.
+            let log = open(dir.path(), &cfg).await.expect("open");
+            let mut served = Vec::new();
+            let mut failed = false;
+            let mut next = 0;
+            while next < log.offsets().end {
+                match log.read(next, 1 << 20).await {
+                    Ok(got) => {
+                        next = got.last().expect("batch").next_offset();
+                        served.extend(got);
+                    }
+                    Err(StorageError::Corrupt { .. }) => {
+                        failed = true;
+                        break;
+                    }
+                    Err(e) => panic!("byte {i}: unexpected error {e}"),
+                }
+            }
+            assert!(failed, "byte {i}: the damage was not reported");
+            for b in &served {
+                assert!(batches.contains(b), "byte {i}: a damaged batch was served");
+            }
+            log.close().await.expect("close");
+        }
+        std::fs::write(sealed, &clean).expect("restore");
+    });
+}
+
+#[test]
+fn index_files_are_rebuilt_when_missing_or_stale() {
+    run(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = LogConfig {
+            segment_bytes: 2048,
+            ..one_segment()
+        };
+        let batches = write_batches(dir.path(), &cfg, 30).await;
+        let logdir = dir.path().join("logs").join("crash-0");
+        let indexes: Vec<PathBuf> = std::fs::read_dir(&logdir)
+            .expect("list")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "index"))
+            .collect();
+        assert!(!indexes.is_empty());
+        std::fs::remove_file(&indexes[0]).expect("remove");
+        std::fs::write(&indexes[indexes.len() - 1], b"stale").expect("damage");
+        let log = open(dir.path(), &cfg).await.expect("open");
+        assert_eq!(read_all(log.as_ref()).await.expect("read"), batches);
+        let expected = batches
+            .iter()
+            .flat_map(|b| b.records().expect("decode"))
+            .find(|r| r.record.timestamp_ms >= 1_020)
+            .map(|r| r.offset);
+        assert!(expected.is_some());
+        assert_eq!(log.offset_for_time(1_020).await.expect("time"), expected);
+    });
+}
