@@ -21,8 +21,9 @@
 //! concurrently with an append and with each other.
 //!
 //! **Durability: what `Ok` from `append` means.**
-//! - [`Durability::None`]: the bytes are handed to the OS (or engine); a process crash keeps them,
-//!   a power loss may not.
+//! - [`Durability::None`]: the bytes are handed to the OS; for a file backend a process crash
+//!   keeps them, a power loss may not. An embedded engine that buffers inside the process (sled)
+//!   may lose its unflushed buffer even on a process crash; such a backend documents it.
 //! - [`Durability::Interval`]: as `None`, and the log has synced within the last interval (the
 //!   append syncs itself when the interval has passed); the owner calls [`PartitionLog::sync`]
 //!   on a timer for idle logs.
@@ -107,7 +108,8 @@ pub trait PartitionLog: Debug + Send + Sync + 'static {
     /// An I/O error, after which the log is failed.
     async fn sync(&self) -> Result<()>;
 
-    /// Syncs and releases the log's resources; every later call returns [`StorageError::Closed`].
+    /// Syncs and releases the log's resources; every later call returns [`StorageError::Closed`],
+    /// except `close` itself, which returns `Ok` again.
     ///
     /// # Errors
     /// As [`PartitionLog::sync`].
@@ -183,7 +185,8 @@ pub trait Storage: Debug + Send + Sync + 'static {
     /// I/O errors, or damaged offset data ([`StorageError::Corrupt`]).
     async fn fetch_offsets(&self, group: &str) -> Result<Vec<(TopicPartition, CommittedOffset)>>;
 
-    /// Removes the listed partitions from every group's committed offsets (a deleted topic).
+    /// Removes the listed partitions from `group`'s committed offsets (a deleted topic, an admin
+    /// request); a group left without offsets is forgotten.
     ///
     /// # Errors
     /// I/O errors.
