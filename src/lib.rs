@@ -15,9 +15,14 @@
 //! [`Storage`]/[`PartitionLog`] contract; [`open_storage`] picks one of the three backends by
 //! configuration. The broker, the protocols and the command line build on it.
 
+pub mod broker;
+pub mod config;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use broker::{Acks, Broker, BrokerError, BrokerHandle, OffsetSpec};
+pub use config::Config;
 pub use weir_storage as storage;
 pub use weir_storage::{
     Batch, BatchBuilder, Compression, Durability, LogConfig, PartitionLog, Record, Storage,

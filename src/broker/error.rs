@@ -1,0 +1,267 @@
+//! [`BrokerError`]: every error the broker reports to a client, with its stable wire codes.
+//!
+//! One mapping serves both protocols: [`BrokerError::code`] is Weir's native code (never
+//! reused), [`BrokerError::kafka_code`] the Kafka protocol's error code.
+
+use weir_storage::{BatchError, Offset, StorageError};
+
+/// An error the broker reports. Cloneable, so one failure can answer every waiting request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// No topic by that name.
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    /// The topic exists but not that partition.
+    #[error("topic {topic:?} has no partition {partition}")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: i32,
+    },
+    /// Creating a topic that exists.
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    /// A topic name outside Kafka's rules.
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName {
+        /// The name.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A partition count that is zero, too large, or a decrease.
+    #[error("invalid partition count: {0}")]
+    InvalidPartitions(String),
+    /// A topic configuration that does not parse or validate.
+    #[error("invalid topic config: {0}")]
+    InvalidConfig(String),
+    /// A fetch or seek outside `[start, end]`.
+    #[error("offset {requested} out of range [{start}, {end}]")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        requested: Offset,
+        /// The log start offset.
+        start: Offset,
+        /// The log end offset.
+        end: Offset,
+    },
+    /// A batch larger than the topic's `max_message_bytes`.
+    #[error("batch of {size} bytes exceeds the topic's max_message_bytes {max}")]
+    MessageTooLarge {
+        /// The batch size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not an acceptable RecordBatch.
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(String),
+    /// The partition's queue is full; retry after a short wait.
+    #[error("partition {partition} is busy: {queued_bytes} bytes queued (limit {max_bytes})")]
+    Busy {
+        /// The partition, as `topic-partition`.
+        partition: String,
+        /// Bytes waiting for the log.
+        queued_bytes: usize,
+        /// The configured queue limit.
+        max_bytes: usize,
+    },
+    /// The storage failed; for a log this is fail-stop until the broker restarts it.
+    #[error("storage error: {message}")]
+    Storage {
+        /// The storage error, as text.
+        message: String,
+    },
+    /// A malformed request (a bad argument, an unknown option).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The broker is shutting down or the actor is gone.
+    #[error("broker is shutting down")]
+    ShuttingDown,
+    /// A consumer-group member the group does not know.
+    #[error("unknown member {0:?}")]
+    UnknownMember(String),
+    /// A request from an older (or newer) generation of the group.
+    #[error("illegal generation {got} (group is at {current})")]
+    IllegalGeneration {
+        /// The generation in the request.
+        got: i32,
+        /// The group's generation.
+        current: i32,
+    },
+    /// The group is rebalancing; rejoin.
+    #[error("group is rebalancing")]
+    RebalanceInProgress,
+    /// A session timeout outside the broker's allowed range.
+    #[error("session timeout {0} ms is outside the allowed range")]
+    InvalidSessionTimeout(u64),
+    /// Members that share no assignment protocol.
+    #[error("members of the group share no assignment protocol")]
+    InconsistentGroupProtocol,
+    /// A new member must rejoin with the id it was given (Kafka's MEMBER_ID_REQUIRED).
+    #[error("member id required: rejoin with {0:?}")]
+    MemberIdRequired(String),
+    /// The group has active members (delete, reset offsets).
+    #[error("group {0:?} is not empty")]
+    GroupNotEmpty(String),
+    /// No group by that name.
+    #[error("unknown group {0:?}")]
+    UnknownGroup(String),
+    /// A static member's instance id is in use by a newer member.
+    #[error("group instance id {0:?} is fenced by a newer member")]
+    FencedInstanceId(String),
+}
+
+impl BrokerError {
+    /// Weir's native protocol code. Numbers are never reused.
+    pub fn code(&self) -> u16 {
+        match self {
+            BrokerError::UnknownTopic(_) => 1,
+            BrokerError::UnknownPartition { .. } => 2,
+            BrokerError::TopicExists(_) => 3,
+            BrokerError::InvalidTopicName { .. } => 4,
+            BrokerError::InvalidPartitions(_) => 5,
+            BrokerError::InvalidConfig(_) => 6,
+            BrokerError::OffsetOutOfRange { .. } => 7,
+            BrokerError::MessageTooLarge { .. } => 8,
+            BrokerError::InvalidBatch(_) => 9,
+            BrokerError::Busy { .. } => 10,
+            BrokerError::Storage { .. } => 11,
+            BrokerError::InvalidRequest(_) => 12,
+            BrokerError::ShuttingDown => 13,
+            BrokerError::UnknownMember(_) => 14,
+            BrokerError::IllegalGeneration { .. } => 15,
+            BrokerError::RebalanceInProgress => 16,
+            BrokerError::InvalidSessionTimeout(_) => 17,
+            BrokerError::InconsistentGroupProtocol => 18,
+            BrokerError::MemberIdRequired(_) => 19,
+            BrokerError::GroupNotEmpty(_) => 20,
+            BrokerError::UnknownGroup(_) => 21,
+            BrokerError::FencedInstanceId(_) => 22,
+        }
+    }
+
+    /// The Kafka protocol error code.
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            BrokerError::OffsetOutOfRange { .. } => 1,
+            BrokerError::InvalidBatch(_) => 2,
+            BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => 3,
+            BrokerError::MessageTooLarge { .. } => 10,
+            BrokerError::InvalidTopicName { .. } => 17,
+            BrokerError::IllegalGeneration { .. } => 22,
+            BrokerError::InconsistentGroupProtocol => 23,
+            BrokerError::UnknownMember(_) => 25,
+            BrokerError::InvalidSessionTimeout(_) => 26,
+            BrokerError::RebalanceInProgress => 27,
+            BrokerError::TopicExists(_) => 36,
+            BrokerError::InvalidPartitions(_) => 37,
+            BrokerError::InvalidConfig(_) => 40,
+            BrokerError::InvalidRequest(_) => 42,
+            BrokerError::UnknownGroup(_) => 69,
+            BrokerError::GroupNotEmpty(_) => 68,
+            BrokerError::MemberIdRequired(_) => 79,
+            BrokerError::FencedInstanceId(_) => 82,
+            // NOT_ENOUGH_REPLICAS: retriable, makes clients back off and retry.
+            BrokerError::Busy { .. } => 19,
+            BrokerError::ShuttingDown => 6, // NOT_LEADER_OR_FOLLOWER: clients refresh and retry
+            BrokerError::Storage { .. } => 56, // KAFKA_STORAGE_ERROR
+        }
+    }
+
+    /// True when retrying the same request later may succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            BrokerError::Busy { .. } | BrokerError::ShuttingDown | BrokerError::RebalanceInProgress
+        )
+    }
+}
+
+impl From<StorageError> for BrokerError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::OffsetOutOfRange {
+                requested,
+                start,
+                end,
+            } => BrokerError::OffsetOutOfRange {
+                requested,
+                start,
+                end,
+            },
+            StorageError::InvalidBatch(b) => BrokerError::InvalidBatch(b.to_string()),
+            StorageError::Closed => BrokerError::ShuttingDown,
+            other => BrokerError::Storage {
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<BatchError> for BrokerError {
+    fn from(e: BatchError) -> Self {
+        BrokerError::InvalidBatch(e.to_string())
+    }
+}
+
+impl From<actix::MailboxError> for BrokerError {
+    fn from(_: actix::MailboxError) -> Self {
+        BrokerError::ShuttingDown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_codes_are_unique() {
+        let all = [
+            BrokerError::UnknownTopic(String::new()),
+            BrokerError::UnknownPartition {
+                topic: String::new(),
+                partition: 0,
+            },
+            BrokerError::TopicExists(String::new()),
+            BrokerError::InvalidTopicName {
+                name: String::new(),
+                reason: "",
+            },
+            BrokerError::InvalidPartitions(String::new()),
+            BrokerError::InvalidConfig(String::new()),
+            BrokerError::OffsetOutOfRange {
+                requested: 0,
+                start: 0,
+                end: 0,
+            },
+            BrokerError::MessageTooLarge { size: 0, max: 0 },
+            BrokerError::InvalidBatch(String::new()),
+            BrokerError::Busy {
+                partition: String::new(),
+                queued_bytes: 0,
+                max_bytes: 0,
+            },
+            BrokerError::Storage {
+                message: String::new(),
+            },
+            BrokerError::InvalidRequest(String::new()),
+            BrokerError::ShuttingDown,
+            BrokerError::UnknownMember(String::new()),
+            BrokerError::IllegalGeneration { got: 0, current: 0 },
+            BrokerError::RebalanceInProgress,
+            BrokerError::InvalidSessionTimeout(0),
+            BrokerError::InconsistentGroupProtocol,
+            BrokerError::MemberIdRequired(String::new()),
+            BrokerError::GroupNotEmpty(String::new()),
+            BrokerError::UnknownGroup(String::new()),
+            BrokerError::FencedInstanceId(String::new()),
+        ];
+        let mut codes: Vec<u16> = all.iter().map(BrokerError::code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+    }
+}

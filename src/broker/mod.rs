@@ -1,0 +1,494 @@
+//! The broker: an actor system behind one cloneable handle.
+//!
+//! ```text
+//! BrokerHandle ──(route cache)──► Partition actors (spread over arbiters) ──► PartitionLog
+//!      └──► TopicRegistry actor (create/alter/delete topics) ──► Topic actors
+//! ```
+//!
+//! [`Broker::start`] starts the actor system on a thread of its own (an arbiter per core by
+//! default), opens the configured storage, recovers every topic and returns a
+//! [`BrokerHandle`]. The handle is `Send + Clone` and works from any async runtime: the
+//! protocol servers and an embedding program use the same one. [`BrokerHandle::shutdown`]
+//! drains every partition, closes every log and the storage, and stops the actor threads.
+
+pub mod error;
+pub mod messages;
+pub mod partition;
+pub mod partitioner;
+pub mod registry;
+pub mod topic;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+use weir_storage::{Batch, LogOffsets, Offset, Storage};
+
+pub use self::error::BrokerError;
+pub use self::messages::{Acks, FetchResult, OffsetSpec, PublishAck};
+use self::messages::{Fetch, GetOffsets, ListOffset, Publish, TrimLog};
+use self::partition::PartitionLimits;
+use self::registry::{
+    AlterTopicConfig, CreatePartitions, CreateTopic, DeleteTopic, RecoverTopics, Routes,
+    ShutdownRegistry, TopicRegistry,
+};
+use self::topic::{PublishKeyless, Route};
+use crate::config::{Config, TopicConfig};
+
+/// Starts brokers.
+#[derive(Debug)]
+pub struct Broker;
+
+/// Why a broker did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The storage did not open, or recovery failed.
+    #[error("storage: {0}")]
+    Storage(#[from] weir_storage::StorageError),
+    /// Recovering topics failed.
+    #[error("recovering topics: {0}")]
+    Recover(#[from] BrokerError),
+    /// The actor thread could not start.
+    #[error("starting the actor system: {0}")]
+    Thread(String),
+}
+
+/// A topic as [`BrokerHandle::describe_topic`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    /// The name.
+    pub name: String,
+    /// The topic id.
+    pub id: u128,
+    /// Its settings.
+    pub config: TopicConfig,
+    /// Offsets and size per partition, by partition number.
+    pub partitions: Vec<LogOffsets>,
+}
+
+/// The actor system's threads, taken by the first `shutdown`.
+type Threads = (actix_rt::System, Vec<Arbiter>, std::thread::JoinHandle<()>);
+
+struct Shared {
+    registry: Addr<TopicRegistry>,
+    routes: Routes,
+    storage: Arc<dyn Storage>,
+    config: Config,
+    system: Mutex<Option<Threads>>,
+}
+
+/// The one API of a running broker. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct BrokerHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for BrokerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerHandle")
+            .field("storage", &self.shared.storage.name())
+            .field("topics", &self.list_topics().len())
+            .finish()
+    }
+}
+
+impl Broker {
+    /// Starts a broker with `config`. See the module docs.
+    ///
+    /// # Errors
+    /// An invalid config, a storage that fails to open or recover, or topics that fail to load.
+    pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
+        Self::start_inner(config, None).await
+    }
+
+    /// Starts a broker on a storage the caller opened (a custom backend, a test wrapper);
+    /// `config.storage` and `config.data_dir` are then unused.
+    ///
+    /// # Errors
+    /// As [`Broker::start`].
+    pub async fn start_with_storage(
+        config: Config,
+        storage: Arc<dyn Storage>,
+    ) -> Result<BrokerHandle, StartError> {
+        Self::start_inner(config, Some(storage)).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        storage: Option<Arc<dyn Storage>>,
+    ) -> Result<BrokerHandle, StartError> {
+        config.validate()?;
+        let (tx, rx) = oneshot::channel();
+        let cfg = config.clone();
+        let thread = std::thread::Builder::new()
+            .name("weir-broker".into())
+            .spawn(move || run_system(cfg, storage, tx))
+            .map_err(|e| StartError::Thread(e.to_string()))?;
+        let started = rx
+            .await
+            .map_err(|_| StartError::Thread("the actor system exited while starting".into()))?;
+        let (registry, routes, storage, system, arbiters) = match started {
+            Ok(parts) => parts,
+            Err(e) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+        };
+        let handle = BrokerHandle {
+            shared: Arc::new(Shared {
+                registry,
+                routes,
+                storage,
+                config,
+                system: Mutex::new(Some((system, arbiters, thread))),
+            }),
+        };
+        handle
+            .shared
+            .registry
+            .send(RecoverTopics)
+            .await
+            .map_err(BrokerError::from)??;
+        Ok(handle)
+    }
+}
+
+type Started = (
+    Addr<TopicRegistry>,
+    Routes,
+    Arc<dyn Storage>,
+    actix_rt::System,
+    Vec<Arbiter>,
+);
+
+fn run_system(
+    config: Config,
+    storage: Option<Arc<dyn Storage>>,
+    tx: oneshot::Sender<Result<Started, StartError>>,
+) {
+    let runner = actix_rt::System::new();
+    let ok = runner.block_on(async move {
+        let opened = match storage {
+            Some(s) => Ok(s),
+            None => crate::open_storage(&config.storage_config()).await,
+        };
+        let storage = match opened {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Err(e.into()));
+                return false;
+            }
+        };
+        let n = match config.broker.arbiters {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
+        let handles = arbiters.iter().map(Arbiter::handle).collect();
+        let limits = PartitionLimits {
+            queue_bytes: config.broker.partition_queue_bytes,
+            append_batch_bytes: config.broker.append_batch_bytes,
+            retention_check_interval: Duration::from_millis(
+                config.broker.retention_check_interval_ms,
+            ),
+            max_fetch_wait: Duration::from_millis(config.broker.max_fetch_wait_ms),
+        };
+        let routes: Routes = Arc::new(RwLock::new(HashMap::new()));
+        let registry = TopicRegistry::new(
+            storage.clone(),
+            config.topic_defaults.clone(),
+            limits,
+            handles,
+            routes.clone(),
+        )
+        .start();
+        tx.send(Ok((
+            registry,
+            routes,
+            storage,
+            actix_rt::System::current(),
+            arbiters,
+        )))
+        .is_ok()
+    });
+    if ok {
+        let _ = runner.run();
+    }
+}
+
+impl BrokerHandle {
+    /// The configuration the broker runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The storage the broker runs on (for group offsets and admin tools).
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.shared.storage
+    }
+
+    fn route(&self, topic: &str) -> Option<Arc<Route>> {
+        self.shared
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .cloned()
+    }
+
+    /// The route of `topic`, creating the topic when auto-creation is on and `create` is set.
+    async fn route_or_create(&self, topic: &str, create: bool) -> Result<Arc<Route>, BrokerError> {
+        if let Some(r) = self.route(topic) {
+            return Ok(r);
+        }
+        if !(create && self.shared.config.broker.auto_create_topics) {
+            return Err(BrokerError::UnknownTopic(topic.to_string()));
+        }
+        match self.create_topic(topic, None, Vec::new()).await {
+            Ok(r) => Ok(r),
+            // Someone else created it meanwhile.
+            Err(BrokerError::TopicExists(_)) => self
+                .route(topic)
+                .ok_or_else(|| BrokerError::UnknownTopic(topic.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a topic with `partitions` (the default when `None`) and config overrides.
+    ///
+    /// # Errors
+    /// An invalid name or config, an existing topic, or a storage failure.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: Option<u32>,
+        configs: Vec<(String, String)>,
+    ) -> Result<Arc<Route>, BrokerError> {
+        self.shared
+            .registry
+            .send(CreateTopic {
+                name: name.to_string(),
+                partitions,
+                configs,
+            })
+            .await?
+    }
+
+    /// Deletes a topic, its data and its committed offsets.
+    ///
+    /// # Errors
+    /// An unknown topic or a storage failure.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        self.shared
+            .registry
+            .send(DeleteTopic {
+                name: name.to_string(),
+            })
+            .await?
+    }
+
+    /// Raises the partition count of a topic to `total`.
+    ///
+    /// # Errors
+    /// An unknown topic, a count that does not grow, or a storage failure.
+    pub async fn create_partitions(&self, name: &str, total: u32) -> Result<(), BrokerError> {
+        self.shared
+            .registry
+            .send(CreatePartitions {
+                name: name.to_string(),
+                total,
+            })
+            .await?
+            .map(|_| ())
+    }
+
+    /// Changes settings of a topic (`retention.ms=...`).
+    ///
+    /// # Errors
+    /// An unknown topic or key, an invalid value.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        set: Vec<(String, String)>,
+    ) -> Result<(), BrokerError> {
+        self.shared
+            .registry
+            .send(AlterTopicConfig {
+                name: name.to_string(),
+                set,
+            })
+            .await?
+            .map(|_| ())
+    }
+
+    /// Every topic name, sorted.
+    pub fn list_topics(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .shared
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The partition count of `topic`, if it exists.
+    pub fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.route(topic).map(|r| r.partitions.len() as u32)
+    }
+
+    /// A topic's settings and per-partition offsets.
+    ///
+    /// # Errors
+    /// An unknown topic.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, BrokerError> {
+        let route = self
+            .route(name)
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        let mut partitions = Vec::with_capacity(route.partitions.len());
+        for p in &route.partitions {
+            partitions.push(p.send(GetOffsets).await?);
+        }
+        Ok(TopicDescription {
+            name: route.name.clone(),
+            id: route.id,
+            config: route.config.clone(),
+            partitions,
+        })
+    }
+
+    /// Appends batches to `topic`: to `partition`, or where the sticky partitioner says when
+    /// `None`. Creates the topic first when it is unknown and auto-creation is on. Returns the
+    /// partition and what the log assigned.
+    ///
+    /// # Errors
+    /// Unknown topic or partition, a batch over `max_message_bytes` or invalid, a full queue
+    /// ([`BrokerError::Busy`]), a storage failure.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        batches: Vec<Batch>,
+        acks: Acks,
+    ) -> Result<(i32, PublishAck), BrokerError> {
+        let route = self.route_or_create(topic, true).await?;
+        match partition {
+            Some(p) => {
+                let ack = route
+                    .partition(p)?
+                    .send(Publish { batches, acks })
+                    .await??;
+                Ok((p, ack))
+            }
+            None => route.topic.send(PublishKeyless { batches, acks }).await?,
+        }
+    }
+
+    /// Reads from `topic`/`partition` at `from`: up to `max_bytes` (at least one batch), waiting
+    /// up to `max_wait` until `min_bytes` are available.
+    ///
+    /// # Errors
+    /// Unknown topic or partition, an offset out of range, a storage failure.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: Offset,
+        max_bytes: usize,
+        min_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<FetchResult, BrokerError> {
+        let route = self.route_or_create(topic, false).await?;
+        route
+            .partition(partition)?
+            .send(Fetch {
+                from,
+                max_bytes,
+                min_bytes,
+                max_wait,
+            })
+            .await?
+    }
+
+    /// Looks up the earliest, the latest, or the first offset at or after a timestamp.
+    ///
+    /// # Errors
+    /// Unknown topic or partition, a storage failure.
+    pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        spec: OffsetSpec,
+    ) -> Result<Option<Offset>, BrokerError> {
+        let route = self.route_or_create(topic, false).await?;
+        route
+            .partition(partition)?
+            .send(ListOffset { spec })
+            .await?
+    }
+
+    /// Start, end and size of one partition.
+    ///
+    /// # Errors
+    /// Unknown topic or partition.
+    pub async fn offsets(&self, topic: &str, partition: i32) -> Result<LogOffsets, BrokerError> {
+        let route = self.route_or_create(topic, false).await?;
+        Ok(route.partition(partition)?.send(GetOffsets).await?)
+    }
+
+    /// Deletes the records below `before` (Kafka's DeleteRecords); returns the new start.
+    ///
+    /// # Errors
+    /// Unknown topic or partition, a storage failure.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        before: Offset,
+    ) -> Result<Offset, BrokerError> {
+        let route = self.route_or_create(topic, false).await?;
+        route.partition(partition)?.send(TrimLog { before }).await?
+    }
+
+    /// Stops the broker: drains and closes every log, closes the storage, stops the actor
+    /// threads. Other clones of the handle get [`BrokerError::ShuttingDown`] afterwards.
+    ///
+    /// # Errors
+    /// The first error while closing logs or the storage (everything is closed regardless).
+    pub async fn shutdown(&self) -> Result<(), BrokerError> {
+        let Some((system, arbiters, thread)) = self
+            .shared
+            .system
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return Ok(());
+        };
+        let result = match self.shared.registry.send(ShutdownRegistry).await {
+            Ok(r) => r,
+            Err(e) => Err(e.into()),
+        };
+        for a in &arbiters {
+            a.stop();
+        }
+        system.stop();
+        let _ = tokio::task::spawn_blocking(move || {
+            for a in arbiters {
+                let _ = a.join();
+            }
+            let _ = thread.join();
+        })
+        .await;
+        result
+    }
+}

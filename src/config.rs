@@ -1,0 +1,644 @@
+//! Configuration: `weir.toml`, then `WEIR_*` environment variables, then flags.
+//!
+//! Every key is documented in `weir.example.toml`. Unknown keys are errors (a typo must not be
+//! silently ignored), and [`Config::validate`] checks ranges and combinations with messages that
+//! name the key. With no configuration at all, Weir runs on segment storage under
+//! `./weir-data` with listeners on 127.0.0.1.
+//!
+//! Environment variables name a key by its path, upper-cased, with `_` between the parts:
+//! `WEIR_DATA_DIR`, `WEIR_STORAGE_BACKEND`, `WEIR_TOPIC_DEFAULTS_PARTITIONS`,
+//! `WEIR_GROUPS_SESSION_TIMEOUT_MS`. A value is read as a TOML value when it parses as one
+//! (`3`, `true`) and as a string otherwise.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use weir_storage::{Durability, LogConfig, Retention};
+
+use crate::Backend;
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, or names an unknown key, or a value of the wrong type.
+    #[error("invalid configuration{}: {message}", .origin.as_deref().map(|o| format!(" in {o}")).unwrap_or_default())]
+    Parse {
+        /// The file or variable the problem came from.
+        origin: Option<String>,
+        /// The parser's message (it names the key).
+        message: String,
+    },
+    /// A value outside its allowed range, or values that contradict each other.
+    #[error("invalid value for {key}: {message}")]
+    Invalid {
+        /// The key, as written in `weir.toml`.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration of a broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where durable backends keep their files.
+    pub data_dir: PathBuf,
+    /// The storage backend.
+    pub storage: StorageSection,
+    /// Network listeners.
+    pub listeners: Listeners,
+    /// The actor system and its limits.
+    pub broker: BrokerSection,
+    /// Defaults for topics created without explicit settings.
+    pub topic_defaults: TopicConfig,
+    /// Consumer-group timing.
+    pub groups: GroupsSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./weir-data"),
+            storage: StorageSection::default(),
+            listeners: Listeners::default(),
+            broker: BrokerSection::default(),
+            topic_defaults: TopicConfig::default(),
+            groups: GroupsSection::default(),
+        }
+    }
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// `memory`, `segment` (default) or `sled`.
+    pub backend: Backend,
+}
+
+/// `[listeners]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listeners {
+    /// Weir's native protocol.
+    pub native: Option<SocketAddr>,
+    /// The Kafka wire protocol.
+    pub kafka: Option<SocketAddr>,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
+            native: Some(SocketAddr::from(([127, 0, 0, 1], 9292))),
+            kafka: Some(SocketAddr::from(([127, 0, 0, 1], 9092))),
+        }
+    }
+}
+
+/// `[broker]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSection {
+    /// Arbiter threads the partition actors are spread over; 0 means one per core.
+    pub arbiters: usize,
+    /// Bytes of publishes a partition queues while its log is busy before answering `Busy`.
+    pub partition_queue_bytes: usize,
+    /// Most bytes one append (one group commit) writes.
+    pub append_batch_bytes: usize,
+    /// How often retention runs on each partition.
+    pub retention_check_interval_ms: u64,
+    /// Longest long-poll a fetch may ask for.
+    pub max_fetch_wait_ms: u64,
+    /// Let a produce or metadata request for an unknown topic create it with the defaults.
+    pub auto_create_topics: bool,
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        BrokerSection {
+            arbiters: 0,
+            partition_queue_bytes: 64 * 1024 * 1024,
+            append_batch_bytes: 8 * 1024 * 1024,
+            retention_check_interval_ms: 60_000,
+            max_fetch_wait_ms: 30_000,
+            auto_create_topics: true,
+        }
+    }
+}
+
+/// How fsync follows appends, as written in config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// Page cache only.
+    None,
+    /// fsync at most every `flush_interval_ms`.
+    Interval,
+    /// fsync before every acknowledgement (group commit).
+    #[default]
+    Always,
+}
+
+/// A topic's settings (and, in `[topic_defaults]`, the defaults of new topics).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicConfig {
+    /// Partitions of a new topic.
+    pub partitions: u32,
+    /// Delete data older than this; -1 keeps it forever.
+    pub retention_ms: i64,
+    /// Delete the oldest data while a partition is larger than this; -1 for no limit.
+    pub retention_bytes: i64,
+    /// Roll to a new segment file after this many bytes.
+    pub segment_bytes: u64,
+    /// Roll to a new segment file after this long.
+    pub segment_ms: u64,
+    /// `none`, `interval` or `always`.
+    pub durability: DurabilityMode,
+    /// The fsync interval of `interval` durability.
+    pub flush_interval_ms: u64,
+    /// Largest batch a producer may send (bytes, as Kafka's `max.message.bytes`).
+    pub max_message_bytes: u32,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            partitions: 1,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+            segment_bytes: 256 * 1024 * 1024,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            durability: DurabilityMode::Always,
+            flush_interval_ms: 1000,
+            max_message_bytes: 1_048_588,
+        }
+    }
+}
+
+impl TopicConfig {
+    /// The storage-level durability this config asks for.
+    pub fn durability(&self) -> Durability {
+        match self.durability {
+            DurabilityMode::None => Durability::None,
+            DurabilityMode::Interval => Durability::Interval {
+                interval_ms: self.flush_interval_ms,
+            },
+            DurabilityMode::Always => Durability::Always,
+        }
+    }
+
+    /// The log settings of one of this topic's partitions.
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            durability: self.durability(),
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+            ..LogConfig::default()
+        }
+    }
+
+    /// The retention policy.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            ms: (self.retention_ms >= 0).then_some(self.retention_ms),
+            bytes: u64::try_from(self.retention_bytes).ok(),
+        }
+    }
+
+    /// Applies one `key=value` override in Kafka's dotted names (`retention.ms`) or Weir's
+    /// (`retention_ms`).
+    ///
+    /// # Errors
+    /// An unknown key or a value that does not parse.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        fn num<T: std::str::FromStr>(key: &'static str, v: &str) -> Result<T, ConfigError> {
+            v.parse().map_err(|_| ConfigError::Invalid {
+                key,
+                message: format!("{v:?} is not a number"),
+            })
+        }
+        match key.replace('.', "_").as_str() {
+            "partitions" => self.partitions = num("partitions", value)?,
+            "retention_ms" => self.retention_ms = num("retention.ms", value)?,
+            "retention_bytes" => self.retention_bytes = num("retention.bytes", value)?,
+            "segment_bytes" => self.segment_bytes = num("segment.bytes", value)?,
+            "segment_ms" => self.segment_ms = num("segment.ms", value)?,
+            "flush_interval_ms" | "flush_ms" => {
+                self.flush_interval_ms = num("flush.interval.ms", value)?;
+            }
+            "max_message_bytes" => self.max_message_bytes = num("max.message.bytes", value)?,
+            "durability" => {
+                self.durability = match value {
+                    "none" => DurabilityMode::None,
+                    "interval" => DurabilityMode::Interval,
+                    "always" => DurabilityMode::Always,
+                    other => {
+                        return Err(ConfigError::Invalid {
+                            key: "durability",
+                            message: format!("{other:?}: expected none, interval or always"),
+                        })
+                    }
+                }
+            }
+            _ => {
+                return Err(ConfigError::Parse {
+                    origin: None,
+                    message: format!("unknown topic config {key:?}"),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// Every setting as `(kafka.name, value)` pairs, for describe-config answers.
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("retention.ms", self.retention_ms.to_string()),
+            ("retention.bytes", self.retention_bytes.to_string()),
+            ("segment.bytes", self.segment_bytes.to_string()),
+            ("segment.ms", self.segment_ms.to_string()),
+            (
+                "durability",
+                format!("{:?}", self.durability).to_lowercase(),
+            ),
+            ("flush.interval.ms", self.flush_interval_ms.to_string()),
+            ("max.message.bytes", self.max_message_bytes.to_string()),
+        ]
+    }
+
+    /// Checks ranges.
+    ///
+    /// # Errors
+    /// The first value out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, message: String| Err(ConfigError::Invalid { key, message });
+        if self.partitions == 0 || self.partitions > 100_000 {
+            return bad(
+                "partitions",
+                format!("{} is not in 1..=100000", self.partitions),
+            );
+        }
+        if self.retention_ms < -1 {
+            return bad("retention_ms", "use -1 for no time limit".into());
+        }
+        if self.retention_bytes < -1 {
+            return bad("retention_bytes", "use -1 for no size limit".into());
+        }
+        if self.segment_bytes < 1024 {
+            return bad(
+                "segment_bytes",
+                format!("{} is below 1024", self.segment_bytes),
+            );
+        }
+        if self.segment_ms == 0 {
+            return bad("segment_ms", "must be positive".into());
+        }
+        if self.durability == DurabilityMode::Interval && self.flush_interval_ms == 0 {
+            return bad(
+                "flush_interval_ms",
+                "must be positive with interval durability".into(),
+            );
+        }
+        if self.max_message_bytes < 128 {
+            return bad(
+                "max_message_bytes",
+                format!("{} is below 128", self.max_message_bytes),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `[groups]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsSection {
+    /// Smallest session timeout a member may ask for (Kafka's `group.min.session.timeout.ms`).
+    pub min_session_timeout_ms: u64,
+    /// Largest session timeout a member may ask for.
+    pub max_session_timeout_ms: u64,
+    /// How long a new group waits for more members before its first rebalance completes.
+    pub initial_rebalance_delay_ms: u64,
+}
+
+impl Default for GroupsSection {
+    fn default() -> Self {
+        GroupsSection {
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+        }
+    }
+}
+
+impl Config {
+    /// Parses a `weir.toml` text.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] for malformed TOML, unknown keys and wrong types.
+    pub fn from_toml(text: &str, origin: Option<&str>) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.map(str::to_string),
+            message: e.message().to_string(),
+        })
+    }
+
+    /// Reads a `weir.toml` file.
+    ///
+    /// # Errors
+    /// As [`Config::from_toml`], or the file cannot be read.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, Some(&path.display().to_string()))
+    }
+
+    /// Applies `WEIR_*` variables from `vars` (pass `std::env::vars()`), key by key.
+    ///
+    /// # Errors
+    /// A variable that names no key, or a value of the wrong type.
+    pub fn apply_env(
+        self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut tree = toml::Value::try_from(&self).map_err(|e| ConfigError::Parse {
+            origin: None,
+            message: e.to_string(),
+        })?;
+        let mut changed = false;
+        for (name, raw) in vars {
+            let Some(path) = name.strip_prefix("WEIR_") else {
+                continue;
+            };
+            // Variables the tests and tools read themselves, not configuration.
+            if ["SEED", "KILL9_ITERATIONS", "BENCH_DIR", "LOG"]
+                .iter()
+                .any(|p| path.starts_with(p))
+            {
+                continue;
+            }
+            let path = path.to_ascii_lowercase();
+            let value = raw
+                .parse::<toml::Value>()
+                .ok()
+                .filter(|v| !v.is_table())
+                .unwrap_or_else(|| toml::Value::String(raw.clone()));
+            set_path(&mut tree, &path, value).map_err(|message| ConfigError::Parse {
+                origin: Some(name.clone()),
+                message,
+            })?;
+            changed = true;
+        }
+        if !changed {
+            return Ok(self);
+        }
+        tree.try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                origin: Some("WEIR_* environment".into()),
+                message: e.message().to_string(),
+            })
+    }
+
+    /// The storage selection this config describes.
+    pub fn storage_config(&self) -> crate::StorageConfig {
+        crate::StorageConfig {
+            backend: self.storage.backend,
+            data_dir: self.data_dir.clone(),
+        }
+    }
+
+    /// Checks every section.
+    ///
+    /// # Errors
+    /// The first problem found, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.topic_defaults.validate()?;
+        let b = &self.broker;
+        if b.partition_queue_bytes < 1024 * 1024 {
+            return Err(ConfigError::Invalid {
+                key: "broker.partition_queue_bytes",
+                message: "must be at least 1 MiB".into(),
+            });
+        }
+        if b.append_batch_bytes == 0 || b.append_batch_bytes > b.partition_queue_bytes {
+            return Err(ConfigError::Invalid {
+                key: "broker.append_batch_bytes",
+                message: "must be positive and at most broker.partition_queue_bytes".into(),
+            });
+        }
+        if (self.topic_defaults.max_message_bytes as usize) > b.partition_queue_bytes {
+            return Err(ConfigError::Invalid {
+                key: "topic_defaults.max_message_bytes",
+                message: "must not exceed broker.partition_queue_bytes".into(),
+            });
+        }
+        if b.retention_check_interval_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "broker.retention_check_interval_ms",
+                message: "must be positive".into(),
+            });
+        }
+        let g = &self.groups;
+        if g.min_session_timeout_ms == 0 || g.min_session_timeout_ms > g.max_session_timeout_ms {
+            return Err(ConfigError::Invalid {
+                key: "groups.min_session_timeout_ms",
+                message: "must be positive and at most groups.max_session_timeout_ms".into(),
+            });
+        }
+        if self.storage.backend != Backend::Memory && self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "data_dir",
+                message: "durable backends need a data directory".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Sets `value` at the key named by `path` (`topic_defaults_retention_ms`), matching section
+/// names first, since keys contain underscores too.
+fn set_path(tree: &mut toml::Value, path: &str, value: toml::Value) -> Result<(), String> {
+    let table = tree
+        .as_table_mut()
+        .ok_or_else(|| "configuration is not a table".to_string())?;
+    if table.contains_key(path) && !table.get(path).is_some_and(toml::Value::is_table) {
+        table.insert(path.to_string(), value);
+        return Ok(());
+    }
+    let section = table
+        .iter()
+        .filter(|(k, v)| v.is_table() && path.starts_with(&format!("{k}_")))
+        .map(|(k, _)| k.clone())
+        .max_by_key(String::len);
+    match section {
+        Some(section) => {
+            let rest = path[section.len() + 1..].to_string();
+            let sub = table
+                .get_mut(&section)
+                .and_then(toml::Value::as_table_mut)
+                .ok_or_else(|| format!("{section} is not a section"))?;
+            if !sub.contains_key(&rest) && !matches!(rest.as_str(), "native" | "kafka") {
+                return Err(format!("unknown key {section}.{rest}"));
+            }
+            sub.insert(rest, value);
+            Ok(())
+        }
+        None => Err(format!("names no configuration key ({path})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_the_embedded_default() {
+        let c = Config::from_toml("", None).expect("parse");
+        assert_eq!(c, Config::default());
+        assert_eq!(c.storage.backend, Backend::Segment);
+        assert_eq!(c.data_dir, PathBuf::from("./weir-data"));
+        c.validate().expect("valid");
+    }
+
+    #[test]
+    fn the_documented_contract_parses() {
+        let c = Config::from_toml(
+            r#"
+            data_dir = "/var/lib/weir"
+            [storage]
+            backend = "sled"
+            [listeners]
+            native = "127.0.0.1:9292"
+            kafka  = "0.0.0.0:9093"
+            "#,
+            None,
+        )
+        .expect("parse");
+        assert_eq!(c.storage.backend, Backend::Sled);
+        assert_eq!(
+            c.listeners.kafka,
+            Some("0.0.0.0:9093".parse().expect("addr"))
+        );
+    }
+
+    #[test]
+    fn the_example_file_is_the_default_and_complete() {
+        let text = include_str!("../weir.example.toml");
+        let c = Config::from_toml(text, Some("weir.example.toml")).expect("parse example");
+        assert_eq!(c, Config::default(), "the example documents the defaults");
+        // Every key of the defaults appears in the example.
+        let tree = toml::Value::try_from(Config::default()).expect("tree");
+        for (section, v) in tree.as_table().expect("table") {
+            match v.as_table() {
+                Some(t) => {
+                    for key in t.keys() {
+                        assert!(
+                            text.contains(&format!("\n{key} ")),
+                            "example lacks {section}.{key}"
+                        );
+                    }
+                }
+                None => assert!(
+                    text.contains(&format!("\n{section} ")),
+                    "example lacks {section}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let e = Config::from_toml("[storage]\nbackend = \"postgres\"", Some("x.toml"))
+            .expect_err("bad");
+        assert!(e.to_string().contains("x.toml"), "{e}");
+        let e = Config::from_toml("data_dri = \"x\"", None).expect_err("typo");
+        assert!(e.to_string().contains("data_dri"), "{e}");
+        let e = Config::from_toml("[topic_defaults]\nretention_mss = 1", None).expect_err("typo");
+        assert!(e.to_string().contains("retention_mss"), "{e}");
+        let mut c = Config::default();
+        c.topic_defaults.partitions = 0;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                key: "partitions",
+                ..
+            })
+        ));
+        let mut c = Config::default();
+        c.groups.min_session_timeout_ms = c.groups.max_session_timeout_ms + 1;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn environment_overrides_keys_by_path() {
+        let vars = [
+            ("WEIR_DATA_DIR", "/tmp/w"),
+            ("WEIR_STORAGE_BACKEND", "memory"),
+            ("WEIR_TOPIC_DEFAULTS_PARTITIONS", "6"),
+            ("WEIR_TOPIC_DEFAULTS_DURABILITY", "interval"),
+            ("WEIR_GROUPS_INITIAL_REBALANCE_DELAY_MS", "0"),
+            ("WEIR_LISTENERS_KAFKA", "127.0.0.1:19092"),
+            ("WEIR_SEED", "123"),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let c = Config::default().apply_env(vars).expect("apply");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/w"));
+        assert_eq!(c.storage.backend, Backend::Memory);
+        assert_eq!(c.topic_defaults.partitions, 6);
+        assert_eq!(c.topic_defaults.durability, DurabilityMode::Interval);
+        assert_eq!(c.groups.initial_rebalance_delay_ms, 0);
+        assert_eq!(
+            c.listeners.kafka,
+            Some("127.0.0.1:19092".parse().expect("addr"))
+        );
+        let e = Config::default()
+            .apply_env([("WEIR_TOPIC_DEFAULTS_PARTITONS".to_string(), "3".to_string())])
+            .expect_err("typo");
+        assert!(
+            e.to_string().contains("WEIR_TOPIC_DEFAULTS_PARTITONS"),
+            "{e}"
+        );
+        let e = Config::default()
+            .apply_env([(
+                "WEIR_TOPIC_DEFAULTS_PARTITIONS".to_string(),
+                "many".to_string(),
+            )])
+            .expect_err("type");
+        assert!(e.to_string().contains("environment"), "{e}");
+    }
+
+    #[test]
+    fn topic_overrides_take_kafka_names() {
+        let mut t = TopicConfig::default();
+        t.set("retention.ms", "1000").expect("set");
+        t.set("durability", "none").expect("set");
+        t.set("max_message_bytes", "2048").expect("set");
+        assert_eq!(t.retention_ms, 1000);
+        assert_eq!(t.durability(), Durability::None);
+        assert!(t.set("retention.mss", "1").is_err());
+        assert!(t.set("segment.bytes", "x").is_err());
+        assert_eq!(
+            t.retention(),
+            Retention {
+                ms: Some(1000),
+                bytes: None
+            }
+        );
+    }
+}

@@ -1,0 +1,552 @@
+//! The broker through its handle: ordering under concurrency, long-poll, retention,
+//! backpressure, topics admin, restart.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use weir::broker::BrokerError;
+use weir::config::Config;
+use weir::{Acks, Backend, Broker, BrokerHandle, OffsetSpec};
+use weir_storage::testkit::batch_of;
+use weir_storage::{
+    AppendInfo, Batch, Compression, LogConfig, LogOffsets, Offset, PartitionLog, Retention,
+    Storage, TopicPartition,
+};
+
+fn config(backend: Backend, dir: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.storage.backend = backend;
+    c.data_dir = dir.to_path_buf();
+    c.broker.arbiters = 2;
+    c.groups.initial_rebalance_delay_ms = 0;
+    c
+}
+
+async fn start(backend: Backend, dir: &std::path::Path) -> BrokerHandle {
+    Broker::start(config(backend, dir))
+        .await
+        .expect("start broker")
+}
+
+fn values(batches: &[Batch]) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| b.records().expect("decode"))
+        .map(|r| String::from_utf8(r.record.value.expect("value").to_vec()).expect("utf8"))
+        .collect()
+}
+
+fn one(value: &str) -> Batch {
+    let mut b = weir_storage::BatchBuilder::new(Compression::None);
+    b.push(weir_storage::Record::new(1, value.to_string()));
+    b.build(0).expect("build")
+}
+
+async fn read_all(h: &BrokerHandle, topic: &str, partition: i32) -> Vec<Batch> {
+    let end = h.offsets(topic, partition).await.expect("offsets").end;
+    let mut next = h.offsets(topic, partition).await.expect("offsets").start;
+    let mut out = Vec::new();
+    while next < end {
+        let r = h
+            .fetch(topic, partition, next, 1 << 20, 1, Duration::ZERO)
+            .await
+            .expect("fetch");
+        next = r.batches.last().expect("batch").next_offset();
+        out.extend(r.batches);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_partition_order_under_100_concurrent_producers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(Backend::Segment, dir.path()).await;
+    h.create_topic("orders", Some(2), vec![])
+        .await
+        .expect("create");
+    let mut tasks = Vec::new();
+    for producer in 0..100 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut offsets = Vec::new();
+            for seq in 0..20 {
+                let (p, ack) = h
+                    .publish(
+                        "orders",
+                        Some(producer % 2),
+                        vec![one(&format!("{producer}:{seq}"))],
+                        Acks::All,
+                    )
+                    .await
+                    .expect("publish");
+                assert_eq!(p, producer % 2);
+                offsets.push(ack.base_offset);
+            }
+            // One producer's acks come back in the order it sent, with growing offsets.
+            assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+            (producer, offsets)
+        }));
+    }
+    let mut acked: Vec<Vec<Offset>> = vec![Vec::new(); 2];
+    for t in tasks {
+        let (producer, offsets) = t.await.expect("producer");
+        acked[(producer % 2) as usize].extend(offsets);
+    }
+    for p in 0..2 {
+        let batches = read_all(&h, "orders", p).await;
+        // Dense offsets: every offset 0..n exactly once, each acknowledged exactly once.
+        let mut acks = acked[p as usize].clone();
+        acks.sort_unstable();
+        assert_eq!(acks, (0..1000).collect::<Vec<_>>());
+        let vals = values(&batches);
+        assert_eq!(vals.len(), 1000);
+        // Per producer, the log holds its records in the order they were sent.
+        for producer in (p..100).step_by(2) {
+            let seqs: Vec<u32> = vals
+                .iter()
+                .filter_map(|v| v.split_once(':'))
+                .filter(|(pr, _)| pr.parse::<i32>().ok() == Some(producer))
+                .map(|(_, s)| s.parse().expect("seq"))
+                .collect();
+            assert_eq!(seqs, (0..20).collect::<Vec<_>>(), "producer {producer}");
+        }
+    }
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_is_woken_by_a_publish_and_expires_empty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(Backend::Memory, dir.path()).await;
+    h.create_topic("events", Some(1), vec![])
+        .await
+        .expect("create");
+    // Past the end: waits for the deadline, then returns nothing.
+    let t0 = Instant::now();
+    let r = h
+        .fetch("events", 0, 0, 1024, 1, Duration::from_millis(300))
+        .await
+        .expect("fetch");
+    assert!(r.batches.is_empty());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(r.high_watermark, 0);
+    // A waiting fetch is answered by the publish, long before its deadline.
+    let waiter = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let r = h
+                .fetch("events", 0, 0, 1024, 1, Duration::from_secs(20))
+                .await
+                .expect("fetch");
+            (r, t0.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.publish("events", Some(0), vec![one("wake up")], Acks::All)
+        .await
+        .expect("publish");
+    let (r, waited) = waiter.await.expect("waiter");
+    assert_eq!(values(&r.batches), vec!["wake up"]);
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert_eq!(r.high_watermark, 1);
+    // min_bytes: not satisfied by a small publish, returned at the deadline with what there is.
+    let r = h
+        .fetch("events", 0, 0, 1024, 1 << 20, Duration::from_millis(200))
+        .await
+        .expect("fetch");
+    assert_eq!(values(&r.batches), vec!["wake up"]);
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_errors_and_admin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(Backend::Memory, dir.path());
+    cfg.broker.auto_create_topics = false;
+    let h = Broker::start(cfg).await.expect("start");
+    assert!(matches!(
+        h.publish("nope", Some(0), vec![one("x")], Acks::All).await,
+        Err(BrokerError::UnknownTopic(_))
+    ));
+    assert!(matches!(
+        h.create_topic("bad name", None, vec![]).await,
+        Err(BrokerError::InvalidTopicName { .. })
+    ));
+    // Timestamps below are from 1970: keep them despite the 7-day default retention.
+    let cfgs = vec![
+        ("max.message.bytes".into(), "300".into()),
+        ("retention.ms".into(), "-1".into()),
+    ];
+    h.create_topic("t", Some(2), cfgs).await.expect("create");
+    assert!(matches!(
+        h.create_topic("t", None, vec![]).await,
+        Err(BrokerError::TopicExists(_))
+    ));
+    assert!(matches!(
+        h.publish("t", Some(2), vec![one("x")], Acks::All).await,
+        Err(BrokerError::UnknownPartition { partition: 2, .. })
+    ));
+    let big = batch_of(1, 0, 400, Compression::None);
+    assert!(matches!(
+        h.publish("t", Some(0), vec![big], Acks::All).await,
+        Err(BrokerError::MessageTooLarge { max: 300, .. })
+    ));
+    for i in 0..3 {
+        let mut b = weir_storage::BatchBuilder::new(Compression::None);
+        b.push(weir_storage::Record::new(1000 * (i + 1), format!("v{i}")));
+        h.publish("t", Some(1), vec![b.build(0).expect("b")], Acks::All)
+            .await
+            .expect("publish");
+    }
+    assert_eq!(
+        h.list_offset("t", 1, OffsetSpec::Earliest)
+            .await
+            .expect("e"),
+        Some(0)
+    );
+    assert_eq!(
+        h.list_offset("t", 1, OffsetSpec::Latest).await.expect("l"),
+        Some(3)
+    );
+    assert_eq!(
+        h.list_offset("t", 1, OffsetSpec::Timestamp(1500))
+            .await
+            .expect("ts"),
+        Some(1)
+    );
+    assert_eq!(
+        h.list_offset("t", 1, OffsetSpec::Timestamp(9999))
+            .await
+            .expect("ts"),
+        None
+    );
+    assert!(matches!(
+        h.fetch("t", 1, 4, 1024, 1, Duration::ZERO).await,
+        Err(BrokerError::OffsetOutOfRange {
+            requested: 4,
+            start: 0,
+            end: 3
+        })
+    ));
+    // Keyless publishes spread over partitions.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let (p, _) = h
+            .publish("t", None, vec![one("k")], Acks::All)
+            .await
+            .expect("publish");
+        seen.insert(p);
+    }
+    assert_eq!(seen.len(), 2);
+    // acks=0 answers without an offset, and the record still lands.
+    let (_, ack) = h
+        .publish("t", Some(0), vec![one("fire")], Acks::None)
+        .await
+        .expect("publish");
+    assert_eq!(ack.base_offset, -1);
+    h.create_partitions("t", 4).await.expect("grow");
+    assert_eq!(h.partition_count("t"), Some(4));
+    assert!(h.create_partitions("t", 3).await.is_err());
+    h.alter_topic_config("t", vec![("retention.bytes".into(), "1000000".into())])
+        .await
+        .expect("alter");
+    assert!(h
+        .alter_topic_config("t", vec![("retention.mss".into(), "1".into())])
+        .await
+        .is_err());
+    let d = h.describe_topic("t").await.expect("describe");
+    assert_eq!(d.config.retention_bytes, 1_000_000);
+    assert_eq!(d.partitions.len(), 4);
+    assert_eq!(h.delete_records("t", 1, 2).await.expect("trim"), 2);
+    assert_eq!(h.list_topics(), vec!["t".to_string()]);
+    h.delete_topic("t").await.expect("delete");
+    assert!(h.list_topics().is_empty());
+    assert!(matches!(
+        h.fetch("t", 0, 0, 1, 1, Duration::ZERO).await,
+        Err(BrokerError::UnknownTopic(_))
+    ));
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_time_and_size_runs_on_its_timer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(Backend::Segment, dir.path());
+    cfg.broker.retention_check_interval_ms = 100;
+    let h = Broker::start(cfg).await.expect("start");
+    let small = vec![
+        ("segment.bytes".to_string(), "4096".to_string()),
+        ("retention.ms".to_string(), "60000".to_string()),
+    ];
+    h.create_topic("old", Some(1), small.clone())
+        .await
+        .expect("create");
+    // Records stamped in 1970: far older than a minute.
+    for i in 0..50 {
+        h.publish(
+            "old",
+            Some(0),
+            vec![batch_of(2, i, 300, Compression::None)],
+            Acks::All,
+        )
+        .await
+        .expect("publish");
+    }
+    let now = weir::broker::partition::now_ms();
+    h.publish(
+        "old",
+        Some(0),
+        vec![batch_of(2, now, 300, Compression::None)],
+        Acks::All,
+    )
+    .await
+    .expect("publish fresh");
+    let end = h.offsets("old", 0).await.expect("offsets").end;
+    wait_until(|| async { h.offsets("old", 0).await.expect("o").start > 0 }).await;
+    let o = h.offsets("old", 0).await.expect("offsets");
+    assert_eq!(o.end, end);
+    assert!(o.start <= end - 2, "the fresh batch stays");
+
+    let by_size = vec![
+        ("segment.bytes".to_string(), "4096".to_string()),
+        ("retention.ms".to_string(), "-1".to_string()),
+        ("retention.bytes".to_string(), "20000".to_string()),
+    ];
+    h.create_topic("big", Some(1), by_size)
+        .await
+        .expect("create");
+    for i in 0..100 {
+        h.publish(
+            "big",
+            Some(0),
+            vec![batch_of(2, now + i, 300, Compression::None)],
+            Acks::All,
+        )
+        .await
+        .expect("publish");
+    }
+    wait_until(|| async { h.offsets("big", 0).await.expect("o").size_bytes < 40_000 }).await;
+    let o = h.offsets("big", 0).await.expect("offsets");
+    assert!(
+        o.size_bytes >= 20_000,
+        "never below the limit: {}",
+        o.size_bytes
+    );
+    assert!(o.start > 0);
+    h.shutdown().await.expect("shutdown");
+}
+
+async fn wait_until<F, Fut>(mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "condition not reached in 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A storage whose logs take `delay` per append: the slow disk of the backpressure test.
+#[derive(Debug)]
+struct SlowStorage {
+    inner: weir_memory::MemoryStorage,
+    delay: Duration,
+    appends: Arc<AtomicUsize>,
+}
+
+#[derive(Debug)]
+struct SlowLog {
+    inner: Arc<dyn PartitionLog>,
+    delay: Duration,
+    appends: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl PartitionLog for SlowLog {
+    async fn append(&self, batches: Vec<Batch>) -> weir_storage::Result<AppendInfo> {
+        tokio::time::sleep(self.delay).await;
+        self.appends.fetch_add(1, Ordering::SeqCst);
+        self.inner.append(batches).await
+    }
+    async fn read(&self, from: Offset, max_bytes: usize) -> weir_storage::Result<Vec<Batch>> {
+        self.inner.read(from, max_bytes).await
+    }
+    fn offsets(&self) -> LogOffsets {
+        self.inner.offsets()
+    }
+    async fn offset_for_time(&self, ts: i64) -> weir_storage::Result<Option<Offset>> {
+        self.inner.offset_for_time(ts).await
+    }
+    async fn delete_before(&self, offset: Offset) -> weir_storage::Result<Offset> {
+        self.inner.delete_before(offset).await
+    }
+    async fn enforce_retention(&self, r: Retention, now: i64) -> weir_storage::Result<Offset> {
+        self.inner.enforce_retention(r, now).await
+    }
+    async fn sync(&self) -> weir_storage::Result<()> {
+        self.inner.sync().await
+    }
+    async fn close(&self) -> weir_storage::Result<()> {
+        self.inner.close().await
+    }
+}
+
+#[async_trait]
+impl Storage for SlowStorage {
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+    async fn open_log(
+        &self,
+        tp: &TopicPartition,
+        cfg: &LogConfig,
+    ) -> weir_storage::Result<Arc<dyn PartitionLog>> {
+        Ok(Arc::new(SlowLog {
+            inner: self.inner.open_log(tp, cfg).await?,
+            delay: self.delay,
+            appends: self.appends.clone(),
+        }))
+    }
+    async fn delete_log(&self, tp: &TopicPartition) -> weir_storage::Result<()> {
+        self.inner.delete_log(tp).await
+    }
+    async fn list_logs(&self) -> weir_storage::Result<Vec<TopicPartition>> {
+        self.inner.list_logs().await
+    }
+    async fn put_metadata(&self, k: &str, v: &[u8]) -> weir_storage::Result<()> {
+        self.inner.put_metadata(k, v).await
+    }
+    async fn delete_metadata(&self, k: &str) -> weir_storage::Result<()> {
+        self.inner.delete_metadata(k).await
+    }
+    async fn list_metadata(&self) -> weir_storage::Result<Vec<(String, Vec<u8>)>> {
+        self.inner.list_metadata().await
+    }
+    async fn commit_offsets(
+        &self,
+        g: &str,
+        o: &[(TopicPartition, weir_storage::CommittedOffset)],
+    ) -> weir_storage::Result<()> {
+        self.inner.commit_offsets(g, o).await
+    }
+    async fn fetch_offsets(
+        &self,
+        g: &str,
+    ) -> weir_storage::Result<Vec<(TopicPartition, weir_storage::CommittedOffset)>> {
+        self.inner.fetch_offsets(g).await
+    }
+    async fn delete_offsets(&self, g: &str, p: &[TopicPartition]) -> weir_storage::Result<()> {
+        self.inner.delete_offsets(g, p).await
+    }
+    async fn list_groups(&self) -> weir_storage::Result<Vec<String>> {
+        self.inner.list_groups().await
+    }
+    async fn delete_group(&self, g: &str) -> weir_storage::Result<()> {
+        self.inner.delete_group(g).await
+    }
+    async fn close(&self) -> weir_storage::Result<()> {
+        self.inner.close().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_log_pushes_back_instead_of_growing_memory() {
+    let appends = Arc::new(AtomicUsize::new(0));
+    let storage = Arc::new(SlowStorage {
+        inner: weir_memory::MemoryStorage::new(),
+        delay: Duration::from_millis(50),
+        appends: appends.clone(),
+    });
+    let mut cfg = Config::default();
+    cfg.storage.backend = Backend::Memory;
+    cfg.broker.partition_queue_bytes = 2 * 1024 * 1024;
+    cfg.broker.append_batch_bytes = 256 * 1024;
+    let h = Broker::start_with_storage(cfg, storage)
+        .await
+        .expect("start");
+    h.create_topic("slow", Some(1), vec![])
+        .await
+        .expect("create");
+    let batch = batch_of(10, 0, 10_000, Compression::None); // ~100 KB
+    let mut accepted = 0usize;
+    let mut busy = 0usize;
+    let mut tasks = Vec::new();
+    for _ in 0..60 {
+        let h = h.clone();
+        let b = batch.clone();
+        tasks.push(tokio::spawn(async move {
+            h.publish("slow", Some(0), vec![b], Acks::All).await
+        }));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(_) => accepted += 1,
+            Err(BrokerError::Busy {
+                queued_bytes,
+                max_bytes,
+                ..
+            }) => {
+                assert!(queued_bytes <= max_bytes);
+                busy += 1;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(
+        busy > 0,
+        "a 2 MiB queue cannot take 6 MB faster than the log writes"
+    );
+    assert!(accepted >= 10);
+    // Everything acknowledged is in the log, nothing refused is.
+    let o = h.offsets("slow", 0).await.expect("offsets");
+    assert_eq!(o.end, accepted as i64 * 10);
+    // Group commit: fewer appends than accepted publishes.
+    assert!(
+        appends.load(Ordering::SeqCst) < accepted,
+        "{} appends",
+        appends.load(Ordering::SeqCst)
+    );
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_and_data_survive_a_restart() {
+    for backend in [Backend::Segment, Backend::Sled] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = start(backend, dir.path()).await;
+        h.create_topic("kept", Some(3), vec![("retention.ms".into(), "-1".into())])
+            .await
+            .expect("create");
+        for p in 0..3 {
+            h.publish("kept", Some(p), vec![one(&format!("p{p}"))], Acks::All)
+                .await
+                .expect("publish");
+        }
+        h.shutdown().await.expect("shutdown");
+        assert!(h
+            .publish("kept", Some(0), vec![one("late")], Acks::All)
+            .await
+            .is_err());
+        let h = start(backend, dir.path()).await;
+        assert_eq!(h.list_topics(), vec!["kept".to_string()], "{backend:?}");
+        let d = h.describe_topic("kept").await.expect("describe");
+        assert_eq!(d.config.retention_ms, -1);
+        for p in 0..3 {
+            assert_eq!(
+                values(&read_all(&h, "kept", p).await),
+                vec![format!("p{p}")]
+            );
+        }
+        h.shutdown().await.expect("shutdown");
+    }
+}
