@@ -393,9 +393,11 @@ impl Config {
                 continue;
             }
             let path = path.to_ascii_lowercase();
-            let value = raw
-                .parse::<toml::Value>()
+            // A TOML value when it parses as one (`3`, `true`, `"x"`), a plain string otherwise.
+            let value = format!("v = {raw}")
+                .parse::<toml::Table>()
                 .ok()
+                .and_then(|mut t| t.remove("v"))
                 .filter(|v| !v.is_table())
                 .unwrap_or_else(|| toml::Value::String(raw.clone()));
             set_path(&mut tree, &path, value).map_err(|message| ConfigError::Parse {
