@@ -16,12 +16,14 @@
 //! configuration. The broker, the protocols and the command line build on it.
 
 pub mod broker;
+pub mod client;
 pub mod config;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use broker::{Acks, Broker, BrokerError, BrokerHandle, OffsetSpec};
+pub use client::{Admin, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
 pub use config::Config;
 pub use weir_storage as storage;
 pub use weir_storage::{

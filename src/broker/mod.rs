@@ -11,7 +11,9 @@
 //! protocol servers and an embedding program use the same one. [`BrokerHandle::shutdown`]
 //! drains every partition, closes every log and the storage, and stops the actor threads.
 
+pub mod assignor;
 pub mod error;
+pub mod group;
 pub mod messages;
 pub mod partition;
 pub mod partitioner;
@@ -24,9 +26,17 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
-use weir_storage::{Batch, LogOffsets, Offset, Storage};
+use weir_storage::{Batch, CommittedOffset, LogOffsets, Offset, Storage, TopicPartition};
 
 pub use self::error::BrokerError;
+use self::group::{
+    CommitOffsets, ConsumerGroup, DeleteGroup, DescribeGroup, FetchOffsets, ForgetPartitions,
+    Heartbeat, LeaveGroup, StopGroup, SyncGroup,
+};
+pub use self::group::{
+    GroupDescription, GroupState, JoinGroup, JoinResult, JoinedMember, MemberDescription,
+    SyncResult, WEIR_PROTOCOL_TYPE,
+};
 pub use self::messages::{Acks, FetchResult, OffsetSpec, PublishAck};
 use self::messages::{Fetch, GetOffsets, ListOffset, Publish, TrimLog};
 use self::partition::PartitionLimits;
@@ -81,6 +91,9 @@ struct Shared {
     storage: Arc<dyn Storage>,
     config: Config,
     system: Mutex<Option<Threads>>,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: std::sync::atomic::AtomicUsize,
+    groups: Mutex<HashMap<String, Addr<ConsumerGroup>>>,
 }
 
 /// The one API of a running broker. Cheap to clone; `Send + Sync`.
@@ -146,7 +159,10 @@ impl Broker {
                 routes,
                 storage,
                 config,
+                arbiters: arbiters.iter().map(Arbiter::handle).collect(),
                 system: Mutex::new(Some((system, arbiters, thread))),
+                next_arbiter: std::sync::atomic::AtomicUsize::new(0),
+                groups: Mutex::new(HashMap::new()),
             }),
         };
         handle
@@ -285,12 +301,20 @@ impl BrokerHandle {
     /// # Errors
     /// An unknown topic or a storage failure.
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        let partitions = self.partition_count(name).unwrap_or(0);
         self.shared
             .registry
             .send(DeleteTopic {
                 name: name.to_string(),
             })
-            .await?
+            .await??;
+        let tps: Vec<TopicPartition> = (0..partitions as i32)
+            .map(|p| TopicPartition::new(name, p))
+            .collect();
+        for g in self.active_groups() {
+            let _ = g.send(ForgetPartitions(tps.clone())).await;
+        }
+        Ok(())
     }
 
     /// Raises the partition count of a topic to `total`.
@@ -459,6 +483,258 @@ impl BrokerHandle {
         route.partition(partition)?.send(TrimLog { before }).await?
     }
 
+    fn active_groups(&self) -> Vec<Addr<ConsumerGroup>> {
+        self.shared
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The actor of group `id`, started (and its offsets loaded) on first use.
+    fn group(&self, id: &str) -> Result<Addr<ConsumerGroup>, BrokerError> {
+        if id.is_empty() {
+            return Err(BrokerError::InvalidRequest("the group id is empty".into()));
+        }
+        if self
+            .shared
+            .system
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let mut groups = self.shared.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = groups.get(id).filter(|g| g.connected()) {
+            return Ok(g.clone());
+        }
+        let n = self
+            .shared
+            .next_arbiter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let home = &self.shared.arbiters[n % self.shared.arbiters.len()];
+        let (gid, storage, routes, settings) = (
+            id.to_string(),
+            self.shared.storage.clone(),
+            self.shared.routes.clone(),
+            self.shared.config.groups.clone(),
+        );
+        let addr = ConsumerGroup::start_in_arbiter(home, move |_| {
+            ConsumerGroup::new(gid, storage, routes, settings)
+        });
+        groups.insert(id.to_string(), addr.clone());
+        Ok(addr)
+    }
+
+    /// Joins group `group`; answers when the join phase completes. See [`group`] for the
+    /// protocol.
+    ///
+    /// # Errors
+    /// A bad session timeout, no common protocol, an unknown member, MEMBER_ID_REQUIRED.
+    pub async fn join_group(
+        &self,
+        group: &str,
+        join: JoinGroup,
+    ) -> Result<JoinResult, BrokerError> {
+        self.group(group)?.send(join).await?
+    }
+
+    /// Gets (and from the leader, sets) the assignment of generation `generation`.
+    ///
+    /// # Errors
+    /// Unknown member, illegal generation, a rebalance in progress.
+    pub async fn sync_group(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, bytes::Bytes)>,
+    ) -> Result<SyncResult, BrokerError> {
+        self.group(group)?
+            .send(SyncGroup {
+                member_id: member_id.to_string(),
+                generation,
+                assignments,
+            })
+            .await?
+    }
+
+    /// Keeps a member's session alive.
+    ///
+    /// # Errors
+    /// [`BrokerError::RebalanceInProgress`] when the member must rejoin; unknown member,
+    /// illegal generation.
+    pub async fn heartbeat(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> Result<(), BrokerError> {
+        self.group(group)?
+            .send(Heartbeat {
+                member_id: member_id.to_string(),
+                generation,
+            })
+            .await?
+    }
+
+    /// Members leave the group (by member id, or by static instance id with an empty id).
+    ///
+    /// # Errors
+    /// The first member the group does not know.
+    pub async fn leave_group(
+        &self,
+        group: &str,
+        members: Vec<(String, Option<String>)>,
+    ) -> Result<(), BrokerError> {
+        self.group(group)?.send(LeaveGroup { members }).await?
+    }
+
+    /// Commits offsets for a member of generation `generation` (or, with an empty member and
+    /// generation -1, for a group without members). Durable when it returns.
+    ///
+    /// # Errors
+    /// Unknown member, illegal generation, a rebalance in progress, a storage failure.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+        offsets: Vec<(TopicPartition, CommittedOffset)>,
+    ) -> Result<(), BrokerError> {
+        self.group(group)?
+            .send(CommitOffsets {
+                member_id: member_id.to_string(),
+                generation,
+                offsets,
+                admin: false,
+            })
+            .await?
+    }
+
+    /// Committed offsets of `group` for `partitions` (all when `None`).
+    ///
+    /// # Errors
+    /// An empty group id, a stopped broker.
+    pub async fn fetch_offsets(
+        &self,
+        group: &str,
+        partitions: Option<Vec<TopicPartition>>,
+    ) -> Result<Vec<(TopicPartition, CommittedOffset)>, BrokerError> {
+        Ok(self.group(group)?.send(FetchOffsets { partitions }).await?)
+    }
+
+    /// State, members, assignments and committed offsets of a group.
+    ///
+    /// # Errors
+    /// An empty group id, a stopped broker.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription, BrokerError> {
+        Ok(self.group(group)?.send(DescribeGroup).await?)
+    }
+
+    /// Every group: those with members and those with committed offsets, sorted, with state.
+    ///
+    /// # Errors
+    /// A storage failure.
+    pub async fn list_groups(&self) -> Result<Vec<(String, GroupState)>, BrokerError> {
+        let mut names: std::collections::BTreeSet<String> = self
+            .shared
+            .storage
+            .list_groups()
+            .await?
+            .into_iter()
+            .collect();
+        names.extend(
+            self.shared
+                .groups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .cloned(),
+        );
+        let mut out = Vec::new();
+        for name in names {
+            let d = self.describe_group(&name).await?;
+            if d.state != GroupState::Dead {
+                out.push((name, d.state));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes an empty group and its committed offsets.
+    ///
+    /// # Errors
+    /// [`BrokerError::GroupNotEmpty`], a storage failure.
+    pub async fn delete_group(&self, group: &str) -> Result<(), BrokerError> {
+        let addr = self.group(group)?;
+        addr.send(DeleteGroup).await??;
+        self.shared
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(group);
+        Ok(())
+    }
+
+    /// Moves a group's committed offsets for every partition of `topic` (the group must have no
+    /// members): to the earliest or latest offset, the first at or after a timestamp (the end
+    /// when none is), or an explicit offset clamped to the log. Returns what was committed.
+    ///
+    /// # Errors
+    /// [`BrokerError::GroupNotEmpty`], an unknown topic, a storage failure.
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        to: ResetTo,
+    ) -> Result<Vec<(TopicPartition, Offset)>, BrokerError> {
+        let n = self
+            .partition_count(topic)
+            .ok_or_else(|| BrokerError::UnknownTopic(topic.to_string()))?;
+        let mut offsets = Vec::new();
+        for p in 0..n as i32 {
+            let o = self.offsets(topic, p).await?;
+            let target = match to {
+                ResetTo::Earliest => o.start,
+                ResetTo::Latest => o.end,
+                ResetTo::Offset(x) => x.clamp(o.start, o.end),
+                ResetTo::Timestamp(ts) => self
+                    .list_offset(topic, p, OffsetSpec::Timestamp(ts))
+                    .await?
+                    .unwrap_or(o.end),
+            };
+            offsets.push((TopicPartition::new(topic, p), target));
+        }
+        let now = partition::now_ms();
+        let commits = offsets
+            .iter()
+            .map(|(tp, o)| {
+                (
+                    tp.clone(),
+                    CommittedOffset {
+                        offset: *o,
+                        leader_epoch: -1,
+                        metadata: String::new(),
+                        commit_timestamp_ms: now,
+                    },
+                )
+            })
+            .collect();
+        self.group(group)?
+            .send(CommitOffsets {
+                member_id: String::new(),
+                generation: -1,
+                offsets: commits,
+                admin: true,
+            })
+            .await??;
+        Ok(offsets)
+    }
+
     /// Stops the broker: drains and closes every log, closes the storage, stops the actor
     /// threads. Other clones of the handle get [`BrokerError::ShuttingDown`] afterwards.
     ///
@@ -474,6 +750,14 @@ impl BrokerHandle {
         else {
             return Ok(());
         };
+        for g in self.active_groups() {
+            let _ = g.send(StopGroup).await;
+        }
+        self.shared
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let result = match self.shared.registry.send(ShutdownRegistry).await {
             Ok(r) => r,
             Err(e) => Err(e.into()),
@@ -491,4 +775,17 @@ impl BrokerHandle {
         .await;
         result
     }
+}
+
+/// Where [`BrokerHandle::reset_offsets`] moves a group's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ResetTo {
+    /// The log start.
+    Earliest,
+    /// The log end.
+    Latest,
+    /// The first offset at or after this timestamp (ms).
+    Timestamp(i64),
+    /// This offset, clamped to the log.
+    Offset(Offset),
 }

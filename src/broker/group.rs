@@ -1,0 +1,992 @@
+//! The consumer-group actor: one per group, the coordinator of its members and the keeper of
+//! its committed offsets.
+//!
+//! One state machine (Kafka's classic group protocol) serves two kinds of members:
+//!
+//! - **Kafka clients** (any protocol type but `weir`): the group picks an assignment protocol
+//!   all members support (by vote), the leader receives every member's opaque metadata with its
+//!   JoinGroup answer, computes the assignment itself and hands it over in SyncGroup; the broker
+//!   passes the bytes on without reading them.
+//! - **Weir consumers** (protocol type [`WEIR_PROTOCOL_TYPE`]): each protocol is a strategy name
+//!   (`range`, `roundrobin`, `sticky`) and its metadata a MessagePack list of topics; the broker
+//!   computes the assignment itself when the join phase completes, so no member leads.
+//!
+//! ```text
+//!  Empty ──join──► PreparingRebalance ──all known members joined, or timeout──► CompletingRebalance
+//!    ▲                 ▲        (members that did not rejoin are removed)         │ leader's sync
+//!    │ last leaves     └──── join / leave / session expiry ◄── Stable ◄───────────┘ (weir: at once)
+//! ```
+//!
+//! Generations: each completed join phase increments the generation; heartbeats, syncs and
+//! commits name their generation and a stale one gets [`BrokerError::IllegalGeneration`].
+//! Sessions: a member not heard from (join, sync, heartbeat, commit) within its session timeout
+//! is removed, which starts a rebalance. Committed offsets are written through [`Storage`]
+//! before they are acknowledged (commits are atomic responses, so they persist in order), and
+//! loaded when the actor starts, so a group resumes after a broker restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use weir_storage::{CommittedOffset, Storage, TopicPartition};
+
+use super::assignor::{self, MemberSubscription};
+use super::error::BrokerError;
+use super::registry::Routes;
+use crate::config::GroupsSection;
+
+/// The protocol type of Weir's own consumers, whose assignment the broker computes.
+pub const WEIR_PROTOCOL_TYPE: &str = "weir";
+
+/// Where a group is in its life cycle (Kafka's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    /// No members (it may still hold committed offsets).
+    Empty,
+    /// Waiting for members to (re)join.
+    PreparingRebalance,
+    /// Joined; waiting for the leader's assignment.
+    CompletingRebalance,
+    /// Every member has its assignment.
+    Stable,
+    /// Deleted.
+    Dead,
+}
+
+impl GroupState {
+    /// Kafka's name of the state.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+        }
+    }
+}
+
+struct Member {
+    instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_seen: Instant,
+    join_reply: Option<oneshot::Sender<Result<JoinResult, BrokerError>>>,
+    sync_reply: Option<oneshot::Sender<Result<SyncResult, BrokerError>>>,
+}
+
+/// The consumer-group actor. See the module docs.
+pub struct ConsumerGroup {
+    id: String,
+    storage: Arc<dyn Storage>,
+    routes: Routes,
+    settings: GroupsSection,
+    state: GroupState,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    /// Ids handed out with MEMBER_ID_REQUIRED, waiting for the member's second join.
+    pending: BTreeMap<String, Instant>,
+    offsets: BTreeMap<TopicPartition, CommittedOffset>,
+    rebalance_deadline: Option<SpawnHandle>,
+    next_member: u64,
+}
+
+impl ConsumerGroup {
+    /// A group actor; it loads its committed offsets from `storage` when it starts.
+    pub fn new(
+        id: String,
+        storage: Arc<dyn Storage>,
+        routes: Routes,
+        settings: GroupsSection,
+    ) -> Self {
+        ConsumerGroup {
+            id,
+            storage,
+            routes,
+            settings,
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            offsets: BTreeMap::new(),
+            rebalance_deadline: None,
+            next_member: 0,
+        }
+    }
+
+    fn new_member_id(&mut self, client_id: &str) -> String {
+        self.next_member += 1;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let prefix = if client_id.is_empty() {
+            "member"
+        } else {
+            client_id
+        };
+        format!("{prefix}-{}-{nanos:08x}", self.next_member)
+    }
+
+    /// Protocols every member supports.
+    fn candidates(&self) -> BTreeSet<String> {
+        let mut it = self.members.values();
+        let Some(first) = it.next() else {
+            return BTreeSet::new();
+        };
+        let mut set: BTreeSet<String> = first.protocols.iter().map(|(n, _)| n.clone()).collect();
+        for m in it {
+            let theirs: BTreeSet<String> = m.protocols.iter().map(|(n, _)| n.clone()).collect();
+            set = set.intersection(&theirs).cloned().collect();
+        }
+        set
+    }
+
+    /// Kafka's vote: each member votes for its most preferred candidate; most votes wins
+    /// (ties: the name that sorts first).
+    fn select_protocol(&self) -> Option<String> {
+        let candidates = self.candidates();
+        let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
+        for m in self.members.values() {
+            if let Some((name, _)) = m.protocols.iter().find(|(n, _)| candidates.contains(n)) {
+                *votes.entry(name.as_str()).or_default() += 1;
+            }
+        }
+        votes
+            .into_iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+            .map(|(n, _)| n.to_string())
+    }
+
+    fn fail_pending_syncs(&mut self, e: &BrokerError) {
+        for m in self.members.values_mut() {
+            if let Some(reply) = m.sync_reply.take() {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+
+    fn prepare_rebalance(&mut self, ctx: &mut Context<Self>) {
+        if self.state == GroupState::PreparingRebalance {
+            self.maybe_complete_join(ctx);
+            return;
+        }
+        let was_empty = self.state == GroupState::Empty;
+        self.fail_pending_syncs(&BrokerError::RebalanceInProgress);
+        self.state = GroupState::PreparingRebalance;
+        let timeout = if was_empty {
+            Duration::from_millis(self.settings.initial_rebalance_delay_ms)
+        } else {
+            self.members
+                .values()
+                .map(|m| m.rebalance_timeout)
+                .max()
+                .unwrap_or(Duration::ZERO)
+        };
+        if let Some(h) = self.rebalance_deadline.take() {
+            ctx.cancel_future(h);
+        }
+        if timeout.is_zero() {
+            self.complete_join(ctx);
+        } else {
+            self.rebalance_deadline = Some(ctx.run_later(timeout, |act, ctx| {
+                act.rebalance_deadline = None;
+                if act.state == GroupState::PreparingRebalance {
+                    act.complete_join(ctx);
+                }
+            }));
+            // A non-empty group may already have everyone (a single member rejoining).
+            if !was_empty {
+                self.maybe_complete_join(ctx);
+            }
+        }
+    }
+
+    fn maybe_complete_join(&mut self, ctx: &mut Context<Self>) {
+        let initial_delay_running = self.generation == 0 && self.rebalance_deadline.is_some();
+        if self.state == GroupState::PreparingRebalance
+            && !initial_delay_running
+            && self.members.values().all(|m| m.join_reply.is_some())
+        {
+            self.complete_join(ctx);
+        }
+    }
+
+    fn complete_join(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.rebalance_deadline.take() {
+            ctx.cancel_future(h);
+        }
+        // Members that did not rejoin in time are out.
+        self.members.retain(|_, m| m.join_reply.is_some());
+        self.generation += 1;
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.protocol = None;
+            self.protocol_type = None;
+            self.leader = None;
+            return;
+        }
+        self.protocol = self.select_protocol();
+        let Some(protocol) = self.protocol.clone() else {
+            // Cannot happen: joins that share no protocol are refused on arrival.
+            for m in self.members.values_mut() {
+                if let Some(r) = m.join_reply.take() {
+                    let _ = r.send(Err(BrokerError::InconsistentGroupProtocol));
+                }
+            }
+            self.members.clear();
+            self.state = GroupState::Empty;
+            return;
+        };
+        if self
+            .leader
+            .as_ref()
+            .is_none_or(|l| !self.members.contains_key(l))
+        {
+            self.leader = self.members.keys().next().cloned();
+        }
+        let broker_assigns = self.protocol_type.as_deref() == Some(WEIR_PROTOCOL_TYPE);
+        if broker_assigns {
+            self.assign_on_broker(&protocol);
+            self.state = GroupState::Stable;
+        } else {
+            self.state = GroupState::CompletingRebalance;
+        }
+        let leader = self.leader.clone().unwrap_or_default();
+        let roster: Vec<JoinedMember> = self
+            .members
+            .iter()
+            .map(|(id, m)| JoinedMember {
+                member_id: id.clone(),
+                instance_id: m.instance_id.clone(),
+                metadata: m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| *n == protocol)
+                    .map(|(_, md)| md.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let generation = self.generation;
+        let protocol_type = self.protocol_type.clone().unwrap_or_default();
+        for (id, m) in self.members.iter_mut() {
+            m.last_seen = Instant::now();
+            if let Some(reply) = m.join_reply.take() {
+                let is_leader = *id == leader && !broker_assigns;
+                let _ = reply.send(Ok(JoinResult {
+                    generation,
+                    protocol_type: protocol_type.clone(),
+                    protocol: protocol.clone(),
+                    leader: leader.clone(),
+                    member_id: id.clone(),
+                    members: if is_leader {
+                        roster.clone()
+                    } else {
+                        Vec::new()
+                    },
+                }));
+            }
+        }
+    }
+
+    /// Computes the assignment of a `weir` group with the chosen strategy.
+    fn assign_on_broker(&mut self, strategy: &str) {
+        let subs: Vec<MemberSubscription> = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let topics = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| n == strategy)
+                    .and_then(|(_, md)| rmp_serde::from_slice::<Vec<String>>(md).ok())
+                    .unwrap_or_default();
+                let owned = rmp_serde::from_slice::<Vec<(String, Vec<i32>)>>(&m.assignment)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+                    .collect();
+                MemberSubscription {
+                    member_id: id.clone(),
+                    topics: topics.into_iter().collect(),
+                    owned,
+                }
+            })
+            .collect();
+        let counts: BTreeMap<String, u32> = {
+            let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+            subs.iter()
+                .flat_map(|s| s.topics.iter())
+                .filter_map(|t| {
+                    routes
+                        .get(t)
+                        .map(|r| (t.clone(), r.partitions.len() as u32))
+                })
+                .collect()
+        };
+        let result = assignor::assign(strategy, &subs, &counts).unwrap_or_default();
+        for (id, m) in self.members.iter_mut() {
+            let mine: Vec<(String, Vec<i32>)> = result
+                .get(id)
+                .map(|t| t.iter().map(|(t, ps)| (t.clone(), ps.clone())).collect())
+                .unwrap_or_default();
+            m.assignment = Bytes::from(rmp_serde::to_vec(&mine).unwrap_or_default());
+        }
+    }
+
+    fn remove_member(&mut self, id: &str, ctx: &mut Context<Self>) {
+        if let Some(mut m) = self.members.remove(id) {
+            if let Some(r) = m.join_reply.take() {
+                let _ = r.send(Err(BrokerError::UnknownMember(id.to_string())));
+            }
+            if let Some(r) = m.sync_reply.take() {
+                let _ = r.send(Err(BrokerError::UnknownMember(id.to_string())));
+            }
+        }
+        if self.leader.as_deref() == Some(id) {
+            self.leader = None;
+        }
+        match self.state {
+            GroupState::PreparingRebalance => self.maybe_complete_join(ctx),
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                if self.members.is_empty() {
+                    self.fail_pending_syncs(&BrokerError::RebalanceInProgress);
+                    self.generation += 1;
+                    self.state = GroupState::Empty;
+                    self.protocol = None;
+                    self.protocol_type = None;
+                } else {
+                    self.prepare_rebalance(ctx);
+                }
+            }
+            GroupState::Empty | GroupState::Dead => {}
+        }
+    }
+
+    fn expire_sessions(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .members
+            .iter()
+            // A member waiting for its join answer is alive: the broker holds its request.
+            .filter(|(_, m)| {
+                m.join_reply.is_none() && now.duration_since(m.last_seen) > m.session_timeout
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.remove_member(&id, ctx);
+        }
+        let max = Duration::from_millis(self.settings.max_session_timeout_ms);
+        self.pending.retain(|_, at| now.duration_since(*at) <= max);
+    }
+
+    fn check_member(
+        &mut self,
+        member_id: &str,
+        generation: i32,
+    ) -> Result<&mut Member, BrokerError> {
+        let current = self.generation;
+        let m = self
+            .members
+            .get_mut(member_id)
+            .ok_or_else(|| BrokerError::UnknownMember(member_id.to_string()))?;
+        if generation != current {
+            return Err(BrokerError::IllegalGeneration {
+                got: generation,
+                current,
+            });
+        }
+        m.last_seen = Instant::now();
+        Ok(m)
+    }
+}
+
+impl Actor for ConsumerGroup {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let storage = self.storage.clone();
+        let id = self.id.clone();
+        // Nothing else runs until the offsets are loaded (`wait` holds the mailbox).
+        ctx.wait(
+            async move { storage.fetch_offsets(&id).await }
+                .into_actor(self)
+                .map(|r, act, _| match r {
+                    Ok(v) => act.offsets = v.into_iter().collect(),
+                    Err(e) => eprintln!("weir: group {}: loading offsets failed: {e}", act.id),
+                }),
+        );
+        ctx.run_interval(Duration::from_millis(100), |act, ctx| {
+            act.expire_sessions(ctx)
+        });
+    }
+}
+
+/// A member in the leader's JoinGroup answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinedMember {
+    /// The member id.
+    pub member_id: String,
+    /// Its static instance id.
+    pub instance_id: Option<String>,
+    /// Its metadata for the chosen protocol.
+    pub metadata: Bytes,
+}
+
+/// The answer to a join, once the join phase completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinResult {
+    /// The new generation.
+    pub generation: i32,
+    /// The group's protocol type.
+    pub protocol_type: String,
+    /// The chosen assignment protocol.
+    pub protocol: String,
+    /// The leader's member id.
+    pub leader: String,
+    /// This member's id.
+    pub member_id: String,
+    /// Every member with its metadata, for the leader only (empty for the others, and for
+    /// `weir` groups where the broker assigns).
+    pub members: Vec<JoinedMember>,
+}
+
+/// Joins (or rejoins) the group.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<JoinResult, BrokerError>")]
+pub struct JoinGroup {
+    /// Empty for a new member.
+    pub member_id: String,
+    /// Static membership id.
+    pub instance_id: Option<String>,
+    /// The client's id (prefix of new member ids).
+    pub client_id: String,
+    /// The client's address, for describe.
+    pub client_host: String,
+    /// Session timeout.
+    pub session_timeout: Duration,
+    /// How long the group waits for this member to rejoin in a rebalance.
+    pub rebalance_timeout: Duration,
+    /// `consumer` for Kafka clients, [`WEIR_PROTOCOL_TYPE`] for Weir's.
+    pub protocol_type: String,
+    /// Supported protocols in preference order, each with its metadata.
+    pub protocols: Vec<(String, Bytes)>,
+    /// Answer a new member with [`BrokerError::MemberIdRequired`] (JoinGroup v4+).
+    pub require_known_member_id: bool,
+}
+
+impl Handler<JoinGroup> for ConsumerGroup {
+    type Result = ResponseFuture<Result<JoinResult, BrokerError>>;
+
+    fn handle(&mut self, msg: JoinGroup, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        if let Err(e) = self.join(msg, tx, ctx) {
+            return Box::pin(async move { Err(e) });
+        }
+        Box::pin(async move { rx.await.unwrap_or(Err(BrokerError::ShuttingDown)) })
+    }
+}
+
+impl ConsumerGroup {
+    fn join(
+        &mut self,
+        msg: JoinGroup,
+        reply: oneshot::Sender<Result<JoinResult, BrokerError>>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), BrokerError> {
+        let min = Duration::from_millis(self.settings.min_session_timeout_ms);
+        let max = Duration::from_millis(self.settings.max_session_timeout_ms);
+        if msg.session_timeout < min || msg.session_timeout > max {
+            return Err(BrokerError::InvalidSessionTimeout(
+                msg.session_timeout.as_millis() as u64,
+            ));
+        }
+        if msg.protocols.is_empty() || msg.protocol_type.is_empty() {
+            return Err(BrokerError::InconsistentGroupProtocol);
+        }
+        if !self.members.is_empty() && self.protocol_type.as_deref() != Some(&msg.protocol_type) {
+            return Err(BrokerError::InconsistentGroupProtocol);
+        }
+        if !self.members.is_empty() {
+            let mut candidates = self.candidates();
+            candidates.retain(|c| msg.protocols.iter().any(|(n, _)| n == c));
+            let existing_only =
+                self.members.len() == 1 && self.members.contains_key(&msg.member_id);
+            if candidates.is_empty() && !existing_only {
+                return Err(BrokerError::InconsistentGroupProtocol);
+            }
+        }
+        let mut member_id = msg.member_id.clone();
+        if member_id.is_empty() {
+            // A static member coming back replaces its old incarnation.
+            let previous = msg.instance_id.as_ref().and_then(|iid| {
+                self.members
+                    .iter()
+                    .find(|(_, m)| m.instance_id.as_ref() == Some(iid))
+                    .map(|(id, _)| id.clone())
+            });
+            member_id = self.new_member_id(&msg.client_id);
+            if let Some(old) = previous {
+                if let Some(mut m) = self.members.remove(&old) {
+                    if let Some(r) = m.join_reply.take() {
+                        let _ = r.send(Err(BrokerError::FencedInstanceId(
+                            msg.instance_id.clone().unwrap_or_default(),
+                        )));
+                    }
+                    if let Some(r) = m.sync_reply.take() {
+                        let _ = r.send(Err(BrokerError::FencedInstanceId(
+                            msg.instance_id.clone().unwrap_or_default(),
+                        )));
+                    }
+                }
+                if self.leader.as_deref() == Some(old.as_str()) {
+                    self.leader = Some(member_id.clone());
+                }
+            } else if msg.require_known_member_id {
+                self.pending.insert(member_id.clone(), Instant::now());
+                return Err(BrokerError::MemberIdRequired(member_id));
+            }
+        } else if !self.members.contains_key(&member_id)
+            && self.pending.remove(&member_id).is_none()
+        {
+            return Err(BrokerError::UnknownMember(member_id));
+        }
+        let existing = self.members.get(&member_id);
+        let unchanged = existing.is_some_and(|m| m.protocols == msg.protocols);
+        let is_leader = self.leader.as_deref() == Some(member_id.as_str());
+        if self.members.is_empty() {
+            self.protocol_type = Some(msg.protocol_type.clone());
+        }
+        let assignment = existing.map(|m| m.assignment.clone()).unwrap_or_default();
+        self.members.insert(
+            member_id.clone(),
+            Member {
+                instance_id: msg.instance_id,
+                client_id: msg.client_id,
+                client_host: msg.client_host,
+                session_timeout: msg.session_timeout,
+                rebalance_timeout: msg.rebalance_timeout.max(Duration::from_millis(1)),
+                protocols: msg.protocols,
+                assignment,
+                last_seen: Instant::now(),
+                join_reply: Some(reply),
+                sync_reply: None,
+            },
+        );
+        // A known member rejoining a stable group with nothing changed gets the current
+        // generation back without a rebalance (its heartbeat would have said if one started).
+        if self.state == GroupState::Stable && unchanged && !is_leader {
+            let m = self.members.get_mut(&member_id).expect("just inserted");
+            if let Some(r) = m.join_reply.take() {
+                let _ = r.send(Ok(JoinResult {
+                    generation: self.generation,
+                    protocol_type: self.protocol_type.clone().unwrap_or_default(),
+                    protocol: self.protocol.clone().unwrap_or_default(),
+                    leader: self.leader.clone().unwrap_or_default(),
+                    member_id,
+                    members: Vec::new(),
+                }));
+            }
+            return Ok(());
+        }
+        self.prepare_rebalance(ctx);
+        Ok(())
+    }
+}
+
+/// What a member gets from SyncGroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncResult {
+    /// The group's protocol type.
+    pub protocol_type: String,
+    /// The chosen protocol.
+    pub protocol: String,
+    /// The member's assignment: opaque for Kafka clients; for `weir` groups a MessagePack
+    /// list of `(topic, partitions)`.
+    pub assignment: Bytes,
+}
+
+/// Gets (and, from the leader, sets) the assignment of the current generation.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<SyncResult, BrokerError>")]
+pub struct SyncGroup {
+    /// The member.
+    pub member_id: String,
+    /// Its generation.
+    pub generation: i32,
+    /// From the leader: every member's assignment.
+    pub assignments: Vec<(String, Bytes)>,
+}
+
+impl Handler<SyncGroup> for ConsumerGroup {
+    type Result = ResponseFuture<Result<SyncResult, BrokerError>>;
+
+    fn handle(&mut self, msg: SyncGroup, _: &mut Self::Context) -> Self::Result {
+        let result = (|| {
+            let state = self.state;
+            let is_leader = self.leader.as_deref() == Some(msg.member_id.as_str());
+            self.check_member(&msg.member_id, msg.generation)?;
+            let (tx, rx) = oneshot::channel();
+            match state {
+                GroupState::PreparingRebalance => return Err(BrokerError::RebalanceInProgress),
+                GroupState::CompletingRebalance if is_leader => {
+                    let given: BTreeMap<String, Bytes> = msg.assignments.into_iter().collect();
+                    for (id, m) in self.members.iter_mut() {
+                        m.assignment = given.get(id).cloned().unwrap_or_default();
+                    }
+                    self.state = GroupState::Stable;
+                    let (pt, p) = (
+                        self.protocol_type.clone().unwrap_or_default(),
+                        self.protocol.clone().unwrap_or_default(),
+                    );
+                    for m in self.members.values_mut() {
+                        if let Some(r) = m.sync_reply.take() {
+                            let _ = r.send(Ok(SyncResult {
+                                protocol_type: pt.clone(),
+                                protocol: p.clone(),
+                                assignment: m.assignment.clone(),
+                            }));
+                        }
+                    }
+                }
+                GroupState::CompletingRebalance => {
+                    if let Some(m) = self.members.get_mut(&msg.member_id) {
+                        m.sync_reply = Some(tx);
+                    }
+                    return Ok(rx);
+                }
+                GroupState::Stable => {}
+                GroupState::Empty | GroupState::Dead => {
+                    return Err(BrokerError::UnknownMember(msg.member_id.clone()))
+                }
+            }
+            let m = self
+                .members
+                .get(&msg.member_id)
+                .ok_or_else(|| BrokerError::UnknownMember(msg.member_id.clone()))?;
+            let _ = tx.send(Ok(SyncResult {
+                protocol_type: self.protocol_type.clone().unwrap_or_default(),
+                protocol: self.protocol.clone().unwrap_or_default(),
+                assignment: m.assignment.clone(),
+            }));
+            Ok(rx)
+        })();
+        Box::pin(async move {
+            match result {
+                Ok(rx) => rx.await.unwrap_or(Err(BrokerError::ShuttingDown)),
+                Err(e) => Err(e),
+            }
+        })
+    }
+}
+
+/// Keeps a member's session alive; says when to rejoin.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct Heartbeat {
+    /// The member.
+    pub member_id: String,
+    /// Its generation.
+    pub generation: i32,
+}
+
+impl Handler<Heartbeat> for ConsumerGroup {
+    type Result = Result<(), BrokerError>;
+
+    fn handle(&mut self, msg: Heartbeat, _: &mut Self::Context) -> Self::Result {
+        let state = self.state;
+        self.check_member(&msg.member_id, msg.generation)?;
+        match state {
+            GroupState::PreparingRebalance => Err(BrokerError::RebalanceInProgress),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Members leaving the group.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct LeaveGroup {
+    /// The members (by id; an empty id with an instance id names a static member).
+    pub members: Vec<(String, Option<String>)>,
+}
+
+impl Handler<LeaveGroup> for ConsumerGroup {
+    type Result = Result<(), BrokerError>;
+
+    fn handle(&mut self, msg: LeaveGroup, ctx: &mut Self::Context) -> Self::Result {
+        let mut first_error = None;
+        for (id, instance) in msg.members {
+            let id = if id.is_empty() {
+                instance.as_ref().and_then(|iid| {
+                    self.members
+                        .iter()
+                        .find(|(_, m)| m.instance_id.as_ref() == Some(iid))
+                        .map(|(id, _)| id.clone())
+                })
+            } else {
+                Some(id)
+            };
+            match id {
+                Some(id) if self.members.contains_key(&id) => self.remove_member(&id, ctx),
+                Some(id) => {
+                    first_error.get_or_insert(BrokerError::UnknownMember(id));
+                }
+                None => {
+                    first_error.get_or_insert(BrokerError::UnknownMember(String::new()));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Commits offsets: from a member of the current generation, from anyone while the group has
+/// no members (generation -1, Kafka's "simple" consumers), or as an admin reset (`admin`),
+/// which requires an empty group.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct CommitOffsets {
+    /// The member (empty for simple and admin commits).
+    pub member_id: String,
+    /// Its generation (-1 for simple and admin commits).
+    pub generation: i32,
+    /// The offsets.
+    pub offsets: Vec<(TopicPartition, CommittedOffset)>,
+    /// An admin reset: only allowed while the group has no members.
+    pub admin: bool,
+}
+
+impl Handler<CommitOffsets> for ConsumerGroup {
+    type Result = AtomicResponse<Self, Result<(), BrokerError>>;
+
+    fn handle(&mut self, msg: CommitOffsets, _: &mut Self::Context) -> Self::Result {
+        let checked = (|| {
+            if self.state == GroupState::Dead {
+                return Err(BrokerError::UnknownGroup(self.id.clone()));
+            }
+            if msg.admin {
+                if !self.members.is_empty() {
+                    return Err(BrokerError::GroupNotEmpty(self.id.clone()));
+                }
+                return Ok(());
+            }
+            if msg.generation < 0 && msg.member_id.is_empty() {
+                if !self.members.is_empty() {
+                    return Err(BrokerError::UnknownMember(String::new()));
+                }
+                return Ok(());
+            }
+            let state = self.state;
+            self.check_member(&msg.member_id, msg.generation)?;
+            if state == GroupState::CompletingRebalance {
+                return Err(BrokerError::RebalanceInProgress);
+            }
+            Ok(())
+        })();
+        if let Err(e) = checked {
+            return AtomicResponse::new(Box::pin(async move { Err(e) }.into_actor(self)));
+        }
+        let storage = self.storage.clone();
+        let group = self.id.clone();
+        let offsets = msg.offsets;
+        AtomicResponse::new(Box::pin(
+            async move {
+                storage.commit_offsets(&group, &offsets).await?;
+                Ok(offsets)
+            }
+            .into_actor(self)
+            .map(|r: Result<_, BrokerError>, act, _| {
+                for (tp, o) in r? {
+                    act.offsets.insert(tp, o);
+                }
+                Ok(())
+            }),
+        ))
+    }
+}
+
+/// Committed offsets of the listed partitions (all when `None`).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Vec<(TopicPartition, CommittedOffset)>")]
+pub struct FetchOffsets {
+    /// The partitions, or all.
+    pub partitions: Option<Vec<TopicPartition>>,
+}
+
+impl Handler<FetchOffsets> for ConsumerGroup {
+    type Result = MessageResult<FetchOffsets>;
+
+    fn handle(&mut self, msg: FetchOffsets, _: &mut Self::Context) -> Self::Result {
+        MessageResult(match msg.partitions {
+            None => self
+                .offsets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            Some(ps) => ps
+                .into_iter()
+                .filter_map(|tp| self.offsets.get(&tp).map(|o| (tp, o.clone())))
+                .collect(),
+        })
+    }
+}
+
+/// A member as [`DescribeGroup`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDescription {
+    /// The member id.
+    pub member_id: String,
+    /// Its static instance id.
+    pub instance_id: Option<String>,
+    /// The client id.
+    pub client_id: String,
+    /// The client's address.
+    pub client_host: String,
+    /// Its metadata for the chosen protocol.
+    pub metadata: Bytes,
+    /// Its current assignment.
+    pub assignment: Bytes,
+}
+
+/// A group as [`DescribeGroup`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// The group id.
+    pub group_id: String,
+    /// The state.
+    pub state: GroupState,
+    /// The current generation.
+    pub generation: i32,
+    /// The protocol type (empty with no members).
+    pub protocol_type: String,
+    /// The chosen protocol (empty unless stable or completing).
+    pub protocol: String,
+    /// The leader (empty with no members).
+    pub leader: String,
+    /// The members.
+    pub members: Vec<MemberDescription>,
+    /// Committed offsets.
+    pub offsets: Vec<(TopicPartition, CommittedOffset)>,
+}
+
+/// Describes the group.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "GroupDescription")]
+pub struct DescribeGroup;
+
+impl Handler<DescribeGroup> for ConsumerGroup {
+    type Result = MessageResult<DescribeGroup>;
+
+    fn handle(&mut self, _: DescribeGroup, _: &mut Self::Context) -> Self::Result {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        MessageResult(GroupDescription {
+            group_id: self.id.clone(),
+            state: self.state,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            protocol: protocol.clone(),
+            leader: self.leader.clone().unwrap_or_default(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| MemberDescription {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| *n == protocol)
+                        .map(|(_, md)| md.clone())
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+            offsets: self
+                .offsets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+    }
+}
+
+/// Deletes an empty group and its offsets; the actor stops.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct DeleteGroup;
+
+impl Handler<DeleteGroup> for ConsumerGroup {
+    type Result = AtomicResponse<Self, Result<(), BrokerError>>;
+
+    fn handle(&mut self, _: DeleteGroup, _: &mut Self::Context) -> Self::Result {
+        if !self.members.is_empty() {
+            let e = BrokerError::GroupNotEmpty(self.id.clone());
+            return AtomicResponse::new(Box::pin(async move { Err(e) }.into_actor(self)));
+        }
+        let storage = self.storage.clone();
+        let id = self.id.clone();
+        AtomicResponse::new(Box::pin(
+            async move { storage.delete_group(&id).await }
+                .into_actor(self)
+                .map(|r, act, ctx| {
+                    r?;
+                    act.state = GroupState::Dead;
+                    act.offsets.clear();
+                    ctx.stop();
+                    Ok(())
+                }),
+        ))
+    }
+}
+
+/// Forgets offsets of deleted partitions.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ForgetPartitions(pub Vec<TopicPartition>);
+
+impl Handler<ForgetPartitions> for ConsumerGroup {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForgetPartitions, _: &mut Self::Context) {
+        for tp in msg.0 {
+            self.offsets.remove(&tp);
+        }
+    }
+}
+
+/// Stops the actor (broker shutdown).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct StopGroup;
+
+impl Handler<StopGroup> for ConsumerGroup {
+    type Result = ();
+
+    fn handle(&mut self, _: StopGroup, ctx: &mut Self::Context) {
+        for m in self.members.values_mut() {
+            if let Some(r) = m.join_reply.take() {
+                let _ = r.send(Err(BrokerError::ShuttingDown));
+            }
+            if let Some(r) = m.sync_reply.take() {
+                let _ = r.send(Err(BrokerError::ShuttingDown));
+            }
+        }
+        ctx.stop();
+    }
+}

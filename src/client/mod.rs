@@ -1,0 +1,24 @@
+//! The user-facing API: [`Producer`], [`Consumer`] and [`Admin`], over a [`Transport`].
+//!
+//! The three types are the same whether the broker runs inside the program (the transport is
+//! a [`BrokerHandle`]) or elsewhere (the native client, a later transport): an application
+//! switches by changing how it builds them, nothing else.
+//!
+//! ```text
+//! Producer ──records──► per-partition batches (linger, batch size) ──► Transport::publish
+//! Consumer ◄──records── fetch positions per assigned partition ◄───── Transport::fetch
+//!     └── group membership: join → sync → heartbeat task → commit → leave
+//! ```
+
+mod admin;
+mod consumer;
+mod producer;
+mod transport;
+
+pub use admin::Admin;
+pub use consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord};
+pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use transport::Transport;
+
+#[cfg(doc)]
+use crate::BrokerHandle;

@@ -1,0 +1,300 @@
+//! Consumer groups through the embedded API: assignment without overlap, hand-over after a
+//! commit, session expiry, stale generations, and resuming after a broker restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use weir::broker::{BrokerError, GroupState, ResetTo};
+use weir::client::{AutoOffsetReset, ConsumerRecord};
+use weir::config::Config;
+use weir::{
+    Acks, Admin, Backend, Broker, BrokerHandle, Consumer, ConsumerConfig, Producer, ProducerConfig,
+    ProducerRecord,
+};
+use weir_storage::TopicPartition;
+
+fn config(backend: Backend, dir: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.storage.backend = backend;
+    c.data_dir = dir.to_path_buf();
+    c.broker.arbiters = 2;
+    c.groups.initial_rebalance_delay_ms = 0;
+    c.groups.min_session_timeout_ms = 200;
+    c
+}
+
+fn consumer_config(group: &str) -> ConsumerConfig {
+    ConsumerConfig {
+        group_id: Some(group.to_string()),
+        client_id: "test".into(),
+        auto_commit_interval: None,
+        auto_offset_reset: AutoOffsetReset::Earliest,
+        session_timeout: Duration::from_millis(1500),
+        rebalance_timeout: Duration::from_millis(3000),
+        heartbeat_interval: Duration::from_millis(100),
+        strategies: vec!["range".into()],
+        fetch_max_bytes: 1 << 20,
+    }
+}
+
+async fn produce(h: &BrokerHandle, topic: &str, n: usize, tag: &str) {
+    let producer = Producer::new(
+        h.clone(),
+        ProducerConfig {
+            acks: Acks::All,
+            linger: Duration::from_millis(1),
+            ..ProducerConfig::default()
+        },
+    );
+    let futures: Vec<_> = (0..n)
+        .map(|i| {
+            producer.send(ProducerRecord::new(topic, format!("{tag}-{i}")).key(format!("k{i}")))
+        })
+        .collect();
+    for f in futures {
+        f.await.expect("delivered");
+    }
+}
+
+fn value(r: &ConsumerRecord) -> String {
+    String::from_utf8(r.value.clone().expect("value").to_vec()).expect("utf8")
+}
+
+/// Polls until `want` records arrived or 20 s passed.
+async fn drain(c: &mut Consumer, want: usize) -> Vec<ConsumerRecord> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut out = Vec::new();
+    while out.len() < want && Instant::now() < deadline {
+        out.extend(c.poll(Duration::from_millis(200)).await.expect("poll"));
+    }
+    out
+}
+
+async fn until_assigned(consumers: &mut [&mut Consumer], total: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // Members poll concurrently, as they would in their own tasks: a join blocks until
+        // every member has rejoined.
+        let polls = consumers
+            .iter_mut()
+            .map(|c| c.poll(Duration::from_millis(50)));
+        for r in futures::future::join_all(polls).await {
+            r.expect("poll");
+        }
+        let assigned: usize = consumers.iter().map(|c| c.assignment().len()).sum();
+        let generations: BTreeSet<i32> = consumers
+            .iter()
+            .filter_map(|c| c.member().map(|m| m.1))
+            .collect();
+        if assigned == total && generations.len() == 1 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group did not settle: {assigned} assigned"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_split_partitions_and_hand_over_after_a_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Broker::start(config(Backend::Memory, dir.path()))
+        .await
+        .expect("start");
+    let admin = Admin::new(h.clone());
+    admin.create_topic("jobs", 4, &[]).await.expect("create");
+
+    let mut c1 = Consumer::new(h.clone(), consumer_config("workers"));
+    let mut c2 = Consumer::new(h.clone(), consumer_config("workers"));
+    c1.subscribe(&["jobs"]).expect("subscribe");
+    c2.subscribe(&["jobs"]).expect("subscribe");
+    until_assigned(&mut [&mut c1, &mut c2], 4).await;
+    let a1: BTreeSet<TopicPartition> = c1.assignment().into_iter().collect();
+    let a2: BTreeSet<TopicPartition> = c2.assignment().into_iter().collect();
+    assert!(a1.is_disjoint(&a2), "{a1:?} / {a2:?}");
+    assert_eq!(a1.len() + a2.len(), 4);
+    assert!(!a1.is_empty() && !a2.is_empty());
+    // Records produced once the group is stable are each consumed exactly once.
+    produce(&h, "jobs", 400, "a").await;
+
+    // Each consumes its share; together they see every record exactly once.
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let n1 = a1.iter().map(|tp| tp.partition).collect::<Vec<_>>();
+    let (r1, r2) = tokio::join!(drain(&mut c1, 1), drain(&mut c2, 1));
+    let mut all = r1.clone();
+    all.extend(r2);
+    let rest = {
+        let mut more = Vec::new();
+        for _ in 0..20 {
+            let (x, y) = tokio::join!(
+                c1.poll(Duration::from_millis(50)),
+                c2.poll(Duration::from_millis(50))
+            );
+            more.extend(x.expect("poll"));
+            more.extend(y.expect("poll"));
+        }
+        more
+    };
+    all.extend(rest);
+    for r in &all {
+        *seen.entry(value(r)).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 400);
+    assert!(seen.values().all(|&n| n == 1));
+    assert!(r1.iter().all(|r| n1.contains(&r.partition)));
+
+    // c1 commits and leaves; c2 takes over c1's partitions exactly after the commit.
+    c1.commit().await.expect("commit");
+    let committed: BTreeMap<TopicPartition, i64> = admin
+        .group_offsets("workers")
+        .await
+        .expect("offsets")
+        .into_iter()
+        .map(|(tp, o)| (tp, o.offset))
+        .collect();
+    c1.close().await.expect("close");
+    produce(&h, "jobs", 200, "b").await;
+    let mut after = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while after.len() < 200 && Instant::now() < deadline {
+        after.extend(c2.poll(Duration::from_millis(100)).await.expect("poll"));
+    }
+    assert_eq!(c2.assignment().len(), 4);
+    let values: BTreeSet<String> = after.iter().map(value).collect();
+    assert_eq!(values.len(), after.len(), "nothing twice");
+    assert!(
+        values.iter().all(|v| v.starts_with("b-")),
+        "nothing consumed before the commit comes back"
+    );
+    for r in after
+        .iter()
+        .filter(|r| a1.contains(&TopicPartition::new("jobs", r.partition)))
+    {
+        assert!(r.offset >= committed[&TopicPartition::new("jobs", r.partition)]);
+    }
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_member_is_expired_and_stale_commits_are_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Broker::start(config(Backend::Memory, dir.path()))
+        .await
+        .expect("start");
+    h.create_topic("t", Some(2), vec![]).await.expect("create");
+    let mut c1 = Consumer::new(h.clone(), consumer_config("g"));
+    let mut c2 = Consumer::new(h.clone(), consumer_config("g"));
+    c1.subscribe(&["t"]).expect("subscribe");
+    c2.subscribe(&["t"]).expect("subscribe");
+    until_assigned(&mut [&mut c1, &mut c2], 2).await;
+    let (old_member, old_generation) = c1.member().expect("member");
+    // c1 goes silent: dropping it stops its heartbeat without leaving.
+    drop(c1);
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(20);
+    while c2.assignment().len() < 2 {
+        c2.poll(Duration::from_millis(100)).await.expect("poll");
+        assert!(Instant::now() < deadline, "silent member never expired");
+    }
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1000),
+        "expired too early: {:?}",
+        t0.elapsed()
+    );
+    let d = h.describe_group("g").await.expect("describe");
+    assert_eq!(d.members.len(), 1);
+    assert_eq!(d.state, GroupState::Stable);
+    assert!(d.generation > old_generation);
+    // A commit from the old generation (and the expired member) is refused.
+    let offset = weir_storage::CommittedOffset {
+        offset: 1,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp_ms: 0,
+    };
+    let (m2, g2) = c2.member().expect("member");
+    let stale = h
+        .commit_offsets(
+            "g",
+            &m2,
+            old_generation,
+            vec![(TopicPartition::new("t", 0), offset.clone())],
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(BrokerError::IllegalGeneration { .. })),
+        "{stale:?}"
+    );
+    let gone = h
+        .commit_offsets(
+            "g",
+            &old_member,
+            g2,
+            vec![(TopicPartition::new("t", 0), offset.clone())],
+        )
+        .await;
+    assert!(
+        matches!(gone, Err(BrokerError::UnknownMember(_))),
+        "{gone:?}"
+    );
+    h.commit_offsets("g", &m2, g2, vec![(TopicPartition::new("t", 0), offset)])
+        .await
+        .expect("current generation commits");
+    // Resetting offsets needs an empty group.
+    assert!(matches!(
+        h.reset_offsets("g", "t", ResetTo::Earliest).await,
+        Err(BrokerError::GroupNotEmpty(_))
+    ));
+    c2.close().await.expect("close");
+    let reset = h
+        .reset_offsets("g", "t", ResetTo::Latest)
+        .await
+        .expect("reset");
+    assert_eq!(reset.len(), 2);
+    let groups = h.list_groups().await.expect("groups");
+    assert_eq!(groups, vec![("g".to_string(), GroupState::Empty)]);
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_resumes_after_its_commit_across_a_restart() {
+    for backend in [Backend::Segment, Backend::Sled] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = Broker::start(config(backend, dir.path()))
+            .await
+            .expect("start");
+        h.create_topic("log", Some(2), vec![("retention.ms".into(), "-1".into())])
+            .await
+            .expect("create");
+        produce(&h, "log", 100, "x").await;
+        let mut c = Consumer::new(h.clone(), consumer_config("resume"));
+        c.subscribe(&["log"]).expect("subscribe");
+        let first = drain(&mut c, 100).await;
+        assert_eq!(first.len(), 100, "{backend:?}");
+        c.commit().await.expect("commit");
+        c.close().await.expect("close");
+        produce(&h, "log", 50, "y").await;
+        h.shutdown().await.expect("shutdown");
+
+        let h = Broker::start(config(backend, dir.path()))
+            .await
+            .expect("restart");
+        let mut c = Consumer::new(h.clone(), consumer_config("resume"));
+        c.subscribe(&["log"]).expect("subscribe");
+        let second = drain(&mut c, 50).await;
+        let extra = c.poll(Duration::from_millis(300)).await.expect("poll");
+        assert!(
+            extra.is_empty(),
+            "{backend:?}: read past the new records: {extra:?}"
+        );
+        let values: BTreeSet<String> = second.iter().map(value).collect();
+        assert_eq!(values.len(), 50, "{backend:?}");
+        assert!(
+            values.iter().all(|v| v.starts_with("y-")),
+            "{backend:?}: resumed exactly after the commit"
+        );
+        c.close().await.expect("close");
+        h.shutdown().await.expect("shutdown");
+    }
+}
