@@ -14,12 +14,12 @@ async fn main() -> anyhow::Result<()> {
     let broker = Broker::start(Config::default()).await?;
 
     let producer = Producer::new(broker.clone(), ProducerConfig::default());
-    let sent: Vec<_> = (0..10)
-        .map(|i| {
-            producer.send(ProducerRecord::new("embedded-demo", format!("hello #{i}")).key("me"))
-        })
-        .collect();
-    for delivery in sent {
+    let mut deliveries = Vec::new();
+    for i in 0..10 {
+        let record = ProducerRecord::new("embedded-demo", format!("hello #{i}")).key("me");
+        deliveries.push(producer.send(record).await);
+    }
+    for delivery in deliveries {
         let meta = delivery.await?;
         println!(
             "sent to partition {} at offset {}",
@@ -36,11 +36,8 @@ async fn main() -> anyhow::Result<()> {
     let mut got = 0;
     while got < 10 {
         for r in consumer.poll(Duration::from_secs(1)).await? {
-            println!(
-                "read offset {}: {}",
-                r.offset,
-                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
-            );
+            let value = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default());
+            println!("read offset {}: {value}", r.offset);
             got += 1;
         }
     }

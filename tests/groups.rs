@@ -46,11 +46,11 @@ async fn produce(h: &BrokerHandle, topic: &str, n: usize, tag: &str) {
             ..ProducerConfig::default()
         },
     );
-    let futures: Vec<_> = (0..n)
-        .map(|i| {
-            producer.send(ProducerRecord::new(topic, format!("{tag}-{i}")).key(format!("k{i}")))
-        })
-        .collect();
+    let mut futures = Vec::new();
+    for i in 0..n {
+        let record = ProducerRecord::new(topic, format!("{tag}-{i}")).key(format!("k{i}"));
+        futures.push(producer.send(record).await);
+    }
     for f in futures {
         f.await.expect("delivered");
     }
@@ -297,4 +297,134 @@ async fn a_group_resumes_after_its_commit_across_a_restart() {
         c.close().await.expect("close");
         h.shutdown().await.expect("shutdown");
     }
+}
+
+fn kafka_join(
+    member_id: &str,
+    protocols: &[(&str, &[u8])],
+    require_id: bool,
+) -> weir::broker::JoinGroup {
+    weir::broker::JoinGroup {
+        member_id: member_id.to_string(),
+        instance_id: None,
+        client_id: "rdkafka".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout: Duration::from_secs(10),
+        rebalance_timeout: Duration::from_secs(5),
+        protocol_type: "consumer".into(),
+        protocols: protocols
+            .iter()
+            .map(|(n, m)| (n.to_string(), bytes::Bytes::copy_from_slice(m)))
+            .collect(),
+        require_known_member_id: require_id,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_classic_protocol_passes_opaque_assignments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Broker::start(config(Backend::Memory, dir.path()))
+        .await
+        .expect("start");
+    // JoinGroup v4+: a new member first gets MEMBER_ID_REQUIRED with its id.
+    let first = h
+        .join_group(
+            "kg",
+            kafka_join("", &[("range", b"m1"), ("roundrobin", b"m1rr")], true),
+        )
+        .await;
+    let Err(BrokerError::MemberIdRequired(id1)) = first else {
+        panic!("expected MEMBER_ID_REQUIRED, got {first:?}");
+    };
+    let j1 = h
+        .join_group(
+            "kg",
+            kafka_join(&id1, &[("range", b"m1"), ("roundrobin", b"m1rr")], true),
+        )
+        .await
+        .expect("join with the given id");
+    assert_eq!(j1.member_id, id1);
+    assert_eq!(j1.leader, id1);
+    assert_eq!(j1.protocol, "range");
+    assert_eq!(j1.members.len(), 1, "the leader gets the member list");
+    // A member that shares no protocol is refused.
+    let odd = h
+        .join_group("kg", kafka_join("", &[("cooperative-sticky", b"x")], false))
+        .await;
+    assert!(
+        matches!(odd, Err(BrokerError::InconsistentGroupProtocol)),
+        "{odd:?}"
+    );
+    // A second member joins: the leader learns by heartbeat and rejoins; both get generation 2,
+    // and the vote picks roundrobin, the only protocol both support.
+    let h2 = h.clone();
+    let second = tokio::spawn(async move {
+        h2.join_group("kg", kafka_join("", &[("roundrobin", b"m2")], false))
+            .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match h.heartbeat("kg", &id1, j1.generation).await {
+            Err(BrokerError::RebalanceInProgress) => break,
+            Ok(()) => assert!(Instant::now() < deadline, "no rebalance signalled"),
+            Err(e) => panic!("{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let j1b = h
+        .join_group(
+            "kg",
+            kafka_join(&id1, &[("range", b"m1"), ("roundrobin", b"m1rr")], true),
+        )
+        .await
+        .expect("rejoin");
+    let j2 = second.await.expect("task").expect("join");
+    assert_eq!(j1b.generation, j1.generation + 1);
+    assert_eq!(j2.generation, j1b.generation);
+    assert_eq!(j1b.protocol, "roundrobin");
+    let (leader, follower) = if j1b.leader == j1b.member_id {
+        (&j1b, &j2)
+    } else {
+        (&j2, &j1b)
+    };
+    assert_eq!(leader.members.len(), 2);
+    assert!(follower.members.is_empty());
+    let metas: BTreeSet<Vec<u8>> = leader.members.iter().map(|m| m.metadata.to_vec()).collect();
+    assert_eq!(metas, BTreeSet::from([b"m1rr".to_vec(), b"m2".to_vec()]));
+    // The follower's sync waits for the leader's; each gets the bytes the leader chose.
+    let h3 = h.clone();
+    let (fid, gen) = (follower.member_id.clone(), follower.generation);
+    let follower_sync = tokio::spawn(async move { h3.sync_group("kg", &fid, gen, vec![]).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let assignments = vec![
+        (
+            leader.member_id.clone(),
+            bytes::Bytes::from_static(b"\x00leader-bytes"),
+        ),
+        (
+            follower.member_id.clone(),
+            bytes::Bytes::from_static(b"\x00follower-bytes"),
+        ),
+    ];
+    let ls = h
+        .sync_group("kg", &leader.member_id, leader.generation, assignments)
+        .await
+        .expect("leader sync");
+    assert_eq!(&ls.assignment[..], b"\x00leader-bytes");
+    let fs = follower_sync.await.expect("task").expect("follower sync");
+    assert_eq!(&fs.assignment[..], b"\x00follower-bytes");
+    let d = h.describe_group("kg").await.expect("describe");
+    assert_eq!(d.state, GroupState::Stable);
+    assert_eq!(d.protocol_type, "consumer");
+    assert_eq!(d.members.len(), 2);
+    // Leaving triggers a rebalance for the one who stays.
+    h.leave_group("kg", vec![(follower.member_id.clone(), None)])
+        .await
+        .expect("leave");
+    assert!(matches!(
+        h.heartbeat("kg", &leader.member_id, leader.generation)
+            .await,
+        Err(BrokerError::RebalanceInProgress)
+    ));
+    h.shutdown().await.expect("shutdown");
 }

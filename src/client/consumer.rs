@@ -75,8 +75,8 @@ impl Default for ConsumerConfig {
 /// A record read from a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
-    /// The topic.
-    pub topic: String,
+    /// The topic (shared by the records of one fetch).
+    pub topic: Arc<str>,
     /// The partition.
     pub partition: i32,
     /// The record's offset.
@@ -183,7 +183,7 @@ impl Consumer {
         if let Some(p) = self.positions.get_mut(tp) {
             *p = Some(offset);
             self.buffer
-                .retain(|r| !(r.topic == tp.topic && r.partition == tp.partition));
+                .retain(|r| !(*r.topic == *tp.topic && r.partition == tp.partition));
         }
     }
 
@@ -519,13 +519,14 @@ impl Consumer {
         while let Some((tp, from, result)) = pending.next().await {
             match result {
                 Ok(r) => {
+                    let topic: Arc<str> = Arc::from(tp.topic.as_str());
                     let mut next = from;
                     for b in &r.batches {
                         if !b.is_control() {
                             for rec in b.records()? {
                                 if rec.offset >= from {
                                     self.buffer.push_back(ConsumerRecord {
-                                        topic: tp.topic.clone(),
+                                        topic: topic.clone(),
                                         partition: tp.partition,
                                         offset: rec.offset,
                                         timestamp_ms: rec.record.timestamp_ms,

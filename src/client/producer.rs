@@ -1,7 +1,9 @@
 //! [`Producer`]: records in, batches out, in the way Kafka's producers batch.
 //!
-//! `send` never waits: it puts the record into its partition's open batch and returns a
-//! [`DeliveryFuture`] that resolves to the record's offset once the broker acknowledged it.
+//! `send` puts the record into its partition's open batch and returns a [`DeliveryFuture`] that
+//! resolves to the record's offset once the broker acknowledged it. It waits only when the
+//! producer already holds `buffer_bytes` of unacknowledged records (Kafka's `buffer.memory`):
+//! memory stays bounded however fast the application sends.
 //! A batch is sent when it reaches `batch_bytes` or when `linger` has passed since its first
 //! record. Per partition, at most one publish is in flight; batches that fill meanwhile go
 //! together in the next publish, so order per partition is the order of `send` calls.
@@ -19,7 +21,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{oneshot, Notify};
+use futures::future::{BoxFuture, FutureExt, Shared};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use weir_storage::{BatchBuilder, Compression, Header, Offset, Record};
 
 use super::Transport;
@@ -37,6 +40,8 @@ pub struct ProducerConfig {
     pub batch_bytes: usize,
     /// Batch compression.
     pub compression: Compression,
+    /// Most bytes of records sent but not yet acknowledged; `send` waits beyond it.
+    pub buffer_bytes: usize,
 }
 
 impl Default for ProducerConfig {
@@ -46,6 +51,7 @@ impl Default for ProducerConfig {
             linger: Duration::from_millis(5),
             batch_bytes: 1024 * 1024,
             compression: Compression::None,
+            buffer_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -120,28 +126,98 @@ pub struct RecordMetadata {
     pub timestamp_ms: i64,
 }
 
-type Reply = oneshot::Sender<Result<RecordMetadata, BrokerError>>;
+/// What a sent batch got: its partition and base offset.
+#[derive(Debug, Clone, Copy)]
+struct BatchAck {
+    partition: i32,
+    base_offset: Offset,
+}
+
+/// One acknowledgement per batch, shared by its records' futures (an `Arc` clone per record
+/// instead of a channel per record).
+type SharedAck = Shared<BoxFuture<'static, Result<BatchAck, BrokerError>>>;
+
+/// A record's place: its batch's acknowledgement, its index in the batch, its timestamp.
+type Slot = (SharedAck, i64, i64);
 
 /// Resolves when the broker acknowledged the record.
-#[derive(Debug)]
 pub struct DeliveryFuture {
-    rx: oneshot::Receiver<Result<RecordMetadata, BrokerError>>,
+    state: Delivery,
+}
+
+enum Delivery {
+    /// In a batch.
+    Queued(Slot),
+    /// Waiting for its topic's partition count.
+    Resolving(oneshot::Receiver<Result<Slot, BrokerError>>),
+    /// Failed before it was queued.
+    Failed(Option<BrokerError>),
+}
+
+impl std::fmt::Debug for DeliveryFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryFuture").finish_non_exhaustive()
+    }
 }
 
 impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata, BrokerError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(BrokerError::ShuttingDown)))
+        loop {
+            match &mut self.state {
+                Delivery::Failed(e) => {
+                    return Poll::Ready(Err(e.take().unwrap_or(BrokerError::ShuttingDown)))
+                }
+                Delivery::Resolving(rx) => match Pin::new(rx).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(Ok(slot))) => self.state = Delivery::Queued(slot),
+                    Poll::Ready(Ok(Err(e))) => self.state = Delivery::Failed(Some(e)),
+                    Poll::Ready(Err(_)) => self.state = Delivery::Failed(None),
+                },
+                Delivery::Queued((ack, index, ts)) => {
+                    let (index, ts) = (*index, *ts);
+                    return Pin::new(ack).poll(cx).map(|r| {
+                        r.map(|a| RecordMetadata {
+                            partition: a.partition,
+                            offset: if a.base_offset < 0 {
+                                -1
+                            } else {
+                                a.base_offset + index
+                            },
+                            timestamp_ms: ts,
+                        })
+                    });
+                }
+            }
+        }
     }
 }
 
 struct Building {
     builder: BatchBuilder,
-    replies: Vec<(Reply, i64)>,
     epoch: u64,
+    /// The buffer space the batch's records hold, released when it is acknowledged.
+    permit: Option<OwnedSemaphorePermit>,
+    done: oneshot::Sender<Result<BatchAck, BrokerError>>,
+    ack: SharedAck,
+}
+
+impl Building {
+    fn new(compression: Compression, epoch: u64) -> Self {
+        let (done, rx) = oneshot::channel::<Result<BatchAck, BrokerError>>();
+        let ack = rx
+            .map(|r| r.unwrap_or(Err(BrokerError::ShuttingDown)))
+            .boxed()
+            .shared();
+        Building {
+            builder: BatchBuilder::new(compression),
+            epoch,
+            permit: None,
+            done,
+            ack,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -151,8 +227,15 @@ struct PartitionQueue {
     in_flight: bool,
 }
 
+/// A record waiting for its topic's partition count, with where to report its slot.
+type Waiting = (
+    ProducerRecord,
+    oneshot::Sender<Result<Slot, BrokerError>>,
+    OwnedSemaphorePermit,
+);
+
 enum TopicState {
-    Resolving(Vec<(ProducerRecord, Reply)>),
+    Resolving(Vec<Waiting>),
     Ready {
         queues: Vec<PartitionQueue>,
         sticky: usize,
@@ -165,6 +248,7 @@ struct Inner {
     topics: Mutex<HashMap<String, TopicState>>,
     epochs: std::sync::atomic::AtomicU64,
     drained: Notify,
+    buffer: Arc<Semaphore>,
 }
 
 /// Sends records to topics; cheap to clone (clones share batches).
@@ -192,36 +276,61 @@ impl Producer {
         Producer {
             inner: Arc::new(Inner {
                 transport: Arc::new(transport),
-                config,
                 topics: Mutex::new(HashMap::new()),
                 epochs: std::sync::atomic::AtomicU64::new(0),
                 drained: Notify::new(),
+                buffer: Arc::new(Semaphore::new(config.buffer_bytes.max(1))),
+                config,
             }),
         }
     }
 
-    /// Queues a record; the future resolves once the broker acknowledged it. Records of one
-    /// partition are written in the order of `send` calls.
-    pub fn send(&self, record: ProducerRecord) -> DeliveryFuture {
-        let (tx, rx) = oneshot::channel();
+    /// Queues a record, waiting first while `buffer_bytes` are unacknowledged; the returned
+    /// future resolves once the broker acknowledged the record. Records of one partition are
+    /// written in the order of `send` calls.
+    pub async fn send(&self, mut record: ProducerRecord) -> DeliveryFuture {
+        let size = 24
+            + record.key.as_ref().map_or(0, Bytes::len)
+            + record.value.as_ref().map_or(0, Bytes::len)
+            + record
+                .headers
+                .iter()
+                .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len))
+                .sum::<usize>();
+        let want = size.min(self.inner.config.buffer_bytes.max(1)) as u32;
+        let Ok(permit) = self.inner.buffer.clone().acquire_many_owned(want).await else {
+            return DeliveryFuture {
+                state: Delivery::Failed(Some(BrokerError::ShuttingDown)),
+            };
+        };
         let inner = &self.inner;
         let mut topics = inner.topics.lock().unwrap_or_else(|e| e.into_inner());
-        match topics.get_mut(&record.topic) {
-            Some(TopicState::Resolving(waiting)) => waiting.push((record, tx)),
-            Some(TopicState::Ready { .. }) => {
-                let topic = record.topic.clone();
-                if let Some(TopicState::Ready { queues, sticky }) = topics.get_mut(&topic) {
-                    Inner::enqueue(inner, &topic, queues, sticky, record, tx);
+        let state = match topics.get_mut(record.topic.as_str()) {
+            Some(TopicState::Ready { queues, sticky }) => {
+                let topic = std::mem::take(&mut record.topic);
+                match Inner::enqueue(inner, &topic, queues, sticky, record, permit) {
+                    Ok(slot) => Delivery::Queued(slot),
+                    Err(e) => Delivery::Failed(Some(e)),
                 }
             }
+            Some(TopicState::Resolving(waiting)) => {
+                let (tx, rx) = oneshot::channel();
+                waiting.push((record, tx, permit));
+                Delivery::Resolving(rx)
+            }
             None => {
+                let (tx, rx) = oneshot::channel();
                 let topic = record.topic.clone();
-                topics.insert(topic.clone(), TopicState::Resolving(vec![(record, tx)]));
+                topics.insert(
+                    topic.clone(),
+                    TopicState::Resolving(vec![(record, tx, permit)]),
+                );
                 let inner = inner.clone();
                 tokio::spawn(async move { Inner::resolve(inner, topic).await });
+                Delivery::Resolving(rx)
             }
-        }
-        DeliveryFuture { rx }
+        };
+        DeliveryFuture { state }
     }
 
     /// Sends every open batch now and waits until everything sent so far is acknowledged.
@@ -269,13 +378,15 @@ impl Inner {
                 let mut queues: Vec<PartitionQueue> =
                     (0..n).map(|_| PartitionQueue::default()).collect();
                 let mut sticky = (now_ms() as usize) % (n.max(1) as usize);
-                for (record, reply) in waiting {
-                    Inner::enqueue(&inner, &topic, &mut queues, &mut sticky, record, reply);
+                for (record, reply, permit) in waiting {
+                    let slot =
+                        Inner::enqueue(&inner, &topic, &mut queues, &mut sticky, record, permit);
+                    let _ = reply.send(slot);
                 }
                 topics.insert(topic, TopicState::Ready { queues, sticky });
             }
             Err(e) => {
-                for (_, reply) in waiting {
+                for (_, reply, _) in waiting {
                     let _ = reply.send(Err(e.clone()));
                 }
                 inner.drained.notify_waiters();
@@ -289,49 +400,51 @@ impl Inner {
         queues: &mut [PartitionQueue],
         sticky: &mut usize,
         record: ProducerRecord,
-        reply: Reply,
-    ) {
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Slot, BrokerError> {
         let n = queues.len();
+        let keyless = record.partition.is_none() && record.key.is_none();
         let p = match (record.partition, &record.key) {
             (Some(p), _) => p,
             (None, Some(key)) => partition_for_key(key, n as u32),
             (None, None) => (*sticky % n.max(1)) as i32,
         };
         let Some(q) = usize::try_from(p).ok().and_then(|i| queues.get_mut(i)) else {
-            let _ = reply.send(Err(BrokerError::UnknownPartition {
+            return Err(BrokerError::UnknownPartition {
                 topic: topic.to_string(),
                 partition: p,
-            }));
-            return;
+            });
         };
         let ts = record.timestamp_ms.unwrap_or_else(now_ms);
-        let building = q.building.get_or_insert_with(|| Building {
-            builder: BatchBuilder::new(inner.config.compression),
-            replies: Vec::new(),
-            epoch: inner
+        let building = q.building.get_or_insert_with(|| {
+            let epoch = inner
                 .epochs
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Building::new(inner.config.compression, epoch)
         });
+        match &mut building.permit {
+            Some(held) => held.merge(permit),
+            None => building.permit = Some(permit),
+        }
+        let index = building.builder.len() as i64;
         building.builder.push(Record {
             timestamp_ms: ts,
-            key: record.key.clone(),
+            key: record.key,
             value: record.value,
             headers: record.headers,
         });
-        building.replies.push((reply, ts));
-        let first = building.replies.len() == 1;
+        let slot = (building.ack.clone(), index, ts);
         let epoch = building.epoch;
         if building.builder.size_estimate() >= inner.config.batch_bytes {
             q.ready.extend(q.building.take());
-            if record.partition.is_none() && record.key.is_none() {
+            if keyless {
                 *sticky += 1;
             }
             Inner::kick(inner, topic, p as usize, q);
-        } else if first {
+        } else if index == 0 {
             let inner = inner.clone();
             let topic = topic.to_string();
             let linger = inner.config.linger;
-            let keyless = record.partition.is_none() && record.key.is_none();
             tokio::spawn(async move {
                 tokio::time::sleep(linger).await;
                 let mut topics = inner.topics.lock().unwrap_or_else(|e| e.into_inner());
@@ -348,6 +461,7 @@ impl Inner {
                 }
             });
         }
+        Ok(slot)
     }
 
     /// Starts the sender of a partition when it has ready batches and none in flight.
@@ -378,17 +492,17 @@ impl Inner {
                 q.ready.drain(..).collect()
             };
             let mut encoded = Vec::new();
-            let mut groups = Vec::new();
+            let mut acks = Vec::new();
+            let mut builders = Vec::new();
             for b in batches {
                 match b.builder.build(0) {
                     Ok(batch) => {
-                        groups.push((batch.record_count() as i64, b.replies));
+                        acks.push((batch.record_count() as i64, b.done, b.permit));
                         encoded.push(batch);
+                        builders.push(b.builder);
                     }
                     Err(e) => {
-                        for (reply, _) in b.replies {
-                            let _ = reply.send(Err(e.clone().into()));
-                        }
+                        let _ = b.done.send(Err(e.into()));
                     }
                 }
             }
@@ -396,42 +510,38 @@ impl Inner {
                 continue;
             }
             // A full partition queue (Busy) is retried with a short backoff, as Kafka's
-            // producer retries retriable errors; anything else goes back to the sender.
+            // producer retries retriable errors; anything else goes back to the sender. The
+            // batches go out unshared (so the log writes their offsets in place, no copy) and
+            // are encoded again from the builders for a retry.
             let mut attempts = 0;
             let result = loop {
                 let r = inner
                     .transport
-                    .publish(&topic, Some(p as i32), encoded.clone(), inner.config.acks)
+                    .publish(&topic, Some(p as i32), encoded, inner.config.acks)
                     .await;
                 match r {
                     Err(BrokerError::Busy { .. }) if attempts < 1000 => {
                         attempts += 1;
                         tokio::time::sleep(Duration::from_millis(2)).await;
+                        encoded = builders.iter().filter_map(|b| b.build(0).ok()).collect();
                     }
                     other => break other,
                 }
             };
-            match result {
-                Ok((partition, ack)) => {
-                    let mut offset = ack.base_offset;
-                    for (count, replies) in groups {
-                        for (i, (reply, ts)) in replies.into_iter().enumerate() {
-                            let _ = reply.send(Ok(RecordMetadata {
-                                partition,
-                                offset: if offset < 0 { -1 } else { offset + i as i64 },
-                                timestamp_ms: ts,
-                            }));
-                        }
-                        if offset >= 0 {
-                            offset += count;
-                        }
-                    }
-                }
-                Err(e) => {
-                    for (_, replies) in groups {
-                        for (reply, _) in replies {
-                            let _ = reply.send(Err(e.clone()));
-                        }
+            // The batches of one publish were appended together, with consecutive offsets.
+            let mut next = result.as_ref().map(|(_, a)| a.base_offset);
+            for (count, done, _permit) in acks {
+                let _ = done.send(match (&result, &next) {
+                    (Ok((partition, _)), Ok(base)) => Ok(BatchAck {
+                        partition: *partition,
+                        base_offset: *base,
+                    }),
+                    (Err(e), _) => Err(e.clone()),
+                    (_, Err(e)) => Err((*e).clone()),
+                });
+                if let Ok(base) = &mut next {
+                    if *base >= 0 {
+                        *base += count;
                     }
                 }
             }

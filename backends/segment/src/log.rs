@@ -100,6 +100,8 @@ struct Inner {
     writer: Mutex<Writer>,
     failed: Mutex<Option<String>>,
     closed: AtomicBool,
+    /// A background fsync (interval durability) is running.
+    syncing: AtomicBool,
 }
 
 /// One partition's log in segment files. See the module docs for layout and locking.
@@ -279,6 +281,7 @@ impl SegmentLog {
                 }),
                 failed: Mutex::new(None),
                 closed: AtomicBool::new(false),
+                syncing: AtomicBool::new(false),
             }),
         })
     }
@@ -384,7 +387,43 @@ impl Inner {
         Ok(())
     }
 
-    fn append_blocking(&self, mut batches: Vec<Batch>) -> Result<AppendInfo> {
+    /// fsyncs `file` on another blocking thread, at most one such sync at a time.
+    fn background_sync(self: &Arc<Self>, file: Arc<File>) {
+        if self.syncing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = self.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = file.sync_data() {
+                inner.fail(StorageError::io(
+                    format!("fsync in {}", inner.dir.display()),
+                    e,
+                ));
+            }
+            inner.syncing.store(false, Ordering::Release);
+        });
+    }
+
+    /// Makes everything written so far durable without holding appends back for the fsync.
+    fn sync_blocking(&self) -> Result<()> {
+        let file = {
+            let mut w = self.writer()?;
+            if !w.unsynced {
+                return Ok(());
+            }
+            w.unsynced = false;
+            w.last_sync = Instant::now();
+            w.file.clone()
+        };
+        file.sync_data().map_err(|e| {
+            self.fail(StorageError::io(
+                format!("fsync in {}", self.dir.display()),
+                e,
+            ))
+        })
+    }
+
+    fn append_blocking(self: &Arc<Self>, mut batches: Vec<Batch>) -> Result<AppendInfo> {
         let mut w = self.writer()?;
         let (end, active_len, active_age) = {
             let st = self.read_state();
@@ -415,7 +454,12 @@ impl Inner {
             Durability::Always => self.sync_writer(&mut w)?,
             Durability::Interval { interval_ms } => {
                 if w.last_sync.elapsed().as_millis() >= u128::from(interval_ms) {
-                    self.sync_writer(&mut w)?;
+                    // The fsync runs beside the appends, not in their way: a sync of a second
+                    // of writes can take hundreds of ms, and appends meanwhile only need the
+                    // page cache. Its failure fails the log like any other.
+                    w.last_sync = Instant::now();
+                    w.unsynced = false;
+                    self.background_sync(w.file.clone());
                 }
             }
             Durability::None => {}
@@ -609,11 +653,7 @@ impl PartitionLog for SegmentLog {
     async fn sync(&self) -> Result<()> {
         self.inner.check_usable()?;
         let inner = self.inner.clone();
-        blocking(move || {
-            let mut w = inner.writer()?;
-            inner.sync_writer(&mut w)
-        })
-        .await
+        blocking(move || inner.sync_blocking()).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -24,9 +24,9 @@
 //! - [`Durability::None`]: the bytes are handed to the OS; for a file backend a process crash
 //!   keeps them, a power loss may not. An embedded engine that buffers inside the process (sled)
 //!   may lose its unflushed buffer even on a process crash; such a backend documents it.
-//! - [`Durability::Interval`]: as `None`, and the log has synced within the last interval (the
-//!   append syncs itself when the interval has passed); the owner calls [`PartitionLog::sync`]
-//!   on a timer for idle logs.
+//! - [`Durability::Interval`]: as `None`, and a sync has started within the last interval (an
+//!   append starts one when the interval has passed, and may return before it completes); the
+//!   owner calls [`PartitionLog::sync`] on a timer for idle logs.
 //! - [`Durability::Always`]: the batch, and everything before it, survives a power loss.
 //!
 //! **Failure is fail-stop.** After an I/O error (a failed write, fsync or flush) the log reports

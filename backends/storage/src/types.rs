@@ -40,8 +40,10 @@ pub enum Durability {
     /// Written to the OS (page cache) only; fsync happens when the OS decides or on `sync`.
     None,
     /// fsync at most every `interval_ms`: an append that finds the last fsync older than that
-    /// syncs before returning, and the owner calls [`crate::PartitionLog::sync`] on a timer so
-    /// an idle log is synced too. A crash loses at most about one interval of acknowledged data.
+    /// starts one (the segment backend runs it beside later appends rather than in their
+    /// way), and the owner calls [`crate::PartitionLog::sync`] on a timer so an idle log is
+    /// synced too. A power loss loses at most about one interval (plus one sync) of
+    /// acknowledged data.
     Interval {
         /// The longest time acknowledged data may stay unsynced while appends keep coming.
         interval_ms: u64,
