@@ -70,30 +70,40 @@ async fn drain(c: &mut Consumer, want: usize) -> Vec<ConsumerRecord> {
     out
 }
 
-async fn until_assigned(consumers: &mut [&mut Consumer], total: usize) {
+/// Polls every consumer, each in a loop of its own (as each would run in its own task: a join
+/// blocks until every member has rejoined), until all of them hold the group's current
+/// generation in a stable group, then checks that together they hold `total` partitions.
+async fn until_assigned(
+    h: &BrokerHandle,
+    group: &str,
+    consumers: &mut [&mut Consumer],
+    total: usize,
+) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        // Members poll concurrently, as they would in their own tasks: a join blocks until
-        // every member has rejoined.
-        let polls = consumers
-            .iter_mut()
-            .map(|c| c.poll(Duration::from_millis(50)));
-        for r in futures::future::join_all(polls).await {
-            r.expect("poll");
+    let n = consumers.len();
+    let settled = std::sync::Arc::new(std::sync::Mutex::new(vec![false; n]));
+    let loops = consumers.iter_mut().enumerate().map(|(i, c)| {
+        let settled = settled.clone();
+        async move {
+            loop {
+                c.poll(Duration::from_millis(50)).await.expect("poll");
+                let d = h.describe_group(group).await.expect("describe");
+                let current = d.state == GroupState::Stable
+                    && d.members.len() == n
+                    && c.member().map(|m| m.1) == Some(d.generation);
+                let mut s = settled.lock().expect("lock");
+                s[i] = current;
+                if s.iter().all(|x| *x) {
+                    return;
+                }
+                drop(s);
+                assert!(Instant::now() < deadline, "group did not settle");
+            }
         }
-        let assigned: usize = consumers.iter().map(|c| c.assignment().len()).sum();
-        let generations: BTreeSet<i32> = consumers
-            .iter()
-            .filter_map(|c| c.member().map(|m| m.1))
-            .collect();
-        if assigned == total && generations.len() == 1 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "group did not settle: {assigned} assigned"
-        );
-    }
+    });
+    futures::future::join_all(loops).await;
+    let assigned: usize = consumers.iter().map(|c| c.assignment().len()).sum();
+    assert_eq!(assigned, total);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +119,7 @@ async fn members_split_partitions_and_hand_over_after_a_commit() {
     let mut c2 = Consumer::new(h.clone(), consumer_config("workers"));
     c1.subscribe(&["jobs"]).expect("subscribe");
     c2.subscribe(&["jobs"]).expect("subscribe");
-    until_assigned(&mut [&mut c1, &mut c2], 4).await;
+    until_assigned(&h, "workers", &mut [&mut c1, &mut c2], 4).await;
     let a1: BTreeSet<TopicPartition> = c1.assignment().into_iter().collect();
     let a2: BTreeSet<TopicPartition> = c2.assignment().into_iter().collect();
     assert!(a1.is_disjoint(&a2), "{a1:?} / {a2:?}");
@@ -187,7 +197,7 @@ async fn a_silent_member_is_expired_and_stale_commits_are_rejected() {
     let mut c2 = Consumer::new(h.clone(), consumer_config("g"));
     c1.subscribe(&["t"]).expect("subscribe");
     c2.subscribe(&["t"]).expect("subscribe");
-    until_assigned(&mut [&mut c1, &mut c2], 2).await;
+    until_assigned(&h, "g", &mut [&mut c1, &mut c2], 2).await;
     let (old_member, old_generation) = c1.member().expect("member");
     // c1 goes silent: dropping it stops its heartbeat without leaving.
     drop(c1);

@@ -82,6 +82,27 @@ struct Member {
     sync_reply: Option<oneshot::Sender<Result<SyncResult, BrokerError>>>,
 }
 
+impl Member {
+    /// Answers whatever join or sync of this member is waiting, with `e`.
+    fn fail_waiting(&mut self, e: &BrokerError) {
+        if let Some(r) = self.join_reply.take() {
+            let _ = r.send(Err(e.clone()));
+        }
+        if let Some(r) = self.sync_reply.take() {
+            let _ = r.send(Err(e.clone()));
+        }
+    }
+
+    /// The member's metadata for `protocol` (empty when it has none).
+    fn metadata(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == protocol)
+            .map(|(_, md)| md.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// The consumer-group actor. See the module docs.
 pub struct ConsumerGroup {
     id: String,
@@ -271,12 +292,7 @@ impl ConsumerGroup {
             .map(|(id, m)| JoinedMember {
                 member_id: id.clone(),
                 instance_id: m.instance_id.clone(),
-                metadata: m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| *n == protocol)
-                    .map(|(_, md)| md.clone())
-                    .unwrap_or_default(),
+                metadata: m.metadata(&protocol),
             })
             .collect();
         let generation = self.generation;
@@ -348,12 +364,7 @@ impl ConsumerGroup {
 
     fn remove_member(&mut self, id: &str, ctx: &mut Context<Self>) {
         if let Some(mut m) = self.members.remove(id) {
-            if let Some(r) = m.join_reply.take() {
-                let _ = r.send(Err(BrokerError::UnknownMember(id.to_string())));
-            }
-            if let Some(r) = m.sync_reply.take() {
-                let _ = r.send(Err(BrokerError::UnknownMember(id.to_string())));
-            }
+            m.fail_waiting(&BrokerError::UnknownMember(id.to_string()));
         }
         if self.leader.as_deref() == Some(id) {
             self.leader = None;
@@ -541,16 +552,9 @@ impl ConsumerGroup {
             member_id = self.new_member_id(&msg.client_id);
             if let Some(old) = previous {
                 if let Some(mut m) = self.members.remove(&old) {
-                    if let Some(r) = m.join_reply.take() {
-                        let _ = r.send(Err(BrokerError::FencedInstanceId(
-                            msg.instance_id.clone().unwrap_or_default(),
-                        )));
-                    }
-                    if let Some(r) = m.sync_reply.take() {
-                        let _ = r.send(Err(BrokerError::FencedInstanceId(
-                            msg.instance_id.clone().unwrap_or_default(),
-                        )));
-                    }
+                    m.fail_waiting(&BrokerError::FencedInstanceId(
+                        msg.instance_id.clone().unwrap_or_default(),
+                    ));
                 }
                 if self.leader.as_deref() == Some(old.as_str()) {
                     self.leader = Some(member_id.clone());
@@ -908,12 +912,7 @@ impl Handler<DescribeGroup> for ConsumerGroup {
                     instance_id: m.instance_id.clone(),
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
-                    metadata: m
-                        .protocols
-                        .iter()
-                        .find(|(n, _)| *n == protocol)
-                        .map(|(_, md)| md.clone())
-                        .unwrap_or_default(),
+                    metadata: m.metadata(&protocol),
                     assignment: m.assignment.clone(),
                 })
                 .collect(),
@@ -980,12 +979,7 @@ impl Handler<StopGroup> for ConsumerGroup {
 
     fn handle(&mut self, _: StopGroup, ctx: &mut Self::Context) {
         for m in self.members.values_mut() {
-            if let Some(r) = m.join_reply.take() {
-                let _ = r.send(Err(BrokerError::ShuttingDown));
-            }
-            if let Some(r) = m.sync_reply.take() {
-                let _ = r.send(Err(BrokerError::ShuttingDown));
-            }
+            m.fail_waiting(&BrokerError::ShuttingDown);
         }
         ctx.stop();
     }

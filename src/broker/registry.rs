@@ -204,11 +204,7 @@ impl Handler<CreateTopic> for TopicRegistry {
         let start = self.start_partitions(&msg.name, 0..config.partitions, &config);
         AtomicResponse::new(Box::pin(
             async move {
-                let bytes = rmp_serde::to_vec_named(&meta)
-                    .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
-                storage
-                    .put_metadata(&format!("{META_PREFIX}{}", meta.name), &bytes)
-                    .await?;
+                persist(storage.as_ref(), &meta).await?;
                 let partitions = start.await?;
                 Ok((meta, partitions))
             }
@@ -378,11 +374,7 @@ impl TopicRegistry {
         let start = extra.map(|r| self.start_partitions(&meta.name, r, &meta.config));
         AtomicResponse::new(Box::pin(
             async move {
-                let bytes = rmp_serde::to_vec_named(&meta)
-                    .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
-                storage
-                    .put_metadata(&format!("{META_PREFIX}{}", meta.name), &bytes)
-                    .await?;
+                persist(storage.as_ref(), &meta).await?;
                 let mut partitions = existing;
                 if let Some(start) = start {
                     partitions.extend(start.await?);
@@ -520,6 +512,16 @@ impl Handler<ShutdownRegistry> for TopicRegistry {
             .into_actor(self),
         ))
     }
+}
+
+/// Writes a topic's record to the metadata store.
+async fn persist(storage: &dyn Storage, meta: &TopicMeta) -> Result<(), BrokerError> {
+    let bytes =
+        rmp_serde::to_vec_named(meta).map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+    storage
+        .put_metadata(&format!("{META_PREFIX}{}", meta.name), &bytes)
+        .await?;
+    Ok(())
 }
 
 fn random_id() -> u128 {

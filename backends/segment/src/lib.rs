@@ -44,6 +44,8 @@ pub struct SegmentStorage {
 
 #[derive(Debug)]
 struct Inner {
+    /// The directory lock, released by `close`.
+    lock: Mutex<Option<std::fs::File>>,
     root: PathBuf,
     metadata: Mutex<Option<BTreeMap<String, Vec<u8>>>>,
     groups: Mutex<BTreeMap<String, GroupOffsets>>,
@@ -70,6 +72,31 @@ impl SegmentStorage {
     /// # Errors
     /// As [`SegmentStorage::open`].
     pub fn open_blocking(root: &Path) -> Result<Self> {
+        fsutil::create_dir_durable(root)?;
+        // One storage per directory: a second broker on the same files would interleave two
+        // writers in every log. The lock lives until `close` (or the storage is dropped).
+        let lock_path = root.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StorageError::io(format!("opening {}", lock_path.display()), e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StorageError::InvalidArgument(format!(
+                    "{} is in use by another Weir storage (process or instance)",
+                    root.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StorageError::io(
+                    format!("locking {}", lock_path.display()),
+                    e,
+                ))
+            }
+        }
         fsutil::create_dir_durable(&root.join("logs"))?;
         fsutil::create_dir_durable(&root.join("groups"))?;
         let mut groups = BTreeMap::new();
@@ -95,6 +122,7 @@ impl SegmentStorage {
         }
         Ok(SegmentStorage {
             inner: Arc::new(Inner {
+                lock: Mutex::new(Some(lock)),
                 root: root.to_path_buf(),
                 metadata: Mutex::new(None),
                 groups: Mutex::new(groups),
@@ -317,7 +345,13 @@ impl Storage for SegmentStorage {
     }
 
     async fn close(&self) -> Result<()> {
-        // Logs are closed by their owners; the small files are durable on every write.
+        // Logs are closed by their owners and the small files are durable on every write; what
+        // is left is to let another storage open the directory.
+        self.inner
+            .lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         Ok(())
     }
 }

@@ -275,3 +275,20 @@ fn index_files_are_rebuilt_when_missing_or_stale() {
         assert_eq!(log.offset_for_time(1_020).await.expect("time"), expected);
     });
 }
+
+#[test]
+fn a_second_storage_on_the_same_directory_is_refused() {
+    run(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = SegmentStorage::open(dir.path()).await.expect("open");
+        let second = SegmentStorage::open(dir.path()).await;
+        assert!(
+            matches!(second, Err(StorageError::InvalidArgument(ref m)) if m.contains("in use")),
+            "{second:?}"
+        );
+        first.close().await.expect("close");
+        SegmentStorage::open(dir.path())
+            .await
+            .expect("free after close");
+    });
+}

@@ -14,8 +14,9 @@
 //!
 //! ## Data flow
 //! [`SledLog::append`](weir_storage::PartitionLog::append) validates and assigns offsets under
-//! the log's writer lock (one append at a time), writes all batches of the call with one
-//! `Tree::apply_batch` (atomic in sled: all or nothing, also across a crash), flushes as the
+//! the log's writer lock (one append at a time), inserts the batches of the call one by one
+//! (each atomic; sled recovers a prefix of its writes, so never a hole; `apply_batch` is avoided
+//! on this path because it deadlocks against sled's flusher under load, sled #1412), flushes as the
 //! log's [`Durability`](weir_storage::Durability) asks, and only then publishes the new end
 //! offset, which bounds every read. Start, end and size live in memory, so `offsets()` does no
 //! I/O. Reads find the batch holding `from` with `range(..=from).next_back()` and walk forward,

@@ -547,7 +547,7 @@ mod tests {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            if state % 5 == 0 {
+            if state.is_multiple_of(5) {
                 out.extend_from_slice(&state.to_le_bytes()[..3]);
             } else {
                 out.extend_from_slice(words[(state >> 32) as usize % words.len()]);
