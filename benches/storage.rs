@@ -277,9 +277,42 @@ fn bench_reopen(c: &mut Criterion, dir: &Path) {
                     .expect("reopen");
                 assert_eq!(log.offsets().size_bytes, 1024 * b.len() as u64);
                 log.close().await.expect("close");
+                storage.close().await.expect("close");
             })
         });
     });
+    // Cold: the page cache dropped before each open (needs root; skipped with a note if not).
+    let drop_caches = || {
+        let _ = Command::new("sync").status();
+        std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+    };
+    if drop_caches() {
+        group.bench_function("1GiB-cold-cache", |bench| {
+            bench.iter_batched(
+                || {
+                    drop_caches();
+                },
+                |()| {
+                    rt.block_on(async {
+                        let cfg = StorageConfig {
+                            backend: Backend::Segment,
+                            data_dir: dir.clone(),
+                        };
+                        let storage = open_storage(&cfg).await.expect("open");
+                        let log = storage
+                            .open_log(&TopicPartition::new("bench", 0), &LogConfig::default())
+                            .await
+                            .expect("reopen");
+                        log.close().await.expect("close");
+                        storage.close().await.expect("close");
+                    })
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    } else {
+        println!("reopen/segment/1GiB-cold-cache: skipped (cannot write /proc/sys/vm/drop_caches)");
+    }
     group.finish();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -20,7 +20,7 @@ def mbps(value, unit):
 
 def main(path):
     text = open(path, encoding="utf-8").read()
-    refs = re.findall(r"^reference (dd .*?): (\d+) MB/s", text, re.M)
+    refs = re.findall(r"^reference (dd .*?):\s+(\d+) MB/s", text, re.M)
     print("| benchmark | time per op | throughput (MB/s) |")
     print("|---|---|---|")
     name = None

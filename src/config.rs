@@ -368,6 +368,21 @@ impl Config {
         Self::from_toml(&text, Some(&path.display().to_string()))
     }
 
+    /// The configuration a broker runs with: `path` (or the defaults when `None`), then the
+    /// process's `WEIR_*` environment variables, validated.
+    ///
+    /// # Errors
+    /// An unreadable or invalid file, an unknown variable, a value out of range.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let base = match path {
+            Some(p) => Config::from_file(p)?,
+            None => Config::default(),
+        };
+        let config = base.apply_env(std::env::vars())?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Applies `WEIR_*` variables from `vars` (pass `std::env::vars()`), key by key.
     ///
     /// # Errors
@@ -623,6 +638,31 @@ mod tests {
             )])
             .expect_err("type");
         assert!(e.to_string().contains("environment"), "{e}");
+    }
+
+    #[test]
+    fn load_reads_a_file_and_validates() {
+        let dir = std::env::temp_dir().join(format!("weir-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("weir.toml");
+        std::fs::write(&path, "[topic_defaults]\npartitions = 3\n").expect("write");
+        assert_eq!(
+            Config::load(Some(&path))
+                .expect("load")
+                .topic_defaults
+                .partitions,
+            3
+        );
+        std::fs::write(&path, "[topic_defaults]\npartitions = 0\n").expect("write");
+        assert!(matches!(
+            Config::load(Some(&path)),
+            Err(ConfigError::Invalid { .. })
+        ));
+        assert!(matches!(
+            Config::load(Some(&dir.join("absent.toml"))),
+            Err(ConfigError::Read { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

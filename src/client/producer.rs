@@ -333,6 +333,18 @@ impl Producer {
         DeliveryFuture { state }
     }
 
+    /// Queues several records in order (see [`Producer::send`]); one future per record.
+    pub async fn send_many(
+        &self,
+        records: impl IntoIterator<Item = ProducerRecord>,
+    ) -> Vec<DeliveryFuture> {
+        let mut out = Vec::new();
+        for r in records {
+            out.push(self.send(r).await);
+        }
+        out
+    }
+
     /// Sends every open batch now and waits until everything sent so far is acknowledged.
     pub async fn flush(&self) {
         loop {
