@@ -18,6 +18,8 @@
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod protocol;
+pub mod server;
 
 use std::path::PathBuf;
 use std::sync::Arc;

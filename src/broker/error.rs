@@ -6,7 +6,7 @@
 use weir_storage::{BatchError, Offset, StorageError};
 
 /// An error the broker reports. Cloneable, so one failure can answer every waiting request.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum BrokerError {
     /// No topic by that name.
@@ -29,7 +29,7 @@ pub enum BrokerError {
         /// The name.
         name: String,
         /// Which rule it breaks.
-        reason: &'static str,
+        reason: String,
     },
     /// A partition count that is zero, too large, or a decrease.
     #[error("invalid partition count: {0}")]
@@ -112,6 +112,10 @@ pub enum BrokerError {
     /// A static member's instance id is in use by a newer member.
     #[error("group instance id {0:?} is fenced by a newer member")]
     FencedInstanceId(String),
+    /// The connection to a remote broker broke while the request was in flight: it may or may
+    /// not have been applied (a publish may have been written). Never retried automatically.
+    #[error("connection lost, outcome unknown: {0}")]
+    ConnectionLost(String),
 }
 
 impl BrokerError {
@@ -140,6 +144,7 @@ impl BrokerError {
             BrokerError::GroupNotEmpty(_) => 20,
             BrokerError::UnknownGroup(_) => 21,
             BrokerError::FencedInstanceId(_) => 22,
+            BrokerError::ConnectionLost(_) => 23,
         }
     }
 
@@ -164,6 +169,7 @@ impl BrokerError {
             BrokerError::GroupNotEmpty(_) => 68,
             BrokerError::MemberIdRequired(_) => 79,
             BrokerError::FencedInstanceId(_) => 82,
+            BrokerError::ConnectionLost(_) => 13, // NETWORK_EXCEPTION
             // NOT_ENOUGH_REPLICAS: retriable, makes clients back off and retry.
             BrokerError::Busy { .. } => 19,
             BrokerError::ShuttingDown => 6, // NOT_LEADER_OR_FOLLOWER: clients refresh and retry
@@ -228,7 +234,7 @@ mod tests {
             BrokerError::TopicExists(String::new()),
             BrokerError::InvalidTopicName {
                 name: String::new(),
-                reason: "",
+                reason: String::new(),
             },
             BrokerError::InvalidPartitions(String::new()),
             BrokerError::InvalidConfig(String::new()),
@@ -258,6 +264,7 @@ mod tests {
             BrokerError::GroupNotEmpty(String::new()),
             BrokerError::UnknownGroup(String::new()),
             BrokerError::FencedInstanceId(String::new()),
+            BrokerError::ConnectionLost(String::new()),
         ];
         let mut codes: Vec<u16> = all.iter().map(BrokerError::code).collect();
         codes.sort_unstable();

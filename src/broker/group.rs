@@ -42,7 +42,7 @@ use crate::config::GroupsSection;
 pub const WEIR_PROTOCOL_TYPE: &str = "weir";
 
 /// Where a group is in its life cycle (Kafka's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum GroupState {
     /// No members (it may still hold committed offsets).
     Empty,
@@ -447,7 +447,7 @@ impl Actor for ConsumerGroup {
 }
 
 /// A member in the leader's JoinGroup answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JoinedMember {
     /// The member id.
     pub member_id: String,
@@ -458,7 +458,7 @@ pub struct JoinedMember {
 }
 
 /// The answer to a join, once the join phase completes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JoinResult {
     /// The new generation.
     pub generation: i32,
@@ -476,7 +476,7 @@ pub struct JoinResult {
 }
 
 /// Joins (or rejoins) the group.
-#[derive(Debug, Clone, Message)]
+#[derive(Debug, Clone, PartialEq, Eq, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "Result<JoinResult, BrokerError>")]
 pub struct JoinGroup {
     /// Empty for a new member.
@@ -612,7 +612,7 @@ impl ConsumerGroup {
 }
 
 /// What a member gets from SyncGroup.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SyncResult {
     /// The group's protocol type.
     pub protocol_type: String,
@@ -850,7 +850,7 @@ impl Handler<FetchOffsets> for ConsumerGroup {
 }
 
 /// A member as [`DescribeGroup`] reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MemberDescription {
     /// The member id.
     pub member_id: String,
@@ -867,7 +867,7 @@ pub struct MemberDescription {
 }
 
 /// A group as [`DescribeGroup`] reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupDescription {
     /// The group id.
     pub group_id: String,

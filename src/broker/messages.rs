@@ -22,7 +22,7 @@ pub enum Acks {
 }
 
 /// What a publish got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PublishAck {
     /// Offset of the first record of the first batch (-1 under `Acks::None`).
     pub base_offset: Offset,
@@ -40,8 +40,22 @@ pub struct Publish {
     pub acks: Acks,
 }
 
+/// [`Publish`] with its answer going to a channel, so that a sender can enqueue it with
+/// `try_send` (which reports a full mailbox) and await the answer separately: a connection
+/// uses it to keep pipelined publishes in arrival order.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PublishTo {
+    /// The batches.
+    pub batches: Vec<Batch>,
+    /// When to answer.
+    pub acks: Acks,
+    /// Where the outcome goes.
+    pub reply: tokio::sync::oneshot::Sender<Result<PublishAck, BrokerError>>,
+}
+
 /// What a fetch returns.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct FetchResult {
     /// Whole batches; the first may start before the requested offset.
     pub batches: Vec<Batch>,

@@ -70,7 +70,7 @@ pub enum StartError {
 }
 
 /// A topic as [`BrokerHandle::describe_topic`] reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TopicDescription {
     /// The name.
     pub name: String,
@@ -415,6 +415,52 @@ impl BrokerHandle {
             }
             None => route.topic.send(PublishKeyless { batches, acks }).await?,
         }
+    }
+
+    /// Starts a publish to an explicit partition and returns its outcome as a future, with the
+    /// guarantee that the publish is already in the partition's queue when this returns (for a
+    /// known topic): calls made in order are appended in that order, however their futures are
+    /// awaited. A full mailbox is waited for here, inline, so the order still holds. Unknown
+    /// topics (which may be auto-created) and keyless publishes take the ordinary path.
+    pub async fn publish_in_order(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        batches: Vec<Batch>,
+        acks: Acks,
+    ) -> futures::future::BoxFuture<'static, Result<(i32, PublishAck), BrokerError>> {
+        use futures::FutureExt;
+        let (Some(route), Some(p)) = (self.route(topic), partition) else {
+            let h = self.clone();
+            let topic = topic.to_string();
+            return async move { h.publish(&topic, partition, batches, acks).await }.boxed();
+        };
+        let addr = match route.partition(p) {
+            Ok(a) => a.clone(),
+            Err(e) => return futures::future::ready(Err(e)).boxed(),
+        };
+        let (reply, rx) = oneshot::channel();
+        let msg = messages::PublishTo {
+            batches,
+            acks,
+            reply,
+        };
+        match addr.try_send(msg) {
+            Ok(()) => {}
+            Err(actix::prelude::SendError::Full(msg)) => {
+                if addr.send(msg).await.is_err() {
+                    return futures::future::ready(Err(BrokerError::ShuttingDown)).boxed();
+                }
+            }
+            Err(actix::prelude::SendError::Closed(_)) => {
+                return futures::future::ready(Err(BrokerError::ShuttingDown)).boxed();
+            }
+        }
+        async move {
+            let ack = rx.await.unwrap_or(Err(BrokerError::ShuttingDown))?;
+            Ok((p, ack))
+        }
+        .boxed()
     }
 
     /// Reads from `topic`/`partition` at `from`: up to `max_bytes` (at least one batch), waiting

@@ -335,24 +335,30 @@ impl Actor for Partition {
     }
 }
 
-impl Handler<Publish> for Partition {
-    type Result = ResponseFuture<Result<PublishAck, BrokerError>>;
-
-    fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) -> Self::Result {
+impl Partition {
+    /// Validates a publish and queues it; the outcome goes to `reply` (at once for errors and
+    /// for `Acks::None`, after the append otherwise).
+    fn accept(
+        &mut self,
+        batches: Vec<Batch>,
+        acks: Acks,
+        reply: oneshot::Sender<Result<PublishAck, BrokerError>>,
+        ctx: &mut Context<Self>,
+    ) {
         let checked = (|| {
             if self.stop.is_some() {
                 return Err(BrokerError::ShuttingDown);
             }
             let max = self.config.max_message_bytes as usize;
             let mut bytes = 0;
-            for b in &msg.batches {
+            for b in &batches {
                 if b.len() > max {
                     return Err(BrokerError::MessageTooLarge { size: b.len(), max });
                 }
                 b.validate_for_append()?;
                 bytes += b.len();
             }
-            if msg.batches.is_empty() {
+            if batches.is_empty() {
                 return Err(BrokerError::InvalidBatch("a publish needs a batch".into()));
             }
             if self.pending_bytes + bytes > self.limits.queue_bytes {
@@ -366,30 +372,46 @@ impl Handler<Publish> for Partition {
         })();
         let bytes = match checked {
             Ok(b) => b,
-            Err(e) => return Box::pin(async move { Err(e) }),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
         };
-        let (tx, rx) = oneshot::channel();
-        let reply = match msg.acks {
-            Acks::None => None,
-            Acks::Leader | Acks::All => Some(tx),
+        let reply = match acks {
+            Acks::None => {
+                let _ = reply.send(Ok(PublishAck {
+                    base_offset: -1,
+                    log_start_offset: self.offsets().start,
+                }));
+                None
+            }
+            Acks::Leader | Acks::All => Some(reply),
         };
         self.pending.push_back(PendingPublish {
-            batches: msg.batches,
+            batches,
             bytes,
             reply,
         });
         self.pending_bytes += bytes;
         self.start_append(ctx);
-        if msg.acks == Acks::None {
-            let start = self.offsets().start;
-            return Box::pin(async move {
-                Ok(PublishAck {
-                    base_offset: -1,
-                    log_start_offset: start,
-                })
-            });
-        }
+    }
+}
+
+impl Handler<Publish> for Partition {
+    type Result = ResponseFuture<Result<PublishAck, BrokerError>>;
+
+    fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.accept(msg.batches, msg.acks, tx, ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(BrokerError::ShuttingDown)) })
+    }
+}
+
+impl Handler<super::messages::PublishTo> for Partition {
+    type Result = ();
+
+    fn handle(&mut self, msg: super::messages::PublishTo, ctx: &mut Self::Context) {
+        self.accept(msg.batches, msg.acks, msg.reply, ctx);
     }
 }
 

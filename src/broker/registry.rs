@@ -47,10 +47,10 @@ const META_PREFIX: &str = "topic/";
 /// # Errors
 /// [`BrokerError::InvalidTopicName`] naming the rule.
 pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
-    let bad = |reason| {
+    let bad = |reason: &str| {
         Err(BrokerError::InvalidTopicName {
             name: name.to_string(),
-            reason,
+            reason: reason.to_string(),
         })
     };
     if name.is_empty() {

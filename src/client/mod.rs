@@ -13,11 +13,13 @@
 mod admin;
 mod consumer;
 mod producer;
+mod remote;
 mod transport;
 
 pub use admin::Admin;
 pub use consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord};
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use remote::RemoteTransport;
 pub use transport::Transport;
 
 #[cfg(doc)]

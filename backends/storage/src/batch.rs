@@ -201,6 +201,21 @@ impl fmt::Debug for Batch {
     }
 }
 
+/// A batch travels as one MessagePack `bin` (or any serde byte string); deserializing validates
+/// it like [`Batch::new`], so a malformed batch is a decode error, never a `Batch`.
+impl serde::Serialize for Batch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.buf)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Batch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let buf = Bytes::deserialize(d)?;
+        Batch::new(buf).map_err(serde::de::Error::custom)
+    }
+}
+
 macro_rules! be {
     ($buf:expr, $at:expr, $ty:ty) => {{
         const N: usize = std::mem::size_of::<$ty>();

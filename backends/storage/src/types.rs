@@ -89,7 +89,7 @@ pub struct Retention {
 }
 
 /// The offsets that bound a log, plus its size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LogOffsets {
     /// First readable offset; moves forward with retention and `delete_before`.
     pub start: Offset,

@@ -1,0 +1,361 @@
+//! The native protocol's TCP server.
+//!
+//! ```text
+//! accept ─► connection task: read ─► FrameDecoder ─► Request ─► tokio task per request ─┐
+//!                                                                                        │ (in order)
+//!           responder task: await each request's task in arrival order ─► write frame ◄──┘
+//! ```
+//!
+//! Requests on one connection run concurrently (pipelining) and their responses go out in
+//! request order. Publishes are put into their partition's queue by the connection task itself,
+//! in arrival order, so pipelined publishes to one partition are appended in the order sent. At most `max_in_flight` requests per connection are outstanding; beyond that
+//! the connection stops reading (backpressure). A frame over `max_frame_bytes`, or a body that
+//! is not a request, gets an error frame (correlation id 0) and the connection is closed; no
+//! other connection notices. Connections above `max_connections` get an error frame and are
+//! closed at once. A connection silent for `idle_timeout` with nothing in flight is closed.
+//! [`NativeServer::shutdown`] stops accepting, lets every connection finish what it has read,
+//! and returns once they are closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::broker::BrokerError;
+use crate::client::Transport;
+use crate::protocol::native::{
+    decode_body, encode_frame, FrameDecoder, FrameError, Request, RequestBody, Response,
+    ResponseBody, WireError,
+};
+use crate::BrokerHandle;
+
+/// Limits of the native listener.
+#[derive(Debug, Clone, Copy)]
+pub struct NativeServerConfig {
+    /// Largest frame accepted.
+    pub max_frame_bytes: usize,
+    /// Most simultaneous connections.
+    pub max_connections: usize,
+    /// Close a connection silent this long with nothing in flight.
+    pub idle_timeout: Duration,
+    /// Most outstanding requests per connection.
+    pub max_in_flight: usize,
+}
+
+impl Default for NativeServerConfig {
+    fn default() -> Self {
+        NativeServerConfig {
+            max_frame_bytes: crate::protocol::native::DEFAULT_MAX_FRAME_BYTES,
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(600),
+            max_in_flight: 256,
+        }
+    }
+}
+
+/// A running native listener.
+#[derive(Debug)]
+pub struct NativeServer {
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The code of "too many connections".
+pub const TOO_MANY_CONNECTIONS: u16 = 102;
+
+impl NativeServer {
+    /// Binds `addr` and serves `broker` until [`NativeServer::shutdown`].
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub async fn bind(
+        addr: SocketAddr,
+        broker: BrokerHandle,
+        config: NativeServerConfig,
+    ) -> std::io::Result<NativeServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let (shutdown, rx) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, broker, config, rx));
+        Ok(NativeServer {
+            local_addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The address it listens on (with the port the OS chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets connections finish their in-flight requests, waits for them.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    broker: BrokerHandle,
+    config: NativeServerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => {
+                let Ok((mut stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let broker = broker.clone();
+                        let shutdown = shutdown.clone();
+                        connections.spawn(async move {
+                            serve_connection(stream, broker, config, shutdown).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        let e = WireError {
+                            code: TOO_MANY_CONNECTIONS,
+                            message: format!("connection limit of {} reached", config.max_connections),
+                            error: None,
+                        };
+                        if let Ok(frame) = encode_frame(&Response { id: 0, body: Err(e) }) {
+                            let _ = stream.write_all(&frame).await;
+                        }
+                    }
+                }
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// Runs one request against the broker.
+async fn dispatch(broker: &BrokerHandle, body: RequestBody) -> Result<ResponseBody, BrokerError> {
+    let t: &dyn Transport = broker;
+    Ok(match body {
+        RequestBody::Publish {
+            topic,
+            partition,
+            batches,
+            acks,
+        } => {
+            let (partition, ack) = t.publish(&topic, partition, batches, acks).await?;
+            ResponseBody::Published { partition, ack }
+        }
+        RequestBody::Fetch {
+            topic,
+            partition,
+            from,
+            max_bytes,
+            min_bytes,
+            max_wait,
+        } => ResponseBody::Fetched(
+            t.fetch(&topic, partition, from, max_bytes, min_bytes, max_wait)
+                .await?,
+        ),
+        RequestBody::ListOffset {
+            topic,
+            partition,
+            spec,
+        } => ResponseBody::Offset(t.list_offset(&topic, partition, spec).await?),
+        RequestBody::Partitions { topic, create } => {
+            ResponseBody::Partitions(t.partitions(&topic, create).await?)
+        }
+        RequestBody::CreateTopic {
+            name,
+            partitions,
+            configs,
+        } => {
+            t.create_topic(&name, partitions, configs).await?;
+            ResponseBody::Done
+        }
+        RequestBody::DeleteTopic { name } => {
+            t.delete_topic(&name).await?;
+            ResponseBody::Done
+        }
+        RequestBody::CreatePartitions { name, total } => {
+            t.create_partitions(&name, total).await?;
+            ResponseBody::Done
+        }
+        RequestBody::AlterTopicConfig { name, set } => {
+            t.alter_topic_config(&name, set).await?;
+            ResponseBody::Done
+        }
+        RequestBody::ListTopics => ResponseBody::Topics(t.list_topics().await?),
+        RequestBody::DescribeTopic { name } => ResponseBody::Topic(t.describe_topic(&name).await?),
+        RequestBody::JoinGroup { group, join } => {
+            ResponseBody::Joined(t.join_group(&group, join).await?)
+        }
+        RequestBody::SyncGroup {
+            group,
+            member_id,
+            generation,
+            assignments,
+        } => ResponseBody::Synced(
+            t.sync_group(&group, &member_id, generation, assignments)
+                .await?,
+        ),
+        RequestBody::Heartbeat {
+            group,
+            member_id,
+            generation,
+        } => {
+            t.heartbeat(&group, &member_id, generation).await?;
+            ResponseBody::Done
+        }
+        RequestBody::LeaveGroup { group, member_id } => {
+            t.leave_group(&group, &member_id).await?;
+            ResponseBody::Done
+        }
+        RequestBody::CommitOffsets {
+            group,
+            member_id,
+            generation,
+            offsets,
+        } => {
+            t.commit_offsets(&group, &member_id, generation, offsets)
+                .await?;
+            ResponseBody::Done
+        }
+        RequestBody::FetchOffsets { group, partitions } => {
+            ResponseBody::Offsets(t.fetch_offsets(&group, partitions).await?)
+        }
+        RequestBody::ListGroups => ResponseBody::Groups(t.list_groups().await?),
+        RequestBody::DescribeGroup { group } => {
+            ResponseBody::Group(t.describe_group(&group).await?)
+        }
+        RequestBody::DeleteGroup { group } => {
+            t.delete_group(&group).await?;
+            ResponseBody::Done
+        }
+        RequestBody::ResetOffsets { group, topic, to } => {
+            ResponseBody::Reset(t.reset_offsets(&group, &topic, to).await?)
+        }
+    })
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    broker: BrokerHandle,
+    config: NativeServerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    // Each request's task, in arrival order; the responder awaits them in that order.
+    let (order_tx, mut order_rx) = mpsc::channel::<JoinHandle<Bytes>>(config.max_in_flight.max(1));
+    let responder = tokio::spawn(async move {
+        while let Some(task) = order_rx.recv().await {
+            let Ok(frame) = task.await else { break };
+            if wr.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let decoder = FrameDecoder::new(config.max_frame_bytes);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    'conn: loop {
+        let read = tokio::select! {
+            _ = shutdown.changed() => break 'conn,
+            r = tokio::time::timeout(config.idle_timeout, rd.read_buf(&mut buf)) => r,
+        };
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Err(_) => {
+                // Idle: close unless requests are still running.
+                if order_tx.capacity() == order_tx.max_capacity() {
+                    break;
+                }
+                continue;
+            }
+            Ok(Ok(_)) => {}
+        }
+        loop {
+            let frame = match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    fail_connection(&order_tx, e).await;
+                    break 'conn;
+                }
+            };
+            let request: Request = match decode_body(&frame) {
+                Ok(r) => r,
+                Err(e) => {
+                    fail_connection(&order_tx, e).await;
+                    break 'conn;
+                }
+            };
+            let id = request.id;
+            // Publishes enter their partition's queue here, in arrival order; only waiting for
+            // the append runs in the request's own task.
+            let task = if let RequestBody::Publish {
+                topic,
+                partition,
+                batches,
+                acks,
+            } = request.body
+            {
+                let outcome = broker
+                    .publish_in_order(&topic, partition, batches, acks)
+                    .await;
+                tokio::spawn(async move {
+                    let body = outcome
+                        .await
+                        .map(|(partition, ack)| ResponseBody::Published { partition, ack })
+                        .map_err(WireError::from);
+                    respond(id, body)
+                })
+            } else {
+                let broker = broker.clone();
+                tokio::spawn(async move {
+                    let body = dispatch(&broker, request.body)
+                        .await
+                        .map_err(WireError::from);
+                    respond(id, body)
+                })
+            };
+            if order_tx.send(task).await.is_err() {
+                break 'conn;
+            }
+        }
+    }
+    drop(order_tx);
+    let _ = responder.await;
+}
+
+/// Encodes a response frame (an encoding failure becomes an error response).
+fn respond(id: u64, body: Result<ResponseBody, WireError>) -> Bytes {
+    encode_frame(&Response { id, body }).unwrap_or_else(|e| {
+        encode_frame(&Response {
+            id,
+            body: Err(WireError::from(e)),
+        })
+        .unwrap_or_default()
+    })
+}
+
+/// Queues an error frame (after every response already due) and lets the connection close.
+async fn fail_connection(order: &mpsc::Sender<JoinHandle<Bytes>>, e: FrameError) {
+    let frame = encode_frame(&Response {
+        id: 0,
+        body: Err(WireError::from(e)),
+    })
+    .unwrap_or_default();
+    let _ = order.send(tokio::spawn(async move { frame })).await;
+}

@@ -1,0 +1,270 @@
+//! The native protocol end to end over loopback: the embedded API on a `RemoteTransport`,
+//! pipelining, and bad input that must not hurt the server or the data.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use weir::client::{AutoOffsetReset, RemoteTransport, Transport};
+use weir::config::Config;
+use weir::protocol::native::{decode_body, encode_frame, Request, RequestBody, Response};
+use weir::server::native::{NativeServer, NativeServerConfig};
+use weir::{
+    Acks, Admin, Backend, Broker, BrokerHandle, Consumer, ConsumerConfig, Producer, ProducerConfig,
+    ProducerRecord,
+};
+use weir_storage::TopicPartition;
+
+async fn start(cfg: NativeServerConfig) -> (BrokerHandle, NativeServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Config::default();
+    c.storage.backend = Backend::Segment;
+    c.data_dir = dir.path().to_path_buf();
+    c.groups.initial_rebalance_delay_ms = 0;
+    let broker = Broker::start(c).await.expect("broker");
+    let server = NativeServer::bind("127.0.0.1:0".parse().expect("addr"), broker.clone(), cfg)
+        .await
+        .expect("bind");
+    (broker, server, dir)
+}
+
+/// Reads one response frame (or `None` when the server closed the connection).
+async fn read_response(s: &mut TcpStream) -> Option<Response> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).await.ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).await.ok()?;
+    decode_body(&body).ok()
+}
+
+async fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+async fn still_serves(addr: SocketAddr) {
+    let t = RemoteTransport::connect(addr).await.expect("connect");
+    let before = t.describe_topic("safe").await.expect("describe").partitions[0].end;
+    let mut b = weir_storage::BatchBuilder::new(weir_storage::Compression::None);
+    b.push(weir_storage::Record::new(1, "after"));
+    t.publish("safe", Some(0), vec![b.build(0).expect("b")], Acks::All)
+        .await
+        .expect("publish after bad input");
+    let after = t.describe_topic("safe").await.expect("describe").partitions[0].end;
+    assert_eq!(
+        after,
+        before + 1,
+        "nothing stored was lost, the new record landed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_api_works_over_tcp() {
+    let (broker, server, _dir) = start(NativeServerConfig::default()).await;
+    let remote = RemoteTransport::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let admin = Admin::new(remote.clone());
+    admin.create_topic("remote", 3, &[]).await.expect("create");
+    assert_eq!(
+        admin.list_topics().await.expect("list"),
+        vec!["remote".to_string()]
+    );
+    let producer = Producer::new(
+        remote.clone(),
+        ProducerConfig {
+            linger: Duration::from_millis(1),
+            ..ProducerConfig::default()
+        },
+    );
+    let mut sent = Vec::new();
+    for i in 0..300 {
+        sent.push(
+            producer
+                .send(ProducerRecord::new("remote", format!("v{i}")).key(format!("k{}", i % 7)))
+                .await,
+        );
+    }
+    for d in sent {
+        d.await.expect("delivered");
+    }
+    let mut consumer = Consumer::new(
+        remote.clone(),
+        ConsumerConfig {
+            group_id: Some("remote-group".into()),
+            auto_offset_reset: AutoOffsetReset::Earliest,
+            auto_commit_interval: None,
+            ..ConsumerConfig::default()
+        },
+    );
+    consumer.subscribe(&["remote"]).expect("subscribe");
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < 300 && tokio::time::Instant::now() < deadline {
+        got.extend(
+            consumer
+                .poll(Duration::from_millis(200))
+                .await
+                .expect("poll"),
+        );
+    }
+    assert_eq!(got.len(), 300);
+    consumer.commit().await.expect("commit");
+    let offsets = admin.group_offsets("remote-group").await.expect("offsets");
+    let total: i64 = offsets.iter().map(|(_, o)| o.offset).sum();
+    assert_eq!(total, 300);
+    consumer.close().await.expect("close");
+    // Errors keep their type across the wire.
+    assert!(matches!(
+        remote
+            .fetch("remote", 0, 1_000_000, 1, 1, Duration::ZERO)
+            .await,
+        Err(weir::BrokerError::OffsetOutOfRange { .. })
+    ));
+    assert!(matches!(
+        remote.describe_topic("nope").await,
+        Err(weir::BrokerError::UnknownTopic(_))
+    ));
+    server.shutdown().await;
+    broker.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_answer_in_order() {
+    let (broker, server, _dir) = start(NativeServerConfig::default()).await;
+    broker
+        .create_topic("pipe", Some(1), vec![])
+        .await
+        .expect("create");
+    let mut s = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    // 50 requests written back to back before reading anything.
+    let mut frames = Vec::new();
+    for id in 1..=50u64 {
+        let mut b = weir_storage::BatchBuilder::new(weir_storage::Compression::None);
+        b.push(weir_storage::Record::new(1, format!("{id}")));
+        let body = RequestBody::Publish {
+            topic: "pipe".into(),
+            partition: Some(0),
+            batches: vec![b.build(0).expect("b")],
+            acks: Acks::All,
+        };
+        frames.extend_from_slice(&encode_frame(&Request { id, body }).expect("encode"));
+    }
+    s.write_all(&frames).await.expect("write");
+    for id in 1..=50u64 {
+        let r = read_response(&mut s).await.expect("response");
+        assert_eq!(r.id, id, "responses come in request order");
+        let Ok(weir::protocol::native::ResponseBody::Published { ack, .. }) = r.body else {
+            panic!("{r:?}")
+        };
+        assert_eq!(ack.base_offset, id as i64 - 1, "and were applied in order");
+    }
+    server.shutdown().await;
+    broker.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_an_error_or_a_close_and_hurts_nobody() {
+    let cfg = NativeServerConfig {
+        max_frame_bytes: 1024 * 1024,
+        ..NativeServerConfig::default()
+    };
+    let (broker, server, _dir) = start(cfg).await;
+    broker
+        .create_topic("safe", Some(1), vec![])
+        .await
+        .expect("create");
+    let addr = server.local_addr();
+    still_serves(addr).await;
+    let unknown = {
+        // A well-formed MessagePack request naming a request type that does not exist.
+        let mut v = rmp_serde::to_vec_named(&Request {
+            id: 9,
+            body: RequestBody::ListTopics,
+        })
+        .expect("enc");
+        let pos = v
+            .windows(10)
+            .position(|w| w == b"ListTopics")
+            .expect("variant name");
+        v[pos..pos + 10].copy_from_slice(b"DropTables");
+        let mut f = (v.len() as u32).to_be_bytes().to_vec();
+        f.extend(v);
+        f
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"GET / HTTP/1.1\r\nHost: weir\r\n\r\n".to_vec()),
+        ("4 GiB frame", vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3]),
+        ("invalid MessagePack", vec![0, 0, 0, 3, 0xc1, 0xc1, 0xc1]),
+        ("unknown request", unknown),
+    ];
+    for (what, bytes) in cases {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(&bytes).await.expect("write");
+        let r = read_response(&mut s).await;
+        if let Some(r) = r {
+            assert_eq!(r.id, 0, "{what}");
+            let e = r.body.expect_err(what);
+            assert!(e.code >= 100, "{what}: {e:?}");
+        }
+        assert!(closed(&mut s).await, "{what}: the connection closes");
+        still_serves(addr).await;
+    }
+    // A truncated frame, then the client goes away.
+    {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(&[0, 0, 1, 0, 1, 2, 3]).await.expect("write");
+    }
+    still_serves(addr).await;
+    server.shutdown().await;
+    broker.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_connections_do_not_stop_a_producer() {
+    let (broker, server, _dir) = start(NativeServerConfig::default()).await;
+    broker
+        .create_topic("busy", Some(1), vec![])
+        .await
+        .expect("create");
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(
+            TcpStream::connect(server.local_addr())
+                .await
+                .expect("connect"),
+        );
+    }
+    let remote = RemoteTransport::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let producer = Producer::new(remote, ProducerConfig::default());
+    let t0 = std::time::Instant::now();
+    let mut sent = Vec::new();
+    for i in 0..1000 {
+        sent.push(
+            producer
+                .send(ProducerRecord::new("busy", format!("{i}")).partition(0))
+                .await,
+        );
+    }
+    for d in sent {
+        d.await.expect("delivered");
+    }
+    let o = broker.offsets("busy", 0).await.expect("offsets");
+    assert_eq!(o.end, 1000);
+    println!(
+        "1000 records with 1000 idle connections open: {:?}",
+        t0.elapsed()
+    );
+    drop(idle);
+    let _ = TopicPartition::new("busy", 0);
+    server.shutdown().await;
+    broker.shutdown().await.expect("shutdown");
+}
