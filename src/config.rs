@@ -59,6 +59,8 @@ pub struct Config {
     pub storage: StorageSection,
     /// Network listeners.
     pub listeners: Listeners,
+    /// Connection handling of the listeners.
+    pub server: ServerSection,
     /// The actor system and its limits.
     pub broker: BrokerSection,
     /// Defaults for topics created without explicit settings.
@@ -73,6 +75,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./weir-data"),
             storage: StorageSection::default(),
             listeners: Listeners::default(),
+            server: ServerSection::default(),
             broker: BrokerSection::default(),
             topic_defaults: TopicConfig::default(),
             groups: GroupsSection::default(),
@@ -103,6 +106,28 @@ impl Default for Listeners {
         Listeners {
             native: Some(SocketAddr::from(([127, 0, 0, 1], 9292))),
             kafka: Some(SocketAddr::from(([127, 0, 0, 1], 9092))),
+        }
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Largest request frame accepted (bytes); larger ones get an error and the connection closes.
+    pub max_frame_bytes: usize,
+    /// Most simultaneous client connections.
+    pub max_connections: usize,
+    /// Close a connection idle this long (ms).
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            max_frame_bytes: 64 * 1024 * 1024,
+            max_connections: 10_000,
+            idle_timeout_ms: 600_000,
         }
     }
 }
@@ -468,6 +493,13 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "broker.retention_check_interval_ms",
                 message: "must be positive".into(),
+            });
+        }
+        if self.server.max_frame_bytes < 1024 || self.server.max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                key: "server.max_frame_bytes",
+                message: "max_frame_bytes must be at least 1024 and max_connections positive"
+                    .into(),
             });
         }
         let g = &self.groups;
