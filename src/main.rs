@@ -5,32 +5,84 @@
 //!   SIGINT/SIGTERM (stop accepting, finish in-flight requests, flush logs, exit 0).
 //! - `weir inspect [--backend segment|sled] [DATA_DIR]`: open a data directory (running
 //!   recovery, as a start would) and describe every log in it.
+//! - `weir topic|produce|consume|group ... [--broker ADDR]`: a client of a running broker
+//!   ([`cli`]).
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::{Parser, Subcommand};
 use weir::config::Config;
 use weir::server::native::{NativeServer, NativeServerConfig};
 use weir::{open_storage, Backend, Broker, LogConfig, StorageConfig};
 
-const USAGE: &str = "usage:
-  weir serve [--config FILE]
-  weir inspect [--backend segment|sled] [DATA_DIR]   (default ./weir-data)";
+/// Weir: an event streaming platform. Run a broker, or talk to one.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker (segment storage under ./weir-data when there is no config).
+    Serve {
+        /// A weir.toml (every key is documented in weir.example.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Open a data directory (running recovery) and list its logs, metadata and group offsets.
+    Inspect {
+        /// segment or sled.
+        #[arg(long, default_value = "segment")]
+        backend: String,
+        /// The data directory.
+        #[arg(default_value = "./weir-data")]
+        data_dir: PathBuf,
+    },
+    /// Create, list, describe and delete topics.
+    Topic {
+        #[command(flatten)]
+        broker: cli::BrokerArg,
+        #[command(subcommand)]
+        cmd: cli::TopicCmd,
+    },
+    /// Write stdin lines as records.
+    Produce {
+        #[command(flatten)]
+        broker: cli::BrokerArg,
+        #[command(flatten)]
+        cmd: cli::ProduceCmd,
+    },
+    /// Write records to stdout.
+    Consume {
+        #[command(flatten)]
+        broker: cli::BrokerArg,
+        #[command(flatten)]
+        cmd: cli::ConsumeCmd,
+    },
+    /// List, describe and reset consumer groups.
+    Group {
+        #[command(flatten)]
+        broker: cli::BrokerArg,
+        #[command(subcommand)]
+        cmd: cli::GroupCmd,
+    },
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("serve") => serve(&args[1..]),
-        Some("inspect") => inspect(&args[1..]),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Inspect { backend, data_dir } => inspect(&backend, data_dir),
+        Command::Topic { broker, cmd } => client(cli::topic(broker.broker, cmd)),
+        Command::Produce { broker, cmd } => client(cli::produce(broker.broker, cmd)),
+        Command::Consume { broker, cmd } => client(cli::consume(broker.broker, cmd)),
+        Command::Group { broker, cmd } => client(cli::group(broker.broker, cmd)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -41,20 +93,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: &[String]) -> anyhow::Result<()> {
-    let mut config_path: Option<PathBuf> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--config" | "-c" => {
-                let p = it
-                    .next()
-                    .ok_or_else(|| anyhow::anyhow!("--config needs a file"))?;
-                config_path = Some(p.into());
-            }
-            other => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
+fn client(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -104,20 +151,11 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
     })
 }
 
-fn inspect(args: &[String]) -> anyhow::Result<()> {
-    let mut cfg = StorageConfig::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--backend" => {
-                let b = it
-                    .next()
-                    .ok_or_else(|| anyhow::anyhow!("--backend needs a value"))?;
-                cfg.backend = b.parse::<Backend>().map_err(anyhow::Error::msg)?;
-            }
-            dir => cfg.data_dir = dir.into(),
-        }
-    }
+fn inspect(backend: &str, data_dir: PathBuf) -> anyhow::Result<()> {
+    let cfg = StorageConfig {
+        backend: backend.parse::<Backend>().map_err(anyhow::Error::msg)?,
+        data_dir,
+    };
     if cfg.backend == Backend::Memory {
         anyhow::bail!("the memory backend has nothing on disk to inspect");
     }

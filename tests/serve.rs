@@ -125,3 +125,143 @@ async fn serve_stop_restart_keeps_records_and_offsets() {
         terminate(child);
     }
 }
+
+fn weir(addr: SocketAddr, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .arg("--broker")
+        .arg(addr.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weir");
+    {
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).expect("write stdin");
+        }
+    }
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_command_line_against_a_server_and_after_its_restart() {
+    for backend in ["segment", "sled"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("weir.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n[storage]\nbackend = \"{backend}\"\n[listeners]\nnative = \"127.0.0.1:0\"\n[groups]\ninitial_rebalance_delay_ms = 0\n",
+                dir.path().join("data").display().to_string()
+            ),
+        )
+        .expect("config");
+        let (child, addr) = spawn(&config);
+        let (ok, out, err) = weir(
+            addr,
+            &[
+                "topic",
+                "create",
+                "cli",
+                "--partitions",
+                "2",
+                "--config",
+                "retention.ms=-1",
+            ],
+            None,
+        );
+        assert!(ok, "{err}");
+        assert!(out.contains("2 partitions"), "{out}");
+        let lines: String = (0..50).map(|i| format!("k{i}:v{i}\n")).collect();
+        let (ok, _, err) = weir(
+            addr,
+            &[
+                "produce",
+                "cli",
+                "--key-separator",
+                ":",
+                "--header",
+                "src=test",
+            ],
+            Some(&lines),
+        );
+        assert!(ok, "{err}");
+        assert!(err.contains("wrote 50 records"), "{err}");
+        let (ok, out, err) = weir(
+            addr,
+            &[
+                "consume",
+                "cli",
+                "--from-beginning",
+                "--exit-at-end",
+                "--format",
+                "%k=%v %h",
+            ],
+            None,
+        );
+        assert!(ok, "{err}");
+        let mut got: Vec<&str> = out.lines().collect();
+        got.sort_unstable();
+        assert_eq!(got.len(), 50, "{out}");
+        assert!(got.iter().all(|l| l.ends_with(" src=test")));
+        // A group reads 30, commits, and exits.
+        let (ok, out, err) = weir(
+            addr,
+            &[
+                "consume",
+                "cli",
+                "--group",
+                "g",
+                "--from-beginning",
+                "--max-messages",
+                "30",
+            ],
+            None,
+        );
+        assert!(ok, "{err}");
+        assert_eq!(out.lines().count(), 30);
+        let (ok, out, _) = weir(addr, &["group", "describe", "g"], None);
+        assert!(ok);
+        assert!(out.contains("lag"), "{out}");
+        terminate(child);
+
+        let (child, addr) = spawn(&config);
+        // After the restart the group resumes: exactly the 20 it had not read.
+        let (ok, out, err) = weir(
+            addr,
+            &["consume", "cli", "--group", "g", "--exit-at-end"],
+            None,
+        );
+        assert!(ok, "{err}");
+        assert_eq!(out.lines().count(), 20, "{backend}: {out}");
+        let (ok, out, _) = weir(addr, &["group", "list"], None);
+        assert!(ok && out.contains("g\tEmpty"), "{out}");
+        let (ok, out, _) = weir(
+            addr,
+            &[
+                "group",
+                "reset-offsets",
+                "g",
+                "--topic",
+                "cli",
+                "--to-earliest",
+            ],
+            None,
+        );
+        assert!(ok, "{out}");
+        let (ok, _, err) = weir(addr, &["topic", "describe", "nope"], None);
+        assert!(!ok);
+        assert!(err.starts_with("weir: unknown topic"), "{err}");
+        let (ok, out, _) = weir(addr, &["topic", "delete", "cli"], None);
+        assert!(ok, "{out}");
+        terminate(child);
+    }
+}
