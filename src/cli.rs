@@ -583,7 +583,7 @@ mod tests {
         );
         assert_eq!(
             parse_datetime("2026-11-25T10:00:00.5Z").expect("frac"),
-            1_796_205_600_500
+            1_795_600_800_500
         );
         assert_eq!(
             parse_datetime("2026-11-25T11:00:00+01:00").expect("offset"),
