@@ -8,6 +8,7 @@
 //! - `weir topic|produce|consume|group ... [--broker ADDR]`: a client of a running broker
 //!   ([`cli`]).
 
+mod bench;
 mod cli;
 
 use std::path::PathBuf;
@@ -65,6 +66,8 @@ enum Command {
         #[command(flatten)]
         cmd: cli::ConsumeCmd,
     },
+    /// Load a broker (remote with --broker, else embedded) and report rates and latencies.
+    Bench(bench::BenchCmd),
     /// List, describe and reset consumer groups.
     Group {
         #[command(flatten)]
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Command::Produce { broker, cmd } => client(cli::produce(broker.broker, cmd)),
         Command::Consume { broker, cmd } => client(cli::consume(broker.broker, cmd)),
         Command::Group { broker, cmd } => client(cli::group(broker.broker, cmd)),
+        Command::Bench(cmd) => client(bench::run(cmd)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

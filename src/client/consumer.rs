@@ -133,8 +133,13 @@ impl Drop for Consumer {
 impl Consumer {
     /// A consumer over `transport` (a [`crate::BrokerHandle`] for an embedded broker).
     pub fn new(transport: impl Transport, config: ConsumerConfig) -> Self {
+        Self::with_transport(Arc::new(transport), config)
+    }
+
+    /// A consumer over a transport shared with other clients.
+    pub fn with_transport(transport: Arc<dyn Transport>, config: ConsumerConfig) -> Self {
         Consumer {
-            transport: Arc::new(transport),
+            transport,
             config,
             subscription: None,
             positions: BTreeMap::new(),

@@ -273,9 +273,14 @@ impl Producer {
     /// A producer over `transport` (a [`crate::BrokerHandle`] for an embedded broker). Must be
     /// used inside a tokio runtime: batches are sent by tasks it spawns.
     pub fn new(transport: impl Transport, config: ProducerConfig) -> Self {
+        Self::with_transport(Arc::new(transport), config)
+    }
+
+    /// A producer over a transport shared with other clients.
+    pub fn with_transport(transport: Arc<dyn Transport>, config: ProducerConfig) -> Self {
         Producer {
             inner: Arc::new(Inner {
-                transport: Arc::new(transport),
+                transport,
                 topics: Mutex::new(HashMap::new()),
                 epochs: std::sync::atomic::AtomicU64::new(0),
                 drained: Notify::new(),
