@@ -36,6 +36,20 @@ fn spawn(config: &Path) -> (Child, SocketAddr) {
     (child, addr)
 }
 
+/// A `weir.toml` for `backend` with its data under `dir` and the native listener on a free port.
+fn write_config(dir: &Path, backend: &str) -> std::path::PathBuf {
+    let config = dir.join("weir.toml");
+    let data = dir.join("data").display().to_string();
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[storage]\nbackend = \"{backend}\"\n[listeners]\nnative = \"127.0.0.1:0\"\n[groups]\ninitial_rebalance_delay_ms = 0\n"
+        ),
+    )
+    .expect("config");
+    config
+}
+
 fn terminate(mut child: Child) {
     let status = Command::new("kill")
         .arg("-TERM")
@@ -54,15 +68,7 @@ fn terminate(mut child: Child) {
 async fn serve_stop_restart_keeps_records_and_offsets() {
     for backend in ["segment", "sled"] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("weir.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir = {:?}\n[storage]\nbackend = \"{backend}\"\n[listeners]\nnative = \"127.0.0.1:0\"\n[groups]\ninitial_rebalance_delay_ms = 0\n",
-                dir.path().join("data").display().to_string()
-            ),
-        )
-        .expect("config");
+        let config = write_config(dir.path(), backend);
         let (child, addr) = spawn(&config);
         let remote = RemoteTransport::connect(addr).await.expect("connect");
         Admin::new(remote.clone())
@@ -155,15 +161,7 @@ fn weir(addr: SocketAddr, args: &[&str], stdin: Option<&str>) -> (bool, String, 
 fn the_command_line_against_a_server_and_after_its_restart() {
     for backend in ["segment", "sled"] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("weir.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir = {:?}\n[storage]\nbackend = \"{backend}\"\n[listeners]\nnative = \"127.0.0.1:0\"\n[groups]\ninitial_rebalance_delay_ms = 0\n",
-                dir.path().join("data").display().to_string()
-            ),
-        )
-        .expect("config");
+        let config = write_config(dir.path(), backend);
         let (child, addr) = spawn(&config);
         let (ok, out, err) = weir(
             addr,
