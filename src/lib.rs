@@ -11,9 +11,10 @@
 //!                         └► group actors ─────► offset store ─┴─► Storage: memory | segment | sled
 //! ```
 //!
-//! Built so far: the storage layer. [`weir_storage`] defines the RecordBatch v2 format and the
-//! [`Storage`]/[`PartitionLog`] contract; [`open_storage`] picks one of the three backends by
-//! configuration. The broker, the protocols and the command line build on it.
+//! Modules: [`config`] (weir.toml and `WEIR_*`), [`broker`] (the actors and [`BrokerHandle`]),
+//! [`client`] (`Producer`, `Consumer`, `Admin` over a [`client::Transport`]: in-process or
+//! TCP), [`protocol`] (sans-IO wire codecs), [`server`] (listeners). Storage is
+//! [`weir_storage`] with its backends; [`open_storage`] picks one by configuration.
 
 pub mod broker;
 pub mod client;
