@@ -268,3 +268,44 @@ async fn a_thousand_idle_connections_do_not_stop_a_producer() {
     server.shutdown().await;
     broker.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reports_a_lost_connection_and_reconnects() {
+    let (broker, server, _dir) = start(NativeServerConfig::default()).await;
+    broker
+        .create_topic("re", Some(1), vec![])
+        .await
+        .expect("create");
+    let addr = server.local_addr();
+    let remote = RemoteTransport::connect(addr).await.expect("connect");
+    assert_eq!(
+        remote.list_topics().await.expect("list"),
+        vec!["re".to_string()]
+    );
+    server.shutdown().await;
+    // The server is gone: the call fails as "outcome unknown", it is not retried silently.
+    let lost = remote.list_topics().await;
+    assert!(
+        matches!(lost, Err(weir::BrokerError::ConnectionLost(_))),
+        "{lost:?}"
+    );
+    // Back on the same address: the next calls reconnect (with backoff) and work.
+    let server = NativeServer::bind(addr, broker.clone(), NativeServerConfig::default())
+        .await
+        .expect("rebind");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match remote.list_topics().await {
+            Ok(t) => {
+                assert_eq!(t, vec!["re".to_string()]);
+                break;
+            }
+            Err(weir::BrokerError::ConnectionLost(_)) => {
+                assert!(std::time::Instant::now() < deadline, "never reconnected");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    server.shutdown().await;
+    broker.shutdown().await.expect("shutdown");
+}

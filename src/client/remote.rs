@@ -35,7 +35,15 @@ use crate::protocol::native::{
     DEFAULT_MAX_FRAME_BYTES,
 };
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+/// Callers waiting for a response, and whether the connection is already gone (set by the
+/// reader when it ends, under the same lock, so no caller can register after the last drain).
+#[derive(Default)]
+struct Waiting {
+    callers: HashMap<u64, oneshot::Sender<Response>>,
+    closed: Option<String>,
+}
+
+type Pending = Arc<Mutex<Waiting>>;
 
 /// One live connection: a writer queue and the callers waiting for responses.
 struct Conn {
@@ -49,7 +57,7 @@ impl Conn {
         stream.set_nodelay(true)?;
         let (mut rd, mut wr) = stream.into_split();
         let (frames, mut rx) = mpsc::channel::<Bytes>(256);
-        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        let pending: Pending = Arc::new(Mutex::new(Waiting::default()));
         tokio::spawn(async move {
             while let Some(f) = rx.recv().await {
                 if wr.write_all(&f).await.is_err() {
@@ -82,6 +90,7 @@ impl Conn {
                                 let waiter = routes
                                     .lock()
                                     .unwrap_or_else(|e| e.into_inner())
+                                    .callers
                                     .remove(&resp.id);
                                 if let Some(w) = waiter {
                                     let _ = w.send(resp);
@@ -92,12 +101,12 @@ impl Conn {
                     }
                 }
             };
-            // Everyone still waiting learns the outcome is unknown.
-            let waiting: Vec<_> = routes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .drain()
-                .collect();
+            // Everyone still waiting learns the outcome is unknown; later callers are refused.
+            let waiting: Vec<_> = {
+                let mut w = routes.lock().unwrap_or_else(|e| e.into_inner());
+                w.closed = Some(reason.clone());
+                w.callers.drain().collect()
+            };
             for (id, w) in waiting {
                 let _ = w.send(Response {
                     id,
@@ -110,6 +119,12 @@ impl Conn {
 
     fn is_open(&self) -> bool {
         !self.frames.is_closed()
+            && self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .closed
+                .is_none()
     }
 }
 
@@ -196,14 +211,18 @@ impl RemoteTransport {
         let frame = encode_frame(&Request { id, body })
             .map_err(|e| BrokerError::InvalidRequest(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
-        conn.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, tx);
+        {
+            let mut w = conn.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(reason) = &w.closed {
+                return Err(BrokerError::ConnectionLost(reason.clone()));
+            }
+            w.callers.insert(id, tx);
+        }
         if conn.frames.send(frame).await.is_err() {
             conn.pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
+                .callers
                 .remove(&id);
             return Err(BrokerError::ConnectionLost("the connection closed".into()));
         }
