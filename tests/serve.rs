@@ -11,7 +11,19 @@ use std::time::Duration;
 use weir::client::{RemoteTransport, Transport};
 use weir::{Admin, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
 
-fn spawn(config: &Path) -> (Child, SocketAddr) {
+/// A server child process, killed if a failing test leaves it running.
+struct Server(Option<Child>);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(config: &Path) -> (Server, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .arg("serve")
         .arg("--config")
@@ -30,10 +42,11 @@ fn spawn(config: &Path) -> (Child, SocketAddr) {
             }
         }
     });
+    let server = Server(Some(child));
     let addr = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("server started");
-    (child, addr)
+    (server, addr)
 }
 
 /// A `weir.toml` for `backend` with its data under `dir` and the native listener on a free port.
@@ -50,7 +63,8 @@ fn write_config(dir: &Path, backend: &str) -> std::path::PathBuf {
     config
 }
 
-fn terminate(mut child: Child) {
+fn terminate(mut server: Server) {
+    let mut child = server.0.take().expect("running");
     let status = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())

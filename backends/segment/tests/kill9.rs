@@ -168,9 +168,15 @@ fn main() {
             }
         });
         // Wait for the first acknowledgement, then a random moment, then SIGKILL.
-        let first = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("child acknowledged nothing");
+        let first = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(e) => {
+                // Never leave a writer running behind a failed test.
+                let _ = proc.kill();
+                let _ = proc.wait();
+                panic!("iteration {iteration} (seed {seed}): child acknowledged nothing: {e}");
+            }
+        };
         let mut lines = vec![first];
         std::thread::sleep(Duration::from_millis(rng.below(120)));
         proc.kill().expect("kill -9");
