@@ -157,6 +157,27 @@ async fn open(dir: &Path, t: &Target) -> (Arc<dyn Storage>, Arc<dyn PartitionLog
     (storage, log)
 }
 
+async fn close(storage: Arc<dyn Storage>, log: Arc<dyn PartitionLog>) {
+    log.close().await.expect("close log");
+    storage.close().await.expect("close storage");
+}
+
+/// Opens the segment log of the reopen benchmark (recovery included); returns its size.
+async fn reopen(dir: &Path) -> u64 {
+    let cfg = StorageConfig {
+        backend: Backend::Segment,
+        data_dir: dir.to_path_buf(),
+    };
+    let storage = open_storage(&cfg).await.expect("open");
+    let log = storage
+        .open_log(&TopicPartition::new("bench", 0), &LogConfig::default())
+        .await
+        .expect("reopen");
+    let size = log.offsets().size_bytes;
+    close(storage, log).await;
+    size
+}
+
 fn bench_append(c: &mut Criterion, dir: &Path) {
     let rt = runtime();
     for t in targets() {
@@ -189,11 +210,7 @@ fn bench_append(c: &mut Criterion, dir: &Path) {
                 );
             });
         }
-        rt.block_on(async {
-            log.close().await.expect("close");
-            storage.close().await.expect("close");
-        });
-        drop((log, storage));
+        rt.block_on(close(storage, log));
         group.finish();
     }
 }
@@ -233,11 +250,7 @@ fn bench_read(c: &mut Criterion, dir: &Path) {
                 });
             });
         }
-        rt.block_on(async {
-            log.close().await.expect("close");
-            storage.close().await.expect("close");
-        });
-        drop((log, storage));
+        rt.block_on(close(storage, log));
         group.finish();
     }
 }
@@ -257,28 +270,14 @@ fn bench_reopen(c: &mut Criterion, dir: &Path) {
         for _ in 0..1024 {
             log.append(vec![b.clone()]).await.expect("append");
         }
-        log.close().await.expect("close");
-        storage.close().await.expect("close");
+        close(storage, log).await;
     });
-    drop((log, storage));
     let mut group = c.benchmark_group("reopen/segment");
     group.sample_size(10);
     group.bench_function("1GiB", |bench| {
         bench.iter(|| {
-            rt.block_on(async {
-                let cfg = StorageConfig {
-                    backend: Backend::Segment,
-                    data_dir: dir.clone(),
-                };
-                let storage = open_storage(&cfg).await.expect("open");
-                let log = storage
-                    .open_log(&TopicPartition::new("bench", 0), &LogConfig::default())
-                    .await
-                    .expect("reopen");
-                assert_eq!(log.offsets().size_bytes, 1024 * b.len() as u64);
-                log.close().await.expect("close");
-                storage.close().await.expect("close");
-            })
+            let size = rt.block_on(reopen(&dir));
+            assert_eq!(size, 1024 * b.len() as u64);
         });
     });
     // Cold: the page cache dropped before each open (needs root; skipped with a note if not).
@@ -292,21 +291,7 @@ fn bench_reopen(c: &mut Criterion, dir: &Path) {
                 || {
                     drop_caches();
                 },
-                |()| {
-                    rt.block_on(async {
-                        let cfg = StorageConfig {
-                            backend: Backend::Segment,
-                            data_dir: dir.clone(),
-                        };
-                        let storage = open_storage(&cfg).await.expect("open");
-                        let log = storage
-                            .open_log(&TopicPartition::new("bench", 0), &LogConfig::default())
-                            .await
-                            .expect("reopen");
-                        log.close().await.expect("close");
-                        storage.close().await.expect("close");
-                    })
-                },
+                |()| rt.block_on(reopen(&dir)),
                 BatchSize::PerIteration,
             );
         });

@@ -639,6 +639,7 @@ fn put_varlong(out: &mut BytesMut, v: i64) {
     out.put_u8(z as u8);
 }
 
+#[cfg(test)]
 fn varlong_len(v: i64) -> usize {
     let z = ((v << 1) ^ (v >> 63)) as u64;
     (64 - z.leading_zeros() as usize).max(1).div_ceil(7)
@@ -803,11 +804,6 @@ impl BatchBuilder {
         out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
         Ok(Batch { buf: out.freeze() })
     }
-}
-
-/// The encoded size of `v` as a zig-zag varlong (exposed for size estimates).
-pub fn varlong_size(v: i64) -> usize {
-    varlong_len(v)
 }
 
 /// Splits a buffer holding consecutive whole batches (a segment, a Kafka record set).

@@ -16,7 +16,6 @@
 //! start-offset moves and (for durable backends) reopens against a plain `Vec` model. Its seed is
 //! printed and taken from `WEIR_SEED` when set, so a failure is reproducible.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -938,15 +937,4 @@ pub async fn model_check(f: &dyn StorageFactory, reopen: bool, cases: usize, ste
         log.close().await.expect("close");
         storage.close().await.expect("close storage");
     }
-}
-
-/// Counts records per value, a convenience for backends' own tests.
-pub fn value_counts(batches: &[Batch]) -> BTreeMap<Bytes, usize> {
-    let mut out = BTreeMap::new();
-    for b in batches {
-        for r in b.records().expect("decode") {
-            *out.entry(r.record.value.unwrap_or_default()).or_insert(0) += 1;
-        }
-    }
-    out
 }
