@@ -58,6 +58,18 @@ pub struct BenchCmd {
     /// 0, 1 or all.
     #[arg(long, default_value = "all")]
     acks: String,
+    /// Send record by record through `Producer::send` (linger 5 ms) instead of handing the
+    /// producer whole batches of `--batch` records (`Producer::send_batch`).
+    #[arg(long)]
+    per_record: bool,
+    /// The producer's buffer, in batches: how many batches may be sent but unacknowledged
+    /// (beyond it, sending waits). Publish latency is mostly this queue at full speed.
+    #[arg(long, default_value_t = 8)]
+    in_flight: usize,
+    /// Produce everything first, then consume it (separate produce and consume figures);
+    /// by default producers and consumers run at the same time.
+    #[arg(long)]
+    sequential: bool,
 }
 
 fn percentiles(h: &Histogram<u64>, unit: &str) -> String {
@@ -71,6 +83,18 @@ fn percentiles(h: &Histogram<u64>, unit: &str) -> String {
         h.value_at_quantile(0.999),
         h.max()
     )
+}
+
+/// The partition record `i` goes to: round-robin per record, or, in batch mode, the producer's
+/// batches round-robin (producer `i % producers` sends indices `i`, `i + producers`, ...).
+fn partition_of(cmd: &BenchCmd, partitions: u32, i: u64) -> u32 {
+    let partitions = u64::from(partitions.max(1));
+    if cmd.per_record {
+        (i % partitions) as u32
+    } else {
+        let local = i / cmd.producers.max(1) as u64;
+        (local / cmd.batch.max(1) as u64 % partitions) as u32
+    }
 }
 
 /// Runs the benchmark.
@@ -145,47 +169,54 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let e2e_lat = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let start = Instant::now();
 
-    let mut consumers = Vec::new();
-    for c in 0..cmd.consumers {
-        let mine: Vec<TopicPartition> = (0..partitions as i32)
-            .filter(|p| *p as usize % cmd.consumers == c)
-            .map(|p| TopicPartition::new(cmd.topic.clone(), p))
-            .collect();
-        let expected: u64 = (0..cmd.records)
-            .filter(|i| (*i % partitions as u64) as usize % cmd.consumers == c)
-            .count() as u64;
-        let mut consumer = Consumer::with_transport(
-            transport.clone(),
-            ConsumerConfig {
-                auto_offset_reset: AutoOffsetReset::Latest,
-                auto_commit_interval: None,
-                ..ConsumerConfig::default()
-            },
-        );
-        consumer.assign(mine.clone());
-        for tp in &mine {
-            consumer.seek(tp, starts[tp.partition as usize]);
-        }
-        let consumed = consumed.clone();
-        let e2e = e2e_lat.clone();
-        consumers.push(tokio::spawn(async move {
-            let mut seen = 0u64;
-            while seen < expected {
-                let records = consumer.poll(Duration::from_secs(1)).await?;
-                let now = weir::broker::partition::now_ms();
-                if let Some(r) = records.first() {
-                    let _ = e2e
-                        .lock()
-                        .expect("histogram")
-                        .record((now - r.timestamp_ms).max(0) as u64);
-                }
-                seen += records.len() as u64;
-                consumed.fetch_add(records.len() as u64, Ordering::Relaxed);
+    let spawn_consumers = |start: Instant| {
+        let mut consumers = Vec::new();
+        for c in 0..cmd.consumers {
+            let mine: Vec<TopicPartition> = (0..partitions as i32)
+                .filter(|p| *p as usize % cmd.consumers == c)
+                .map(|p| TopicPartition::new(cmd.topic.clone(), p))
+                .collect();
+            let expected: u64 = (0..cmd.records)
+                .filter(|i| partition_of(&cmd, partitions, *i) as usize % cmd.consumers == c)
+                .count() as u64;
+            let mut consumer = Consumer::with_transport(
+                transport.clone(),
+                ConsumerConfig {
+                    auto_offset_reset: AutoOffsetReset::Latest,
+                    auto_commit_interval: None,
+                    ..ConsumerConfig::default()
+                },
+            );
+            consumer.assign(mine.clone());
+            for tp in &mine {
+                consumer.seek(tp, starts[tp.partition as usize]);
             }
-            anyhow::Ok(start.elapsed())
-        }));
-    }
-
+            let consumed = consumed.clone();
+            let e2e = e2e_lat.clone();
+            consumers.push(tokio::spawn(async move {
+                let mut seen = 0u64;
+                while seen < expected {
+                    let records = consumer.poll(Duration::from_secs(1)).await?;
+                    let now = weir::broker::partition::now_ms();
+                    if let Some(r) = records.first() {
+                        let _ = e2e
+                            .lock()
+                            .expect("histogram")
+                            .record((now - r.timestamp_ms).max(0) as u64);
+                    }
+                    seen += records.len() as u64;
+                    consumed.fetch_add(records.len() as u64, Ordering::Relaxed);
+                }
+                anyhow::Ok(start.elapsed())
+            }));
+        }
+        consumers
+    };
+    let mut consumers = if cmd.sequential {
+        Vec::new()
+    } else {
+        spawn_consumers(start)
+    };
     let value = Bytes::from(vec![b'w'; cmd.record_size]);
     let mut producers = Vec::new();
     for p in 0..cmd.producers {
@@ -195,7 +226,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 acks,
                 linger: Duration::from_millis(5),
                 batch_bytes: (cmd.record_size + 24) * cmd.batch.max(1),
-                buffer_bytes: 64 * 1024 * 1024,
+                buffer_bytes: (cmd.record_size + 24) * cmd.batch.max(1) * cmd.in_flight.max(1),
                 ..ProducerConfig::default()
             },
         );
@@ -215,22 +246,46 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         let topic = cmd.topic.clone();
         let produced = produced.clone();
         let (records, producers_n) = (cmd.records, cmd.producers as u64);
+        let (per_record, batch) = (cmd.per_record, cmd.batch.max(1) as u64);
         producers.push(tokio::spawn(async move {
             let mut i = p as u64;
             let mut last = None;
+            let mut sent_batches = 0u64;
             while i < records {
-                let partition = (i % partitions as u64) as i32;
-                let sent = Instant::now();
-                let d = producer
-                    .send(ProducerRecord::new(topic.clone(), value.clone()).partition(partition))
-                    .await;
-                if i % 100 == p as u64 % 100 {
-                    let _ = tx.send((sent, d));
+                if per_record {
+                    let partition = (i % partitions as u64) as i32;
+                    // Every 100th record's publish latency is sampled.
+                    let sampled = i % 100 == p as u64 % 100;
+                    let sent = sampled.then(Instant::now);
+                    let d = producer
+                        .send(
+                            ProducerRecord::new(topic.clone(), value.clone()).partition(partition),
+                        )
+                        .await;
+                    match sent {
+                        Some(sent) => {
+                            let _ = tx.send((sent, d));
+                        }
+                        None => last = Some(d),
+                    }
+                    produced.fetch_add(1, Ordering::Relaxed);
+                    i += producers_n;
                 } else {
-                    last = Some(d);
+                    // Batches go round the partitions; each producer's records are the
+                    // indices p, p + producers, ... as in per-record mode, so the totals match.
+                    let partition = (sent_batches % partitions as u64) as i32;
+                    sent_batches += 1;
+                    let mut batch_records = Vec::with_capacity(batch as usize);
+                    while i < records && (batch_records.len() as u64) < batch {
+                        batch_records.push(ProducerRecord::new(String::new(), value.clone()));
+                        i += producers_n;
+                    }
+                    let n = batch_records.len() as u64;
+                    let sent = Instant::now();
+                    let d = producer.send_batch(&topic, partition, batch_records).await;
+                    let _ = tx.send((sent, d));
+                    produced.fetch_add(n, Ordering::Relaxed);
                 }
-                produced.fetch_add(1, Ordering::Relaxed);
-                i += producers_n;
             }
             producer.flush().await;
             if let Some(d) = last {
@@ -265,6 +320,9 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let mut produce_time = Duration::ZERO;
     for p in producers {
         produce_time = produce_time.max(p.await??);
+    }
+    if cmd.sequential {
+        consumers = spawn_consumers(Instant::now());
     }
     let mut consume_time = Duration::ZERO;
     for c in consumers {

@@ -19,6 +19,7 @@
 pub mod broker;
 pub mod client;
 pub mod config;
+pub(crate) mod net;
 pub mod protocol;
 pub mod server;
 

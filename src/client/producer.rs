@@ -269,6 +269,17 @@ fn now_ms() -> i64 {
     crate::broker::partition::now_ms()
 }
 
+/// The buffer space a record holds until acknowledged (its bytes plus record overhead).
+fn record_size(record: &ProducerRecord) -> usize {
+    24 + record.key.as_ref().map_or(0, Bytes::len)
+        + record.value.as_ref().map_or(0, Bytes::len)
+        + record
+            .headers
+            .iter()
+            .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len))
+            .sum::<usize>()
+}
+
 impl Producer {
     /// A producer over `transport` (a [`crate::BrokerHandle`] for an embedded broker). Must be
     /// used inside a tokio runtime: batches are sent by tasks it spawns.
@@ -294,15 +305,7 @@ impl Producer {
     /// future resolves once the broker acknowledged the record. Records of one partition are
     /// written in the order of `send` calls.
     pub async fn send(&self, mut record: ProducerRecord) -> DeliveryFuture {
-        let size = 24
-            + record.key.as_ref().map_or(0, Bytes::len)
-            + record.value.as_ref().map_or(0, Bytes::len)
-            + record
-                .headers
-                .iter()
-                .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len))
-                .sum::<usize>();
-        let want = size.min(self.inner.config.buffer_bytes.max(1)) as u32;
+        let want = record_size(&record).min(self.inner.config.buffer_bytes.max(1)) as u32;
         let Ok(permit) = self.inner.buffer.clone().acquire_many_owned(want).await else {
             return DeliveryFuture {
                 state: Delivery::Failed(Some(BrokerError::ShuttingDown)),
@@ -348,6 +351,112 @@ impl Producer {
             out.push(self.send(r).await);
         }
         out
+    }
+
+    /// Queues `records` as one batch of their own for `topic`'s `partition`, after everything
+    /// already sent to that partition (its open batch is closed first), waiting first while
+    /// `buffer_bytes` are unacknowledged. One future for the whole batch: it resolves to the
+    /// partition and the offset of the first record once the broker acknowledged all of them.
+    /// Records without a timestamp get the time of this call; the records' own `topic` and
+    /// `partition` fields are not looked at. The cheap path for applications
+    /// that already hold their records in batches (and for `weir bench`): no per-record future,
+    /// no linger.
+    pub async fn send_batch(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: Vec<ProducerRecord>,
+    ) -> DeliveryFuture {
+        let failed = |e| DeliveryFuture {
+            state: Delivery::Failed(Some(e)),
+        };
+        if records.is_empty() {
+            return failed(BrokerError::InvalidRequest("an empty batch".into()));
+        }
+        // The topic's partition count comes first: records of an unresolved topic would
+        // otherwise wait in per-record order.
+        loop {
+            let resolved = {
+                let topics = self.inner.topics.lock().unwrap_or_else(|e| e.into_inner());
+                matches!(topics.get(topic), Some(TopicState::Ready { .. }))
+            };
+            if resolved {
+                break;
+            }
+            match self.inner.transport.partitions(topic, true).await {
+                Ok(n) => {
+                    let mut topics = self.inner.topics.lock().unwrap_or_else(|e| e.into_inner());
+                    if !topics.contains_key(topic) {
+                        let queues = (0..n).map(|_| PartitionQueue::default()).collect();
+                        topics.insert(
+                            topic.to_string(),
+                            TopicState::Ready {
+                                queues,
+                                sticky: (now_ms() as usize) % (n.max(1) as usize),
+                            },
+                        );
+                    }
+                }
+                Err(e) => return failed(e),
+            }
+            // Another sender may be resolving it: wait for that, then look again.
+            self.flush_topic_resolution(topic).await;
+        }
+        let size: usize = records.iter().map(record_size).sum();
+        let want = size.min(self.inner.config.buffer_bytes.max(1)) as u32;
+        let Ok(permit) = self.inner.buffer.clone().acquire_many_owned(want).await else {
+            return failed(BrokerError::ShuttingDown);
+        };
+        let inner = &self.inner;
+        let mut topics = inner.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(TopicState::Ready { queues, .. }) = topics.get_mut(topic) else {
+            // Deleted from under us by a failed resolution: report it like `send` would.
+            return failed(BrokerError::UnknownTopic(topic.to_string()));
+        };
+        let Some(q) = usize::try_from(partition)
+            .ok()
+            .and_then(|i| queues.get_mut(i))
+        else {
+            return failed(BrokerError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+            });
+        };
+        q.ready.extend(q.building.take());
+        let epoch = inner
+            .epochs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut building = Building::new(inner.config.compression, epoch);
+        building.permit = Some(permit);
+        let now = now_ms();
+        for r in records {
+            building.builder.push(Record {
+                timestamp_ms: r.timestamp_ms.unwrap_or(now),
+                key: r.key,
+                value: r.value,
+                headers: r.headers,
+            });
+        }
+        let slot = (building.ack.clone(), 0, now);
+        q.ready.push_back(building);
+        Inner::kick(inner, topic, partition as usize, q);
+        DeliveryFuture {
+            state: Delivery::Queued(slot),
+        }
+    }
+
+    /// Waits while `topic` is being resolved by a `send` (its records queue meanwhile).
+    async fn flush_topic_resolution(&self, topic: &str) {
+        loop {
+            let notified = self.inner.drained.notified();
+            {
+                let topics = self.inner.topics.lock().unwrap_or_else(|e| e.into_inner());
+                if !matches!(topics.get(topic), Some(TopicState::Resolving(_))) {
+                    return;
+                }
+            }
+            notified.await;
+        }
     }
 
     /// Sends every open batch now and waits until everything sent so far is acknowledged.
@@ -401,6 +510,9 @@ impl Inner {
                     let _ = reply.send(slot);
                 }
                 topics.insert(topic, TopicState::Ready { queues, sticky });
+                drop(topics);
+                // `send_batch` callers wait for the resolution on this.
+                inner.drained.notify_waiters();
             }
             Err(e) => {
                 for (_, reply, _) in waiting {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use weir_storage::{Batch, CommittedOffset, Offset, TopicPartition};
@@ -31,7 +31,7 @@ use crate::broker::{
     OffsetSpec, PublishAck, ResetTo, SyncResult, TopicDescription,
 };
 use crate::protocol::native::{
-    decode_body, encode_frame, FrameDecoder, Request, RequestBody, Response, ResponseBody,
+    decode_frame, EncodedFrame, FrameDecoder, Request, RequestBody, Response, ResponseBody,
     DEFAULT_MAX_FRAME_BYTES,
 };
 
@@ -47,7 +47,7 @@ type Pending = Arc<Mutex<Waiting>>;
 
 /// One live connection: a writer queue and the callers waiting for responses.
 struct Conn {
-    frames: mpsc::Sender<Bytes>,
+    frames: mpsc::Sender<EncodedFrame>,
     pending: Pending,
 }
 
@@ -56,13 +56,26 @@ impl Conn {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (mut rd, mut wr) = stream.into_split();
-        let (frames, mut rx) = mpsc::channel::<Bytes>(256);
+        let (frames, mut rx) = mpsc::channel::<EncodedFrame>(256);
         let pending: Pending = Arc::new(Mutex::new(Waiting::default()));
         tokio::spawn(async move {
+            let mut chunks = Vec::new();
             while let Some(f) = rx.recv().await {
-                if wr.write_all(&f).await.is_err() {
+                // Frames queued meanwhile go out in the same vectored write.
+                chunks.extend(f.into_chunks());
+                while chunks.len() < 256 {
+                    match rx.try_recv() {
+                        Ok(f) => chunks.extend(f.into_chunks()),
+                        Err(_) => break,
+                    }
+                }
+                if crate::net::write_chunks(&mut wr, &mut chunks)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
+                chunks.clear();
             }
         });
         let routes = pending.clone();
@@ -79,7 +92,7 @@ impl Conn {
                     match decoder.decode(&mut buf) {
                         Ok(None) => break,
                         Err(e) => break 'read e.to_string(),
-                        Ok(Some(frame)) => match decode_body::<Response>(&frame) {
+                        Ok(Some(frame)) => match decode_frame::<Response>(&frame) {
                             Ok(resp) if resp.id == 0 => {
                                 break 'read resp
                                     .body
@@ -208,7 +221,8 @@ impl RemoteTransport {
     async fn call(&self, link: &Link, body: RequestBody) -> Result<ResponseBody, BrokerError> {
         let conn = link.get().await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode_frame(&Request { id, body })
+        let frame = Request { id, body }
+            .encode()
             .map_err(|e| BrokerError::InvalidRequest(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         {

@@ -118,6 +118,122 @@ pub fn decode_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, FrameErr
     rmp_serde::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
+/// Decodes a frame body whose batches stay slices of `frame` (no copy of the record bytes).
+///
+/// # Errors
+/// [`FrameError::Malformed`] for anything that is not a message of type `T`.
+pub fn decode_frame<T: for<'a> Deserialize<'a>>(frame: &Bytes) -> Result<T, FrameError> {
+    weir_storage::batch::deserialize_from(frame, || decode_body(frame))
+}
+
+/// Batches below this size are copied into the frame; larger ones travel as chunks of their own.
+const CHUNK_MIN_BYTES: usize = 1024;
+
+/// An encoded frame as a list of chunks, for vectored writes: the length prefix and message
+/// bytes, with each large batch as a chunk of its own (the batch's bytes, not a copy).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncodedFrame {
+    chunks: Vec<Bytes>,
+}
+
+impl EncodedFrame {
+    /// The chunks, in order.
+    pub fn chunks(&self) -> &[Bytes] {
+        &self.chunks
+    }
+
+    /// The chunks, by value.
+    pub fn into_chunks(self) -> Vec<Bytes> {
+        self.chunks
+    }
+
+    /// Total bytes, length prefix included.
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+
+    /// True for a frame of no bytes (never produced by the encoder).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The frame as one buffer (copies).
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.len());
+        for c in &self.chunks {
+            out.extend_from_slice(c);
+        }
+        out.freeze()
+    }
+}
+
+/// A `Write` that copies small writes and keeps the known payloads (in order) as chunks when
+/// the serializer writes exactly their bytes: rmp writes a `bin` as its header, then the data
+/// in one `write_all`, which is recognised by address and length.
+struct ChunkWriter {
+    chunks: Vec<Bytes>,
+    current: BytesMut,
+    payloads: std::collections::VecDeque<Bytes>,
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let next = self
+            .payloads
+            .front()
+            .filter(|p| p.as_ptr() == buf.as_ptr() && p.len() == buf.len());
+        match next {
+            Some(_) => {
+                let payload = self.payloads.pop_front().unwrap_or_default();
+                if payload.len() >= CHUNK_MIN_BYTES {
+                    if !self.current.is_empty() {
+                        self.chunks.push(self.current.split().freeze());
+                    }
+                    self.chunks.push(payload);
+                } else {
+                    self.current.extend_from_slice(buf);
+                }
+            }
+            None => self.current.extend_from_slice(buf),
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Encodes a message as one frame of chunks, `payloads` (the message's batches, in the order
+/// it serializes them) kept as chunks of their own instead of copied.
+///
+/// # Errors
+/// A message too large for a `u32` length.
+pub fn encode_frame_vectored<T: Serialize>(
+    msg: &T,
+    payloads: impl IntoIterator<Item = Bytes>,
+) -> Result<EncodedFrame, FrameError> {
+    let mut w = ChunkWriter {
+        chunks: Vec::new(),
+        current: BytesMut::with_capacity(256),
+        payloads: payloads.into_iter().collect(),
+    };
+    rmp_serde::encode::write_named(&mut w, msg)
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if !w.current.is_empty() {
+        w.chunks.push(w.current.split().freeze());
+    }
+    let body: usize = w.chunks.iter().map(Bytes::len).sum();
+    let len = u32::try_from(body).map_err(|_| FrameError::TooLarge {
+        size: body,
+        max: u32::MAX as usize,
+    })?;
+    let mut chunks = Vec::with_capacity(w.chunks.len() + 1);
+    chunks.push(Bytes::copy_from_slice(&len.to_be_bytes()));
+    chunks.extend(w.chunks);
+    Ok(EncodedFrame { chunks })
+}
+
 /// A request with its correlation id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
@@ -125,6 +241,26 @@ pub struct Request {
     pub id: u64,
     /// What is asked.
     pub body: RequestBody,
+}
+
+impl Request {
+    /// The batches the request carries, in the order they are serialized.
+    pub fn payloads(&self) -> Vec<Bytes> {
+        match &self.body {
+            RequestBody::Publish { batches, .. } => {
+                batches.iter().map(|b| b.as_bytes().clone()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Encodes the request as a frame, its batches not copied.
+    ///
+    /// # Errors
+    /// A request too large for a `u32` length.
+    pub fn encode(&self) -> Result<EncodedFrame, FrameError> {
+        encode_frame_vectored(self, self.payloads())
+    }
 }
 
 /// Every request, mirroring [`crate::BrokerHandle`].
@@ -333,6 +469,26 @@ pub struct Response {
     pub body: Result<ResponseBody, WireError>,
 }
 
+impl Response {
+    /// The batches the response carries, in the order they are serialized.
+    pub fn payloads(&self) -> Vec<Bytes> {
+        match &self.body {
+            Ok(ResponseBody::Fetched(r)) => {
+                r.batches.iter().map(|b| b.as_bytes().clone()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Encodes the response as a frame, its batches not copied.
+    ///
+    /// # Errors
+    /// A response too large for a `u32` length.
+    pub fn encode(&self) -> Result<EncodedFrame, FrameError> {
+        encode_frame_vectored(self, self.payloads())
+    }
+}
+
 /// Every successful answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -404,6 +560,51 @@ mod tests {
         // The batch bytes appear verbatim: MessagePack bin, not an array of numbers.
         let raw = batch();
         assert!(body.windows(raw.len()).any(|w| w == &raw.as_bytes()[..]));
+    }
+
+    fn big_batch(tag: u8) -> Batch {
+        let mut b = BatchBuilder::new(Compression::None);
+        for i in 0..20 {
+            b.push(Record::new(i, vec![tag; 100]));
+        }
+        b.build(0).expect("batch")
+    }
+
+    #[test]
+    fn vectored_frames_keep_batches_as_chunks_and_decode_without_copies() {
+        let (small, big1, big2) = (batch(), big_batch(1), big_batch(2));
+        let resp = Response {
+            id: 9,
+            body: Ok(ResponseBody::Fetched(FetchResult {
+                batches: vec![big1.clone(), small, big2.clone()],
+                high_watermark: 60,
+                log_start_offset: 0,
+            })),
+        };
+        let frame = resp.encode().expect("encode");
+        // The same bytes as the copying encoder.
+        assert_eq!(frame.to_bytes(), encode_frame(&resp).expect("encode"));
+        // Both large batches are chunks of their own, sharing the batches' memory.
+        for big in [&big1, &big2] {
+            assert!(frame
+                .chunks()
+                .iter()
+                .any(|c| c.as_ptr() == big.as_bytes().as_ptr() && c.len() == big.len()));
+        }
+        assert_eq!(frame.len(), frame.to_bytes().len());
+        // Decoding leaves the batches inside the frame buffer.
+        let body = frame.to_bytes().slice(4..);
+        let back: Response = decode_frame(&body).expect("decode");
+        assert_eq!(back, resp);
+        let Ok(ResponseBody::Fetched(r)) = back.body else {
+            panic!("fetch expected")
+        };
+        let range = body.as_ptr() as usize..body.as_ptr() as usize + body.len();
+        for b in &r.batches {
+            assert!(range.contains(&(b.as_bytes().as_ptr() as usize)));
+        }
+        // A plain decode still works (and copies).
+        assert_eq!(decode_body::<Response>(&body).expect("decode"), resp);
     }
 
     #[test]

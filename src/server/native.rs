@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -29,8 +29,8 @@ use tokio::task::JoinHandle;
 use crate::broker::BrokerError;
 use crate::client::Transport;
 use crate::protocol::native::{
-    decode_body, encode_frame, FrameDecoder, FrameError, Request, RequestBody, Response,
-    ResponseBody, WireError,
+    decode_frame, encode_frame, EncodedFrame, FrameDecoder, FrameError, Request, RequestBody,
+    Response, ResponseBody, WireError,
 };
 use crate::BrokerHandle;
 
@@ -257,11 +257,16 @@ async fn serve_connection(
 ) {
     let (mut rd, mut wr) = stream.into_split();
     // Each request's task, in arrival order; the responder awaits them in that order.
-    let (order_tx, mut order_rx) = mpsc::channel::<JoinHandle<Bytes>>(config.max_in_flight.max(1));
+    let (order_tx, mut order_rx) =
+        mpsc::channel::<JoinHandle<EncodedFrame>>(config.max_in_flight.max(1));
     let responder = tokio::spawn(async move {
         while let Some(task) = order_rx.recv().await {
             let Ok(frame) = task.await else { break };
-            if wr.write_all(&frame).await.is_err() {
+            let mut chunks = frame.into_chunks();
+            if crate::net::write_chunks(&mut wr, &mut chunks)
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -294,7 +299,7 @@ async fn serve_connection(
                     break 'conn;
                 }
             };
-            let request: Request = match decode_body(&frame) {
+            let request: Request = match decode_frame(&frame) {
                 Ok(r) => r,
                 Err(e) => {
                     fail_connection(&order_tx, e).await;
@@ -340,22 +345,19 @@ async fn serve_connection(
 }
 
 /// Encodes a response frame (an encoding failure becomes an error response).
-fn respond(id: u64, body: Result<ResponseBody, WireError>) -> Bytes {
-    encode_frame(&Response { id, body }).unwrap_or_else(|e| {
-        encode_frame(&Response {
+fn respond(id: u64, body: Result<ResponseBody, WireError>) -> EncodedFrame {
+    Response { id, body }.encode().unwrap_or_else(|e| {
+        Response {
             id,
             body: Err(WireError::from(e)),
-        })
+        }
+        .encode()
         .unwrap_or_default()
     })
 }
 
 /// Queues an error frame (after every response already due) and lets the connection close.
-async fn fail_connection(order: &mpsc::Sender<JoinHandle<Bytes>>, e: FrameError) {
-    let frame = encode_frame(&Response {
-        id: 0,
-        body: Err(WireError::from(e)),
-    })
-    .unwrap_or_default();
+async fn fail_connection(order: &mpsc::Sender<JoinHandle<EncodedFrame>>, e: FrameError) {
+    let frame = respond(0, Err(WireError::from(e)));
     let _ = order.send(tokio::spawn(async move { frame })).await;
 }

@@ -209,9 +209,77 @@ impl serde::Serialize for Batch {
     }
 }
 
+thread_local! {
+    /// The buffer batches are being deserialized from, set by [`deserialize_from`].
+    static SOURCE: std::cell::RefCell<Option<Bytes>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (a serde deserialization reading from `source`'s bytes) so that every [`Batch`] it
+/// deserializes is a zero-copy slice of `source` rather than a copy. Without it, batches are
+/// copied out of the deserializer's input. Deserializers that hand out borrowed bytes
+/// (`rmp_serde::from_slice`, for one) benefit; any other path still works and copies.
+pub fn deserialize_from<R>(source: &Bytes, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Bytes>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let prev = self.0.take();
+            SOURCE.with(|s| *s.borrow_mut() = prev);
+        }
+    }
+    let _restore = Restore(SOURCE.with(|s| s.replace(Some(source.clone()))));
+    f()
+}
+
+/// `v` as a slice of the current [`deserialize_from`] source when it lies inside it, else a copy.
+fn share_or_copy(v: &[u8]) -> Bytes {
+    SOURCE.with(|s| match &*s.borrow() {
+        Some(src) => {
+            let (start, end) = (src.as_ptr() as usize, src.as_ptr() as usize + src.len());
+            let at = v.as_ptr() as usize;
+            if at >= start && at + v.len() <= end {
+                src.slice(at - start..at - start + v.len())
+            } else {
+                Bytes::copy_from_slice(v)
+            }
+        }
+        None => Bytes::copy_from_slice(v),
+    })
+}
+
+struct BatchBytesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for BatchBytesVisitor {
+    type Value = Bytes;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a record batch as bytes")
+    }
+
+    fn visit_borrowed_bytes<E: serde::de::Error>(self, v: &'de [u8]) -> Result<Bytes, E> {
+        Ok(share_or_copy(v))
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+        Ok(Bytes::copy_from_slice(v))
+    }
+
+    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+        Ok(Bytes::from(v))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+        // The size hint comes from the input: not trusted for an allocation.
+        let mut out = Vec::new();
+        while let Some(b) = seq.next_element::<u8>()? {
+            out.push(b);
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for Batch {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let buf = Bytes::deserialize(d)?;
+        let buf = d.deserialize_bytes(BatchBytesVisitor)?;
         Batch::new(buf).map_err(serde::de::Error::custom)
     }
 }
@@ -639,7 +707,6 @@ fn put_varlong(out: &mut BytesMut, v: i64) {
     out.put_u8(z as u8);
 }
 
-#[cfg(test)]
 fn varlong_len(v: i64) -> usize {
     let z = ((v << 1) ^ (v >> 63)) as u64;
     (64 - z.leading_zeros() as usize).max(1).div_ceil(7)
@@ -654,6 +721,50 @@ fn put_nullable(out: &mut BytesMut, v: Option<&[u8]>) -> Result<(), BatchError> 
             put_varint(out, len);
             out.put_slice(b);
         }
+    }
+    Ok(())
+}
+
+/// Length of a nullable field's encoding.
+fn nullable_len(v: Option<&[u8]>) -> usize {
+    match v {
+        None => 1,
+        Some(b) => varlong_len(b.len() as i64) + b.len(),
+    }
+}
+
+/// Writes one record (length-prefixed) with its deltas; the length is computed, not buffered.
+fn put_record(
+    out: &mut BytesMut,
+    r: &Record,
+    timestamp_delta: i64,
+    offset_delta: i32,
+) -> Result<(), BatchError> {
+    let hc = i32::try_from(r.headers.len())
+        .map_err(|_| BatchError::TooLarge(format!("{} headers", r.headers.len())))?;
+    let len = 1
+        + varlong_len(timestamp_delta)
+        + varlong_len(i64::from(offset_delta))
+        + nullable_len(r.key.as_deref())
+        + nullable_len(r.value.as_deref())
+        + varlong_len(i64::from(hc))
+        + r.headers
+            .iter()
+            .map(|h| nullable_len(Some(h.key.as_bytes())) + nullable_len(h.value.as_deref()))
+            .sum::<usize>();
+    let len =
+        i32::try_from(len).map_err(|_| BatchError::TooLarge(format!("record of {len} bytes")))?;
+    out.reserve(5 + len as usize);
+    put_varint(out, len);
+    out.put_i8(0);
+    put_varlong(out, timestamp_delta);
+    put_varint(out, offset_delta);
+    put_nullable(out, r.key.as_deref())?;
+    put_nullable(out, r.value.as_deref())?;
+    put_varint(out, hc);
+    for h in &r.headers {
+        put_nullable(out, Some(h.key.as_bytes()))?;
+        put_nullable(out, h.value.as_deref())?;
     }
     Ok(())
 }
@@ -749,57 +860,51 @@ impl BatchBuilder {
             .max()
             .unwrap_or(base_ts);
 
-        let mut body = BytesMut::with_capacity(self.size_estimate);
-        let mut rec = BytesMut::with_capacity(64);
-        for (delta, r) in self.records.iter().enumerate() {
-            rec.clear();
-            rec.put_i8(0);
-            put_varlong(&mut rec, r.timestamp_ms.wrapping_sub(base_ts));
-            put_varint(&mut rec, delta as i32);
-            put_nullable(&mut rec, r.key.as_deref())?;
-            put_nullable(&mut rec, r.value.as_deref())?;
-            let hc = i32::try_from(r.headers.len())
-                .map_err(|_| BatchError::TooLarge(format!("{} headers", r.headers.len())))?;
-            put_varint(&mut rec, hc);
-            for h in &r.headers {
-                put_nullable(&mut rec, Some(h.key.as_bytes()))?;
-                put_nullable(&mut rec, h.value.as_deref())?;
-            }
-            let rl = i32::try_from(rec.len())
-                .map_err(|_| BatchError::TooLarge(format!("record of {} bytes", rec.len())))?;
-            put_varint(&mut body, rl);
-            body.put_slice(&rec);
-        }
-        let payload: Vec<u8>;
-        let payload_ref: &[u8] = match self.compression {
-            Compression::None => &body,
-            c => {
-                payload = compression::compress(c, &body)?;
-                &payload
-            }
+        // Uncompressed, the records are written straight after a header placeholder; compressed,
+        // they are written into a scratch buffer that is compressed after the header.
+        let compressed = self.compression != Compression::None;
+        let mut out = BytesMut::with_capacity(HEADER_LEN + self.size_estimate);
+        out.put_bytes(0, HEADER_LEN);
+        let mut scratch = BytesMut::new();
+        let records_out = if compressed {
+            scratch.reserve(self.size_estimate);
+            &mut scratch
+        } else {
+            &mut out
         };
-        let total = HEADER_LEN + payload_ref.len();
+        for (delta, r) in self.records.iter().enumerate() {
+            put_record(
+                records_out,
+                r,
+                r.timestamp_ms.wrapping_sub(base_ts),
+                delta as i32,
+            )?;
+        }
+        if compressed {
+            let payload = compression::compress(self.compression, &scratch)?;
+            out.put_slice(&payload);
+        }
+        let total = out.len();
         let batch_length = i32::try_from(total - LOG_OVERHEAD)
             .map_err(|_| BatchError::TooLarge(format!("batch of {total} bytes")))?;
         let mut attributes = self.compression as i16;
         if self.transactional {
             attributes |= ATTR_TRANSACTIONAL;
         }
-        let mut out = BytesMut::with_capacity(total);
-        out.put_i64(base_offset);
-        out.put_i32(batch_length);
-        out.put_i32(-1); // partition leader epoch: unknown until a leader writes it
-        out.put_i8(MAGIC_V2);
-        out.put_u32(0); // CRC, filled below
-        out.put_i16(attributes);
-        out.put_i32(count - 1);
-        out.put_i64(base_ts);
-        out.put_i64(max_ts);
-        out.put_i64(self.producer_id);
-        out.put_i16(self.producer_epoch);
-        out.put_i32(self.base_sequence);
-        out.put_i32(count);
-        out.put_slice(payload_ref);
+        let mut header = &mut out[..HEADER_LEN];
+        header.put_i64(base_offset);
+        header.put_i32(batch_length);
+        header.put_i32(-1); // partition leader epoch: unknown until a leader writes it
+        header.put_i8(MAGIC_V2);
+        header.put_u32(0); // CRC, filled below
+        header.put_i16(attributes);
+        header.put_i32(count - 1);
+        header.put_i64(base_ts);
+        header.put_i64(max_ts);
+        header.put_i64(self.producer_id);
+        header.put_i16(self.producer_epoch);
+        header.put_i32(self.base_sequence);
+        header.put_i32(count);
         let crc = crc32c::crc32c(&out[CRC_START..]);
         out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
         Ok(Batch { buf: out.freeze() })
