@@ -421,6 +421,17 @@ pub fn peek_header(frame: &Bytes) -> Result<RequestHeader> {
     read_request_header(&mut Reader::new(frame.clone()))
 }
 
+/// Splits a request frame into its header and its body bytes (a slice of `frame`), for callers
+/// that route or log a body before (or without) decoding it.
+///
+/// # Errors
+/// As [`peek_header`].
+pub fn split_header(frame: Bytes) -> Result<(RequestHeader, Bytes)> {
+    let mut r = Reader::new(frame);
+    let header = read_request_header(&mut r)?;
+    Ok((header, r.into_rest()))
+}
+
 /// Decodes a request frame (the bytes after the length prefix): header, then body. Bytes after
 /// the body are ignored. Byte fields of the result share `frame`'s memory.
 ///
