@@ -3,8 +3,7 @@
 //! on an embedded broker.
 //!
 //! Two connections: one for data (publish, fetch, offsets) and one for coordination (groups and
-//! admin), so a long-poll fetch never holds a heartbeat back (responses on one connection come
-//! in request order). Each connection pipelines: a writer sends frames as calls arrive, a reader
+//! admin), so heavy data traffic never delays a heartbeat. Each connection pipelines: a writer sends frames as calls arrive, a reader
 //! routes responses to their callers by correlation id.
 //!
 //! Failure: when a connection breaks, every call in flight on it fails with

@@ -5,10 +5,14 @@
 //! client ◄─ [len u32][ Response { id, body: Result<ResponseBody, WireError> } ] ── server
 //! ```
 //!
-//! A connection carries many requests at once (pipelining); responses come back in request
-//! order, each with the correlation id of its request. Batches travel as MessagePack `bin`
-//! (validated like [`weir_storage::Batch::new`] when decoded). Errors travel as stable numeric
-//! codes ([`BrokerError::code`]) with a message and, for Weir clients, the structured error.
+//! A connection carries many requests at once (pipelining); each response comes back when it
+//! is ready, with the correlation id of its request (clients match by id, not by position), so a
+//! long-poll fetch does not hold back later responses. Publishes to one partition are applied
+//! in the order they were sent. Batches travel as MessagePack `bin`
+//! (validated like [`weir_storage::Batch::new`] when decoded; a large batch is written to the
+//! socket from its own buffer and decoded as a slice of the received frame, without copies). Errors
+//! travel as stable numeric codes ([`BrokerError::code`]) with a message and, for Weir clients,
+//! the structured error.
 //!
 //! [`FrameDecoder`] checks the announced length against its maximum **before** reserving any
 //! memory for the body; a frame too large is an error, and the connection is closed after an

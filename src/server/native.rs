@@ -2,14 +2,17 @@
 //!
 //! ```text
 //! accept ─► connection task: read ─► FrameDecoder ─► Request ─► tokio task per request ─┐
-//!                                                                                        │ (in order)
-//!           responder task: await each request's task in arrival order ─► write frame ◄──┘
+//!                                                                                        │
+//!           writer task: write each response as it completes (vectored) ◄────────────────┘
 //! ```
 //!
-//! Requests on one connection run concurrently (pipelining) and their responses go out in
-//! request order. Publishes are put into their partition's queue by the connection task itself,
-//! in arrival order, so pipelined publishes to one partition are appended in the order sent. At most `max_in_flight` requests per connection are outstanding; beyond that
-//! the connection stops reading (backpressure). A frame over `max_frame_bytes`, or a body that
+//! Requests on one connection run concurrently (pipelining) and each response goes out as soon
+//! as it is ready, carrying its request's id: a long-poll fetch never holds back the
+//! acknowledgement of a publish sent after it on the same connection (clients match responses
+//! by id). Publishes are put into their partition's queue by the connection task itself, in
+//! arrival order, so pipelined publishes to one partition are appended in the order sent, and
+//! their acknowledgements are produced in that order. At most `max_in_flight` requests per
+//! connection are outstanding; beyond that the connection stops reading (backpressure). A frame over `max_frame_bytes`, or a body that
 //! is not a request, gets an error frame (correlation id 0) and the connection is closed; no
 //! other connection notices. Connections above `max_connections` get an error frame and are
 //! closed at once. A connection silent for `idle_timeout` with nothing in flight is closed.
@@ -256,25 +259,36 @@ async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (mut rd, mut wr) = stream.into_split();
-    // Each request's task, in arrival order; the responder awaits them in that order.
-    let (order_tx, mut order_rx) =
-        mpsc::channel::<JoinHandle<EncodedFrame>>(config.max_in_flight.max(1));
-    let responder = tokio::spawn(async move {
-        while let Some(task) = order_rx.recv().await {
-            let Ok(frame) = task.await else { break };
-            let mut chunks = frame.into_chunks();
+    let max_in_flight = config.max_in_flight.max(1);
+    // Responses go to the writer as they complete; frames queued meanwhile share a write.
+    let (frames_tx, mut frames_rx) = mpsc::channel::<EncodedFrame>(max_in_flight);
+    let writer = tokio::spawn(async move {
+        let mut chunks = Vec::new();
+        while let Some(frame) = frames_rx.recv().await {
+            chunks.extend(frame.into_chunks());
+            while chunks.len() < 256 {
+                match frames_rx.try_recv() {
+                    Ok(f) => chunks.extend(f.into_chunks()),
+                    Err(_) => break,
+                }
+            }
             if crate::net::write_chunks(&mut wr, &mut chunks)
                 .await
                 .is_err()
             {
                 break;
             }
+            chunks.clear();
         }
         let _ = wr.shutdown().await;
     });
+    let in_flight = Arc::new(Semaphore::new(max_in_flight));
+    let mut tasks = tokio::task::JoinSet::new();
     let decoder = FrameDecoder::new(config.max_frame_bytes);
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut failure = None;
     'conn: loop {
+        while tasks.try_join_next().is_some() {}
         let read = tokio::select! {
             _ = shutdown.changed() => break 'conn,
             r = tokio::time::timeout(config.idle_timeout, rd.read_buf(&mut buf)) => r,
@@ -283,7 +297,8 @@ async fn serve_connection(
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Err(_) => {
                 // Idle: close unless requests are still running.
-                if order_tx.capacity() == order_tx.max_capacity() {
+                while tasks.try_join_next().is_some() {}
+                if tasks.is_empty() {
                     break;
                 }
                 continue;
@@ -295,21 +310,26 @@ async fn serve_connection(
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
-                    fail_connection(&order_tx, e).await;
+                    failure = Some(e);
                     break 'conn;
                 }
             };
             let request: Request = match decode_frame(&frame) {
                 Ok(r) => r,
                 Err(e) => {
-                    fail_connection(&order_tx, e).await;
+                    failure = Some(e);
                     break 'conn;
                 }
             };
+            // Beyond `max_in_flight` outstanding requests, stop reading (backpressure).
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                break 'conn;
+            };
             let id = request.id;
+            let frames = frames_tx.clone();
             // Publishes enter their partition's queue here, in arrival order; only waiting for
             // the append runs in the request's own task.
-            let task = if let RequestBody::Publish {
+            if let RequestBody::Publish {
                 topic,
                 partition,
                 batches,
@@ -319,29 +339,42 @@ async fn serve_connection(
                 let outcome = broker
                     .publish_in_order(&topic, partition, batches, acks)
                     .await;
-                tokio::spawn(async move {
+                tasks.spawn(async move {
                     let body = outcome
                         .await
                         .map(|(partition, ack)| ResponseBody::Published { partition, ack })
                         .map_err(WireError::from);
-                    respond(id, body)
-                })
+                    let _ = frames.send(respond(id, body)).await;
+                    drop(permit);
+                });
             } else {
                 let broker = broker.clone();
-                tokio::spawn(async move {
-                    let body = dispatch(&broker, request.body)
-                        .await
-                        .map_err(WireError::from);
-                    respond(id, body)
-                })
-            };
-            if order_tx.send(task).await.is_err() {
-                break 'conn;
+                // A long-poll fetch is cut short by a shutdown (it changes nothing, and a
+                // graceful stop should not wait out its `max_wait`).
+                let is_fetch = matches!(request.body, RequestBody::Fetch { .. });
+                let mut stopping = shutdown.clone();
+                tasks.spawn(async move {
+                    let body = tokio::select! {
+                        r = dispatch(&broker, request.body) => r,
+                        _ = stopping.wait_for(|stop| *stop), if is_fetch => {
+                            Err(BrokerError::ShuttingDown)
+                        }
+                    }
+                    .map_err(WireError::from);
+                    let _ = frames.send(respond(id, body)).await;
+                    drop(permit);
+                });
             }
         }
     }
-    drop(order_tx);
-    let _ = responder.await;
+    // Requests already read are answered before the connection closes; a bad frame's error
+    // frame comes last.
+    while tasks.join_next().await.is_some() {}
+    if let Some(e) = failure {
+        let _ = frames_tx.send(respond(0, Err(WireError::from(e)))).await;
+    }
+    drop(frames_tx);
+    let _ = writer.await;
 }
 
 /// Encodes a response frame (an encoding failure becomes an error response).
@@ -354,10 +387,4 @@ fn respond(id: u64, body: Result<ResponseBody, WireError>) -> EncodedFrame {
         .encode()
         .unwrap_or_default()
     })
-}
-
-/// Queues an error frame (after every response already due) and lets the connection close.
-async fn fail_connection(order: &mpsc::Sender<JoinHandle<EncodedFrame>>, e: FrameError) {
-    let frame = respond(0, Err(WireError::from(e)));
-    let _ = order.send(tokio::spawn(async move { frame })).await;
 }
