@@ -32,8 +32,8 @@ use tokio::task::JoinHandle;
 use crate::broker::BrokerError;
 use crate::client::Transport;
 use crate::protocol::native::{
-    decode_frame, encode_frame, EncodedFrame, FrameDecoder, FrameError, Request, RequestBody,
-    Response, ResponseBody, WireError,
+    decode_frame, encode_frame, EncodedFrame, FrameDecoder, Request, RequestBody, Response,
+    ResponseBody, WireError,
 };
 use crate::BrokerHandle;
 
