@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use weir::config::Config;
+use weir::server::kafka::{KafkaServer, KafkaServerConfig};
 use weir::server::native::{NativeServer, NativeServerConfig};
 use weir::{open_storage, Backend, Broker, LogConfig, StorageConfig};
 
@@ -141,9 +142,22 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             }
             None => None,
         };
-        if let Some(addr) = config.listeners.kafka {
-            println!("weir: kafka listener {addr} configured; the Kafka protocol is not built yet");
-        }
+        let kafka = match config.listeners.kafka {
+            Some(addr) => {
+                let kafka_config = KafkaServerConfig {
+                    max_frame_bytes: config.server.max_frame_bytes,
+                    max_connections: config.server.max_connections,
+                    idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
+                    ..KafkaServerConfig::default()
+                };
+                let server = KafkaServer::bind(addr, broker.clone(), kafka_config)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("binding the kafka listener to {addr}: {e}"))?;
+                println!("weir: kafka listener on {}", server.local_addr());
+                Some(server)
+            }
+            None => None,
+        };
         use std::io::Write;
         std::io::stdout().flush()?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -153,6 +167,9 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         }
         println!("weir: shutting down");
         if let Some(server) = native {
+            server.shutdown().await;
+        }
+        if let Some(server) = kafka {
             server.shutdown().await;
         }
         broker.shutdown().await?;

@@ -1,0 +1,420 @@
+//! Admin: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs, and InitProducerId
+//! (producer ids for the idempotent producer).
+
+use crate::broker::BrokerError;
+use crate::config::TopicConfig;
+use crate::protocol::kafka::messages::create_partitions::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreatePartitionsTopicResult,
+};
+use crate::protocol::kafka::messages::create_topics::{
+    CreatableTopicConfigs, CreatableTopicResult, CreateTopicsRequest, CreateTopicsResponse,
+};
+use crate::protocol::kafka::messages::delete_topics::{
+    DeletableTopicResult, DeleteTopicsRequest, DeleteTopicsResponse,
+};
+use crate::protocol::kafka::messages::describe_configs::{
+    DescribeConfigsRequest, DescribeConfigsResourceResult, DescribeConfigsResponse,
+    DescribeConfigsResult,
+};
+use crate::protocol::kafka::messages::init_producer_id::{
+    InitProducerIdRequest, InitProducerIdResponse,
+};
+
+use super::cluster::topic_uuid;
+use super::Session;
+
+const INVALID_PARTITIONS: i16 = 37;
+const INVALID_REPLICATION_FACTOR: i16 = 38;
+const INVALID_REQUEST: i16 = 42;
+const UNKNOWN_TOPIC_ID: i16 = 100;
+
+/// Kafka's config resource types.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+/// Kafka's config sources.
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+/// Kafka's config types.
+const TYPE_BOOLEAN: i8 = 1;
+const TYPE_STRING: i8 = 2;
+const TYPE_INT: i8 = 3;
+const TYPE_LONG: i8 = 5;
+
+/// A config as DescribeConfigs reports it: name, value, source, type.
+type ConfigEntry = (String, String, i8, i8);
+
+/// A topic's configs as Kafka names them, with Kafka's type of each; values set on the topic
+/// (differing from the broker's defaults) are reported as topic configs, the rest as defaults.
+fn topic_configs(config: &TopicConfig, defaults: &TopicConfig) -> Vec<ConfigEntry> {
+    let default_entries = defaults.entries();
+    let mut out: Vec<ConfigEntry> = config
+        .entries()
+        .into_iter()
+        .map(|(k, v)| {
+            let source = if default_entries.iter().any(|(dk, dv)| *dk == k && *dv == v) {
+                SOURCE_DEFAULT
+            } else {
+                SOURCE_TOPIC
+            };
+            let kind = if v.parse::<i64>().is_ok() {
+                TYPE_LONG
+            } else {
+                TYPE_STRING
+            };
+            (k.to_string(), v, source, kind)
+        })
+        .collect();
+    // Weir deletes by retention and does not compact.
+    out.push((
+        "cleanup.policy".into(),
+        "delete".into(),
+        SOURCE_DEFAULT,
+        TYPE_STRING,
+    ));
+    out
+}
+
+/// Creates topics (or, with `validate_only`, checks they could be created).
+pub(super) async fn create_topics(s: &Session, r: CreateTopicsRequest) -> CreateTopicsResponse {
+    let defaults = s.broker.config().topic_defaults.clone();
+    let mut topics = Vec::with_capacity(r.topics.len());
+    for t in r.topics {
+        let partitions = if !t.assignments.is_empty() {
+            Some(t.assignments.len() as u32)
+        } else if t.num_partitions > 0 {
+            Some(t.num_partitions as u32)
+        } else if t.num_partitions == -1 {
+            None
+        } else {
+            topics.push(failed(
+                t.name,
+                INVALID_PARTITIONS,
+                "partitions must be at least 1",
+            ));
+            continue;
+        };
+        if t.replication_factor > 1 || t.replication_factor == 0 || t.replication_factor < -1 {
+            topics.push(failed(
+                t.name,
+                INVALID_REPLICATION_FACTOR,
+                &format!(
+                    "replication factor {} on a single broker (use 1 or -1)",
+                    t.replication_factor
+                ),
+            ));
+            continue;
+        }
+        let configs: Vec<(String, String)> = t
+            .configs
+            .into_iter()
+            .filter_map(|c| c.value.map(|v| (c.name, v)))
+            // Weir's only cleanup policy: accepted when asked for, refused otherwise below.
+            .filter(|(k, v)| !(k == "cleanup.policy" && v == "delete"))
+            .collect();
+        let result = if r.validate_only {
+            validate(s, &t.name, partitions, &configs, &defaults)
+        } else {
+            s.broker
+                .create_topic(&t.name, partitions, configs)
+                .await
+                .map(|_| ())
+        };
+        topics.push(match result {
+            Ok(()) => {
+                let described = s.broker.describe_topic(&t.name).await.ok();
+                let config = described
+                    .as_ref()
+                    .map_or(defaults.clone(), |d| d.config.clone());
+                CreatableTopicResult {
+                    name: t.name,
+                    topic_id: described.as_ref().map_or([0; 16], |d| topic_uuid(d.id)),
+                    error_code: 0,
+                    num_partitions: partitions.unwrap_or(defaults.partitions) as i32,
+                    replication_factor: 1,
+                    configs: Some(
+                        topic_configs(&config, &defaults)
+                            .into_iter()
+                            .map(|(name, value, source, _)| CreatableTopicConfigs {
+                                name,
+                                value: Some(value),
+                                read_only: false,
+                                config_source: source,
+                                is_sensitive: false,
+                            })
+                            .collect(),
+                    ),
+                    ..CreatableTopicResult::default()
+                }
+            }
+            Err(e) => failed(t.name, e.kafka_code(), &e.to_string()),
+        });
+    }
+    CreateTopicsResponse {
+        topics,
+        ..CreateTopicsResponse::default()
+    }
+}
+
+/// The checks of a create without creating.
+fn validate(
+    s: &Session,
+    name: &str,
+    partitions: Option<u32>,
+    configs: &[(String, String)],
+    defaults: &TopicConfig,
+) -> Result<(), BrokerError> {
+    crate::broker::registry::validate_topic_name(name)?;
+    if s.broker.partition_count(name).is_some() {
+        return Err(BrokerError::TopicExists(name.to_string()));
+    }
+    let mut config = defaults.clone();
+    if let Some(n) = partitions {
+        config.partitions = n;
+    }
+    for (k, v) in configs {
+        config
+            .set(k, v)
+            .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+    }
+    config
+        .validate()
+        .map_err(|e| BrokerError::InvalidConfig(e.to_string()))
+}
+
+fn failed(name: String, code: i16, message: &str) -> CreatableTopicResult {
+    CreatableTopicResult {
+        name,
+        error_code: code,
+        error_message: Some(message.to_string()),
+        ..CreatableTopicResult::default()
+    }
+}
+
+/// Deletes topics by name (v1–5) or by name or id (v6+).
+pub(super) async fn delete_topics(s: &Session, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let mut wanted: Vec<(Option<String>, [u8; 16])> = r
+        .topic_names
+        .into_iter()
+        .map(|n| (Some(n), [0; 16]))
+        .collect();
+    wanted.extend(r.topics.into_iter().map(|t| (t.name, t.topic_id)));
+    let mut responses = Vec::with_capacity(wanted.len());
+    for (name, id) in wanted {
+        let name = match name {
+            Some(n) => Some(n),
+            None => find_by_id(s, id).await,
+        };
+        let Some(name) = name else {
+            responses.push(DeletableTopicResult {
+                name: None,
+                topic_id: id,
+                error_code: UNKNOWN_TOPIC_ID,
+                error_message: Some("no topic has this id".into()),
+            });
+            continue;
+        };
+        let result = s.broker.delete_topic(&name).await;
+        responses.push(DeletableTopicResult {
+            name: Some(name),
+            topic_id: id,
+            error_code: super::code(&result),
+            error_message: result.err().map(|e| e.to_string()),
+        });
+    }
+    DeleteTopicsResponse {
+        responses,
+        ..DeleteTopicsResponse::default()
+    }
+}
+
+async fn find_by_id(s: &Session, id: [u8; 16]) -> Option<String> {
+    for name in s.broker.list_topics() {
+        if let Ok(d) = s.broker.describe_topic(&name).await {
+            if topic_uuid(d.id) == id {
+                return Some(name);
+            }
+        }
+    }
+    None
+}
+
+/// Grows topics to `count` partitions.
+pub(super) async fn create_partitions(
+    s: &Session,
+    r: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut results = Vec::with_capacity(r.topics.len());
+    for t in r.topics {
+        let result = if t.count < 1 {
+            Err(BrokerError::InvalidPartitions(format!(
+                "{} partitions requested",
+                t.count
+            )))
+        } else if r.validate_only {
+            match s.broker.partition_count(&t.name) {
+                None => Err(BrokerError::UnknownTopic(t.name.clone())),
+                Some(n) if n >= t.count as u32 => Err(BrokerError::InvalidPartitions(format!(
+                    "the topic has {n} partitions already"
+                ))),
+                Some(_) => Ok(()),
+            }
+        } else {
+            s.broker.create_partitions(&t.name, t.count as u32).await
+        };
+        results.push(CreatePartitionsTopicResult {
+            name: t.name,
+            error_code: super::code(&result),
+            error_message: result.err().map(|e| e.to_string()),
+        });
+    }
+    CreatePartitionsResponse {
+        results,
+        ..CreatePartitionsResponse::default()
+    }
+}
+
+/// Topic configs (resource type 2) and broker configs (4), optionally only some keys.
+pub(super) async fn describe_configs(
+    s: &Session,
+    r: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let defaults = s.broker.config().topic_defaults.clone();
+    let mut results = Vec::with_capacity(r.resources.len());
+    for res in r.resources {
+        let entries: Result<Vec<ConfigEntry>, (i16, String)> = match res.resource_type {
+            RESOURCE_TOPIC => match s.broker.describe_topic(&res.resource_name).await {
+                Ok(d) => Ok(topic_configs(&d.config, &defaults)),
+                Err(e) => Err((e.kafka_code(), e.to_string())),
+            },
+            RESOURCE_BROKER => Ok(broker_configs(s, &defaults)),
+            t => Err((
+                INVALID_REQUEST,
+                format!("resource type {t} is not supported"),
+            )),
+        };
+        results.push(match entries {
+            Ok(entries) => DescribeConfigsResult {
+                error_code: 0,
+                error_message: None,
+                resource_type: res.resource_type,
+                resource_name: res.resource_name,
+                configs: entries
+                    .into_iter()
+                    .filter(|(k, ..)| {
+                        res.configuration_keys
+                            .as_ref()
+                            .is_none_or(|keys| keys.iter().any(|w| w == k))
+                    })
+                    .map(
+                        |(name, value, source, kind)| DescribeConfigsResourceResult {
+                            name,
+                            value: Some(value),
+                            read_only: res.resource_type == RESOURCE_BROKER,
+                            config_source: source,
+                            is_sensitive: false,
+                            synonyms: Vec::new(),
+                            config_type: kind,
+                            documentation: None,
+                        },
+                    )
+                    .collect(),
+            },
+            Err((code, message)) => DescribeConfigsResult {
+                error_code: code,
+                error_message: Some(message),
+                resource_type: res.resource_type,
+                resource_name: res.resource_name,
+                configs: Vec::new(),
+            },
+        });
+    }
+    DescribeConfigsResponse {
+        results,
+        ..DescribeConfigsResponse::default()
+    }
+}
+
+/// The broker's configs under Kafka's broker names.
+fn broker_configs(s: &Session, defaults: &TopicConfig) -> Vec<ConfigEntry> {
+    let c = s.broker.config();
+    vec![
+        (
+            "auto.create.topics.enable".into(),
+            c.broker.auto_create_topics.to_string(),
+            SOURCE_STATIC_BROKER,
+            TYPE_BOOLEAN,
+        ),
+        (
+            "num.partitions".into(),
+            defaults.partitions.to_string(),
+            SOURCE_STATIC_BROKER,
+            TYPE_INT,
+        ),
+        (
+            "log.retention.ms".into(),
+            defaults.retention_ms.to_string(),
+            SOURCE_STATIC_BROKER,
+            TYPE_LONG,
+        ),
+        (
+            "log.retention.bytes".into(),
+            defaults.retention_bytes.to_string(),
+            SOURCE_STATIC_BROKER,
+            TYPE_LONG,
+        ),
+        (
+            "log.segment.bytes".into(),
+            defaults.segment_bytes.to_string(),
+            SOURCE_STATIC_BROKER,
+            TYPE_INT,
+        ),
+        (
+            "message.max.bytes".into(),
+            defaults.max_message_bytes.to_string(),
+            SOURCE_STATIC_BROKER,
+            TYPE_INT,
+        ),
+        (
+            "log.cleanup.policy".into(),
+            "delete".into(),
+            SOURCE_DEFAULT,
+            TYPE_STRING,
+        ),
+        (
+            "broker.id".into(),
+            s.node_id.to_string(),
+            SOURCE_STATIC_BROKER,
+            TYPE_INT,
+        ),
+    ]
+}
+
+/// A producer id and epoch for an idempotent producer.
+pub(super) async fn init_producer_id(
+    s: &Session,
+    r: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    match s
+        .broker
+        .init_producer_id(
+            r.transactional_id.as_deref(),
+            r.producer_id,
+            r.producer_epoch,
+        )
+        .await
+    {
+        Ok((producer_id, producer_epoch)) => InitProducerIdResponse {
+            error_code: 0,
+            producer_id,
+            producer_epoch,
+            ..InitProducerIdResponse::default()
+        },
+        Err(e) => InitProducerIdResponse {
+            error_code: e.kafka_code(),
+            producer_id: -1,
+            producer_epoch: -1,
+            ..InitProducerIdResponse::default()
+        },
+    }
+}

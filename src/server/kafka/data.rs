@@ -1,0 +1,427 @@
+//! Records in and out: Produce, Fetch, ListOffsets.
+//!
+//! Produce: each partition's record set is split into RecordBatch v2 batches (validated: CRC,
+//! lengths, magic) and enters the partition's queue **while the connection still holds the
+//! request** ([`start_produce`]), so pipelined produce requests (idempotent clients send up to
+//! five) are appended in the order sent. Batches are stored byte for byte as sent; the broker
+//! writes only the base offset and partition leader epoch, which the CRC does not cover.
+//!
+//! Fetch: every partition is read at once without waiting; if that gives less than `min_bytes`
+//! the partitions are long-polled together until one has data or `max_wait_ms` passes, then
+//! read again. The first partition with data returns at least one whole batch even above the
+//! limits; later partitions stop once `max_bytes` is used up (the client fetches them next).
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use weir_storage::batch::split_batches;
+use weir_storage::{Batch, BatchError};
+
+use crate::broker::{Acks, BrokerError, FetchResult, OffsetSpec, PublishAck};
+use crate::protocol::kafka::messages::fetch::{
+    FetchRequest, FetchResponse, FetchableTopicResponse, PartitionData,
+};
+use crate::protocol::kafka::messages::list_offsets::{
+    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopicResponse,
+};
+use crate::protocol::kafka::messages::produce::{
+    PartitionProduceResponse, ProduceRequest, ProduceResponse, TopicProduceResponse,
+};
+use crate::protocol::kafka::Response;
+
+use super::Session;
+
+const CORRUPT_MESSAGE: i16 = 2;
+const INVALID_REQUIRED_ACKS: i16 = 21;
+const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+const UNSUPPORTED_VERSION: i16 = 35;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+
+/// A partition's outcome: known at once (an error), or an append in progress.
+enum Outcome {
+    Done(i16),
+    Appending(BoxFuture<'static, Result<(i32, PublishAck), BrokerError>>),
+}
+
+/// A produce whose batches are queued; [`PendingProduce::finish`] waits for the appends.
+pub(super) struct PendingProduce {
+    acks: i16,
+    topics: Vec<(String, Vec<(i32, Outcome)>)>,
+}
+
+/// Validates the record sets and queues every partition's batches, in request order.
+pub(super) async fn start_produce(s: &Session, r: ProduceRequest, version: i16) -> PendingProduce {
+    let acks = match r.acks {
+        0 => Some(Acks::None),
+        1 => Some(Acks::Leader),
+        -1 => Some(Acks::All),
+        _ => None,
+    };
+    let mut topics = Vec::with_capacity(r.topic_data.len());
+    for t in r.topic_data {
+        let known = s.broker.partition_count(&t.name);
+        let mut partitions = Vec::with_capacity(t.partition_data.len());
+        for p in t.partition_data {
+            let outcome = match (acks, known) {
+                (None, _) => Outcome::Done(INVALID_REQUIRED_ACKS),
+                // Message formats v0/v1 (Produce v0–v2) are not accepted, as in Kafka 4.
+                _ if version < 3 => Outcome::Done(UNSUPPORTED_VERSION),
+                (_, None) => Outcome::Done(UNKNOWN_TOPIC_OR_PARTITION),
+                (Some(_), Some(n)) if p.index < 0 || p.index as u32 >= n => {
+                    Outcome::Done(UNKNOWN_TOPIC_OR_PARTITION)
+                }
+                (Some(acks), Some(_)) => match parse_records(p.records) {
+                    Err(code) => Outcome::Done(code),
+                    Ok(batches) => Outcome::Appending(
+                        s.broker
+                            .publish_in_order(&t.name, Some(p.index), batches, acks)
+                            .await,
+                    ),
+                },
+            };
+            partitions.push((p.index, outcome));
+        }
+        topics.push((t.name, partitions));
+    }
+    PendingProduce {
+        acks: r.acks,
+        topics,
+    }
+}
+
+/// The batches of a record set, or the Kafka error code that refuses it.
+fn parse_records(records: Option<Bytes>) -> Result<Vec<Batch>, i16> {
+    let records = records.filter(|r| !r.is_empty()).ok_or(CORRUPT_MESSAGE)?;
+    split_batches(records).map_err(|e| match e {
+        BatchError::UnsupportedMagic(_) => UNSUPPORTED_FOR_MESSAGE_FORMAT,
+        _ => CORRUPT_MESSAGE,
+    })
+}
+
+impl PendingProduce {
+    /// Waits for every append; `None` for `acks=0` (no response at all).
+    pub(super) async fn finish(self) -> Option<Response> {
+        let mut responses = Vec::with_capacity(self.topics.len());
+        for (name, partitions) in self.topics {
+            let mut partition_responses = Vec::with_capacity(partitions.len());
+            for (index, outcome) in partitions {
+                let result = match outcome {
+                    Outcome::Done(code) => Err(code),
+                    Outcome::Appending(f) => {
+                        f.await.map(|(_, ack)| ack).map_err(|e| e.kafka_code())
+                    }
+                };
+                partition_responses.push(match result {
+                    Ok(ack) => PartitionProduceResponse {
+                        index,
+                        error_code: 0,
+                        base_offset: ack.base_offset,
+                        log_start_offset: ack.log_start_offset,
+                        ..PartitionProduceResponse::default()
+                    },
+                    Err(code) => PartitionProduceResponse {
+                        index,
+                        error_code: code,
+                        base_offset: -1,
+                        ..PartitionProduceResponse::default()
+                    },
+                });
+            }
+            responses.push(TopicProduceResponse {
+                name,
+                partition_responses,
+                ..TopicProduceResponse::default()
+            });
+        }
+        (self.acks != 0).then(|| {
+            Response::Produce(ProduceResponse {
+                responses,
+                ..ProduceResponse::default()
+            })
+        })
+    }
+}
+
+/// One partition of a fetch.
+struct Want {
+    topic: usize,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+}
+
+type Read = Result<FetchResult, BrokerError>;
+
+/// Reads every wanted partition at once, waiting up to `wait` per partition.
+async fn read_all(s: &Session, topics: &[String], wants: &[Want], wait: Duration) -> Vec<Read> {
+    futures::future::join_all(wants.iter().map(|w| {
+        s.broker.fetch(
+            &topics[w.topic],
+            w.partition,
+            w.offset,
+            w.max_bytes,
+            if wait.is_zero() { 0 } else { 1 },
+            wait,
+        )
+    }))
+    .await
+}
+
+fn read_bytes(r: &Read) -> usize {
+    r.as_ref()
+        .map_or(0, |f| f.batches.iter().map(Batch::len).sum())
+}
+
+/// Reads, long-polling when there is less than `min_bytes`.
+pub(super) async fn fetch(s: &Session, r: FetchRequest) -> FetchResponse {
+    let topics: Vec<String> = r.topics.iter().map(|t| t.topic.clone()).collect();
+    let wants: Vec<Want> = r
+        .topics
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| {
+            t.partitions.iter().map(move |p| Want {
+                topic: i,
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(1) as usize,
+            })
+        })
+        .collect();
+    let min_bytes = r.min_bytes.max(0) as usize;
+    let max_wait = Duration::from_millis(r.max_wait_ms.max(0) as u64);
+    let mut reads = read_all(s, &topics, &wants, Duration::ZERO).await;
+    let have: usize = reads.iter().map(read_bytes).sum();
+    let failed = reads.iter().any(Result::is_err);
+    if have < min_bytes.max(1) && !max_wait.is_zero() && !failed && !wants.is_empty() {
+        // Long-poll every partition; the first with data ends the wait for all.
+        let mut polls: FuturesUnordered<_> = wants
+            .iter()
+            .map(|w| {
+                s.broker
+                    .fetch(&topics[w.topic], w.partition, w.offset, 1, 1, max_wait)
+            })
+            .collect();
+        while let Some(r) = polls.next().await {
+            if r.map_or(true, |f| !f.batches.is_empty()) {
+                break;
+            }
+        }
+        drop(polls);
+        reads = read_all(s, &topics, &wants, Duration::ZERO).await;
+    }
+    // Assemble in request order within the response's byte budget.
+    let mut budget = r.max_bytes.max(0) as usize;
+    let mut responses: Vec<FetchableTopicResponse> = r
+        .topics
+        .iter()
+        .map(|t| FetchableTopicResponse {
+            topic: t.topic.clone(),
+            topic_id: t.topic_id,
+            partitions: Vec::with_capacity(t.partitions.len()),
+        })
+        .collect();
+    let mut sent_any = false;
+    for (w, read) in wants.iter().zip(reads) {
+        let data = match read {
+            Ok(f) => {
+                let size: usize = f.batches.iter().map(Batch::len).sum();
+                let include = !sent_any || size <= budget;
+                let records = if include && size > 0 {
+                    sent_any = true;
+                    budget = budget.saturating_sub(size);
+                    concat(f.batches)
+                } else {
+                    Bytes::new()
+                };
+                PartitionData {
+                    partition_index: w.partition,
+                    error_code: 0,
+                    high_watermark: f.high_watermark,
+                    last_stable_offset: f.high_watermark,
+                    log_start_offset: f.log_start_offset,
+                    aborted_transactions: None,
+                    preferred_read_replica: -1,
+                    records: Some(records),
+                    ..PartitionData::default()
+                }
+            }
+            Err(e) => PartitionData {
+                partition_index: w.partition,
+                error_code: e.kafka_code(),
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                records: Some(Bytes::new()),
+                ..PartitionData::default()
+            },
+        };
+        if let Some(t) = responses.get_mut(w.topic) {
+            t.partitions.push(data);
+        }
+    }
+    FetchResponse {
+        // Fetch sessions: answering session id 0 opts out (every fetch is a full fetch).
+        session_id: 0,
+        responses,
+        ..FetchResponse::default()
+    }
+}
+
+/// The record set of several batches: the batch itself when there is one (no copy).
+fn concat(batches: Vec<Batch>) -> Bytes {
+    if batches.len() == 1 {
+        return batches
+            .into_iter()
+            .next()
+            .map(Batch::into_bytes)
+            .unwrap_or_default();
+    }
+    let mut out = BytesMut::with_capacity(batches.iter().map(Batch::len).sum());
+    for b in &batches {
+        out.extend_from_slice(b.as_bytes());
+    }
+    out.freeze()
+}
+
+/// Earliest (-2), latest (-1), max timestamp (-3), or the first offset at or after a time.
+pub(super) async fn list_offsets(s: &Session, r: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut topics = Vec::with_capacity(r.topics.len());
+    for t in r.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let found = lookup(s, &t.name, p.partition_index, p.timestamp).await;
+            partitions.push(match found {
+                Ok((offset, timestamp)) => ListOffsetsPartitionResponse {
+                    partition_index: p.partition_index,
+                    error_code: 0,
+                    timestamp,
+                    offset,
+                    leader_epoch: -1,
+                },
+                Err(e) => ListOffsetsPartitionResponse {
+                    partition_index: p.partition_index,
+                    error_code: e.kafka_code(),
+                    ..ListOffsetsPartitionResponse::default()
+                },
+            });
+        }
+        topics.push(ListOffsetsTopicResponse {
+            name: t.name,
+            partitions,
+        });
+    }
+    ListOffsetsResponse {
+        topics,
+        ..ListOffsetsResponse::default()
+    }
+}
+
+/// `(offset, timestamp)` for a ListOffsets query; `(-1, -1)` when no record matches a time.
+async fn lookup(
+    s: &Session,
+    topic: &str,
+    partition: i32,
+    ts: i64,
+) -> Result<(i64, i64), BrokerError> {
+    match ts {
+        -2 => Ok((
+            s.broker
+                .list_offset(topic, partition, OffsetSpec::Earliest)
+                .await?
+                .unwrap_or(0),
+            -1,
+        )),
+        -1 => Ok((
+            s.broker
+                .list_offset(topic, partition, OffsetSpec::Latest)
+                .await?
+                .unwrap_or(0),
+            -1,
+        )),
+        -3 => max_timestamp(s, topic, partition).await,
+        ts if ts < 0 => Err(BrokerError::InvalidRequest(format!(
+            "timestamp {ts} is not a time nor -1, -2, -3"
+        ))),
+        ts => {
+            let Some(offset) = s
+                .broker
+                .list_offset(topic, partition, OffsetSpec::Timestamp(ts))
+                .await?
+            else {
+                return Ok((-1, -1));
+            };
+            let timestamp = record_timestamp(s, topic, partition, offset)
+                .await?
+                .unwrap_or(ts);
+            Ok((offset, timestamp))
+        }
+    }
+}
+
+/// The timestamp of the record at `offset`.
+async fn record_timestamp(
+    s: &Session,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<Option<i64>, BrokerError> {
+    let read = s
+        .broker
+        .fetch(topic, partition, offset, 1, 0, Duration::ZERO)
+        .await?;
+    for b in read.batches {
+        for r in b.records()? {
+            if r.offset == offset {
+                return Ok(Some(r.record.timestamp_ms));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The offset and timestamp of the record with the largest timestamp (the first such record),
+/// found by reading the partition's batch headers from the start. `(-1, -1)` when empty.
+async fn max_timestamp(
+    s: &Session,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), BrokerError> {
+    let end = s
+        .broker
+        .list_offset(topic, partition, OffsetSpec::Latest)
+        .await?
+        .unwrap_or(0);
+    let mut at = s
+        .broker
+        .list_offset(topic, partition, OffsetSpec::Earliest)
+        .await?
+        .unwrap_or(0);
+    let mut best: Option<(i64, Batch)> = None;
+    while at < end {
+        let read = s
+            .broker
+            .fetch(topic, partition, at, 4 << 20, 0, Duration::ZERO)
+            .await?;
+        if read.batches.is_empty() {
+            break;
+        }
+        for b in read.batches {
+            at = at.max(b.next_offset());
+            if best.as_ref().is_none_or(|(ts, _)| b.max_timestamp() > *ts) {
+                best = Some((b.max_timestamp(), b));
+            }
+        }
+    }
+    let Some((ts, batch)) = best else {
+        return Ok((-1, -1));
+    };
+    let offset = batch
+        .records()?
+        .into_iter()
+        .find(|r| r.record.timestamp_ms == ts)
+        .map_or(batch.next_offset() - 1, |r| r.offset);
+    Ok((offset, ts))
+}

@@ -1,0 +1,441 @@
+//! Consumer groups over the classic protocol: JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch, DescribeGroups, ListGroups. The group actor does the work
+//! (generations, leader election, protocol vote, MEMBER_ID_REQUIRED, static membership); this
+//! module translates between its types and Kafka's, version by version.
+
+use std::time::Duration;
+
+use weir_storage::{CommittedOffset, TopicPartition};
+
+use crate::broker::{BrokerError, GroupState, JoinGroup};
+use crate::protocol::kafka::messages::describe_groups::{
+    DescribeGroupsRequest, DescribeGroupsResponse, DescribedGroup, DescribedGroupMember,
+};
+use crate::protocol::kafka::messages::heartbeat::{HeartbeatRequest, HeartbeatResponse};
+use crate::protocol::kafka::messages::join_group::{
+    JoinGroupRequest, JoinGroupResponse, JoinGroupResponseMember,
+};
+use crate::protocol::kafka::messages::leave_group::{
+    LeaveGroupRequest, LeaveGroupResponse, MemberResponse,
+};
+use crate::protocol::kafka::messages::list_groups::{
+    ListGroupsRequest, ListGroupsResponse, ListedGroup,
+};
+use crate::protocol::kafka::messages::offset_commit::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetCommitResponsePartition,
+    OffsetCommitResponseTopic,
+};
+use crate::protocol::kafka::messages::offset_fetch::{
+    OffsetFetchRequest, OffsetFetchResponse, OffsetFetchResponseGroup,
+    OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
+use crate::protocol::kafka::messages::sync_group::{SyncGroupRequest, SyncGroupResponse};
+
+use super::{code, Session};
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+
+fn ms(v: i32) -> Duration {
+    Duration::from_millis(v.max(0) as u64)
+}
+
+/// Joins; answers when the join phase of the rebalance completes.
+pub(super) async fn join(s: &Session, r: JoinGroupRequest, version: i16) -> JoinGroupResponse {
+    let join = JoinGroup {
+        member_id: r.member_id.clone(),
+        instance_id: r.group_instance_id.clone(),
+        client_id: s.client_id.clone(),
+        client_host: s.client_host.clone(),
+        session_timeout: ms(r.session_timeout_ms),
+        // v0 has no rebalance timeout: the session timeout serves for both, as in Kafka.
+        rebalance_timeout: ms(if version >= 1 {
+            r.rebalance_timeout_ms
+        } else {
+            r.session_timeout_ms
+        }),
+        protocol_type: r.protocol_type.clone(),
+        protocols: r
+            .protocols
+            .into_iter()
+            .map(|p| (p.name, p.metadata))
+            .collect(),
+        require_known_member_id: version >= 4,
+    };
+    // Before v7 the protocol name is not nullable.
+    let empty_name = (version < 7).then(String::new);
+    match s.broker.join_group(&r.group_id, join).await {
+        Ok(j) => JoinGroupResponse {
+            error_code: 0,
+            generation_id: j.generation,
+            protocol_type: Some(j.protocol_type),
+            protocol_name: Some(j.protocol),
+            leader: j.leader,
+            member_id: j.member_id,
+            members: j
+                .members
+                .into_iter()
+                .map(|m| JoinGroupResponseMember {
+                    member_id: m.member_id,
+                    group_instance_id: m.instance_id,
+                    metadata: m.metadata,
+                })
+                .collect(),
+            ..JoinGroupResponse::default()
+        },
+        Err(e) => JoinGroupResponse {
+            error_code: e.kafka_code(),
+            generation_id: -1,
+            protocol_name: empty_name,
+            // MEMBER_ID_REQUIRED hands the new member its id, to rejoin with.
+            member_id: match e {
+                BrokerError::MemberIdRequired(id) => id,
+                _ => r.member_id,
+            },
+            ..JoinGroupResponse::default()
+        },
+    }
+}
+
+/// The member's assignment (from the leader: everyone's).
+pub(super) async fn sync(s: &Session, r: SyncGroupRequest) -> SyncGroupResponse {
+    let assignments = r
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id, a.assignment))
+        .collect();
+    match s
+        .broker
+        .sync_group(&r.group_id, &r.member_id, r.generation_id, assignments)
+        .await
+    {
+        Ok(sync) => SyncGroupResponse {
+            error_code: 0,
+            protocol_type: Some(sync.protocol_type),
+            protocol_name: Some(sync.protocol),
+            assignment: sync.assignment,
+            ..SyncGroupResponse::default()
+        },
+        Err(e) => SyncGroupResponse {
+            error_code: e.kafka_code(),
+            ..SyncGroupResponse::default()
+        },
+    }
+}
+
+/// Keeps a member alive; REBALANCE_IN_PROGRESS tells it to rejoin.
+pub(super) async fn heartbeat(s: &Session, r: HeartbeatRequest) -> HeartbeatResponse {
+    let result = s
+        .broker
+        .heartbeat(&r.group_id, &r.member_id, r.generation_id)
+        .await;
+    HeartbeatResponse {
+        error_code: code(&result),
+        ..HeartbeatResponse::default()
+    }
+}
+
+/// One member (v0–2) or a batch of members by id or instance id (v3+).
+pub(super) async fn leave(s: &Session, r: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
+        r.members
+            .iter()
+            .map(|m| (m.member_id.clone(), m.group_instance_id.clone()))
+            .collect()
+    } else {
+        vec![(r.member_id.clone(), None)]
+    };
+    let result = s.broker.leave_group(&r.group_id, members.clone()).await;
+    let error_code = code(&result);
+    LeaveGroupResponse {
+        error_code,
+        members: if version >= 3 {
+            members
+                .into_iter()
+                .map(|(member_id, group_instance_id)| MemberResponse {
+                    member_id,
+                    group_instance_id,
+                    error_code,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        ..LeaveGroupResponse::default()
+    }
+}
+
+/// Commits offsets; partitions of unknown topics are refused one by one, the rest together.
+pub(super) async fn commit(s: &Session, r: OffsetCommitRequest) -> OffsetCommitResponse {
+    let now = crate::broker::partition::now_ms();
+    let mut offsets = Vec::new();
+    let mut refused = Vec::new();
+    for t in &r.topics {
+        let count = s.broker.partition_count(&t.name);
+        for p in &t.partitions {
+            let known =
+                count.is_some_and(|n| p.partition_index >= 0 && (p.partition_index as u32) < n);
+            if known {
+                offsets.push((
+                    TopicPartition::new(t.name.clone(), p.partition_index),
+                    CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p.committed_metadata.clone().unwrap_or_default(),
+                        commit_timestamp_ms: now,
+                    },
+                ));
+            } else {
+                refused.push((t.name.clone(), p.partition_index));
+            }
+        }
+    }
+    let result = if offsets.is_empty() {
+        Ok(())
+    } else {
+        s.broker
+            .commit_offsets(
+                &r.group_id,
+                &r.member_id,
+                r.generation_id_or_member_epoch,
+                offsets,
+            )
+            .await
+    };
+    let all = code(&result);
+    OffsetCommitResponse {
+        topics: r
+            .topics
+            .iter()
+            .map(|t| OffsetCommitResponseTopic {
+                name: t.name.clone(),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| OffsetCommitResponsePartition {
+                        partition_index: p.partition_index,
+                        error_code: if refused.contains(&(t.name.clone(), p.partition_index)) {
+                            UNKNOWN_TOPIC_OR_PARTITION
+                        } else {
+                            all
+                        },
+                    })
+                    .collect(),
+                ..OffsetCommitResponseTopic::default()
+            })
+            .collect(),
+        ..OffsetCommitResponse::default()
+    }
+}
+
+/// One group's committed offsets: `(topic, [(partition, offset, leader epoch, metadata)])`;
+/// offset -1 for a requested partition without a commit. `None` asks for every commit.
+type GroupOffsets = Vec<(String, Vec<(i32, CommittedOffset)>)>;
+
+async fn group_offsets(
+    s: &Session,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<GroupOffsets, BrokerError> {
+    let partitions = wanted.as_ref().map(|w| {
+        w.iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |p| TopicPartition::new(t.clone(), *p)))
+            .collect::<Vec<_>>()
+    });
+    let committed = s.broker.fetch_offsets(group, partitions).await?;
+    let none = CommittedOffset {
+        offset: -1,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp_ms: -1,
+    };
+    Ok(match wanted {
+        Some(w) => w
+            .into_iter()
+            .map(|(t, ps)| {
+                let rows = ps
+                    .into_iter()
+                    .map(|p| {
+                        let c = committed
+                            .iter()
+                            .find(|(tp, _)| tp.topic == t && tp.partition == p)
+                            .map_or_else(|| none.clone(), |(_, c)| c.clone());
+                        (p, c)
+                    })
+                    .collect();
+                (t, rows)
+            })
+            .collect(),
+        None => {
+            let mut out: GroupOffsets = Vec::new();
+            for (tp, c) in committed {
+                match out.iter_mut().find(|(t, _)| *t == tp.topic) {
+                    Some((_, rows)) => rows.push((tp.partition, c)),
+                    None => out.push((tp.topic, vec![(tp.partition, c)])),
+                }
+            }
+            out
+        }
+    })
+}
+
+/// Committed offsets of one group (v1–7) or several (v8+).
+pub(super) async fn fetch_offsets(
+    s: &Session,
+    r: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    if version >= 8 {
+        let mut groups = Vec::with_capacity(r.groups.len());
+        for g in r.groups {
+            let wanted = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name, t.partition_indexes))
+                    .collect()
+            });
+            let result = group_offsets(s, &g.group_id, wanted).await;
+            groups.push(OffsetFetchResponseGroup {
+                group_id: g.group_id,
+                error_code: code(&result),
+                topics: result
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(name, rows)| OffsetFetchResponseTopics {
+                        name,
+                        partitions: rows
+                            .into_iter()
+                            .map(|(p, c)| OffsetFetchResponsePartitions {
+                                partition_index: p,
+                                committed_offset: c.offset,
+                                committed_leader_epoch: c.leader_epoch,
+                                metadata: Some(c.metadata),
+                                error_code: 0,
+                            })
+                            .collect(),
+                        ..OffsetFetchResponseTopics::default()
+                    })
+                    .collect(),
+            });
+        }
+        return OffsetFetchResponse {
+            groups,
+            ..OffsetFetchResponse::default()
+        };
+    }
+    let wanted = r.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name, t.partition_indexes))
+            .collect()
+    });
+    let result = group_offsets(s, &r.group_id, wanted).await;
+    OffsetFetchResponse {
+        error_code: code(&result),
+        topics: result
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, rows)| OffsetFetchResponseTopic {
+                name,
+                partitions: rows
+                    .into_iter()
+                    .map(|(p, c)| OffsetFetchResponsePartition {
+                        partition_index: p,
+                        committed_offset: c.offset,
+                        committed_leader_epoch: c.leader_epoch,
+                        metadata: Some(c.metadata),
+                        error_code: 0,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        ..OffsetFetchResponse::default()
+    }
+}
+
+/// State, protocol and members (with metadata and assignments) of each group.
+pub(super) async fn describe(s: &Session, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let mut groups = Vec::with_capacity(r.groups.len());
+    for g in r.groups {
+        groups.push(match s.broker.describe_group(&g).await {
+            Ok(d) => DescribedGroup {
+                error_code: 0,
+                group_id: d.group_id,
+                group_state: d.state.name().to_string(),
+                protocol_type: d.protocol_type,
+                protocol_data: d.protocol,
+                members: d
+                    .members
+                    .into_iter()
+                    .map(|m| DescribedGroupMember {
+                        member_id: m.member_id,
+                        group_instance_id: m.instance_id,
+                        client_id: m.client_id,
+                        client_host: m.client_host,
+                        member_metadata: m.metadata,
+                        member_assignment: m.assignment,
+                    })
+                    .collect(),
+                ..DescribedGroup::default()
+            },
+            Err(e) => DescribedGroup {
+                error_code: e.kafka_code(),
+                error_message: Some(e.to_string()),
+                group_id: g,
+                group_state: GroupState::Dead.name().to_string(),
+                ..DescribedGroup::default()
+            },
+        });
+    }
+    DescribeGroupsResponse {
+        groups,
+        ..DescribeGroupsResponse::default()
+    }
+}
+
+/// Every group (with members or committed offsets), filtered by state (v4+) and type (v5+).
+pub(super) async fn list(s: &Session, r: ListGroupsRequest) -> ListGroupsResponse {
+    let listed = match s.broker.list_groups().await {
+        Ok(l) => l,
+        Err(e) => {
+            return ListGroupsResponse {
+                error_code: e.kafka_code(),
+                ..ListGroupsResponse::default()
+            }
+        }
+    };
+    let mut groups = Vec::with_capacity(listed.len());
+    for (name, state) in listed {
+        let state_name = state.name();
+        if !r.states_filter.is_empty()
+            && !r
+                .states_filter
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(state_name))
+        {
+            continue;
+        }
+        if !r.types_filter.is_empty()
+            && !r
+                .types_filter
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case("classic"))
+        {
+            continue;
+        }
+        let protocol_type = match s.broker.describe_group(&name).await {
+            Ok(d) if !d.protocol_type.is_empty() => d.protocol_type,
+            // A group with only committed offsets: what Kafka reports for consumer groups.
+            _ => "consumer".to_string(),
+        };
+        groups.push(ListedGroup {
+            group_id: name,
+            protocol_type,
+            group_state: state_name.to_string(),
+            group_type: "classic".to_string(),
+        });
+    }
+    ListGroupsResponse {
+        error_code: 0,
+        groups,
+        ..ListGroupsResponse::default()
+    }
+}
