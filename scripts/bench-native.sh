@@ -27,7 +27,7 @@ trap cleanup EXIT
 serve() { # durability
     [ -n "$SERVER" ] && kill "$SERVER" && wait "$SERVER" 2>/dev/null || true
     rm -rf "$WORK/data"
-    printf 'data_dir = "%s/data"\n[listeners]\nnative = "127.0.0.1:%s"\n[topic_defaults]\ndurability = "%s"\n' \
+    printf 'data_dir = "%s/data"\n[listeners]\nnative = "127.0.0.1:%s"\nkafka = "127.0.0.1:0"\n[topic_defaults]\ndurability = "%s"\n' \
         "$WORK" "$PORT" "$1" >"$WORK/weir.toml"
     "$WEIR" serve --config "$WORK/weir.toml" >"$WORK/serve.log" 2>&1 &
     SERVER=$!

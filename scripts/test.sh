@@ -5,8 +5,20 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
 
-# Nothing outside cargo is needed yet; later suites (real Kafka clients) install theirs here,
-# so a test never skips because a tool is missing.
+# Real Kafka clients for tests/kafka_clients.rs: kcat (Debian's, librdkafka 2.0.2, the strictest
+# about tagged fields) and, in a virtualenv, confluent-kafka (a current librdkafka) and
+# kafka-python. Installed here so that no test skips because a tool is missing.
+if ! command -v kcat >/dev/null; then
+  sudo_=""
+  [ "$(id -u)" -ne 0 ] && sudo_="sudo"
+  $sudo_ apt-get install -y kcat >/dev/null 2>&1 || { $sudo_ apt-get update >/dev/null && $sudo_ apt-get install -y kcat >/dev/null; }
+fi
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import confluent_kafka, kafka" 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/kafka/requirements.txt
+fi
+export KAFKA_CLIENTS_PYTHON="$repo/.venv/bin/python"
+export KAFKA_CLIENTS_KCAT="$(command -v kcat)"
 export WEIR_KILL9_ITERATIONS="${WEIR_KILL9_ITERATIONS:-50}"
 cargo test --workspace --lib --bins --tests --examples --locked
 cargo test --workspace --doc --locked

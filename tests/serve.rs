@@ -56,7 +56,7 @@ fn write_config(dir: &Path, backend: &str) -> std::path::PathBuf {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {data:?}\n[storage]\nbackend = \"{backend}\"\n[listeners]\nnative = \"127.0.0.1:0\"\n[groups]\ninitial_rebalance_delay_ms = 0\n"
+            "data_dir = {data:?}\n[storage]\nbackend = \"{backend}\"\n[listeners]\nnative = \"127.0.0.1:0\"\nkafka = \"127.0.0.1:0\"\n[groups]\ninitial_rebalance_delay_ms = 0\n"
         ),
     )
     .expect("config");

@@ -1,0 +1,343 @@
+"""Real Kafka clients against a running Weir: one scenario per invocation.
+
+    python tests/kafka/clients.py BOOTSTRAP SCENARIO
+
+Run by tests/kafka_clients.rs against a fresh `weir serve` per scenario; exits non-zero with
+a message when an expectation fails. Producers and consumers are confluent-kafka (librdkafka)
+and kafka-python, crossing clients where the issue asks for it.
+"""
+import sys
+import time
+import uuid
+
+import confluent_kafka as ck
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+import kafka  # kafka-python
+from kafka.admin import KafkaAdminClient, NewTopic as KpNewTopic, ConfigResource as KpConfigResource, ConfigResourceType
+
+BOOT = sys.argv[1]
+TIMEOUT = 30
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+_ADMIN = []
+
+
+def admin():
+    """One admin client for the scenario (a dropped client cancels its futures)."""
+    if not _ADMIN:
+        _ADMIN.append(AdminClient({"bootstrap.servers": BOOT}))
+    return _ADMIN[0]
+
+
+def create(topic, partitions=1, config=None):
+    new = NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})
+    fs = admin().create_topics([new])
+    for f in fs.values():
+        f.result(TIMEOUT)
+
+
+def produce_ck(topic, records, **conf):
+    """records: (key, value, headers, partition) tuples; returns delivered (partition, offset)."""
+    p = ck.Producer({"bootstrap.servers": BOOT, "linger.ms": 5, **conf})
+    delivered, errors = [], []
+
+    def cb(err, msg):
+        if err is not None:
+            errors.append(err)
+        else:
+            delivered.append((msg.partition(), msg.offset()))
+
+    for key, value, headers, partition in records:
+        kw = {"key": key, "value": value, "on_delivery": cb}
+        if headers:
+            kw["headers"] = headers
+        if partition is not None:
+            kw["partition"] = partition
+        while True:
+            try:
+                p.produce(topic, **kw)
+                break
+            except BufferError:
+                p.poll(0.1)
+        p.poll(0)
+    left = p.flush(TIMEOUT)
+    check(left == 0, f"{left} messages not delivered")
+    check(not errors, f"delivery errors: {errors[:3]}")
+    return delivered
+
+
+def consume_ck(topic, count, partitions=None, offset=ck.OFFSET_BEGINNING, group=None, conf=None):
+    c = ck.Consumer({
+        "bootstrap.servers": BOOT,
+        "group.id": group or f"g-{uuid.uuid4()}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        **(conf or {}),
+    })
+    if partitions is None:
+        partitions = range(len(c.list_topics(topic, timeout=TIMEOUT).topics[topic].partitions))
+    c.assign([ck.TopicPartition(topic, p, offset) for p in partitions])
+    out = []
+    deadline = time.time() + TIMEOUT
+    while len(out) < count and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        check(m.error() is None, f"consumer error {m.error()}")
+        out.append(m)
+    c.close()
+    check(len(out) == count, f"consumed {len(out)} of {count}")
+    return out
+
+
+def consume_kp(topic, count, **conf):
+    c = kafka.KafkaConsumer(
+        topic,
+        bootstrap_servers=BOOT,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=TIMEOUT * 1000,
+        **conf,
+    )
+    out = []
+    for m in c:
+        out.append(m)
+        if len(out) >= count:
+            break
+    c.close()
+    check(len(out) == count, f"kafka-python consumed {len(out)} of {count}")
+    return out
+
+
+def scenario_metadata():
+    create("meta", 3)
+    md = admin().list_topics(timeout=TIMEOUT)
+    check("meta" in md.topics, "topic listed")
+    check(len(md.topics["meta"].partitions) == 3, "3 partitions")
+    check(md.controller_id in md.brokers, "the controller is a listed broker")
+    check(md.cluster_id, "a cluster id")
+    kp = KafkaAdminClient(bootstrap_servers=BOOT)
+    check("meta" in kp.list_topics(), "kafka-python lists the topic")
+    cluster = kp.describe_cluster()
+    check(cluster["controller_id"] == md.controller_id, f"describe cluster {cluster}")
+    kp.close()
+
+
+def scenario_keyed_order():
+    create("keyed", 3)
+    n = 10_000
+    records = [(f"k{i % 50}".encode(), f"{i}".encode(), None, None) for i in range(n)]
+    produce_ck("keyed", records, acks="all")
+    got = consume_kp("keyed", n)
+    last = {}
+    for m in got:
+        v = int(m.value)
+        prev = last.get(m.key, -1)
+        check(v > prev, f"key {m.key}: {v} after {prev}")
+        last[m.key] = v
+    check(len(last) == 50, "all keys seen")
+    # The same key always lands on the same partition (murmur2, as Kafka's clients agree).
+    parts = {}
+    for m in got:
+        parts.setdefault(m.key, set()).add(m.partition)
+    check(all(len(p) == 1 for p in parts.values()), "one partition per key")
+
+
+def scenario_positions():
+    create("pos", 1)
+    t0 = int(time.time() * 1000)
+    records = [(None, f"v{i}".encode(), None, 0) for i in range(100)]
+    p = ck.Producer({"bootstrap.servers": BOOT})
+    for i, (_, v, _, _) in enumerate(records):
+        p.produce("pos", value=v, partition=0, timestamp=t0 + i * 10)
+    p.flush(TIMEOUT)
+    # From the beginning, from an offset, from the end, from a timestamp.
+    check([m.value() for m in consume_ck("pos", 100)] == [r[1] for r in records], "from beginning")
+    check(consume_ck("pos", 10, offset=90)[0].value() == b"v90", "from offset 90")
+    c = ck.Consumer({"bootstrap.servers": BOOT, "group.id": "pos-ts"})
+    found = c.offsets_for_times([ck.TopicPartition("pos", 0, t0 + 505)], timeout=TIMEOUT)
+    check(found[0].offset == 51, f"offset for time: {found[0].offset}")
+    low, high = c.get_watermark_offsets(ck.TopicPartition("pos", 0), timeout=TIMEOUT)
+    check((low, high) == (0, 100), f"watermarks {low} {high}")
+    c.close()
+    check(consume_ck("pos", 5, offset=51)[0].timestamp()[1] == t0 + 510, "timestamps kept")
+    end = ck.Consumer({"bootstrap.servers": BOOT, "group.id": "pos-end", "auto.offset.reset": "latest"})
+    end.assign([ck.TopicPartition("pos", 0, ck.OFFSET_END)])
+    deadline = time.time() + 3
+    while time.time() < deadline:
+        m = end.poll(0.2)
+        check(m is None or m.error() is not None, "nothing old read from the end")
+    p.produce("pos", value=b"new", partition=0)
+    p.flush(TIMEOUT)
+    deadline = time.time() + TIMEOUT
+    got = None
+    while got is None and time.time() < deadline:
+        m = end.poll(0.5)
+        if m is not None and m.error() is None:
+            got = m
+    end.close()
+    check(got is not None and got.value() == b"new" and got.offset() == 100, "from end: the new record")
+
+
+def scenario_shapes():
+    # As on Kafka, a topic takes values above the default 1 MiB batch limit when configured to.
+    create("shapes", 1, {"max.message.bytes": "2000000"})
+    big = bytes(range(256)) * 4096  # 1 MiB
+    records = [
+        (None, b"no key", [("h1", b"a"), ("h1", b"b"), ("h2", None)], 0),
+        (b"no value", None, None, 0),
+        (None, None, None, 0),
+        (b"big", big, None, 0),
+    ]
+    produce_ck("shapes", records, **{"message.max.bytes": 2_000_000})
+    got = consume_ck("shapes", 4, conf={"fetch.max.bytes": 4_000_000})
+    check(got[0].key() is None and got[0].value() == b"no key", "null key")
+    check(got[0].headers() == [("h1", b"a"), ("h1", b"b"), ("h2", None)], f"headers {got[0].headers()}")
+    check(got[1].key() == b"no value" and got[1].value() is None, "null value")
+    check(got[2].key() is None and got[2].value() is None, "both null")
+    check(got[3].value() == big, "1 MiB value intact")
+    kp = consume_kp("shapes", 4, fetch_max_bytes=4_000_000, max_partition_fetch_bytes=2_000_000)
+    check(kp[0].headers == [("h1", b"a"), ("h1", b"b"), ("h2", None)], f"kafka-python headers {kp[0].headers}")
+    check(kp[3].value == big, "kafka-python reads the 1 MiB value")
+
+
+def scenario_compression():
+    for codec in ["gzip", "snappy", "lz4", "zstd"]:
+        t = f"comp-{codec}"
+        create(t, 1)
+        values = [f"{codec}-{i}-".encode() * 20 for i in range(500)]
+        produce_ck(t, [(None, v, None, 0) for v in values], **{"compression.type": codec})
+        got = consume_kp(t, 500)
+        check([m.value for m in got] == values, f"{codec}: confluent -> kafka-python")
+        t2 = f"comp-{codec}-kp"
+        create(t2, 1)
+        p = kafka.KafkaProducer(bootstrap_servers=BOOT, compression_type=codec, linger_ms=5)
+        for v in values:
+            p.send(t2, v, partition=0)
+        p.flush(TIMEOUT)
+        p.close()
+        got = consume_ck(t2, 500)
+        check([m.value() for m in got] == values, f"{codec}: kafka-python -> confluent")
+
+
+def scenario_group():
+    create("grp", 3)
+    n = 3000
+    produce_ck("grp", [(f"k{i}".encode(), f"{i}".encode(), None, None) for i in range(n)])
+    conf = {
+        "bootstrap.servers": BOOT,
+        "group.id": "two",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+    }
+    a, b = ck.Consumer(conf), ck.Consumer(conf)
+    a.subscribe(["grp"])
+    b.subscribe(["grp"])
+    seen = []
+    deadline = time.time() + TIMEOUT
+    # Both members consume until each has some records and half are done.
+    while len(seen) < n // 2 and time.time() < deadline:
+        for c in (a, b):
+            m = c.poll(0.1)
+            if m is not None and m.error() is None:
+                seen.append((c is a, m.partition(), m.offset(), m.value()))
+                c.commit(message=m, asynchronous=False)
+    owners = {(who, p) for who, p, _, _ in seen}
+    check(len({p for _, p in owners}) >= 2, "records from several partitions")
+    # b leaves; a takes over every partition from the committed offsets.
+    b.close()
+    while len(seen) < n and time.time() < deadline:
+        m = a.poll(0.2)
+        if m is not None and m.error() is None:
+            seen.append((True, m.partition(), m.offset(), m.value()))
+            a.commit(message=m, asynchronous=False)
+    values = sorted(int(v) for _, _, _, v in seen)
+    check(values == list(range(n)), f"exactly once: {len(values)} records, {len(set(values))} distinct")
+    kp = KafkaAdminClient(bootstrap_servers=BOOT)
+    listed = kp.list_groups()
+    check("two" in str(listed), f"list groups: {listed}")
+    desc = kp.describe_groups(["two"])
+    print("describe groups:", desc)
+    check("Stable" in str(desc), f"describe: {desc}")
+    kp.close()
+    a.close()
+
+
+def scenario_resume():
+    create("resume", 2)
+    produce_ck("resume", [(None, f"{i}".encode(), None, i % 2) for i in range(200)])
+    c = kafka.KafkaConsumer("resume", bootstrap_servers=BOOT, group_id="resumer",
+                            auto_offset_reset="earliest", enable_auto_commit=False,
+                            consumer_timeout_ms=TIMEOUT * 1000)
+    first = []
+    for m in c:
+        first.append(m)
+        if len(first) == 120:
+            break
+    c.commit()
+    c.close()
+    produce_ck("resume", [(None, f"{i}".encode(), None, i % 2) for i in range(200, 300)])
+    second = consume_ck("resume", 180, group="resumer",
+                        offset=ck.OFFSET_STORED)
+    got = sorted([int(m.value) for m in first] + [int(m.value()) for m in second])
+    check(got == list(range(300)), f"resumed after the commit: {len(got)} records")
+
+
+def scenario_idempotent():
+    create("idem", 1)
+    n = 5000
+    produce_ck("idem", [(None, f"{i}".encode(), None, 0) for i in range(n)],
+               **{"enable.idempotence": True, "max.in.flight.requests.per.connection": 5})
+    p = kafka.KafkaProducer(bootstrap_servers=BOOT, enable_idempotence=True)
+    for i in range(n, n + 500):
+        p.send("idem", f"{i}".encode(), partition=0)
+    p.flush(TIMEOUT)
+    p.close()
+    got = consume_ck("idem", n + 500)
+    check([int(m.value()) for m in got] == list(range(n + 500)), "in order, no duplicates")
+
+
+def scenario_configs():
+    create("cfg", 1, {"retention.ms": "3600000"})
+    res = ConfigResource("topic", "cfg")
+    cfg = admin().describe_configs([res])[res].result(TIMEOUT)
+    check(cfg["cleanup.policy"].value == "delete", "cleanup.policy")
+    check(cfg["retention.ms"].value == "3600000", f"retention.ms {cfg['retention.ms'].value}")
+    check(cfg["retention.ms"].source == ck.admin.ConfigSource.DYNAMIC_TOPIC_CONFIG.value,
+          f"an override is a topic config: {cfg['retention.ms'].source}")
+    check(cfg["segment.bytes"].is_default, "not overridden: a default")
+    broker = ConfigResource("broker", "1")
+    bcfg = admin().describe_configs([broker])[broker].result(TIMEOUT)
+    check("num.partitions" in bcfg, f"broker configs {list(bcfg)}")
+    # kafka-python reports the topic's overrides (its default filter).
+    kp = KafkaAdminClient(bootstrap_servers=BOOT)
+    r = kp.describe_configs([KpConfigResource(ConfigResourceType.TOPIC, "cfg")])
+    check("3600000" in str(r), f"kafka-python describe configs {r}")
+    kp.close()
+
+
+def scenario_delete():
+    create("gone", 2)
+    produce_ck("gone", [(None, b"x", None, 0)])
+    for f in admin().delete_topics(["gone"]).values():
+        f.result(TIMEOUT)
+    md = admin().list_topics(timeout=TIMEOUT)
+    check("gone" not in md.topics, "deleted")
+    kp = KafkaAdminClient(bootstrap_servers=BOOT)
+    kp.create_topics([KpNewTopic("gone2", 1, 1)])
+    check("gone2" in kp.list_topics(), "kafka-python created")
+    kp.delete_topics(["gone2"])
+    check("gone2" not in kp.list_topics(), "kafka-python deleted")
+    kp.close()
+
+
+if __name__ == "__main__":
+    globals()[f"scenario_{sys.argv[2]}"]()
+    print(f"{sys.argv[2]}: ok")
