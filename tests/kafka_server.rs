@@ -1,0 +1,276 @@
+//! The Kafka listener in process, driven frame by frame with Weir's own codec (client side):
+//! the wire rules real clients depend on, and hostile input that must not hurt the server.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use weir::config::Config;
+use weir::protocol::kafka::messages::api_versions::ApiVersionsRequest;
+use weir::protocol::kafka::messages::metadata::{MetadataRequest, MetadataRequestTopic};
+use weir::protocol::kafka::messages::produce::{
+    PartitionProduceData, ProduceRequest, TopicProduceData,
+};
+use weir::protocol::kafka::{
+    decode_response, encode_request, ApiKey, Request, RequestHeader, Response, SUPPORTED,
+};
+use weir::server::kafka::{KafkaServer, KafkaServerConfig};
+use weir::{Backend, Broker, BrokerHandle};
+
+async fn start() -> (BrokerHandle, KafkaServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Config::default();
+    c.storage.backend = Backend::Segment;
+    c.data_dir = dir.path().to_path_buf();
+    let broker = Broker::start(c).await.expect("broker");
+    let server = KafkaServer::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        broker.clone(),
+        KafkaServerConfig {
+            max_frame_bytes: 1 << 20,
+            ..KafkaServerConfig::default()
+        },
+    )
+    .await
+    .expect("bind");
+    (broker, server, dir)
+}
+
+async fn send(s: &mut TcpStream, api: ApiKey, version: i16, id: i32, request: Request) {
+    let header = RequestHeader {
+        api_key: api,
+        api_version: version,
+        correlation_id: id,
+        client_id: Some("test".into()),
+    };
+    let frame = encode_request(&header, &request).expect("encode");
+    let mut bytes = frame.length_prefix().expect("len").to_vec();
+    bytes.extend_from_slice(&frame.to_vec());
+    s.write_all(&bytes).await.expect("write");
+}
+
+/// One response frame, or `None` when the server closed the connection.
+async fn read_frame(s: &mut TcpStream) -> Option<Bytes> {
+    let mut len = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut len))
+        .await
+        .expect("an answer or a close in time")
+        .ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).await.ok()?;
+    Some(Bytes::from(body))
+}
+
+async fn serves(addr: SocketAddr) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    send(
+        &mut s,
+        ApiKey::Metadata,
+        12,
+        77,
+        Request::Metadata(MetadataRequest::default()),
+    )
+    .await;
+    let frame = read_frame(&mut s).await.expect("metadata answered");
+    let (id, _) = decode_response(ApiKey::Metadata, 12, frame).expect("decode");
+    assert_eq!(id, 77);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_versions_lists_exactly_the_table_and_answers_unknown_versions_in_v0() {
+    let (broker, server, _dir) = start().await;
+    let mut s = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    send(
+        &mut s,
+        ApiKey::ApiVersions,
+        3,
+        1,
+        Request::ApiVersions(ApiVersionsRequest {
+            client_software_name: "t".into(),
+            client_software_version: "1".into(),
+        }),
+    )
+    .await;
+    let frame = read_frame(&mut s).await.expect("answer");
+    let (id, Response::ApiVersions(r)) =
+        decode_response(ApiKey::ApiVersions, 3, frame.clone()).expect("decode")
+    else {
+        panic!("not ApiVersions")
+    };
+    assert_eq!((id, r.error_code), (1, 0));
+    let listed: Vec<(i16, i16, i16)> = r
+        .api_keys
+        .iter()
+        .map(|k| (k.api_key, k.min_version, k.max_version))
+        .collect();
+    let table: Vec<(i16, i16, i16)> = SUPPORTED
+        .iter()
+        .map(|&(a, lo, hi)| (a as i16, lo, hi))
+        .collect();
+    assert_eq!(listed, table);
+    // No top-level tagged fields: the body ends with an empty tag section (librdkafka 2.0.2).
+    assert_eq!(frame.last(), Some(&0));
+    // ApiVersions v9 (not supported): error 35 in the v0 body, header v0.
+    let mut raw = vec![0, 18, 0, 9, 0, 0, 0, 5, 0, 1, b'x'];
+    let mut framed = (raw.len() as u32).to_be_bytes().to_vec();
+    framed.append(&mut raw);
+    s.write_all(&framed).await.expect("write");
+    let frame = read_frame(&mut s).await.expect("answer");
+    let (id, Response::ApiVersions(r)) =
+        decode_response(ApiKey::ApiVersions, 0, frame).expect("v0 body")
+    else {
+        panic!("not ApiVersions")
+    };
+    assert_eq!((id, r.error_code), (5, 35));
+    assert!(r
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == 18 && k.max_version == 4));
+    server.shutdown().await;
+    broker.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_zero_gets_no_response_and_responses_keep_request_order() {
+    let (broker, server, _dir) = start().await;
+    broker
+        .create_topic("t", Some(1), vec![])
+        .await
+        .expect("create");
+    let mut s = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let mut b = weir_storage::BatchBuilder::new(weir_storage::Compression::None);
+    b.push(weir_storage::Record::new(1, "x"));
+    let records = b.build(0).expect("batch").into_bytes();
+    let produce = |acks: i16| {
+        Request::Produce(ProduceRequest {
+            acks,
+            timeout_ms: 1000,
+            topic_data: vec![TopicProduceData {
+                name: "t".into(),
+                partition_data: vec![PartitionProduceData {
+                    index: 0,
+                    records: Some(records.clone()),
+                }],
+                ..TopicProduceData::default()
+            }],
+            ..ProduceRequest::default()
+        })
+    };
+    send(&mut s, ApiKey::Produce, 9, 1, produce(0)).await;
+    send(&mut s, ApiKey::Produce, 9, 2, produce(-1)).await;
+    send(
+        &mut s,
+        ApiKey::Metadata,
+        4,
+        3,
+        Request::Metadata(MetadataRequest {
+            topics: Some(vec![MetadataRequestTopic {
+                name: Some("t".into()),
+                ..MetadataRequestTopic::default()
+            }]),
+            ..MetadataRequest::default()
+        }),
+    )
+    .await;
+    let (id, Response::Produce(p)) = decode_response(
+        ApiKey::Produce,
+        9,
+        read_frame(&mut s).await.expect("produce"),
+    )
+    .expect("decode") else {
+        panic!("not Produce")
+    };
+    assert_eq!(id, 2, "the acks=0 produce got no response");
+    let part = &p.responses[0].partition_responses[0];
+    assert_eq!(
+        (part.error_code, part.base_offset),
+        (0, 1),
+        "both were written"
+    );
+    let (id, _) = decode_response(ApiKey::Metadata, 4, read_frame(&mut s).await.expect("meta"))
+        .expect("decode");
+    assert_eq!(id, 3);
+    server.shutdown().await;
+    broker.shutdown().await.expect("shutdown");
+}
+
+/// The inputs that make the `kafka-protocol` crate allocate tens of GB and abort, sent to the
+/// server: the connection closes, the process lives, other clients are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_frames_close_the_connection_and_hurt_nobody() {
+    let (broker, server, _dir) = start().await;
+    let addr = server.local_addr();
+    let hostile: Vec<Vec<u8>> = vec![
+        // AlterConfigs v0 claiming 721 million resources (an API Weir does not serve).
+        vec![0x00, 0x21, 0x00, 0x00, 0x2a, 0xff, 0x00, 0x00],
+        // Metadata v0, correlation 1, no client id, 2^31-1 topics in 4 bytes.
+        vec![0, 3, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff],
+        // Produce v9 whose topic array claims 2^30 entries.
+        vec![
+            0, 0, 0, 9, 0, 0, 0, 1, 0xff, 0xff, 0, 0, 0xff, 0, 0, 0, 0, 0, 0x80, 0x80, 0x80, 0x80,
+            0x04,
+        ],
+        // Garbage.
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+    ];
+    for body in hostile {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let mut framed = (body.len() as u32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&body);
+        let _ = s.write_all(&framed).await;
+        assert!(read_frame(&mut s).await.is_none(), "closed: {body:02x?}");
+        serves(addr).await;
+    }
+    // A frame announcing 2 GiB (over the limit) closes before anything is allocated.
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(&[0x7f, 0xff, 0xff, 0xff, 0, 3])
+        .await
+        .expect("write");
+    assert!(read_frame(&mut s).await.is_none());
+    serves(addr).await;
+    server.shutdown().await;
+    broker.shutdown().await.expect("shutdown");
+}
+
+/// librdkafka's "all topics" Metadata v12 frame (3 trailing bytes) from the recorded corpus
+/// is answered like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorded_librdkafka_all_topics_metadata_frame_is_answered() {
+    let (broker, server, _dir) = start().await;
+    broker
+        .create_topic("listed", Some(2), vec![])
+        .await
+        .expect("create");
+    let frame = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/kafka-corpus/librdkafka-2.16/Metadata-v12-2.bin"
+    ))
+    .expect("fixture");
+    let mut s = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let mut framed = (frame.len() as u32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&frame);
+    s.write_all(&framed).await.expect("write");
+    let (_, Response::Metadata(m)) = decode_response(
+        ApiKey::Metadata,
+        12,
+        read_frame(&mut s).await.expect("answer"),
+    )
+    .expect("decode") else {
+        panic!("not Metadata")
+    };
+    assert_eq!(m.topics.len(), 1);
+    assert_eq!(m.topics[0].partitions.len(), 2);
+    assert_eq!(m.brokers.len(), 1);
+    assert_eq!(m.controller_id, m.brokers[0].node_id);
+    assert!(m.cluster_id.is_some());
+    server.shutdown().await;
+    broker.shutdown().await.expect("shutdown");
+}
