@@ -117,6 +117,13 @@ async fn the_embedded_api_works_over_tcp() {
     let offsets = admin.group_offsets("remote-group").await.expect("offsets");
     let total: i64 = offsets.iter().map(|(_, o)| o.offset).sum();
     assert_eq!(total, 300);
+    // The member is described with the address it connected from, not what it claimed.
+    let described = admin
+        .describe_group("remote-group")
+        .await
+        .expect("describe");
+    assert_eq!(described.members.len(), 1);
+    assert_eq!(described.members[0].client_host, "/127.0.0.1");
     consumer.close().await.expect("close");
     // Errors keep their type across the wire.
     assert!(matches!(

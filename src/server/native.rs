@@ -117,14 +117,14 @@ async fn accept_loop(
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => {
-                let Ok((mut stream, _)) = accepted else { continue };
+                let Ok((mut stream, peer)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let broker = broker.clone();
                         let shutdown = shutdown.clone();
                         connections.spawn(async move {
-                            serve_connection(stream, broker, config, shutdown).await;
+                            serve_connection(stream, peer, broker, config, shutdown).await;
                             drop(permit);
                         });
                     }
@@ -254,6 +254,7 @@ async fn dispatch(broker: &BrokerHandle, body: RequestBody) -> Result<ResponseBo
 
 async fn serve_connection(
     stream: TcpStream,
+    peer: SocketAddr,
     broker: BrokerHandle,
     config: NativeServerConfig,
     mut shutdown: watch::Receiver<bool>,
@@ -349,13 +350,19 @@ async fn serve_connection(
                 });
             } else {
                 let broker = broker.clone();
+                let mut body = request.body;
+                // Group members are described with the address they connect from, as Kafka
+                // does ("/127.0.0.1"), whatever the client claimed.
+                if let RequestBody::JoinGroup { join, .. } = &mut body {
+                    join.client_host = format!("/{}", peer.ip());
+                }
                 // A long-poll fetch is cut short by a shutdown (it changes nothing, and a
                 // graceful stop should not wait out its `max_wait`).
-                let is_fetch = matches!(request.body, RequestBody::Fetch { .. });
+                let is_fetch = matches!(body, RequestBody::Fetch { .. });
                 let mut stopping = shutdown.clone();
                 tasks.spawn(async move {
                     let body = tokio::select! {
-                        r = dispatch(&broker, request.body) => r,
+                        r = dispatch(&broker, body) => r,
                         _ = stopping.wait_for(|stop| *stop), if is_fetch => {
                             Err(BrokerError::ShuttingDown)
                         }

@@ -185,7 +185,7 @@ async fn accept_loop(
                     port,
                     cluster_id: cluster.clone(),
                     client_id: String::new(),
-                    client_host: peer.ip().to_string(),
+                    client_host: format!("/{}", peer.ip()),
                 };
                 let config = config.clone();
                 let shutdown = shutdown.clone();
