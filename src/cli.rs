@@ -389,6 +389,7 @@ pub async fn consume(broker: SocketAddr, cmd: ConsumeCmd) -> anyhow::Result<()> 
     // A reader that goes away (`| head`) ends the run like --max-messages does: cleanly,
     // committing what was written and leaving the group.
     let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
+    let mut unassigned_polls = 0;
     'read: while count < limit {
         let records = consumer.poll(Duration::from_millis(500)).await?;
         for (i, r) in records.iter().enumerate() {
@@ -419,12 +420,20 @@ pub async fn consume(broker: SocketAddr, cmd: ConsumeCmd) -> anyhow::Result<()> 
         }
         if cmd.exit_at_end {
             let mine = consumer.assignment();
-            let done = !mine.is_empty()
-                && mine.iter().all(|tp| {
+            let done = if mine.is_empty() {
+                // A group member the group gave no partition (more members than partitions):
+                // nothing is there to read. A poll joins and syncs before it returns, so two
+                // polls in a row without an assignment are not a rebalance in passing.
+                unassigned_polls += 1;
+                unassigned_polls >= 2
+            } else {
+                unassigned_polls = 0;
+                mine.iter().all(|tp| {
                     consumer
                         .position(tp)
                         .is_some_and(|pos| pos >= ends.get(&tp.partition).copied().unwrap_or(0))
-                });
+                })
+            };
             if done && records.is_empty() {
                 break;
             }
