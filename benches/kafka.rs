@@ -1,0 +1,274 @@
+//! The Kafka path against the native path, in the same run (BENCHMARKS.md, issue 5):
+//!
+//! ```sh
+//! cargo bench --bench kafka                          # 3 runs of 1,000,000 records
+//! KAFKA_BENCH_RUNS=5 KAFKA_BENCH_RECORDS=2000000 cargo bench --bench kafka
+//! ```
+//!
+//! One `weir serve` child process (segment storage, `interval` durability, its Kafka and
+//! native listeners on free ports). Per run, on fresh single-partition topics:
+//! - librdkafka (the `rdkafka` crate): produce N records of 100 bytes (`linger.ms=5`,
+//!   `batch.size=1000000`, acks=all), then consume them with librdkafka's default fetch
+//!   settings;
+//! - the same load through the native protocol with `weir bench --sequential` (batches of
+//!   1,000 handed to the producer) and `weir bench --per-record` (record by record, as
+//!   librdkafka's API is used).
+//!
+//! Client and server share the machine's cores. Medians of the runs are printed last.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn start(dir: &std::path::Path) -> (Server, SocketAddr, SocketAddr) {
+    let config = dir.join("weir.toml");
+    let data = dir.join("data").display().to_string();
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[listeners]\nnative = \"127.0.0.1:0\"\nkafka = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("weir serve");
+    let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (mut native, mut kafka) = (None, None);
+    for line in lines.map_while(Result::ok) {
+        if let Some(a) = line.strip_prefix("weir: native listener on ") {
+            native = a.trim().parse().ok();
+        }
+        if let Some(a) = line.strip_prefix("weir: kafka listener on ") {
+            kafka = a.trim().parse().ok();
+        }
+        if native.is_some() && kafka.is_some() {
+            break;
+        }
+    }
+    (
+        Server(child),
+        native.expect("native listener"),
+        kafka.expect("kafka listener"),
+    )
+}
+
+async fn create(boot: &str, topic: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", boot)
+        .create()
+        .expect("admin");
+    let r = admin
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create");
+    assert!(r.iter().all(Result::is_ok), "{r:?}");
+}
+
+/// Records/s producing `n` records of 100 bytes with librdkafka.
+fn produce(boot: &str, topic: &str, n: u64) -> f64 {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", boot)
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("acks", "all")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()
+        .expect("producer");
+    let value = [b'w'; 100];
+    let start = Instant::now();
+    for _ in 0..n {
+        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(&value[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => panic!("produce: {e}"),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Records/s consuming `n` records from the beginning with librdkafka's default fetch settings.
+fn consume(boot: &str, topic: &str, n: u64) -> f64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", boot)
+        .set("group.id", "kafka-bench")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+    let start = Instant::now();
+    let mut got = 0;
+    while got < n {
+        match consumer.poll(Duration::from_secs(10)) {
+            Some(Ok(_)) => got += 1,
+            Some(Err(e)) => panic!("consume: {e}"),
+            None => panic!("no record for 10 s after {got}"),
+        }
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `weir bench` through the native protocol; returns (produced/s, consumed/s if consumed).
+fn native(addr: SocketAddr, topic: &str, n: u64, extra: &[&str]) -> (f64, Option<f64>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["bench", "--broker", &addr.to_string(), "--topic", topic])
+        .args(["-n", &n.to_string()])
+        .args(extra)
+        .stderr(Stdio::null())
+        .output()
+        .expect("weir bench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "weir bench failed: {text}");
+    let rate = |prefix: &str| {
+        text.lines().find(|l| l.starts_with(prefix)).map(|l| {
+            l.split(": ")
+                .nth(2)
+                .and_then(|s| s.split(' ').next())
+                .and_then(|s| s.parse::<f64>().ok())
+                .expect("a rate")
+        })
+    };
+    (rate("produced:").expect("produced"), rate("consumed:"))
+}
+
+/// CPU seconds the server process has used so far (user + system, from /proc).
+fn server_cpu(server: &Server) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.0.id())).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 Hz.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    let runs = env_or("KAFKA_BENCH_RUNS", 3);
+    let n = env_or("KAFKA_BENCH_RECORDS", 1_000_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, native_addr, kafka_addr) = start(dir.path());
+    let boot = kafka_addr.to_string();
+    println!("kafka bench: {runs} runs of {n} records of 100 B, one partition, segment storage");
+    let mut rows: Vec<[f64; 9]> = Vec::new();
+    for run in 1..=runs {
+        let topic = format!("kafka-{run}");
+        create(&boot, &topic).await;
+        // Server CPU per phase, in seconds per million records: the cost of each path on the
+        // broker side, apart from what each client spends.
+        let per_m = |cpu: f64| cpu * 1e6 / n as f64;
+        let c0 = server_cpu(&server);
+        let (b2, t2) = (boot.clone(), topic.clone());
+        let kp = tokio::task::spawn_blocking(move || produce(&b2, &t2, n))
+            .await
+            .expect("produce");
+        let c1 = server_cpu(&server);
+        let (b2, t2) = (boot.clone(), topic.clone());
+        let kc = tokio::task::spawn_blocking(move || consume(&b2, &t2, n))
+            .await
+            .expect("consume");
+        let c2 = server_cpu(&server);
+        let (np, nc) = native(native_addr, &format!("native-{run}"), n, &["--sequential"]);
+        let c3 = server_cpu(&server);
+        let (nr, _) = native(
+            native_addr,
+            &format!("per-record-{run}"),
+            n,
+            &["--per-record", "--consumers", "0"],
+        );
+        let c4 = server_cpu(&server);
+        let nc = nc.expect("consumed");
+        println!(
+            "run {run}: kafka (librdkafka) produce {kp:>10.0}/s consume {kc:>10.0}/s | native produce {np:>10.0}/s consume {nc:>10.0}/s | native per-record produce {nr:>10.0}/s"
+        );
+        println!(
+            "       server CPU per million records: kafka produce {:.3} s, consume {:.3} s | native produce+consume {:.3} s | native per-record produce {:.3} s",
+            per_m(c1 - c0),
+            per_m(c2 - c1),
+            per_m(c3 - c2),
+            per_m(c4 - c3)
+        );
+        rows.push([
+            kp,
+            kc,
+            np,
+            nc,
+            nr,
+            per_m(c1 - c0),
+            per_m(c2 - c1),
+            per_m(c3 - c2),
+            per_m(c4 - c3),
+        ]);
+    }
+    let col = |i: usize| median(rows.iter().map(|r| r[i]).collect());
+    let (kp, kc, np, nc, nr) = (col(0), col(1), col(2), col(3), col(4));
+    println!(
+        "median: kafka produce {kp:.0}/s consume {kc:.0}/s; native produce {np:.0}/s consume {nc:.0}/s; native per-record produce {nr:.0}/s"
+    );
+    println!(
+        "median server CPU per million records: kafka produce {:.3} s, consume {:.3} s; native produce+consume {:.3} s; native per-record produce {:.3} s",
+        col(5),
+        col(6),
+        col(7),
+        col(8)
+    );
+    println!(
+        "kafka / native: produce {:.0}% ({:.0}% of per-record), consume {:.0}%",
+        100.0 * kp / np,
+        100.0 * kp / nr,
+        100.0 * kc / nc
+    );
+}
