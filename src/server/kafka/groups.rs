@@ -279,7 +279,10 @@ async fn group_offsets(
     })
 }
 
-/// Committed offsets of one group (v1–7) or several (v8+).
+/// Committed offsets of one group (v1–7) or several (v8+). The committed leader epoch is
+/// always answered as -1: with an epoch ≥ 0 librdkafka and Java validate the position with
+/// OffsetForLeaderEpoch, which this broker does not implement (its partitions never change
+/// leader).
 pub(super) async fn fetch_offsets(
     s: &Session,
     r: OffsetFetchRequest,
@@ -307,7 +310,7 @@ pub(super) async fn fetch_offsets(
                             .map(|(p, c)| OffsetFetchResponsePartitions {
                                 partition_index: p,
                                 committed_offset: c.offset,
-                                committed_leader_epoch: c.leader_epoch,
+                                committed_leader_epoch: -1,
                                 metadata: Some(c.metadata),
                                 error_code: 0,
                             })
@@ -340,7 +343,7 @@ pub(super) async fn fetch_offsets(
                     .map(|(p, c)| OffsetFetchResponsePartition {
                         partition_index: p,
                         committed_offset: c.offset,
-                        committed_leader_epoch: c.leader_epoch,
+                        committed_leader_epoch: -1,
                         metadata: Some(c.metadata),
                         error_code: 0,
                     })
