@@ -6,16 +6,19 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
 
 # Real Kafka clients for tests/kafka_clients.rs: kcat (Debian's, librdkafka 2.0.2, the strictest
-# about tagged fields) and, in a virtualenv, confluent-kafka (a current librdkafka) and
-# kafka-python. Installed here so that no test skips because a tool is missing.
+# about tagged fields); in a virtualenv, confluent-kafka (a current librdkafka), kafka-python and
+# aiokafka; kafkajs from npm. Installed here so that no test skips because a tool is missing.
 if ! command -v kcat >/dev/null; then
   sudo_=""
   [ "$(id -u)" -ne 0 ] && sudo_="sudo"
   $sudo_ apt-get install -y kcat >/dev/null 2>&1 || { $sudo_ apt-get update >/dev/null && $sudo_ apt-get install -y kcat >/dev/null; }
 fi
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import confluent_kafka, kafka" 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import confluent_kafka, kafka, aiokafka" 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/kafka/requirements.txt
+fi
+if [ ! -d tests/kafka/node_modules/kafkajs ]; then
+  (cd tests/kafka && npm install --no-save --no-audit --no-fund --silent kafkajs@2.2.4)
 fi
 export KAFKA_CLIENTS_PYTHON="$repo/.venv/bin/python"
 export KAFKA_CLIENTS_KCAT="$(command -v kcat)"

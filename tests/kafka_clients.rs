@@ -1,6 +1,6 @@
 //! Real Kafka clients against a real `weir serve` child process: kcat (Debian's librdkafka
-//! 2.0.2, the strictest about flexible versions), confluent-kafka (a current librdkafka) and
-//! kafka-python, each scenario on a fresh server with segment storage.
+//! 2.0.2, the strictest about flexible versions), confluent-kafka (a current librdkafka),
+//! kafka-python, aiokafka and kafkajs, each scenario on a fresh server with segment storage.
 //!
 //! The clients are installed by `scripts/test.sh`, which exports `KAFKA_CLIENTS_PYTHON` (a virtualenv
 //! with `tests/kafka/requirements.txt`) and `KAFKA_CLIENTS_KCAT`. Without them these tests fail with a
@@ -150,6 +150,33 @@ fn describe_configs() {
 #[test]
 fn delete_topics() {
     scenario("delete");
+}
+
+#[test]
+fn aiokafka_produces_and_consumes_in_a_group() {
+    scenario("aiokafka");
+}
+
+/// kafkajs speaks no flexible version at all (ApiVersions v2, Produce v7, Fetch v11).
+#[test]
+fn kafkajs_creates_produces_and_consumes_in_a_group() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka");
+    assert!(
+        std::path::Path::new(dir)
+            .join("node_modules/kafkajs")
+            .is_dir(),
+        "kafkajs is not installed: run the tests with `bash scripts/test.sh`, which installs it"
+    );
+    let out = Command::new("node")
+        .arg(format!("{dir}/kafkajs.js"))
+        .arg(server.kafka.to_string())
+        .output()
+        .expect("run node");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "kafkajs failed: {:?}", out.status);
 }
 
 fn kcat(server: &Server, args: &[&str], stdin: Option<&str>) -> String {

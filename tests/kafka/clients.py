@@ -338,6 +338,35 @@ def scenario_delete():
     kp.close()
 
 
+def scenario_aiokafka():
+    import asyncio
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    create("aio", 2)
+
+    async def run():
+        p = AIOKafkaProducer(bootstrap_servers=BOOT)
+        await p.start()
+        for i in range(200):
+            await p.send("aio", f"v{i}".encode(), key=f"k{i % 3}".encode())
+        await p.flush()
+        await p.stop()
+        c = AIOKafkaConsumer("aio", bootstrap_servers=BOOT, group_id="aio-g",
+                             auto_offset_reset="earliest", enable_auto_commit=False)
+        await c.start()
+        got = []
+        async for m in c:
+            got.append(m.value)
+            if len(got) == 200:
+                break
+        await c.commit()
+        await c.stop()
+        return got
+
+    got = asyncio.run(asyncio.wait_for(run(), TIMEOUT))
+    check(sorted(got) == sorted(f"v{i}".encode() for i in range(200)), "aiokafka round trip")
+
+
 if __name__ == "__main__":
     globals()[f"scenario_{sys.argv[2]}"]()
     print(f"{sys.argv[2]}: ok")
