@@ -116,6 +116,35 @@ pub enum BrokerError {
     /// not have been applied (a publish may have been written). Never retried automatically.
     #[error("connection lost, outcome unknown: {0}")]
     ConnectionLost(String),
+    /// An idempotent producer's batch does not continue its sequence: a gap, or a first
+    /// sequence other than 0 for a new epoch or an unknown producer. Nothing was written.
+    #[error(
+        "out of order sequence from producer {producer_id}: expected sequence {expected}, got {got}"
+    )]
+    OutOfOrderSequence {
+        /// The producer id.
+        producer_id: i64,
+        /// The first sequence the partition expected.
+        expected: i32,
+        /// The batch's first sequence.
+        got: i32,
+    },
+    /// A batch from an older epoch of an idempotent producer (a fenced, zombie instance).
+    #[error(
+        "producer {producer_id} is fenced: epoch {got} is older than the current epoch {current}"
+    )]
+    InvalidProducerEpoch {
+        /// The producer id.
+        producer_id: i64,
+        /// The partition's current epoch for it.
+        current: i16,
+        /// The batch's epoch.
+        got: i16,
+    },
+    /// Transactions are not supported: a transactional id in InitProducerId, or a
+    /// transactional or control batch. The text says which.
+    #[error("transactions are not supported: {0}")]
+    TransactionsUnsupported(String),
 }
 
 impl BrokerError {
@@ -145,6 +174,9 @@ impl BrokerError {
             BrokerError::UnknownGroup(_) => 21,
             BrokerError::FencedInstanceId(_) => 22,
             BrokerError::ConnectionLost(_) => 23,
+            BrokerError::OutOfOrderSequence { .. } => 24,
+            BrokerError::InvalidProducerEpoch { .. } => 25,
+            BrokerError::TransactionsUnsupported(_) => 26,
         }
     }
 
@@ -174,6 +206,11 @@ impl BrokerError {
             BrokerError::Busy { .. } => 19,
             BrokerError::ShuttingDown => 6, // NOT_LEADER_OR_FOLLOWER: clients refresh and retry
             BrokerError::Storage { .. } => 56, // KAFKA_STORAGE_ERROR
+            BrokerError::OutOfOrderSequence { .. } => 45, // OUT_OF_ORDER_SEQUENCE_NUMBER
+            BrokerError::InvalidProducerEpoch { .. } => 47, // INVALID_PRODUCER_EPOCH
+            // UNSUPPORTED_VERSION: not retriable, so a transactional client stops with an error
+            // instead of retrying; Weir advertises no transaction API.
+            BrokerError::TransactionsUnsupported(_) => 35,
         }
     }
 
@@ -265,6 +302,17 @@ mod tests {
             BrokerError::UnknownGroup(String::new()),
             BrokerError::FencedInstanceId(String::new()),
             BrokerError::ConnectionLost(String::new()),
+            BrokerError::OutOfOrderSequence {
+                producer_id: 0,
+                expected: 0,
+                got: 0,
+            },
+            BrokerError::InvalidProducerEpoch {
+                producer_id: 0,
+                current: 0,
+                got: 0,
+            },
+            BrokerError::TransactionsUnsupported(String::new()),
         ];
         let mut codes: Vec<u16> = all.iter().map(BrokerError::code).collect();
         codes.sort_unstable();

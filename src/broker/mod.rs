@@ -10,10 +10,14 @@
 //! [`BrokerHandle`]. The handle is `Send + Clone` and works from any async runtime: the
 //! protocol servers and an embedding program use the same one. [`BrokerHandle::shutdown`]
 //! drains every partition, closes every log and the storage, and stops the actor threads.
+//!
+//! Idempotent producers: [`BrokerHandle::init_producer_id`] hands out producer ids and epochs;
+//! each partition actor checks their sequences ([`idempotence`]).
 
 pub mod assignor;
 pub mod error;
 pub mod group;
+pub mod idempotence;
 pub mod messages;
 pub mod partition;
 pub mod partitioner;
@@ -94,6 +98,8 @@ struct Shared {
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: std::sync::atomic::AtomicUsize,
     groups: Mutex<HashMap<String, Addr<ConsumerGroup>>>,
+    /// Async: allocating may write a block reservation to storage under the lock.
+    producer_ids: tokio::sync::Mutex<idempotence::ProducerIdAllocator>,
 }
 
 /// The one API of a running broker. Cheap to clone; `Send + Sync`.
@@ -163,6 +169,7 @@ impl Broker {
                 system: Mutex::new(Some((system, arbiters, thread))),
                 next_arbiter: std::sync::atomic::AtomicUsize::new(0),
                 groups: Mutex::new(HashMap::new()),
+                producer_ids: tokio::sync::Mutex::new(idempotence::ProducerIdAllocator::new()),
             }),
         };
         handle
@@ -461,6 +468,44 @@ impl BrokerHandle {
             Ok((p, ack))
         }
         .boxed()
+    }
+
+    /// Kafka's InitProducerId for idempotent producers: returns `(producer id, epoch)`.
+    ///
+    /// Without a producer id (`producer_id == -1`): a fresh id, unique across restarts, with
+    /// epoch 0. With an id this broker issued and its current epoch (KIP-360, InitProducerId
+    /// v3+, sent after a sequence error): the same id with the next epoch, which fences the
+    /// older epoch in every partition once the producer writes with it; a fresh id with epoch 0
+    /// when the epoch would pass `i16::MAX`.
+    ///
+    /// # Errors
+    /// [`BrokerError::TransactionsUnsupported`] for a transactional id (Weir has no
+    /// transactions); [`BrokerError::InvalidRequest`] for an id below -1, a negative epoch with
+    /// an id, or an id this broker never issued; a storage failure while reserving ids.
+    pub async fn init_producer_id(
+        &self,
+        transactional_id: Option<&str>,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<(i64, i16), BrokerError> {
+        if let Some(id) = transactional_id {
+            return Err(BrokerError::TransactionsUnsupported(format!(
+                "InitProducerId with transactional id {id:?}"
+            )));
+        }
+        let storage = self.shared.storage.as_ref();
+        let mut ids = self.shared.producer_ids.lock().await;
+        match (producer_id, producer_epoch) {
+            (-1, _) => Ok((ids.allocate(storage).await?, 0)),
+            (id, epoch) if id < -1 || epoch < 0 => Err(BrokerError::InvalidRequest(format!(
+                "producer id {id} with epoch {epoch}: expected -1, or an id with its epoch"
+            ))),
+            (id, _) if !ids.was_issued(storage, id).await? => Err(BrokerError::InvalidRequest(
+                format!("producer id {id} was never issued by this broker"),
+            )),
+            (_, i16::MAX) => Ok((ids.allocate(storage).await?, 0)),
+            (id, epoch) => Ok((id, epoch + 1)),
+        }
     }
 
     /// Reads from `topic`/`partition` at `from`: up to `max_bytes` (at least one batch), waiting
