@@ -20,8 +20,31 @@
 //!
 //! Timers: retention every `retention_check_interval_ms`; under `interval` durability, a sync
 //! every `flush_interval_ms` when something was appended since the last one.
+//!
+//! # Idempotent producers
+//! Publishes whose batches carry a producer id are checked by [`ProducerStates`] (the rules
+//! are in [`super::idempotence`]) before they queue; batches without one skip all of it (one
+//! header read per batch, no allocation). A duplicate is not queued: it is acknowledged with
+//! the original's offset at once, or, while the original is still queued or in flight, parked
+//! under the original's ticket and acknowledged when that append completes. A successful
+//! append commits the idempotent batches' pending state with their offsets; a failed one
+//! drops all pending state and fails every queued idempotent publish (see the module docs
+//! there for why).
+//!
+//! **Rebuild.** When the actor starts over a non-empty log, a task reads the log's tail
+//! (about the last [`REBUILD_TAIL_BYTES`], estimated from the average batch size; the whole log
+//! when it is smaller) and replays the batches' producer fields. Until it finishes, idempotent
+//! publishes park (answered in order once it has); other publishes go straight on while nothing
+//! is parked, and park behind parked ones otherwise, so the order of arrival holds. A rebuild
+//! that fails (an unreadable log) makes idempotent publishes fail with a storage error; other
+//! publishes are unaffected. Why a bounded tail: Weir keeps no producer-state snapshots (Kafka
+//! does), so a restart must read the log, and reading all of a large partition would make
+//! start-up time grow with retention. A producer whose last batch lies before the tail becomes
+//! unknown and may continue at any sequence (lenient mode); the producers that matter, those
+//! with batches in flight at the crash, wrote last, so they are in the tail unless more than
+//! [`REBUILD_TAIL_BYTES`] of other writes followed within their retry window.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +53,7 @@ use tokio::sync::oneshot;
 use weir_storage::{Batch, Durability, LogOffsets, Offset, PartitionLog, TopicPartition};
 
 use super::error::BrokerError;
+use super::idempotence::{Position, ProducerStates, Ticket, Verdict};
 use super::messages::{
     Acks, Fetch, FetchResult, ListOffset, OffsetSpec, Publish, PublishAck, StopPartition, TrimLog,
     UpdateTopicConfig,
@@ -49,11 +73,41 @@ pub struct PartitionLimits {
     pub max_fetch_wait: Duration,
 }
 
+type Reply = oneshot::Sender<Result<PublishAck, BrokerError>>;
+
 struct PendingPublish {
     batches: Vec<Batch>,
     bytes: usize,
-    reply: Option<oneshot::Sender<Result<PublishAck, BrokerError>>>,
+    reply: Option<Reply>,
+    /// Some batch carries a producer id (its pending state must be committed or dropped).
+    idempotent: bool,
 }
+
+/// A publish that arrived while the producer state was being rebuilt, validated but not yet
+/// checked or queued.
+struct Parked {
+    batches: Vec<Batch>,
+    bytes: usize,
+    acks: Acks,
+    reply: Reply,
+    idempotent: bool,
+}
+
+/// Where the producer state stands.
+enum Load {
+    /// Being rebuilt from the log; idempotent publishes park.
+    Loading,
+    /// Ready.
+    Ready,
+    /// The rebuild failed; idempotent publishes get this error.
+    Failed(BrokerError),
+}
+
+/// About how many bytes of the log's tail a restart reads to rebuild the producer state.
+pub const REBUILD_TAIL_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Bytes per read while rebuilding.
+const REBUILD_READ_BYTES: usize = 1024 * 1024;
 
 struct Waiter {
     id: u64,
@@ -84,6 +138,12 @@ pub struct Partition {
     syncing: bool,
     retention_running: bool,
     stop: Option<oneshot::Sender<Result<(), BrokerError>>>,
+    producers: ProducerStates,
+    load: Load,
+    parked: VecDeque<Parked>,
+    parked_bytes: usize,
+    /// Replies of duplicates whose original is still pending, by the original's ticket.
+    duplicate_waiters: HashMap<Ticket, Vec<Reply>>,
 }
 
 impl Partition {
@@ -110,6 +170,11 @@ impl Partition {
             syncing: false,
             retention_running: false,
             stop: None,
+            producers: ProducerStates::new(false),
+            load: Load::Loading,
+            parked: VecDeque::new(),
+            parked_bytes: 0,
+            duplicate_waiters: HashMap::new(),
         }
     }
 
@@ -146,6 +211,20 @@ impl Partition {
         }
         self.pending_bytes -= bytes;
         let counts: Vec<usize> = group.iter().map(|p| p.batches.len()).collect();
+        // (producer id, index in the append) of every idempotent batch, in append order;
+        // empty, and allocation-free, for groups without idempotent publishes.
+        let mut idempotent: Vec<(i64, usize)> = Vec::new();
+        let mut index = 0;
+        for (p, &n) in group.iter().zip(&counts) {
+            if p.idempotent {
+                for (i, b) in p.batches.iter().enumerate() {
+                    if b.producer_id() >= 0 {
+                        idempotent.push((b.producer_id(), index + i));
+                    }
+                }
+            }
+            index += n;
+        }
         let batches: Vec<Batch> = group
             .iter_mut()
             .flat_map(|p| std::mem::take(&mut p.batches))
@@ -171,6 +250,7 @@ impl Partition {
                                     }));
                                 }
                             }
+                            act.commit_producers(&idempotent, &info.base_offsets, start);
                             act.appended_bytes += bytes as u64;
                             act.marks.push_back((info.end, act.appended_bytes));
                             if act.marks.len() > MARKS {
@@ -186,12 +266,107 @@ impl Partition {
                                     let _ = reply.send(Err(e.clone()));
                                 }
                             }
+                            act.abandon_producers(&e);
                         }
                     }
                     act.start_append(ctx);
                     act.maybe_finish_stop(ctx);
                 }),
         );
+    }
+
+    /// Commits the pending producer state of the idempotent batches just written (`(producer
+    /// id, index)` into `base_offsets`) and answers the duplicates that waited for them.
+    fn commit_producers(
+        &mut self,
+        idempotent: &[(i64, usize)],
+        base_offsets: &[Offset],
+        log_start: Offset,
+    ) {
+        for &(producer_id, i) in idempotent {
+            let Some(&offset) = base_offsets.get(i) else {
+                continue;
+            };
+            let ticket = self.producers.commit(producer_id, offset);
+            debug_assert!(ticket.is_some(), "commits follow the pending order");
+            if self.duplicate_waiters.is_empty() {
+                continue;
+            }
+            for reply in ticket
+                .and_then(|t| self.duplicate_waiters.remove(&t))
+                .unwrap_or_default()
+            {
+                let _ = reply.send(Ok(PublishAck {
+                    base_offset: offset,
+                    log_start_offset: log_start,
+                }));
+            }
+        }
+    }
+
+    /// After a failed append: queued idempotent publishes were checked against pending state
+    /// that will never be written, so they fail with `e` too, as do duplicates waiting for a
+    /// pending original; then the pending state is dropped. Other queued publishes stay.
+    fn abandon_producers(&mut self, e: &BrokerError) {
+        if !self.producers.has_pending() && self.duplicate_waiters.is_empty() {
+            return;
+        }
+        let mut kept = VecDeque::with_capacity(self.pending.len());
+        for p in self.pending.drain(..) {
+            if p.idempotent {
+                self.pending_bytes -= p.bytes;
+                if let Some(reply) = p.reply {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            } else {
+                kept.push_back(p);
+            }
+        }
+        self.pending = kept;
+        for reply in self.duplicate_waiters.drain().flat_map(|(_, v)| v) {
+            let _ = reply.send(Err(e.clone()));
+        }
+        self.producers.abandon_pending();
+    }
+
+    /// Starts rebuilding the producer state from the log (see the module docs).
+    fn start_rebuild(&mut self, ctx: &mut Context<Self>) {
+        let o = self.offsets();
+        if o.end <= o.start {
+            // Nothing to read; anything written before a start above 0 is gone.
+            self.producers = ProducerStates::new(o.start > 0);
+            self.load = Load::Ready;
+            return;
+        }
+        let log = self.log.clone();
+        ctx.spawn(
+            async move { rebuild(log.as_ref(), o).await }
+                .into_actor(self)
+                .map(|r, act, ctx| act.rebuilt(r, ctx)),
+        );
+    }
+
+    fn rebuilt(
+        &mut self,
+        result: Result<ProducerStates, weir_storage::StorageError>,
+        ctx: &mut Context<Self>,
+    ) {
+        match result {
+            Ok(states) => {
+                self.producers = states;
+                self.load = Load::Ready;
+            }
+            Err(e) => {
+                log_error(&self.tp, "rebuilding the idempotent producer state", &e);
+                self.load = Load::Failed(BrokerError::Storage {
+                    message: format!("the idempotent producer state could not be rebuilt: {e}"),
+                });
+            }
+        }
+        self.parked_bytes = 0;
+        for p in std::mem::take(&mut self.parked) {
+            self.enqueue(p.batches, p.bytes, p.idempotent, p.acks, p.reply, ctx);
+        }
     }
 
     /// Answers parked fetches that now have enough data (or all, on `expire_all`).
@@ -247,8 +422,13 @@ impl Partition {
                 .into_actor(self)
                 .map(move |r, act, _| {
                     act.retention_running = false;
-                    if let Err(e) = r {
-                        log_error(&tp, "retention", &e);
+                    match r {
+                        Ok(start) => {
+                            if matches!(act.load, Load::Ready) {
+                                act.producers.expire_before(start);
+                            }
+                        }
+                        Err(e) => log_error(&tp, "retention", &e),
                     }
                 }),
         );
@@ -305,6 +485,45 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The offset a rebuild starts reading at: the log start, or about [`REBUILD_TAIL_BYTES`]
+/// before the end, estimated from the log's average bytes per offset.
+fn rebuild_from(o: LogOffsets) -> Offset {
+    if o.size_bytes <= REBUILD_TAIL_BYTES || o.end <= o.start {
+        return o.start;
+    }
+    let span = (o.end - o.start) as u128;
+    let tail = span * u128::from(REBUILD_TAIL_BYTES) / u128::from(o.size_bytes) + 1;
+    (o.end - tail.min(span) as i64).max(o.start)
+}
+
+/// Replays the producer fields of the log's batches from [`rebuild_from`] up to `o.end`.
+async fn rebuild(
+    log: &dyn PartitionLog,
+    o: LogOffsets,
+) -> Result<ProducerStates, weir_storage::StorageError> {
+    let mut from = rebuild_from(o);
+    // Reading from above offset 0 may miss producers: unknown ones are then treated leniently.
+    let mut states = ProducerStates::new(from > 0);
+    while from < o.end {
+        let batches = match log.read(from, REBUILD_READ_BYTES).await {
+            Ok(b) => b,
+            // Retention moved the start meanwhile: go on from the new start.
+            Err(weir_storage::StorageError::OffsetOutOfRange { start, .. }) if start > from => {
+                from = start;
+                states.mark_lenient();
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(last) = batches.last() else { break };
+        from = last.next_offset();
+        for b in &batches {
+            states.replay(b);
+        }
+    }
+    Ok(states)
+}
+
 async fn read(
     log: &dyn PartitionLog,
     from: Offset,
@@ -324,6 +543,7 @@ impl Actor for Partition {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
+        self.start_rebuild(ctx);
         ctx.run_interval(self.limits.retention_check_interval, |act, ctx| {
             act.run_retention(ctx);
         });
@@ -361,10 +581,11 @@ impl Partition {
             if batches.is_empty() {
                 return Err(BrokerError::InvalidBatch("a publish needs a batch".into()));
             }
-            if self.pending_bytes + bytes > self.limits.queue_bytes {
+            let queued = self.pending_bytes + self.parked_bytes;
+            if queued + bytes > self.limits.queue_bytes {
                 return Err(BrokerError::Busy {
                     partition: self.tp.to_string(),
-                    queued_bytes: self.pending_bytes,
+                    queued_bytes: queued,
                     max_bytes: self.limits.queue_bytes,
                 });
             }
@@ -377,6 +598,52 @@ impl Partition {
                 return;
             }
         };
+        let idempotent = batches.iter().any(|b| b.producer_id() >= 0);
+        if matches!(self.load, Load::Loading) && (idempotent || !self.parked.is_empty()) {
+            self.parked_bytes += bytes;
+            self.parked.push_back(Parked {
+                batches,
+                bytes,
+                acks,
+                reply,
+                idempotent,
+            });
+            return;
+        }
+        self.enqueue(batches, bytes, idempotent, acks, reply, ctx);
+    }
+
+    /// Checks an idempotent publish against the producer state, then queues it (or answers a
+    /// duplicate, or the error).
+    fn enqueue(
+        &mut self,
+        batches: Vec<Batch>,
+        bytes: usize,
+        idempotent: bool,
+        acks: Acks,
+        reply: Reply,
+        ctx: &mut Context<Self>,
+    ) {
+        if idempotent {
+            let verdict = match &self.load {
+                Load::Failed(e) => Err(e.clone()),
+                Load::Loading | Load::Ready => {
+                    debug_assert!(matches!(self.load, Load::Ready), "parked while loading");
+                    self.producers.check_publish(&batches)
+                }
+            };
+            match verdict {
+                Ok(Verdict::Append) => {}
+                Ok(Verdict::Duplicate(original)) => {
+                    self.answer_duplicate(original, acks, reply);
+                    return;
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+        }
         let reply = match acks {
             Acks::None => {
                 let _ = reply.send(Ok(PublishAck {
@@ -391,9 +658,36 @@ impl Partition {
             batches,
             bytes,
             reply,
+            idempotent,
         });
         self.pending_bytes += bytes;
         self.start_append(ctx);
+    }
+
+    /// Acknowledges a publish of duplicates with its original's offset, now or (for a pending
+    /// original) when the original is written. Nothing is written.
+    fn answer_duplicate(&mut self, original: Position, acks: Acks, reply: Reply) {
+        let log_start_offset = self.offsets().start;
+        match (acks, original) {
+            (Acks::None, _) => {
+                let _ = reply.send(Ok(PublishAck {
+                    base_offset: -1,
+                    log_start_offset,
+                }));
+            }
+            (_, Position::Written(base_offset)) => {
+                let _ = reply.send(Ok(PublishAck {
+                    base_offset,
+                    log_start_offset,
+                }));
+            }
+            (_, Position::Pending(ticket)) => {
+                self.duplicate_waiters
+                    .entry(ticket)
+                    .or_default()
+                    .push(reply);
+            }
+        }
     }
 }
 
@@ -492,6 +786,12 @@ impl Handler<StopPartition> for Partition {
             return Box::pin(async { Ok(()) });
         }
         self.stop = Some(tx);
+        // Publishes parked behind the producer-state rebuild were never queued: refuse them
+        // (retriable) rather than hold the shutdown for the rebuild.
+        self.parked_bytes = 0;
+        for p in std::mem::take(&mut self.parked) {
+            let _ = p.reply.send(Err(BrokerError::ShuttingDown));
+        }
         self.maybe_finish_stop(ctx);
         Box::pin(async move { rx.await.unwrap_or(Ok(())) })
     }
