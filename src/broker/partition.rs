@@ -19,7 +19,8 @@
 //! answers "how many bytes lie after offset X" without I/O).
 //!
 //! Timers: retention every `retention_check_interval_ms`; under `interval` durability, a sync
-//! every `flush_interval_ms` when something was appended since the last one.
+//! every `flush_interval_ms` when something was appended since the last one, and sooner once
+//! [`SYNC_AFTER_BYTES`] are unsynced (small fsyncs do not stall the appends; big ones do).
 //!
 //! # Idempotent producers
 //! Publishes whose batches carry a producer id are checked by [`ProducerStates`] (the rules
@@ -103,6 +104,10 @@ enum Load {
     Failed(BrokerError),
 }
 
+/// Under `interval` durability, a sync starts once this many bytes are unsynced, even before
+/// the interval is up.
+pub const SYNC_AFTER_BYTES: u64 = 32 * 1024 * 1024;
+
 /// About how many bytes of the log's tail a restart reads to rebuild the producer state.
 pub const REBUILD_TAIL_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -138,6 +143,8 @@ pub struct Partition {
     syncing: bool,
     retention_running: bool,
     stop: Option<oneshot::Sender<Result<(), BrokerError>>>,
+    /// Bytes appended since the last sync started.
+    unsynced_bytes: u64,
     producers: ProducerStates,
     load: Load,
     parked: VecDeque<Parked>,
@@ -170,6 +177,7 @@ impl Partition {
             syncing: false,
             retention_running: false,
             stop: None,
+            unsynced_bytes: 0,
             producers: ProducerStates::new(false),
             load: Load::Loading,
             parked: VecDeque::new(),
@@ -257,6 +265,16 @@ impl Partition {
                                 act.marks.pop_front();
                             }
                             act.unsynced = true;
+                            act.unsynced_bytes += bytes as u64;
+                            // Under `interval`, a sync also starts once this much is unsynced:
+                            // one fsync of a second's worth of a fast producer takes long
+                            // enough to stall the appends behind it (ext4), many small ones
+                            // do not. Only ever earlier than the interval asks.
+                            if act.unsynced_bytes >= SYNC_AFTER_BYTES
+                                && matches!(act.config.durability(), Durability::Interval { .. })
+                            {
+                                act.run_sync(ctx);
+                            }
                             act.wake_waiters(false);
                         }
                         Err(e) => {
@@ -440,6 +458,7 @@ impl Partition {
         }
         self.syncing = true;
         self.unsynced = false;
+        self.unsynced_bytes = 0;
         let log = self.log.clone();
         let tp = self.tp.clone();
         ctx.spawn(
