@@ -109,42 +109,29 @@ async fn accept_loop(
     listener: TcpListener,
     broker: BrokerHandle,
     config: NativeServerConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(config.max_connections));
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => break,
-            accepted = listener.accept() => {
-                let Ok((mut stream, peer)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                match permits.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        let broker = broker.clone();
-                        let shutdown = shutdown.clone();
-                        connections.spawn(async move {
-                            serve_connection(stream, peer, broker, config, shutdown).await;
-                            drop(permit);
-                        });
-                    }
-                    Err(_) => {
-                        let e = WireError {
-                            code: TOO_MANY_CONNECTIONS,
-                            message: format!("connection limit of {} reached", config.max_connections),
-                            error: None,
-                        };
-                        if let Ok(frame) = encode_frame(&Response { id: 0, body: Err(e) }) {
-                            let _ = stream.write_all(&frame).await;
-                        }
-                    }
-                }
+    let stop = shutdown.clone();
+    super::accept_loop(
+        listener,
+        config.max_connections,
+        shutdown,
+        move |stream, peer| serve_connection(stream, peer, broker.clone(), config, stop.clone()),
+        move |mut stream| async move {
+            let e = WireError {
+                code: TOO_MANY_CONNECTIONS,
+                message: format!("connection limit of {} reached", config.max_connections),
+                error: None,
+            };
+            if let Ok(frame) = encode_frame(&Response {
+                id: 0,
+                body: Err(e),
+            }) {
+                let _ = stream.write_all(&frame).await;
             }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
+        },
+    )
+    .await;
 }
 
 /// Runs one request against the broker.

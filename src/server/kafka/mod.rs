@@ -35,7 +35,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::broker::BrokerError;
@@ -159,46 +159,43 @@ async fn accept_loop(
     broker: BrokerHandle,
     config: KafkaServerConfig,
     cluster: Arc<str>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(config.max_connections));
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => break,
-            accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                // Over the limit: close at once (a Kafka client retries with backoff).
-                let Ok(permit) = permits.clone().try_acquire_owned() else { continue };
-                let (host, port) = match &config.advertised {
-                    Some((h, p)) => (h.clone(), i32::from(*p)),
-                    None => match stream.local_addr() {
-                        Ok(a) => (a.ip().to_string(), i32::from(a.port())),
-                        Err(_) => continue,
-                    },
-                };
-                let session = Session {
-                    broker: broker.clone(),
-                    node_id: config.node_id,
-                    host,
-                    port,
-                    cluster_id: cluster.clone(),
-                    client_id: String::new(),
-                    client_host: format!("/{}", peer.ip()),
-                };
-                let config = config.clone();
-                let shutdown = shutdown.clone();
-                connections.spawn(async move {
-                    serve_connection(stream, session, config, shutdown).await;
-                    drop(permit);
-                });
+    let stop = shutdown.clone();
+    let max_connections = config.max_connections;
+    super::accept_loop(
+        listener,
+        max_connections,
+        shutdown,
+        move |stream, peer| {
+            // Advertised: the configured address, or the one this client reached.
+            let advertised = match &config.advertised {
+                Some((h, p)) => Some((h.clone(), i32::from(*p))),
+                None => stream
+                    .local_addr()
+                    .ok()
+                    .map(|a| (a.ip().to_string(), i32::from(a.port()))),
+            };
+            let session = advertised.map(|(host, port)| Session {
+                broker: broker.clone(),
+                node_id: config.node_id,
+                host,
+                port,
+                cluster_id: cluster.clone(),
+                client_id: String::new(),
+                client_host: format!("/{}", peer.ip()),
+            });
+            let (config, stop) = (config.clone(), stop.clone());
+            async move {
+                if let Some(session) = session {
+                    serve_connection(stream, session, config, stop).await;
+                }
             }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
+        },
+        // Over the limit: closed at once (a Kafka client retries with backoff).
+        |stream| async move { drop(stream) },
+    )
+    .await;
 }
 
 /// What a request's task hands the responder.
