@@ -8,31 +8,26 @@
 //!
 //! The Python scenarios live in `tests/kafka/clients.py`; each test here runs one of them.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
 
 /// Scenarios run one at a time: each starts clients with their own threads, and the machine
 /// may have two cores.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// A server child process, killed when the test ends (also when it fails).
-struct Server {
-    child: Child,
+mod common;
+
+/// A fresh `weir serve` with both listeners on free ports, and its data directory.
+struct Fresh {
+    /// Kept alive (killed on drop) for the test's length.
+    _server: common::Server,
     kafka: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Server {
+fn start() -> Fresh {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("weir.toml");
     let data = dir.path().join("data").display().to_string();
@@ -43,30 +38,10 @@ fn start() -> Server {
         ),
     )
     .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn weir serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            println!("server: {line}");
-            if let Some(addr) = line.strip_prefix("weir: kafka listener on ") {
-                let _ = tx.send(addr.trim().parse::<SocketAddr>().expect("address"));
-            }
-        }
-    });
-    let kafka = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the server printed its kafka listener");
-    Server {
-        child,
-        kafka,
+    let server = common::Server::spawn(&config);
+    Fresh {
+        kafka: server.kafka,
+        _server: server,
         _dir: dir,
     }
 }
@@ -181,7 +156,7 @@ fn kafkajs_creates_produces_and_consumes_in_a_group() {
     assert!(out.status.success(), "kafkajs failed: {:?}", out.status);
 }
 
-fn kcat(server: &Server, args: &[&str], stdin: Option<&str>) -> String {
+fn kcat(server: &Fresh, args: &[&str], stdin: Option<&str>) -> String {
     let mut child = Command::new(tool("KAFKA_CLIENTS_KCAT"))
         .env_remove("LD_LIBRARY_PATH")
         .arg("-b")

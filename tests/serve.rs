@@ -2,52 +2,16 @@
 //! stopped with SIGTERM (exit 0), started again on the same data: records and committed offsets
 //! are still there. For the segment and sled backends.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use weir::client::{RemoteTransport, Transport};
 use weir::{Admin, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
 
-/// A server child process, killed if a failing test leaves it running.
-struct Server(Option<Child>);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn spawn(config: &Path) -> (Server, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .arg("serve")
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn weir serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            println!("server: {line}");
-            if let Some(addr) = line.strip_prefix("weir: native listener on ") {
-                let _ = tx.send(addr.trim().parse::<SocketAddr>().expect("address"));
-            }
-        }
-    });
-    let server = Server(Some(child));
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server started");
-    (server, addr)
-}
+mod common;
+use common::Server;
 
 /// A `weir.toml` for `backend` with its data under `dir` and the native listener on a free port.
 fn write_config(dir: &Path, backend: &str) -> std::path::PathBuf {
@@ -63,27 +27,13 @@ fn write_config(dir: &Path, backend: &str) -> std::path::PathBuf {
     config
 }
 
-fn terminate(mut server: Server) {
-    let mut child = server.0.take().expect("running");
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = child.wait().expect("wait");
-    assert!(
-        exit.success(),
-        "weir serve exits 0 on SIGTERM, got {exit:?}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_stop_restart_keeps_records_and_offsets() {
     for backend in ["segment", "sled"] {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = write_config(dir.path(), backend);
-        let (child, addr) = spawn(&config);
+        let child = Server::spawn(&config);
+        let addr = child.native;
         let remote = RemoteTransport::connect(addr).await.expect("connect");
         Admin::new(remote.clone())
             .create_topic("kept", 2, &[("retention.ms", "-1")])
@@ -123,9 +73,10 @@ async fn serve_stop_restart_keeps_records_and_offsets() {
         consumer.commit().await.expect("commit");
         consumer.close().await.expect("close");
         drop((producer, remote));
-        terminate(child);
+        child.terminate();
 
-        let (child, addr) = spawn(&config);
+        let child = Server::spawn(&config);
+        let addr = child.native;
         let remote = RemoteTransport::connect(addr).await.expect("reconnect");
         let d = remote.describe_topic("kept").await.expect("describe");
         let end: i64 = d.partitions.iter().map(|p| p.end).sum();
@@ -142,7 +93,7 @@ async fn serve_stop_restart_keeps_records_and_offsets() {
             "{backend}: committed offsets survive the restart"
         );
         drop(remote);
-        terminate(child);
+        child.terminate();
     }
 }
 
@@ -176,7 +127,8 @@ fn the_command_line_against_a_server_and_after_its_restart() {
     for backend in ["segment", "sled"] {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = write_config(dir.path(), backend);
-        let (child, addr) = spawn(&config);
+        let child = Server::spawn(&config);
+        let addr = child.native;
         let (ok, out, err) = weir(
             addr,
             &[
@@ -243,9 +195,10 @@ fn the_command_line_against_a_server_and_after_its_restart() {
         let (ok, out, _) = weir(addr, &["group", "describe", "g"], None);
         assert!(ok);
         assert!(out.contains("lag"), "{out}");
-        terminate(child);
+        child.terminate();
 
-        let (child, addr) = spawn(&config);
+        let child = Server::spawn(&config);
+        let addr = child.native;
         // After the restart the group resumes: exactly the 20 it had not read.
         let (ok, out, err) = weir(
             addr,
@@ -274,6 +227,6 @@ fn the_command_line_against_a_server_and_after_its_restart() {
         assert!(err.starts_with("weir: unknown topic"), "{err}");
         let (ok, out, _) = weir(addr, &["topic", "delete", "cli"], None);
         assert!(ok, "{out}");
-        terminate(child);
+        child.terminate();
     }
 }

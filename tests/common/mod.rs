@@ -1,0 +1,87 @@
+//! A `weir serve` child process for the end-to-end tests: started on a config file, its
+//! listener addresses read from what it prints, killed when a failing test drops it.
+
+#![allow(dead_code)] // each test binary uses part of it
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running `weir serve`.
+pub struct Server {
+    child: Option<Child>,
+    /// Its native listener.
+    pub native: SocketAddr,
+    /// Its Kafka listener.
+    pub kafka: SocketAddr,
+}
+
+impl Server {
+    /// Starts `weir serve --config CONFIG` and waits until both listeners are up. The config
+    /// must put both on port 0 (or free ports).
+    pub fn spawn(config: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn weir serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("server: {line}");
+                for (prefix, kind) in [
+                    ("weir: native listener on ", 0),
+                    ("weir: kafka listener on ", 1),
+                ] {
+                    if let Some(addr) = line.strip_prefix(prefix) {
+                        let _ = tx.send((kind, addr.trim().parse::<SocketAddr>().expect("addr")));
+                    }
+                }
+            }
+        });
+        let mut server = Server {
+            child: Some(child),
+            native: SocketAddr::from(([0, 0, 0, 0], 0)),
+            kafka: SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        for _ in 0..2 {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok((0, a)) => server.native = a,
+                Ok((_, a)) => server.kafka = a,
+                Err(e) => panic!("the server did not print its listeners: {e}"),
+            }
+        }
+        server
+    }
+
+    /// Stops it with SIGTERM and checks it exits 0.
+    pub fn terminate(mut self) {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exit = child.wait().expect("wait");
+        assert!(
+            exit.success(),
+            "weir serve exits 0 on SIGTERM, got {exit:?}"
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
