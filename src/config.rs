@@ -99,6 +99,10 @@ pub struct Listeners {
     pub native: Option<SocketAddr>,
     /// The Kafka wire protocol.
     pub kafka: Option<SocketAddr>,
+    /// `host:port` Kafka clients are told to connect to (Kafka's `advertised.listeners`);
+    /// unset: the address each client connected to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_advertised: Option<String>,
 }
 
 impl Default for Listeners {
@@ -106,7 +110,30 @@ impl Default for Listeners {
         Listeners {
             native: Some(SocketAddr::from(([127, 0, 0, 1], 9292))),
             kafka: Some(SocketAddr::from(([127, 0, 0, 1], 9092))),
+            kafka_advertised: None,
         }
+    }
+}
+
+impl Listeners {
+    /// `kafka_advertised` split into host and port.
+    ///
+    /// # Errors
+    /// A value that is not `host:port` with a port number.
+    pub fn kafka_advertised(&self) -> Result<Option<(String, u16)>, ConfigError> {
+        let Some(v) = &self.kafka_advertised else {
+            return Ok(None);
+        };
+        let bad = || ConfigError::Invalid {
+            key: "listeners.kafka_advertised",
+            message: format!("{v:?} is not host:port"),
+        };
+        let (host, port) = v.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if host.is_empty() || port == 0 {
+            return Err(bad());
+        }
+        Ok(Some((host.trim_matches(['[', ']']).to_string(), port)))
     }
 }
 
@@ -470,6 +497,7 @@ impl Config {
     /// The first problem found, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.topic_defaults.validate()?;
+        self.listeners.kafka_advertised()?;
         let b = &self.broker;
         if b.partition_queue_bytes < 1024 * 1024 {
             return Err(ConfigError::Invalid {
@@ -607,6 +635,24 @@ mod tests {
                     "example lacks {section}"
                 ),
             }
+        }
+    }
+
+    #[test]
+    fn kafka_advertised_is_host_and_port() {
+        let c = Config::from_toml(
+            "[listeners]\nkafka_advertised = \"broker.example.com:19092\"",
+            None,
+        )
+        .expect("parse");
+        assert_eq!(
+            c.listeners.kafka_advertised().expect("valid"),
+            Some(("broker.example.com".to_string(), 19092))
+        );
+        for bad in ["broker.example.com", ":9092", "host:port", "host:0"] {
+            let c = Config::from_toml(&format!("[listeners]\nkafka_advertised = {bad:?}"), None)
+                .expect("parse");
+            assert!(c.validate().is_err(), "{bad}");
         }
     }
 

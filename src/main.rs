@@ -145,6 +145,7 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         let kafka = match config.listeners.kafka {
             Some(addr) => {
                 let kafka_config = KafkaServerConfig {
+                    advertised: config.listeners.kafka_advertised()?,
                     max_frame_bytes: config.server.max_frame_bytes,
                     max_connections: config.server.max_connections,
                     idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),

@@ -274,3 +274,47 @@ async fn the_recorded_librdkafka_all_topics_metadata_frame_is_answered() {
     server.shutdown().await;
     broker.shutdown().await.expect("shutdown");
 }
+
+/// Metadata and FindCoordinator advertise the configured address (Kafka's
+/// `advertised.listeners`), or else the address the client connected to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_advertises_the_configured_or_the_connected_address() {
+    let (broker, server, _dir) = start().await;
+    let advertised = KafkaServer::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        broker.clone(),
+        KafkaServerConfig {
+            advertised: Some(("broker.example.com".into(), 19092)),
+            ..KafkaServerConfig::default()
+        },
+    )
+    .await
+    .expect("bind");
+    for (s, host, port) in [
+        (&server, "127.0.0.1".to_string(), server.local_addr().port()),
+        (&advertised, "broker.example.com".to_string(), 19092),
+    ] {
+        let mut c = TcpStream::connect(s.local_addr()).await.expect("connect");
+        send(
+            &mut c,
+            ApiKey::Metadata,
+            9,
+            1,
+            Request::Metadata(MetadataRequest::default()),
+        )
+        .await;
+        let (_, Response::Metadata(m)) = decode_response(
+            ApiKey::Metadata,
+            9,
+            read_frame(&mut c).await.expect("answer"),
+        )
+        .expect("decode") else {
+            panic!("not Metadata")
+        };
+        assert_eq!(m.brokers[0].host, host);
+        assert_eq!(m.brokers[0].port, i32::from(port));
+    }
+    advertised.shutdown().await;
+    server.shutdown().await;
+    broker.shutdown().await.expect("shutdown");
+}
