@@ -318,3 +318,64 @@ async fn metadata_advertises_the_configured_or_the_connected_address() {
     server.shutdown().await;
     broker.shutdown().await.expect("shutdown");
 }
+
+/// An idle timeout shorter than a long poll does not close the connection under it: the
+/// fetch is answered when its wait ends and the connection takes the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idle_timeout_spares_a_connection_waiting_on_a_long_poll() {
+    use weir::protocol::kafka::messages::fetch::{FetchPartition, FetchRequest, FetchTopic};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Config::default();
+    c.data_dir = dir.path().to_path_buf();
+    let broker = Broker::start(c).await.expect("broker");
+    broker
+        .create_topic("quiet", Some(1), vec![])
+        .await
+        .expect("create");
+    let server = KafkaServer::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        broker.clone(),
+        KafkaServerConfig {
+            idle_timeout: Duration::from_millis(200),
+            ..KafkaServerConfig::default()
+        },
+    )
+    .await
+    .expect("bind");
+    let mut s = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let fetch = FetchRequest {
+        max_wait_ms: 1500,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        topics: vec![FetchTopic {
+            topic: "quiet".into(),
+            partitions: vec![FetchPartition {
+                partition: 0,
+                fetch_offset: 0,
+                partition_max_bytes: 1 << 20,
+                ..FetchPartition::default()
+            }],
+            ..FetchTopic::default()
+        }],
+        ..FetchRequest::default()
+    };
+    let started = std::time::Instant::now();
+    send(&mut s, ApiKey::Fetch, 12, 4, Request::Fetch(fetch)).await;
+    let frame = read_frame(&mut s)
+        .await
+        .expect("answered, not closed by the idle timeout");
+    let (id, Response::Fetch(f)) = decode_response(ApiKey::Fetch, 12, frame).expect("decode")
+    else {
+        panic!("not Fetch")
+    };
+    assert_eq!(id, 4);
+    assert_eq!(f.responses[0].partitions[0].error_code, 0);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "it long-polled"
+    );
+    server.shutdown().await;
+    broker.shutdown().await.expect("shutdown");
+}

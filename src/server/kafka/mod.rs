@@ -219,9 +219,15 @@ async fn serve_connection(
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let (order_tx, mut order_rx) = mpsc::channel::<Due>(config.max_in_flight.max(1));
+    // Requests read and not yet answered (a long poll the responder awaits included), so an
+    // idle timeout never closes a connection with a request in flight.
+    let outstanding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let answered = outstanding.clone();
     let responder = tokio::spawn(async move {
         while let Some(task) = order_rx.recv().await {
-            let mut chunks = match task.await {
+            let answer = task.await;
+            answered.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            let mut chunks = match answer {
                 Ok(Answer::Frame(chunks)) => chunks,
                 Ok(Answer::Nothing) => continue,
                 Ok(Answer::Fail) | Err(_) => break,
@@ -245,7 +251,7 @@ async fn serve_connection(
         match read {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Err(_) => {
-                if order_tx.capacity() == order_tx.max_capacity() {
+                if outstanding.load(std::sync::atomic::Ordering::Relaxed) == 0 {
                     break;
                 }
                 continue;
@@ -262,6 +268,7 @@ async fn serve_connection(
                 Some(task) => task,
                 None => break 'conn,
             };
+            outstanding.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if order_tx.send(task).await.is_err() {
                 break 'conn;
             }
