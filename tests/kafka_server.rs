@@ -325,8 +325,10 @@ async fn metadata_advertises_the_configured_or_the_connected_address() {
 async fn the_idle_timeout_spares_a_connection_waiting_on_a_long_poll() {
     use weir::protocol::kafka::messages::fetch::{FetchPartition, FetchRequest, FetchTopic};
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = Config::default();
-    c.data_dir = dir.path().to_path_buf();
+    let c = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
     let broker = Broker::start(c).await.expect("broker");
     broker
         .create_topic("quiet", Some(1), vec![])
