@@ -381,3 +381,58 @@ async fn the_idle_timeout_spares_a_connection_waiting_on_a_long_poll() {
     server.shutdown().await;
     broker.shutdown().await.expect("shutdown");
 }
+
+/// A failed `acks=0` produce closes the connection, as Kafka does (the client expects no
+/// answer, so the close is how it learns to refresh its metadata); the responses due before
+/// it still go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_acks_zero_produce_closes_the_connection() {
+    let (broker, server, _dir) = start().await;
+    let mut s = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let mut b = weir_storage::BatchBuilder::new(weir_storage::Compression::None);
+    b.push(weir_storage::Record::new(1, "x"));
+    send(
+        &mut s,
+        ApiKey::Metadata,
+        9,
+        1,
+        Request::Metadata(MetadataRequest::default()),
+    )
+    .await;
+    send(
+        &mut s,
+        ApiKey::Produce,
+        9,
+        2,
+        Request::Produce(ProduceRequest {
+            acks: 0,
+            timeout_ms: 1000,
+            topic_data: vec![TopicProduceData {
+                name: "no-such-topic".into(),
+                partition_data: vec![PartitionProduceData {
+                    index: 0,
+                    records: Some(b.build(0).expect("batch").into_bytes()),
+                }],
+                ..TopicProduceData::default()
+            }],
+            ..ProduceRequest::default()
+        }),
+    )
+    .await;
+    let first = read_frame(&mut s).await.expect("the metadata answer");
+    assert_eq!(
+        decode_response(ApiKey::Metadata, 9, first)
+            .expect("decode")
+            .0,
+        1
+    );
+    assert!(
+        read_frame(&mut s).await.is_none(),
+        "closed after the failed produce"
+    );
+    serves(server.local_addr()).await;
+    server.shutdown().await;
+    broker.shutdown().await.expect("shutdown");
+}

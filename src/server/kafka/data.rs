@@ -100,9 +100,20 @@ fn parse_records(records: Option<Bytes>) -> Result<Vec<Batch>, i16> {
     })
 }
 
+/// How a produce is answered.
+pub(super) enum ProduceOutcome {
+    /// The response.
+    Respond(Response),
+    /// `acks=0` and everything was accepted: no response at all.
+    Silent,
+    /// `acks=0` and something failed: Kafka closes the connection, the only way to tell a
+    /// client that expects no answer (librdkafka then refreshes its metadata).
+    Close,
+}
+
 impl PendingProduce {
-    /// Waits for every append; `None` for `acks=0` (no response at all).
-    pub(super) async fn finish(self) -> Option<Response> {
+    /// Waits for every append.
+    pub(super) async fn finish(self) -> ProduceOutcome {
         let mut responses = Vec::with_capacity(self.topics.len());
         for (name, partitions) in self.topics {
             let mut partition_responses = Vec::with_capacity(partitions.len());
@@ -135,12 +146,21 @@ impl PendingProduce {
                 ..TopicProduceResponse::default()
             });
         }
-        (self.acks != 0).then(|| {
-            Response::Produce(ProduceResponse {
-                responses,
-                ..ProduceResponse::default()
-            })
-        })
+        if self.acks == 0 {
+            let failed = responses
+                .iter()
+                .flat_map(|t| &t.partition_responses)
+                .any(|p| p.error_code != 0);
+            return if failed {
+                ProduceOutcome::Close
+            } else {
+                ProduceOutcome::Silent
+            };
+        }
+        ProduceOutcome::Respond(Response::Produce(ProduceResponse {
+            responses,
+            ..ProduceResponse::default()
+        }))
     }
 }
 

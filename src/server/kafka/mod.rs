@@ -11,7 +11,8 @@
 //! Rules real clients depend on (see `KAFKA-NOTES.md`):
 //! - Responses on a connection go out **in request order** (Java correlates strictly); clients
 //!   use separate connections for their group coordinator, so a long-poll fetch holding later
-//!   responses back is what they expect. A Produce with `acks=0` gets no response at all.
+//!   responses back is what they expect. A Produce with `acks=0` gets no response at all; if
+//!   it failed, the connection is closed (as Kafka does), after the responses due before it.
 //! - ApiVersions is answered for any version: an unsupported one gets error 35 in the v0 body
 //!   (clients then retry with a version from the list). Any other unsupported API or version
 //!   closes the connection, as Kafka does: the client cannot parse an answer it did not expect.
@@ -204,7 +205,8 @@ enum Answer {
     Frame(Vec<Bytes>),
     /// No response (a Produce with acks=0).
     Nothing,
-    /// The response could not be encoded: close the connection (the client would wait forever).
+    /// Close the connection: the response could not be encoded (the client would wait
+    /// forever), or an `acks=0` produce failed.
     Fail,
 }
 
@@ -318,8 +320,11 @@ async fn accept_request(session: &mut Session, frame: Bytes) -> Option<Due> {
             let pending = data::start_produce(&s, req, version).await;
             tokio::spawn(async move {
                 match pending.finish().await {
-                    Some(response) => encode(correlation_id, version, &response),
-                    None => Answer::Nothing,
+                    data::ProduceOutcome::Respond(response) => {
+                        encode(correlation_id, version, &response)
+                    }
+                    data::ProduceOutcome::Silent => Answer::Nothing,
+                    data::ProduceOutcome::Close => Answer::Fail,
                 }
             })
         }
