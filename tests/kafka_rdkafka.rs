@@ -72,17 +72,18 @@ async fn rdkafka_produces_consumes_and_resumes_in_a_group() {
     let records: Vec<(String, String)> = (0..2000)
         .map(|i| (format!("k{}", i % 10), format!("{i}")))
         .collect();
+    // Enqueued at once (`send_result`), so librdkafka batches them; then every delivery.
     let pending: Vec<_> = records
         .iter()
         .map(|(key, value)| {
-            producer.send(
-                FutureRecord::to("rd").key(key).payload(value),
-                Duration::from_secs(10),
-            )
+            producer
+                .send_result(FutureRecord::to("rd").key(key).payload(value))
+                .map_err(|(e, _)| e)
+                .expect("enqueued")
         })
         .collect();
     for p in pending {
-        p.await.expect("delivered");
+        p.await.expect("not cancelled").expect("delivered");
     }
 
     let group = |id: &str| -> BaseConsumer {
