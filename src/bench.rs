@@ -66,6 +66,10 @@ pub struct BenchCmd {
     /// (beyond it, sending waits). Publish latency is mostly this queue at full speed.
     #[arg(long, default_value_t = 8)]
     in_flight: usize,
+    /// Publishes in flight per partition (`ProducerConfig::max_in_flight`; above 1 the
+    /// producer is idempotent).
+    #[arg(long, default_value_t = 5)]
+    pipeline: usize,
     /// Produce everything first, then consume it (separate produce and consume figures);
     /// by default producers and consumers run at the same time.
     #[arg(long)]
@@ -227,6 +231,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 linger: Duration::from_millis(5),
                 batch_bytes: (cmd.record_size + 24) * cmd.batch.max(1),
                 buffer_bytes: (cmd.record_size + 24) * cmd.batch.max(1) * cmd.in_flight.max(1),
+                max_in_flight: cmd.pipeline.max(1),
                 ..ProducerConfig::default()
             },
         );

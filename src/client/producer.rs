@@ -23,11 +23,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
-use weir_storage::{BatchBuilder, Compression, Header, Offset, Record};
+use weir_storage::{Batch, BatchBuilder, Compression, Header, Offset, Record};
 
 use super::Transport;
 use crate::broker::partitioner::partition_for_key;
-use crate::broker::{Acks, BrokerError};
+use crate::broker::{Acks, BrokerError, PublishAck};
 
 /// Producer settings.
 #[derive(Debug, Clone)]
@@ -42,6 +42,11 @@ pub struct ProducerConfig {
     pub compression: Compression,
     /// Most bytes of records sent but not yet acknowledged; `send` waits beyond it.
     pub buffer_bytes: usize,
+    /// Most publishes in flight per partition (Kafka's `max.in.flight.requests.per.connection`).
+    /// Above 1 the producer is idempotent: its batches carry a producer id and sequence
+    /// numbers, so a publish refused while others were in flight behind it (a full partition
+    /// queue) is resent without reordering or duplicating them. `Acks::None` always uses 1.
+    pub max_in_flight: usize,
 }
 
 impl Default for ProducerConfig {
@@ -52,6 +57,7 @@ impl Default for ProducerConfig {
             batch_bytes: 1024 * 1024,
             compression: Compression::None,
             buffer_bytes: 32 * 1024 * 1024,
+            max_in_flight: 5,
         }
     }
 }
@@ -225,6 +231,59 @@ struct PartitionQueue {
     building: Option<Building>,
     ready: VecDeque<Building>,
     in_flight: bool,
+    /// The producer id and epoch of this partition's idempotent publishes (taken on first use,
+    /// replaced after a failure breaks the sequence), and the next sequence number.
+    identity: Option<(i64, i16)>,
+    next_sequence: i32,
+}
+
+/// A batch's record count, where its acknowledgement goes, and the buffer space it holds.
+type PendingAck = (
+    i64,
+    oneshot::Sender<Result<BatchAck, BrokerError>>,
+    Option<OwnedSemaphorePermit>,
+);
+
+/// One publish in flight: its batches' builders (to send them again), what to acknowledge,
+/// and the outcome once the broker answers.
+struct Flight {
+    builders: Vec<BatchBuilder>,
+    acks: Vec<PendingAck>,
+    outcome: Option<super::transport::PublishOutcome>,
+}
+
+impl Flight {
+    /// Acknowledges every batch with `result` (the batches of one publish were appended
+    /// together, with consecutive offsets).
+    fn finish(self, result: Result<(i32, PublishAck), BrokerError>) {
+        let mut next = result.as_ref().map(|(_, a)| a.base_offset);
+        for (count, done, _permit) in self.acks {
+            let _ = done.send(match (&result, &next) {
+                (Ok((partition, _)), Ok(base)) => Ok(BatchAck {
+                    partition: *partition,
+                    base_offset: *base,
+                }),
+                (Err(e), _) => Err(e.clone()),
+                (_, Err(e)) => Err((*e).clone()),
+            });
+            if let Ok(base) = &mut next {
+                if *base >= 0 {
+                    *base += count;
+                }
+            }
+        }
+    }
+}
+
+/// The most bytes of batches one publish carries (one batch may be larger).
+const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// Errors after which a publish was not written and may be sent again as it is.
+fn resendable(e: &BrokerError) -> bool {
+    matches!(
+        e,
+        BrokerError::Busy { .. } | BrokerError::OutOfOrderSequence { .. }
+    )
 }
 
 /// A record waiting for its topic's partition count, with where to report its slot.
@@ -604,76 +663,224 @@ impl Inner {
         tokio::spawn(async move { Inner::send_loop(inner, topic, p).await });
     }
 
+    /// Takes the partition's ready batches, or `None` when there are none (and, with nothing
+    /// in flight either, ends the sender).
+    fn take_ready(inner: &Inner, topic: &str, p: usize, idle: bool) -> Option<Vec<Building>> {
+        let mut topics = inner.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(TopicState::Ready { queues, .. }) = topics.get_mut(topic) else {
+            return None;
+        };
+        let q = queues.get_mut(p)?;
+        if q.ready.is_empty() {
+            if idle {
+                q.in_flight = false;
+                drop(topics);
+                inner.drained.notify_waiters();
+            }
+            return None;
+        }
+        // One publish carries at most about `MAX_REQUEST_BYTES` (at least one batch), as
+        // Kafka's `max.request.size`: a publish larger than the partition's queue would be
+        // refused however often it is sent.
+        let mut bytes = 0;
+        let mut take = 0;
+        for b in &q.ready {
+            if take > 0 && bytes + b.builder.size_estimate() > MAX_REQUEST_BYTES {
+                break;
+            }
+            bytes += b.builder.size_estimate();
+            take += 1;
+        }
+        Some(q.ready.drain(..take).collect())
+    }
+
+    /// The partition's producer id, epoch and next sequence for `records` more records;
+    /// a fresh producer id first when there is none (or `renew`).
+    async fn sequence(
+        inner: &Inner,
+        topic: &str,
+        p: usize,
+        records: i32,
+        renew: bool,
+    ) -> Result<(i64, i16, i32), BrokerError> {
+        let current = {
+            let topics = inner.topics.lock().unwrap_or_else(|e| e.into_inner());
+            match topics.get(topic) {
+                Some(TopicState::Ready { queues, .. }) => queues.get(p).and_then(|q| q.identity),
+                _ => None,
+            }
+        };
+        let fresh = match (current, renew) {
+            (Some(_), false) => None,
+            _ => Some(inner.transport.init_producer_id(-1, -1).await?),
+        };
+        let mut topics = inner.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(TopicState::Ready { queues, .. }) = topics.get_mut(topic) else {
+            return Err(BrokerError::UnknownTopic(topic.to_string()));
+        };
+        let q = queues
+            .get_mut(p)
+            .ok_or_else(|| BrokerError::UnknownPartition {
+                topic: topic.to_string(),
+                partition: p as i32,
+            })?;
+        if let Some(identity) = fresh {
+            q.identity = Some(identity);
+            q.next_sequence = 0;
+        }
+        let (id, epoch) = q.identity.unwrap_or((-1, -1));
+        let first = q.next_sequence;
+        // Kafka's sequences wrap from i32::MAX to 0.
+        q.next_sequence =
+            ((i64::from(first) + i64::from(records)) % (i64::from(i32::MAX) + 1)) as i32;
+        Ok((id, epoch, first))
+    }
+
+    /// Encodes a publish's batches, idempotent ones with consecutive sequence numbers.
+    async fn encode(
+        inner: &Inner,
+        topic: &str,
+        p: usize,
+        builders: &mut [BatchBuilder],
+        idempotent: bool,
+        renew: bool,
+    ) -> Result<Vec<Batch>, BrokerError> {
+        let mut batches = Vec::with_capacity(builders.len());
+        let mut renew = renew;
+        for b in builders.iter_mut() {
+            if idempotent {
+                let (id, epoch, seq) =
+                    Inner::sequence(inner, topic, p, b.len() as i32, renew).await?;
+                renew = false;
+                *b = std::mem::replace(b, BatchBuilder::new(inner.config.compression))
+                    .producer(id, epoch, seq);
+            }
+            batches.push(b.build(0)?);
+        }
+        Ok(batches)
+    }
+
+    /// A flight from ready batches (batches that fail to encode are answered at once).
+    fn flight(buildings: Vec<Building>) -> Flight {
+        let mut flight = Flight {
+            builders: Vec::with_capacity(buildings.len()),
+            acks: Vec::with_capacity(buildings.len()),
+            outcome: None,
+        };
+        for b in buildings {
+            flight.acks.push((b.builder.len() as i64, b.done, b.permit));
+            flight.builders.push(b.builder);
+        }
+        flight
+    }
+
+    /// Sends a partition's batches: up to `max_in_flight` publishes at once (idempotent), in
+    /// order; a publish refused as resendable is sent again, with everything sent behind it,
+    /// under a fresh producer id so the sequence numbers start clean.
     async fn send_loop(inner: Arc<Inner>, topic: String, p: usize) {
+        let idempotent = inner.config.acks != Acks::None && inner.config.max_in_flight > 1;
+        let max = if idempotent {
+            inner.config.max_in_flight
+        } else {
+            1
+        };
+        let mut flights: VecDeque<Flight> = VecDeque::new();
         loop {
-            let batches: Vec<Building> = {
-                let mut topics = inner.topics.lock().unwrap_or_else(|e| e.into_inner());
-                let Some(TopicState::Ready { queues, .. }) = topics.get_mut(&topic) else {
-                    return;
+            while flights.len() < max {
+                let Some(buildings) = Inner::take_ready(&inner, &topic, p, flights.is_empty())
+                else {
+                    break;
                 };
-                let Some(q) = queues.get_mut(p) else { return };
-                if q.ready.is_empty() {
-                    q.in_flight = false;
-                    drop(topics);
-                    inner.drained.notify_waiters();
-                    return;
-                }
-                q.ready.drain(..).collect()
-            };
-            let mut encoded = Vec::new();
-            let mut acks = Vec::new();
-            let mut builders = Vec::new();
-            for b in batches {
-                match b.builder.build(0) {
-                    Ok(batch) => {
-                        acks.push((batch.record_count() as i64, b.done, b.permit));
-                        encoded.push(batch);
-                        builders.push(b.builder);
+                let mut flight = Inner::flight(buildings);
+                let sent =
+                    match Inner::encode(&inner, &topic, p, &mut flight.builders, idempotent, false)
+                        .await
+                    {
+                        Ok(batches) => {
+                            inner
+                                .transport
+                                .publish_queued(&topic, p as i32, batches, inner.config.acks)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                match sent {
+                    Ok(outcome) => {
+                        flight.outcome = Some(outcome);
+                        flights.push_back(flight);
                     }
-                    Err(e) => {
-                        let _ = b.done.send(Err(e.into()));
-                    }
+                    Err(e) => flight.finish(Err(e)),
                 }
             }
-            if encoded.is_empty() {
-                continue;
-            }
-            // A full partition queue (Busy) is retried with a short backoff, as Kafka's
-            // producer retries retriable errors; anything else goes back to the sender. The
-            // batches go out unshared (so the log writes their offsets in place, no copy) and
-            // are encoded again from the builders for a retry.
-            let mut attempts = 0;
-            let result = loop {
-                let r = inner
-                    .transport
-                    .publish(&topic, Some(p as i32), encoded, inner.config.acks)
-                    .await;
-                match r {
-                    Err(BrokerError::Busy { .. }) if attempts < 1000 => {
-                        attempts += 1;
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                        encoded = builders.iter().filter_map(|b| b.build(0).ok()).collect();
-                    }
-                    other => break other,
-                }
+            // Nothing in flight means nothing was ready either: `take_ready` has marked the
+            // partition idle (a later batch starts a new sender).
+            let Some(mut head) = flights.pop_front() else {
+                return;
             };
-            // The batches of one publish were appended together, with consecutive offsets.
-            let mut next = result.as_ref().map(|(_, a)| a.base_offset);
-            for (count, done, _permit) in acks {
-                let _ = done.send(match (&result, &next) {
-                    (Ok((partition, _)), Ok(base)) => Ok(BatchAck {
-                        partition: *partition,
-                        base_offset: *base,
-                    }),
-                    (Err(e), _) => Err(e.clone()),
-                    (_, Err(e)) => Err((*e).clone()),
-                });
-                if let Ok(base) = &mut next {
-                    if *base >= 0 {
-                        *base += count;
+            let result = match head.outcome.take() {
+                Some(outcome) => outcome.await,
+                None => Err(BrokerError::ShuttingDown),
+            };
+            match result {
+                Err(e) if resendable(&e) => {
+                    // Nothing sent behind it can have been written (sequence gap, or the same
+                    // full queue): collect them, then send everything again, in order.
+                    let mut again = vec![head];
+                    while let Some(mut f) = flights.pop_front() {
+                        let r = match f.outcome.take() {
+                            Some(outcome) => outcome.await,
+                            None => Err(BrokerError::ShuttingDown),
+                        };
+                        match r {
+                            Err(e) if resendable(&e) => again.push(f),
+                            r => f.finish(r),
+                        }
+                    }
+                    let mut renew = idempotent;
+                    for mut f in again {
+                        let r = Inner::resend(&inner, &topic, p, &mut f, idempotent, renew).await;
+                        renew = false;
+                        f.finish(r);
                     }
                 }
+                r => head.finish(r),
             }
         }
+    }
+
+    /// Sends one flight again until it is written or fails for good: a full queue is retried
+    /// with a short backoff, as Kafka's producer retries retriable errors.
+    async fn resend(
+        inner: &Inner,
+        topic: &str,
+        p: usize,
+        flight: &mut Flight,
+        idempotent: bool,
+        renew: bool,
+    ) -> Result<(i32, PublishAck), BrokerError> {
+        let mut renew = renew;
+        for attempt in 0..1000 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            // Each attempt under a fresh producer id when idempotent: the previous attempt was
+            // not written, so its sequence numbers are free to start over.
+            let batches =
+                Inner::encode(inner, topic, p, &mut flight.builders, idempotent, renew).await?;
+            renew = idempotent;
+            match inner
+                .transport
+                .publish(topic, Some(p as i32), batches, inner.config.acks)
+                .await
+            {
+                Err(e) if resendable(&e) => continue,
+                r => return r,
+            }
+        }
+        Err(BrokerError::Busy {
+            partition: format!("{topic}-{p}"),
+            queued_bytes: 0,
+            max_bytes: 0,
+        })
     }
 }

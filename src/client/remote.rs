@@ -217,7 +217,13 @@ impl RemoteTransport {
         Ok(t)
     }
 
-    async fn call(&self, link: &Link, body: RequestBody) -> Result<ResponseBody, BrokerError> {
+    /// Sends a request and returns the wait for its response: calls made one after the other
+    /// are written to the connection in that order.
+    async fn send(
+        &self,
+        link: &Link,
+        body: RequestBody,
+    ) -> Result<oneshot::Receiver<Response>, BrokerError> {
         let conn = link.get().await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = Request { id, body }
@@ -239,10 +245,12 @@ impl RemoteTransport {
                 .remove(&id);
             return Err(BrokerError::ConnectionLost("the connection closed".into()));
         }
-        let resp = rx
-            .await
-            .map_err(|_| BrokerError::ConnectionLost("the connection closed".into()))?;
-        resp.body.map_err(|e| e.into_broker_error())
+        Ok(rx)
+    }
+
+    async fn call(&self, link: &Link, body: RequestBody) -> Result<ResponseBody, BrokerError> {
+        let rx = self.send(link, body).await?;
+        answer(rx).await
     }
 
     async fn data(&self, body: RequestBody) -> Result<ResponseBody, BrokerError> {
@@ -254,12 +262,66 @@ impl RemoteTransport {
     }
 }
 
+/// A response's outcome; a connection that went away first means the outcome is unknown.
+async fn answer(rx: oneshot::Receiver<Response>) -> Result<ResponseBody, BrokerError> {
+    let resp = rx
+        .await
+        .map_err(|_| BrokerError::ConnectionLost("the connection closed".into()))?;
+    resp.body.map_err(|e| e.into_broker_error())
+}
+
 fn unexpected(r: ResponseBody) -> BrokerError {
     BrokerError::InvalidRequest(format!("unexpected response {r:?}"))
 }
 
 #[async_trait]
 impl Transport for RemoteTransport {
+    async fn publish_queued(
+        &self,
+        topic: &str,
+        partition: i32,
+        batches: Vec<Batch>,
+        acks: Acks,
+    ) -> Result<crate::client::transport::PublishOutcome, BrokerError> {
+        let rx = self
+            .send(
+                &self.data,
+                RequestBody::Publish {
+                    topic: topic.to_string(),
+                    partition: Some(partition),
+                    batches,
+                    acks,
+                },
+            )
+            .await?;
+        Ok(Box::pin(async move {
+            match answer(rx).await? {
+                ResponseBody::Published { partition, ack } => Ok((partition, ack)),
+                r => Err(unexpected(r)),
+            }
+        }))
+    }
+
+    async fn init_producer_id(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<(i64, i16), BrokerError> {
+        match self
+            .coord(RequestBody::InitProducerId {
+                producer_id,
+                producer_epoch,
+            })
+            .await?
+        {
+            ResponseBody::ProducerId {
+                producer_id,
+                producer_epoch,
+            } => Ok((producer_id, producer_epoch)),
+            r => Err(unexpected(r)),
+        }
+    }
+
     async fn publish(
         &self,
         topic: &str,

@@ -13,9 +13,33 @@ use crate::broker::{
     JoinResult, OffsetSpec, PublishAck, ResetTo, SyncResult, TopicDescription,
 };
 
+/// The outcome of a publish already in its partition's queue.
+pub type PublishOutcome =
+    futures::future::BoxFuture<'static, Result<(i32, PublishAck), BrokerError>>;
+
 /// What the user API needs from a broker.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
+    /// Queues a publish to an explicit partition and returns its outcome: publishes queued by
+    /// calls made one after the other are appended in that order, however their outcomes are
+    /// awaited (the producer keeps several in flight). See [`BrokerHandle::publish_in_order`].
+    ///
+    /// # Errors
+    /// The publish could not be queued (the connection is gone).
+    async fn publish_queued(
+        &self,
+        topic: &str,
+        partition: i32,
+        batches: Vec<Batch>,
+        acks: Acks,
+    ) -> Result<PublishOutcome, BrokerError>;
+    /// A producer id and epoch for idempotent publishing: a fresh id for `producer_id` -1,
+    /// else the same id with the next epoch. See [`BrokerHandle::init_producer_id`].
+    async fn init_producer_id(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<(i64, i16), BrokerError>;
     /// See [`BrokerHandle::publish`].
     async fn publish(
         &self,
@@ -115,6 +139,26 @@ pub trait Transport: Send + Sync + 'static {
 
 #[async_trait]
 impl Transport for BrokerHandle {
+    async fn publish_queued(
+        &self,
+        topic: &str,
+        partition: i32,
+        batches: Vec<Batch>,
+        acks: Acks,
+    ) -> Result<PublishOutcome, BrokerError> {
+        Ok(self
+            .publish_in_order(topic, Some(partition), batches, acks)
+            .await)
+    }
+
+    async fn init_producer_id(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<(i64, i16), BrokerError> {
+        BrokerHandle::init_producer_id(self, None, producer_id, producer_epoch).await
+    }
+
     async fn publish(
         &self,
         topic: &str,

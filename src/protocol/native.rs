@@ -412,6 +412,13 @@ pub enum RequestBody {
         /// Group.
         group: String,
     },
+    /// A producer id for idempotent publishing (-1: a new one; else the next epoch).
+    InitProducerId {
+        /// The current id, or -1.
+        producer_id: i64,
+        /// The current epoch, or -1.
+        producer_epoch: i16,
+    },
     /// Move an empty group's offsets.
     ResetOffsets {
         /// Group.
@@ -528,6 +535,13 @@ pub enum ResponseBody {
     Group(GroupDescription),
     /// Offsets after a reset.
     Reset(Vec<(TopicPartition, Offset)>),
+    /// A producer id and epoch.
+    ProducerId {
+        /// The id.
+        producer_id: i64,
+        /// The epoch.
+        producer_epoch: i16,
+    },
 }
 
 #[cfg(test)]

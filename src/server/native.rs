@@ -233,6 +233,17 @@ async fn dispatch(broker: &BrokerHandle, body: RequestBody) -> Result<ResponseBo
             t.delete_group(&group).await?;
             ResponseBody::Done
         }
+        RequestBody::InitProducerId {
+            producer_id,
+            producer_epoch,
+        } => {
+            let (producer_id, producer_epoch) =
+                t.init_producer_id(producer_id, producer_epoch).await?;
+            ResponseBody::ProducerId {
+                producer_id,
+                producer_epoch,
+            }
+        }
         RequestBody::ResetOffsets { group, topic, to } => {
             ResponseBody::Reset(t.reset_offsets(&group, &topic, to).await?)
         }
