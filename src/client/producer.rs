@@ -269,6 +269,10 @@ fn now_ms() -> i64 {
     crate::broker::partition::now_ms()
 }
 
+/// The most bytes of batches one publish carries (one batch may be larger): well under the
+/// broker's default partition queue (64 MiB), which a single publish must fit in.
+const MAX_PUBLISH_BYTES: usize = 16 * 1024 * 1024;
+
 /// The buffer space a record holds until acknowledged (its bytes plus record overhead).
 fn record_size(record: &ProducerRecord) -> usize {
     24 + record.key.as_ref().map_or(0, Bytes::len)
@@ -618,7 +622,19 @@ impl Inner {
                     inner.drained.notify_waiters();
                     return;
                 }
-                q.ready.drain(..).collect()
+                // At most about `MAX_PUBLISH_BYTES` per publish (at least one batch): a
+                // publish larger than the partition's queue would be refused however often
+                // it is sent.
+                let mut bytes = 0;
+                let mut take = 0;
+                for b in &q.ready {
+                    if take > 0 && bytes + b.builder.size_estimate() > MAX_PUBLISH_BYTES {
+                        break;
+                    }
+                    bytes += b.builder.size_estimate();
+                    take += 1;
+                }
+                q.ready.drain(..take).collect()
             };
             let mut encoded = Vec::new();
             let mut acks = Vec::new();
