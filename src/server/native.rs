@@ -251,23 +251,7 @@ async fn serve_connection(
     // Responses go to the writer as they complete; frames queued meanwhile share a write.
     let (frames_tx, mut frames_rx) = mpsc::channel::<EncodedFrame>(max_in_flight);
     let writer = tokio::spawn(async move {
-        let mut chunks = Vec::new();
-        while let Some(frame) = frames_rx.recv().await {
-            chunks.extend(frame.into_chunks());
-            while chunks.len() < 256 {
-                match frames_rx.try_recv() {
-                    Ok(f) => chunks.extend(f.into_chunks()),
-                    Err(_) => break,
-                }
-            }
-            if crate::net::write_chunks(&mut wr, &mut chunks)
-                .await
-                .is_err()
-            {
-                break;
-            }
-            chunks.clear();
-        }
+        crate::net::write_frames(&mut wr, &mut frames_rx).await;
         let _ = wr.shutdown().await;
     });
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
