@@ -27,7 +27,6 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::task::JoinHandle;
 
 use crate::broker::BrokerError;
 use crate::client::Transport;
@@ -64,9 +63,7 @@ impl Default for NativeServerConfig {
 /// A running native listener.
 #[derive(Debug)]
 pub struct NativeServer {
-    local_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    running: crate::server::Running,
 }
 
 /// The code of "too many connections".
@@ -82,26 +79,21 @@ impl NativeServer {
         broker: BrokerHandle,
         config: NativeServerConfig,
     ) -> std::io::Result<NativeServer> {
-        let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        let (shutdown, rx) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, broker, config, rx));
-        Ok(NativeServer {
-            local_addr,
-            shutdown,
-            task,
+        let running = crate::server::Running::bind(addr, move |listener, rx| {
+            accept_loop(listener, broker, config, rx)
         })
+        .await?;
+        Ok(NativeServer { running })
     }
 
     /// The address it listens on (with the port the OS chose for port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.running.local_addr()
     }
 
     /// Stops accepting, lets connections finish their in-flight requests, waits for them.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        self.running.shutdown().await;
     }
 }
 
