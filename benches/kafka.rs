@@ -10,9 +10,14 @@
 //! - librdkafka (the `rdkafka` crate): produce N records of 100 bytes (`linger.ms=5`,
 //!   `batch.size=1000000`, acks=all), then consume them with librdkafka's default fetch
 //!   settings, and again with `fetch.queue.backoff.ms=10`;
+//! - kcat (Debian's package, its own librdkafka): `kcat -P -l` from a file of N lines with
+//!   the same producer settings, then `kcat -C` with librdkafka's defaults;
 //! - the same load through the native protocol with `weir bench --sequential` (batches of
 //!   1,000 handed to the producer) and `weir bench --per-record` (record by record, as
 //!   librdkafka's API is used).
+//!
+//! The CPU time the server and the librdkafka clients spend per million records is printed
+//! with each run: it shows which side bounds a figure.
 //!
 //! Client and server share the machine's cores. Medians of the runs are printed last.
 
@@ -158,6 +163,50 @@ fn consume(boot: &str, topic: &str, n: u64, extra: &[(&str, &str)]) -> f64 {
     (n - 1) as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
+/// The kcat binary (`KAFKA_BENCH_KCAT`, default `kcat` on the PATH; Debian's package).
+fn kcat() -> String {
+    std::env::var("KAFKA_BENCH_KCAT").unwrap_or_else(|_| "kcat".into())
+}
+
+/// Records/s producing the `n` lines of `input` (100 bytes each) with `kcat -P -l`, the same
+/// producer settings as [`produce`]; timed over the whole process (start-up included).
+fn kcat_produce(boot: &str, topic: &str, input: &std::path::Path, n: u64) -> f64 {
+    let start = Instant::now();
+    let status = Command::new(kcat())
+        .args(["-P", "-b", boot, "-t", topic, "-X", "linger.ms=5"])
+        .args(["-X", "batch.size=1000000", "-X", "acks=all"])
+        .args(["-X", "queue.buffering.max.messages=1000000"])
+        .args(["-X", "queue.buffering.max.kbytes=1048576", "-l"])
+        .arg(input)
+        .env_remove("LD_LIBRARY_PATH")
+        .status()
+        .unwrap_or_else(|e| panic!("running {} (apt-get install kcat): {e}", kcat()));
+    assert!(status.success(), "kcat -P failed: {status}");
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Records/s consuming `n` records from the beginning with `kcat -C` (librdkafka defaults,
+/// one line per record), timed from the first record as in [`consume`].
+fn kcat_consume(boot: &str, topic: &str, n: u64) -> f64 {
+    let mut child = Command::new(kcat())
+        .args(["-C", "-b", boot, "-t", topic, "-o", "beginning", "-e", "-q"])
+        .args(["-f", "%o\\n"])
+        .env_remove("LD_LIBRARY_PATH")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {} (apt-get install kcat): {e}", kcat()));
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a first record").expect("read");
+    let start = Instant::now();
+    let got = 1 + lines.map_while(Result::ok).count() as u64;
+    let elapsed = start.elapsed();
+    assert_eq!(first.trim(), "0", "kcat started at offset {first}");
+    let status = child.wait().expect("kcat");
+    assert!(status.success(), "kcat -C failed: {status}");
+    assert_eq!(got, n, "kcat consumed {got} of {n}");
+    (n - 1) as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
 /// `weir bench` through the native protocol; returns (produced/s, consumed/s if consumed).
 fn native(addr: SocketAddr, topic: &str, n: u64, extra: &[&str]) -> (f64, Option<f64>) {
     let out = Command::new(env!("CARGO_BIN_EXE_weir"))
@@ -181,9 +230,10 @@ fn native(addr: SocketAddr, topic: &str, n: u64, extra: &[&str]) -> (f64, Option
     (rate("produced:").expect("produced"), rate("consumed:"))
 }
 
-/// CPU seconds the server process has used so far (user + system, from /proc).
-fn server_cpu(server: &Server) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.0.id())).unwrap_or_default();
+/// CPU seconds a process has used so far (user + system, from /proc): the server's, or this
+/// benchmark's own (the librdkafka clients run in it).
+fn cpu_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -203,6 +253,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// One run's figures, in the order they are printed: (label, value).
+type Row = Vec<(&'static str, f64)>;
+
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
@@ -211,25 +264,33 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, native_addr, kafka_addr) = start(dir.path());
     let boot = kafka_addr.to_string();
+    let (spid, me) = (server.0.id(), std::process::id());
+    let input = dir.path().join("records.txt");
+    std::fs::write(
+        &input,
+        [[b'w'; 100].as_slice(), b"\n"].concat().repeat(n as usize),
+    )
+    .expect("kcat input");
     println!("kafka bench: {runs} runs of {n} records of 100 B, one partition, segment storage");
-    let mut rows: Vec<[f64; 10]> = Vec::new();
+    // Server CPU per phase, in seconds per million records: the cost of each path on the
+    // broker side, apart from what each client spends.
+    let per_m = |cpu: f64| cpu * 1e6 / n as f64;
+    let mut rows: Vec<Row> = Vec::new();
     for run in 1..=runs {
+        let mut row = Row::new();
         let topic = format!("kafka-{run}");
         create(&boot, &topic).await;
-        // Server CPU per phase, in seconds per million records: the cost of each path on the
-        // broker side, apart from what each client spends.
-        let per_m = |cpu: f64| cpu * 1e6 / n as f64;
-        let c0 = server_cpu(&server);
+        let (c0, m0) = (cpu_of(spid), cpu_of(me));
         let (b2, t2) = (boot.clone(), topic.clone());
         let kp = tokio::task::spawn_blocking(move || produce(&b2, &t2, n))
             .await
             .expect("produce");
-        let c1 = server_cpu(&server);
+        let (c1, m1) = (cpu_of(spid), cpu_of(me));
         let (b2, t2) = (boot.clone(), topic.clone());
         let kc = tokio::task::spawn_blocking(move || consume(&b2, &t2, n, &[]))
             .await
             .expect("consume");
-        let c2 = server_cpu(&server);
+        let (c2, m2) = (cpu_of(spid), cpu_of(me));
         // librdkafka stops fetching for `fetch.queue.backoff.ms` (1 s) whenever its queue
         // holds `queued.min.messages` (100,000): a broker that fetches faster than the
         // application consumes meets that pause. The same consumer with a 10 ms backoff:
@@ -239,58 +300,76 @@ async fn main() {
         })
         .await
         .expect("consume");
-        let c2b = server_cpu(&server);
+        // kcat (Debian's librdkafka), producing from a file and consuming to a pipe.
+        let ktopic = format!("kcat-{run}");
+        create(&boot, &ktopic).await;
+        let c3 = cpu_of(spid);
+        let kcp = kcat_produce(&boot, &ktopic, &input, n);
+        let c4 = cpu_of(spid);
+        let kcc = kcat_consume(&boot, &ktopic, n);
+        let c5 = cpu_of(spid);
         let (np, nc) = native(native_addr, &format!("native-{run}"), n, &["--sequential"]);
-        let c3 = server_cpu(&server);
+        let c6 = cpu_of(spid);
         let (nr, _) = native(
             native_addr,
             &format!("per-record-{run}"),
             n,
             &["--per-record", "--consumers", "0"],
         );
-        let c4 = server_cpu(&server);
+        let c7 = cpu_of(spid);
         let nc = nc.expect("consumed");
-        println!(
-            "run {run}: kafka (librdkafka) produce {kp:>10.0}/s consume {kc:>10.0}/s (backoff 10 ms: {kt:>10.0}/s) | native produce {np:>10.0}/s consume {nc:>10.0}/s | native per-record produce {nr:>10.0}/s"
-        );
-        println!(
-            "       server CPU per million records: kafka produce {:.3} s, consume {:.3} s | native produce+consume {:.3} s | native per-record produce {:.3} s",
-            per_m(c1 - c0),
-            per_m(c2 - c1),
-            per_m(c3 - c2b),
-            per_m(c4 - c3)
-        );
-        rows.push([
-            kp,
-            kc,
-            np,
-            nc,
-            nr,
-            per_m(c1 - c0),
-            per_m(c2 - c1),
-            per_m(c3 - c2b),
-            per_m(c4 - c3),
-            kt,
+        row.extend([
+            ("rdkafka produce", kp),
+            ("rdkafka consume", kc),
+            ("rdkafka consume, backoff 10 ms", kt),
+            ("kcat produce", kcp),
+            ("kcat consume", kcc),
+            ("native produce", np),
+            ("native consume", nc),
+            ("native per-record produce", nr),
+            ("server CPU s/M: rdkafka produce", per_m(c1 - c0)),
+            ("server CPU s/M: rdkafka consume", per_m(c2 - c1)),
+            ("server CPU s/M: kcat produce", per_m(c4 - c3)),
+            ("server CPU s/M: kcat consume", per_m(c5 - c4)),
+            ("server CPU s/M: native produce+consume", per_m(c6 - c5)),
+            ("server CPU s/M: native per-record produce", per_m(c7 - c6)),
+            ("client CPU s/M: rdkafka produce", per_m(m1 - m0)),
+            ("client CPU s/M: rdkafka consume", per_m(m2 - m1)),
         ]);
+        println!("run {run}:");
+        print_row(&row);
+        rows.push(row);
     }
-    let col = |i: usize| median(rows.iter().map(|r| r[i]).collect());
-    let (kp, kc, np, nc, nr) = (col(0), col(1), col(2), col(3), col(4));
+    let medians: Row = rows[0]
+        .iter()
+        .enumerate()
+        .map(|(i, (label, _))| (*label, median(rows.iter().map(|r| r[i].1).collect())))
+        .collect();
+    println!("median of {runs}:");
+    print_row(&medians);
+    let m = |label: &str| {
+        medians
+            .iter()
+            .find(|(l, _)| *l == label)
+            .map_or(f64::NAN, |(_, v)| *v)
+    };
     println!(
-        "median: kafka produce {kp:.0}/s consume {kc:.0}/s (backoff 10 ms: {:.0}/s); native produce {np:.0}/s consume {nc:.0}/s; native per-record produce {nr:.0}/s",
-        col(9)
+        "kafka / native produce: rdkafka {:.0}%, kcat {:.0}% ({:.0}% and {:.0}% of per-record); consume: rdkafka {:.0}%, kcat {:.0}%",
+        100.0 * m("rdkafka produce") / m("native produce"),
+        100.0 * m("kcat produce") / m("native produce"),
+        100.0 * m("rdkafka produce") / m("native per-record produce"),
+        100.0 * m("kcat produce") / m("native per-record produce"),
+        100.0 * m("rdkafka consume") / m("native consume"),
+        100.0 * m("kcat consume") / m("native consume"),
     );
-    println!(
-        "median server CPU per million records: kafka produce {:.3} s, consume {:.3} s; native produce+consume {:.3} s; native per-record produce {:.3} s",
-        col(5),
-        col(6),
-        col(7),
-        col(8)
-    );
-    println!(
-        "kafka / native: produce {:.0}% ({:.0}% of per-record), consume {:.0}% (backoff 10 ms: {:.0}%)",
-        100.0 * kp / np,
-        100.0 * kp / nr,
-        100.0 * kc / nc,
-        100.0 * col(9) / nc
-    );
+}
+
+fn print_row(row: &Row) {
+    for (label, value) in row {
+        if label.contains("CPU") {
+            println!("  {label:<45} {value:>10.3}");
+        } else {
+            println!("  {label:<45} {value:>10.0}/s");
+        }
+    }
 }

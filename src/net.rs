@@ -4,6 +4,31 @@ use std::io::IoSlice;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::protocol::native::EncodedFrame;
+
+/// Writes the frames arriving on `frames` until the channel closes or a write fails; frames
+/// queued while one is written go out together in the next vectored write.
+pub async fn write_frames<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frames: &mut mpsc::Receiver<EncodedFrame>,
+) {
+    let mut chunks = Vec::new();
+    while let Some(frame) = frames.recv().await {
+        chunks.extend(frame.into_chunks());
+        while chunks.len() < 256 {
+            match frames.try_recv() {
+                Ok(f) => chunks.extend(f.into_chunks()),
+                Err(_) => break,
+            }
+        }
+        if write_chunks(w, &mut chunks).await.is_err() {
+            break;
+        }
+        chunks.clear();
+    }
+}
 
 /// Writes `chunks` in order with vectored writes (one syscall for many chunks where the socket
 /// takes them), so large payloads go from their own buffers to the socket without a copy.

@@ -230,3 +230,70 @@ fn the_command_line_against_a_server_and_after_its_restart() {
         child.terminate();
     }
 }
+
+/// `weir consume --group G --exit-at-end` as a member the group gives no partition (another
+/// member holds the only one): nothing is there to read, so it exits instead of waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_at_end_exits_for_a_member_without_partitions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "segment");
+    let child = Server::spawn(&config);
+    let addr = child.native;
+    let remote = RemoteTransport::connect(addr).await.expect("connect");
+    Admin::new(remote.clone())
+        .create_topic("lonely", 1, &[])
+        .await
+        .expect("create");
+    let producer = Producer::new(remote.clone(), ProducerConfig::default());
+    producer
+        .send(ProducerRecord::new("lonely", "only"))
+        .await
+        .await
+        .expect("delivered");
+    // The holder joins first and, its member id sorting first, keeps partition 0 whatever the
+    // assignor; it polls on in the background so it rejoins every rebalance.
+    let mut holder = Consumer::new(
+        remote.clone(),
+        ConsumerConfig {
+            group_id: Some("shared".into()),
+            client_id: "a-holder".into(),
+            ..ConsumerConfig::default()
+        },
+    );
+    holder.subscribe(&["lonely"]).expect("subscribe");
+    while holder.assignment().is_empty() {
+        holder.poll(Duration::from_millis(100)).await.expect("poll");
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let polling = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = holder.poll(Duration::from_millis(100)).await;
+            }
+            let _ = holder.close().await;
+        })
+    };
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("timeout")
+            .arg("60")
+            .arg(env!("CARGO_BIN_EXE_weir"))
+            .args(["consume", "lonely", "--group", "shared", "--exit-at-end"])
+            .arg("--broker")
+            .arg(addr.to_string())
+            .output()
+            .expect("run weir consume")
+    })
+    .await
+    .expect("join");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exited on its own: {:?} {err}",
+        out.status
+    );
+    assert!(err.contains("read 0 records"), "{err}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    polling.await.expect("holder");
+    child.terminate();
+}

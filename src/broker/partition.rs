@@ -32,7 +32,8 @@
 //! drops all pending state and fails every queued idempotent publish (see the module docs
 //! there for why).
 //!
-//! **Rebuild.** When the actor starts over a non-empty log, a task reads the log's tail
+//! **Rebuild.** When the first idempotent publish reaches an actor started over a non-empty
+//! log (partitions that never see one never pay for it), a task reads the log's tail
 //! (about the last [`REBUILD_TAIL_BYTES`], estimated from the average batch size; the whole log
 //! when it is smaller) and replays the batches' producer fields. Until it finishes, idempotent
 //! publishes park (answered in order once it has); other publishes go straight on while nothing
@@ -96,6 +97,8 @@ struct Parked {
 
 /// Where the producer state stands.
 enum Load {
+    /// Not read yet: no idempotent publish has arrived since the actor started.
+    Unloaded,
     /// Being rebuilt from the log; idempotent publishes park.
     Loading,
     /// Ready.
@@ -179,7 +182,7 @@ impl Partition {
             stop: None,
             unsynced_bytes: 0,
             producers: ProducerStates::new(false),
-            load: Load::Loading,
+            load: Load::Unloaded,
             parked: VecDeque::new(),
             parked_bytes: 0,
             duplicate_waiters: HashMap::new(),
@@ -562,7 +565,6 @@ impl Actor for Partition {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
-        self.start_rebuild(ctx);
         ctx.run_interval(self.limits.retention_check_interval, |act, ctx| {
             act.run_retention(ctx);
         });
@@ -618,6 +620,12 @@ impl Partition {
             }
         };
         let idempotent = batches.iter().any(|b| b.producer_id() >= 0);
+        if idempotent && matches!(self.load, Load::Unloaded) {
+            // The first idempotent publish since the start reads the log's tail: partitions
+            // that never see one never pay for it.
+            self.load = Load::Loading;
+            self.start_rebuild(ctx);
+        }
         if matches!(self.load, Load::Loading) && (idempotent || !self.parked.is_empty()) {
             self.parked_bytes += bytes;
             self.parked.push_back(Parked {
@@ -646,7 +654,7 @@ impl Partition {
         if idempotent {
             let verdict = match &self.load {
                 Load::Failed(e) => Err(e.clone()),
-                Load::Loading | Load::Ready => {
+                Load::Unloaded | Load::Loading | Load::Ready => {
                     debug_assert!(matches!(self.load, Load::Ready), "parked while loading");
                     self.producers.check_publish(&batches)
                 }

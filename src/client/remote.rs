@@ -57,26 +57,7 @@ impl Conn {
         let (mut rd, mut wr) = stream.into_split();
         let (frames, mut rx) = mpsc::channel::<EncodedFrame>(256);
         let pending: Pending = Arc::new(Mutex::new(Waiting::default()));
-        tokio::spawn(async move {
-            let mut chunks = Vec::new();
-            while let Some(f) = rx.recv().await {
-                // Frames queued meanwhile go out in the same vectored write.
-                chunks.extend(f.into_chunks());
-                while chunks.len() < 256 {
-                    match rx.try_recv() {
-                        Ok(f) => chunks.extend(f.into_chunks()),
-                        Err(_) => break,
-                    }
-                }
-                if crate::net::write_chunks(&mut wr, &mut chunks)
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-                chunks.clear();
-            }
-        });
+        tokio::spawn(async move { crate::net::write_frames(&mut wr, &mut rx).await });
         let routes = pending.clone();
         tokio::spawn(async move {
             let decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);

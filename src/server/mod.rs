@@ -10,6 +10,48 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+/// A bound listener's accept loop, running: its address and the switch that stops it.
+#[derive(Debug)]
+pub(crate) struct Running {
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Binds `addr` and spawns `run(listener, shutdown)`.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub(crate) async fn bind<F, Fut>(addr: SocketAddr, run: F) -> std::io::Result<Running>
+    where
+        F: FnOnce(TcpListener, watch::Receiver<bool>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let (shutdown, rx) = watch::channel(false);
+        let task = tokio::spawn(run(listener, rx));
+        Ok(Running {
+            local_addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The address it listens on (with the port the OS chose for port 0).
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets connections finish what they have read, waits for them.
+    pub(crate) async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
 
 /// Accepts connections until `shutdown`, at most `max_connections` at once, each served by
 /// `serve(stream, peer)` in a task of its own; a connection over the limit goes to

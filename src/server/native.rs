@@ -27,7 +27,6 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::task::JoinHandle;
 
 use crate::broker::BrokerError;
 use crate::client::Transport;
@@ -64,9 +63,7 @@ impl Default for NativeServerConfig {
 /// A running native listener.
 #[derive(Debug)]
 pub struct NativeServer {
-    local_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    running: crate::server::Running,
 }
 
 /// The code of "too many connections".
@@ -82,26 +79,21 @@ impl NativeServer {
         broker: BrokerHandle,
         config: NativeServerConfig,
     ) -> std::io::Result<NativeServer> {
-        let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        let (shutdown, rx) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, broker, config, rx));
-        Ok(NativeServer {
-            local_addr,
-            shutdown,
-            task,
+        let running = crate::server::Running::bind(addr, move |listener, rx| {
+            accept_loop(listener, broker, config, rx)
         })
+        .await?;
+        Ok(NativeServer { running })
     }
 
     /// The address it listens on (with the port the OS chose for port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.running.local_addr()
     }
 
     /// Stops accepting, lets connections finish their in-flight requests, waits for them.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        self.running.shutdown().await;
     }
 }
 
@@ -262,23 +254,7 @@ async fn serve_connection(
     // Responses go to the writer as they complete; frames queued meanwhile share a write.
     let (frames_tx, mut frames_rx) = mpsc::channel::<EncodedFrame>(max_in_flight);
     let writer = tokio::spawn(async move {
-        let mut chunks = Vec::new();
-        while let Some(frame) = frames_rx.recv().await {
-            chunks.extend(frame.into_chunks());
-            while chunks.len() < 256 {
-                match frames_rx.try_recv() {
-                    Ok(f) => chunks.extend(f.into_chunks()),
-                    Err(_) => break,
-                }
-            }
-            if crate::net::write_chunks(&mut wr, &mut chunks)
-                .await
-                .is_err()
-            {
-                break;
-            }
-            chunks.clear();
-        }
+        crate::net::write_frames(&mut wr, &mut frames_rx).await;
         let _ = wr.shutdown().await;
     });
     let in_flight = Arc::new(Semaphore::new(max_in_flight));

@@ -30,7 +30,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::time::Instant;
 
 use async_trait::async_trait;
-use weir_storage::log::{assign_offsets, check_range, offset_for_time_in};
+use weir_storage::batch::STORED_PREFIX_LEN;
+use weir_storage::log::{check_range, offset_for_time_in, plan_offsets, NO_LEADER_EPOCH};
 use weir_storage::retention::{retention_cut, Unit};
 use weir_storage::{
     AppendInfo, Batch, Durability, LogConfig, LogOffsets, Offset, PartitionLog, Result, Retention,
@@ -423,7 +424,7 @@ impl Inner {
         })
     }
 
-    fn append_blocking(self: &Arc<Self>, mut batches: Vec<Batch>) -> Result<AppendInfo> {
+    fn append_blocking(self: &Arc<Self>, batches: Vec<Batch>) -> Result<AppendInfo> {
         let mut w = self.writer()?;
         let (end, active_len, active_age) = {
             let st = self.read_state();
@@ -434,15 +435,26 @@ impl Inner {
                 active.and_then(|s| s.first_append_ms).map(|t| now_ms() - t),
             )
         };
-        let info = assign_offsets(&mut batches, end)?;
+        // The batches are written as they came (often slices of a request's buffer) behind
+        // their stored header prefixes: the offsets are never written into the batches, which
+        // would copy each one.
+        let info = plan_offsets(&batches, end)?;
         let total: u64 = batches.iter().map(|b| b.len() as u64).sum();
         let too_big = active_len > 0 && active_len + total > self.cfg.segment_bytes;
         let too_old = active_age.is_some_and(|age| age >= self.cfg.segment_ms as i64);
         if too_big || too_old {
             self.roll(&mut w, end)?;
         }
-        let mut slices: Vec<IoSlice<'_>> =
-            batches.iter().map(|b| IoSlice::new(b.as_bytes())).collect();
+        let prefixes: Vec<[u8; STORED_PREFIX_LEN]> = batches
+            .iter()
+            .zip(&info.base_offsets)
+            .map(|(b, &base)| b.stored_prefix(base, NO_LEADER_EPOCH))
+            .collect();
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * batches.len());
+        for (b, prefix) in batches.iter().zip(&prefixes) {
+            slices.push(IoSlice::new(prefix));
+            slices.push(IoSlice::new(&b.as_bytes()[STORED_PREFIX_LEN..]));
+        }
         write_all_vectored(&w.file, &mut slices).map_err(|e| {
             self.fail(StorageError::io(
                 format!("appending to {}", self.dir.display()),
@@ -470,8 +482,8 @@ impl Inner {
             return Err(self.fail(StorageError::Backend("log has no active segment".into())));
         };
         active.first_append_ms.get_or_insert(now);
-        for b in &batches {
-            active.note_batch(BatchInfo::of(b));
+        for (b, &base) in batches.iter().zip(&info.base_offsets) {
+            active.note_batch(BatchInfo::stored_at(b, base));
         }
         st.size_bytes += total;
         Ok(info)

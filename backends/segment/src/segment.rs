@@ -72,9 +72,14 @@ pub(crate) struct BatchInfo {
 
 impl BatchInfo {
     pub(crate) fn of(b: &Batch) -> Self {
+        Self::stored_at(b, b.base_offset())
+    }
+
+    /// The facts about `b` once stored at `base` (its own header may still say otherwise).
+    pub(crate) fn stored_at(b: &Batch, base: Offset) -> Self {
         BatchInfo {
-            base: b.base_offset(),
-            next: b.next_offset(),
+            base,
+            next: base + i64::from(b.last_offset_delta()) + 1,
             max_ts: b.max_timestamp(),
             len: b.len() as u64,
         }

@@ -40,6 +40,9 @@ use crate::Offset;
 pub const HEADER_LEN: usize = 61;
 /// Bytes before the `batchLength`-counted part: base offset (8) and batch length (4).
 pub const LOG_OVERHEAD: usize = 12;
+/// The header bytes the broker owns: base offset, batch length, partition leader epoch (see
+/// [`Batch::stored_prefix`]).
+pub const STORED_PREFIX_LEN: usize = 16;
 /// The magic byte of RecordBatch v2.
 pub const MAGIC_V2: i8 = 2;
 /// Default bound on the uncompressed size of one batch when decoding its records.
@@ -502,6 +505,19 @@ impl Batch {
         };
         owned[0..8].copy_from_slice(&offset.to_be_bytes());
         self.buf = owned.freeze();
+    }
+
+    /// The batch's first [`STORED_PREFIX_LEN`] bytes (base offset, batch length, partition
+    /// leader epoch: none of them under the CRC) as they read once the batch is stored at
+    /// `base_offset` with `leader_epoch`. Written in front of `&as_bytes()[STORED_PREFIX_LEN..]`
+    /// they give the bytes [`Batch::set_base_offset`] and [`Batch::set_partition_leader_epoch`]
+    /// would, without copying the batch.
+    pub fn stored_prefix(&self, base_offset: Offset, leader_epoch: i32) -> [u8; STORED_PREFIX_LEN] {
+        let mut prefix = [0u8; STORED_PREFIX_LEN];
+        prefix[0..8].copy_from_slice(&base_offset.to_be_bytes());
+        prefix[8..12].copy_from_slice(&self.buf[8..12]);
+        prefix[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+        prefix
     }
 
     /// Writes the partition leader epoch in place (outside the CRC, owned by the broker).
@@ -1003,6 +1019,20 @@ mod tests {
         assert_eq!(b.records().expect("decode")[2].offset, 1236);
         // The shared original is untouched.
         assert_eq!(Batch::new(shared).expect("valid").base_offset(), 0);
+    }
+
+    #[test]
+    fn stored_prefix_gives_the_bytes_set_base_offset_would() {
+        let b = build(Compression::Zstd, &sample());
+        let mut patched = b.clone();
+        patched.set_partition_leader_epoch(-1);
+        patched.set_base_offset(987_654);
+        let mut written = b.stored_prefix(987_654, -1).to_vec();
+        written.extend_from_slice(&b.as_bytes()[STORED_PREFIX_LEN..]);
+        assert_eq!(&written[..], &patched.as_bytes()[..]);
+        // The prefix covers exactly the bytes outside the CRC (see `corruption_is_detected`).
+        Batch::new(Bytes::from(written)).expect("valid");
+        assert_eq!(b.base_offset(), 0, "the batch itself is unchanged");
     }
 
     #[test]

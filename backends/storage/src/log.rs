@@ -230,27 +230,44 @@ pub fn check_range(from: Offset, offsets: LogOffsets) -> Result<()> {
 pub const NO_LEADER_EPOCH: i32 = -1;
 
 /// Validates a whole append and assigns base offsets from `end`, writing them into the batches.
-/// Sets each batch's partition leader epoch to [`NO_LEADER_EPOCH`]. Returns the offsets assigned and the new end. Nothing is changed when any batch is invalid.
+/// Sets each batch's partition leader epoch to [`NO_LEADER_EPOCH`]. Returns the offsets assigned
+/// and the new end. Nothing is changed when any batch is invalid.
+///
+/// Writing into a batch copies it when its bytes are shared (a batch decoded from a request is
+/// a slice of the request's buffer); a backend that writes the bytes out rather than keeping the
+/// `Batch` can use [`plan_offsets`] and [`Batch::stored_prefix`] instead and copy nothing.
 ///
 /// # Errors
 /// [`StorageError::InvalidBatch`] for the first batch that fails [`Batch::validate_for_append`],
 /// or an empty append.
 pub fn assign_offsets(batches: &mut [Batch], end: Offset) -> Result<AppendInfo> {
+    let info = plan_offsets(batches, end)?;
+    for (b, &base) in batches.iter_mut().zip(&info.base_offsets) {
+        // Weir has no leader epochs yet; a fixed -1 (Kafka's "unknown") also lets recovery
+        // check these four bytes, which the CRC does not cover.
+        b.set_partition_leader_epoch(NO_LEADER_EPOCH);
+        b.set_base_offset(base);
+    }
+    Ok(info)
+}
+
+/// Validates a whole append and computes the base offsets [`assign_offsets`] would give its
+/// batches from `end`, and the new end, without changing the batches.
+///
+/// # Errors
+/// As [`assign_offsets`].
+pub fn plan_offsets(batches: &[Batch], end: Offset) -> Result<AppendInfo> {
     if batches.is_empty() {
         return Err(StorageError::InvalidBatch(crate::BatchError::Empty));
     }
-    for b in batches.iter() {
+    for b in batches {
         b.validate_for_append()?;
     }
     let mut next = end;
     let mut base_offsets = Vec::with_capacity(batches.len());
-    for b in batches.iter_mut() {
-        // Weir has no leader epochs yet; a fixed -1 (Kafka's "unknown") also lets recovery
-        // check these four bytes, which the CRC does not cover.
-        b.set_partition_leader_epoch(NO_LEADER_EPOCH);
-        b.set_base_offset(next);
+    for b in batches {
         base_offsets.push(next);
-        next = b.next_offset();
+        next += i64::from(b.last_offset_delta()) + 1;
     }
     Ok(AppendInfo {
         base_offsets,

@@ -80,9 +80,7 @@ impl Default for KafkaServerConfig {
 /// A running Kafka listener.
 #[derive(Debug)]
 pub struct KafkaServer {
-    local_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    running: crate::server::Running,
 }
 
 /// What every request handler of a connection sees.
@@ -132,26 +130,21 @@ impl KafkaServer {
             .await
             .map_err(|e| std::io::Error::other(format!("the cluster id: {e}")))?
             .into();
-        let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        let (shutdown, rx) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, broker, config, cluster, rx));
-        Ok(KafkaServer {
-            local_addr,
-            shutdown,
-            task,
+        let running = crate::server::Running::bind(addr, move |listener, rx| {
+            accept_loop(listener, broker, config, cluster, rx)
         })
+        .await?;
+        Ok(KafkaServer { running })
     }
 
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.running.local_addr()
     }
 
     /// Stops accepting, lets connections answer what they have read, waits for them.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        self.running.shutdown().await;
     }
 }
 

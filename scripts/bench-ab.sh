@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# A/B of two `weir` binaries on the native produce path, alternating so that both meet the
+# same machine state (this VM's page-cache speed swings 2x over minutes; BENCHMARKS.md):
+#
+#   bash scripts/bench-ab.sh OLD_BINARY NEW_BINARY [weir bench arguments ...]
+#   PAIRS=5 RECORDS=5000000 DURABILITY=interval bash scripts/bench-ab.sh /tmp/weir-old target/release/weir
+#
+# Each run starts a fresh `weir serve` of that binary (segment storage, `[topic_defaults]
+# durability = $DURABILITY`), runs `weir bench --consumers 0` with the same binary, and prints
+# its summary line plus the server's CPU seconds per million records; medians at the end.
+set -euo pipefail
+OLD=$1
+NEW=$2
+shift 2
+EXTRA=("$@")
+PAIRS=${PAIRS:-3}
+RECORDS=${RECORDS:-5000000}
+DURABILITY=${DURABILITY:-interval}
+PORT=${PORT:-19393}
+WORK=$(mktemp -d)
+SERVER=
+cleanup() {
+    [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cpu() { # pid -> CPU seconds (utime + stime)
+    awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"
+}
+
+run() { # label binary
+    local label=$1 bin=$2
+    rm -rf "$WORK/data"
+    printf 'data_dir = "%s/data"\n[listeners]\nnative = "127.0.0.1:%s"\nkafka = "127.0.0.1:0"\n[topic_defaults]\ndurability = "%s"\n' \
+        "$WORK" "$PORT" "$DURABILITY" >"$WORK/weir.toml"
+    "$bin" serve --config "$WORK/weir.toml" >"$WORK/serve.log" 2>&1 &
+    SERVER=$!
+    for _ in $(seq 50); do
+        "$bin" topic list --broker "127.0.0.1:$PORT" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    local c0 line c1
+    c0=$(cpu "$SERVER")
+    line=$("$bin" bench --broker "127.0.0.1:$PORT" -n "$RECORDS" --consumers 0 --topic ab "${EXTRA[@]}" 2>/dev/null |
+        grep '^produced:')
+    c1=$(cpu "$SERVER")
+    kill "$SERVER" && wait "$SERVER" 2>/dev/null || true
+    SERVER=
+    local rate
+    rate=$(echo "$line" | sed -E 's/.*s: ([0-9]+) records\/s.*/\1/')
+    local per_m
+    per_m=$(echo "$c0 $c1 $RECORDS" | awk '{ printf "%.3f", ($2 - $1) * 1e6 / $3 }')
+    echo "$label $rate $per_m" >>"$WORK/results"
+    echo "$label: $line | server CPU $per_m s/M"
+}
+
+echo "A = $OLD, B = $NEW; $PAIRS pairs of $RECORDS records, durability $DURABILITY, $*"
+for i in $(seq "$PAIRS"); do
+    run A "$OLD" "$@"
+    run B "$NEW" "$@"
+done
+median() { # values on stdin, one per line
+    sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+for label in A B; do
+    rate=$(awk -v l="$label" '$1 == l { print $2 }' "$WORK/results" | median)
+    per_m=$(awk -v l="$label" '$1 == l { print $3 }' "$WORK/results" | median)
+    echo "median $label: $(echo "$rate" | awk '{ printf "%.2f", $1 / 1e6 }') M records/s, server CPU $per_m s per million records"
+done
