@@ -175,6 +175,9 @@ pub struct BrokerSection {
     pub max_fetch_wait_ms: u64,
     /// Let a produce or metadata request for an unknown topic create it with the defaults.
     pub auto_create_topics: bool,
+    /// A partition forgets an idempotent producer that wrote nothing to it for this long
+    /// (Kafka's `producer.id.expiration.ms`); checked with retention.
+    pub producer_id_expiration_ms: u64,
 }
 
 impl Default for BrokerSection {
@@ -186,6 +189,7 @@ impl Default for BrokerSection {
             retention_check_interval_ms: 60_000,
             max_fetch_wait_ms: 30_000,
             auto_create_topics: true,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -523,6 +527,13 @@ impl Config {
                 message: "must be positive".into(),
             });
         }
+        // An int in Kafka (`producer.id.expiration.ms`), and shown as one in DescribeConfigs.
+        if !(1..=i32::MAX as u64).contains(&b.producer_id_expiration_ms) {
+            return Err(ConfigError::Invalid {
+                key: "broker.producer_id_expiration_ms",
+                message: "must be between 1 and 2147483647".into(),
+            });
+        }
         if self.server.max_frame_bytes < 1024 || self.server.max_connections == 0 {
             return Err(ConfigError::Invalid {
                 key: "server.max_frame_bytes",
@@ -677,6 +688,17 @@ mod tests {
         let mut c = Config::default();
         c.groups.min_session_timeout_ms = c.groups.max_session_timeout_ms + 1;
         assert!(c.validate().is_err());
+        for bad in [0, 1 << 31] {
+            let mut c = Config::default();
+            c.broker.producer_id_expiration_ms = bad;
+            assert!(matches!(
+                c.validate(),
+                Err(ConfigError::Invalid {
+                    key: "broker.producer_id_expiration_ms",
+                    ..
+                })
+            ));
+        }
     }
 
     #[test]

@@ -113,6 +113,51 @@ async fn a_duplicate_is_acknowledged_with_the_original_offset_and_written_once()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_idle_past_the_expiration_are_forgotten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(Backend::Memory, dir.path());
+    c.broker.producer_id_expiration_ms = 300;
+    c.broker.retention_check_interval_ms = 20;
+    let h = Broker::start(c).await.expect("start");
+    // The records' timestamps are from 1970: no retention, so that only idleness forgets.
+    h.create_topic("t", Some(1), vec![("retention.ms".into(), "-1".into())])
+        .await
+        .expect("create");
+    let (idle, _) = h.init_producer_id(None, -1, -1).await.expect("init");
+    let (busy, _) = h.init_producer_id(None, -1, -1).await.expect("init");
+    publish(&h, "t", idem(idle, 0, 0, 1))
+        .await
+        .expect("idle's first");
+    let mut busy_seq = 0;
+    let started = std::time::Instant::now();
+    // `busy` keeps writing, `idle` does not, for well over the expiration.
+    while started.elapsed() < Duration::from_millis(700) {
+        publish(&h, "t", idem(busy, 0, busy_seq, 1))
+            .await
+            .expect("busy");
+        busy_seq += 1;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // `busy` is still known: its retry is a duplicate and a gap is refused.
+    let end = h.offsets("t", 0).await.expect("offsets").end;
+    publish(&h, "t", idem(busy, 0, busy_seq - 1, 1))
+        .await
+        .expect("busy's retry");
+    assert_eq!(h.offsets("t", 0).await.expect("offsets").end, end);
+    assert!(matches!(
+        publish(&h, "t", idem(busy, 0, busy_seq + 1, 1)).await,
+        Err(BrokerError::OutOfOrderSequence { .. })
+    ));
+    // `idle` was forgotten: a retry of its old batch is appended again (Kafka does the same
+    // once `producer.id.expiration.ms` passed), and it may go on at any sequence.
+    assert_eq!(publish(&h, "t", idem(idle, 0, 0, 1)).await, Ok(end));
+    publish(&h, "t", idem(idle, 0, 1, 1))
+        .await
+        .expect("idle goes on");
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_is_out_of_order_and_nothing_is_written() {
     let h = memory_broker("t").await;
     let (pid, _) = h.init_producer_id(None, -1, -1).await.expect("init");

@@ -141,6 +141,9 @@ struct Written {
     first_seq: i32,
     last_seq: i32,
     base_offset: Offset,
+    /// When it was written (ms since the epoch): the broker's clock for a live append, the
+    /// batch's max timestamp for one replayed from the log (as Kafka does).
+    time_ms: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +215,14 @@ impl Producer {
     }
 
     /// Records a written batch: a newer epoch starts over; older epochs are ignored.
-    fn write(&mut self, epoch: i16, first_seq: i32, last_seq: i32, base_offset: Offset) {
+    fn write(
+        &mut self,
+        epoch: i16,
+        first_seq: i32,
+        last_seq: i32,
+        base_offset: Offset,
+        time_ms: i64,
+    ) {
         if epoch < self.epoch {
             return;
         }
@@ -227,6 +237,7 @@ impl Producer {
             first_seq,
             last_seq,
             base_offset,
+            time_ms,
         });
     }
 }
@@ -414,14 +425,14 @@ impl ProducerStates {
         }
     }
 
-    /// Marks the oldest pending batch of `producer_id` as written at `base_offset`; returns its
-    /// ticket (duplicates may wait on it). `None` when the producer has nothing pending, which
-    /// means the caller broke the commit order.
-    pub fn commit(&mut self, producer_id: i64, base_offset: Offset) -> Option<Ticket> {
+    /// Marks the oldest pending batch of `producer_id` as written at `base_offset` at `now_ms`;
+    /// returns its ticket (duplicates may wait on it). `None` when the producer has nothing
+    /// pending, which means the caller broke the commit order.
+    pub fn commit(&mut self, producer_id: i64, base_offset: Offset, now_ms: i64) -> Option<Ticket> {
         let p = self.producers.get_mut(&producer_id)?;
         let e = p.pending.pop_front()?;
         self.pending -= 1;
-        p.write(e.epoch, e.first_seq, e.last_seq, base_offset);
+        p.write(e.epoch, e.first_seq, e.last_seq, base_offset, now_ms);
         Some(e.ticket)
     }
 
@@ -447,6 +458,7 @@ impl ProducerStates {
                 pb.first_seq,
                 pb.last_seq,
                 batch.base_offset(),
+                batch.max_timestamp(),
             );
         }
     }
@@ -455,15 +467,29 @@ impl ProducerStates {
     /// them) and that have nothing pending; unknown producers are then accepted leniently.
     /// Returns how many were forgotten.
     pub fn expire_before(&mut self, log_start: Offset) -> usize {
+        self.forget(|last| last.base_offset < log_start)
+    }
+
+    /// Forgets producers whose last written batch is older than `max_idle_ms` at `now_ms`
+    /// (Kafka's `producer.id.expiration.ms`) and that have nothing pending; unknown producers
+    /// are then accepted leniently, as after [`ProducerStates::expire_before`]. Returns how many
+    /// were forgotten.
+    pub fn expire_idle(&mut self, now_ms: i64, max_idle_ms: i64) -> usize {
+        let cutoff = now_ms.saturating_sub(max_idle_ms);
+        self.forget(|last| last.time_ms <= cutoff)
+    }
+
+    /// Forgets the producers with nothing pending whose last written batch is `stale`; this
+    /// state is lenient from then on when any was forgotten.
+    fn forget(&mut self, stale: impl Fn(&Written) -> bool) -> usize {
         let before = self.producers.len();
-        self.producers.retain(|_, p| {
-            !p.pending.is_empty() || p.written.back().is_some_and(|w| w.base_offset >= log_start)
-        });
-        let expired = before - self.producers.len();
-        if expired > 0 {
+        self.producers
+            .retain(|_, p| !p.pending.is_empty() || p.written.back().is_some_and(|w| !stale(w)));
+        let forgotten = before - self.producers.len();
+        if forgotten > 0 {
             self.lenient_unknown = true;
         }
-        expired
+        forgotten
     }
 }
 
@@ -591,9 +617,9 @@ mod tests {
                 got: 5
             })
         );
-        assert_eq!(s.commit(7, 100), Some(0));
-        assert_eq!(s.commit(7, 103), Some(1));
-        assert_eq!(s.commit(7, 104), None);
+        assert_eq!(s.commit(7, 100, 0), Some(0));
+        assert_eq!(s.commit(7, 103, 0), Some(1));
+        assert_eq!(s.commit(7, 104, 0), None);
         assert!(!s.has_pending());
     }
 
@@ -605,7 +631,7 @@ mod tests {
             check(&mut s, pb(1, 0, 0, 2)),
             Ok(Verdict::Duplicate(Position::Pending(0)))
         );
-        s.commit(1, 40);
+        s.commit(1, 40, 0);
         assert_eq!(
             check(&mut s, pb(1, 0, 0, 2)),
             Ok(Verdict::Duplicate(Position::Written(40)))
@@ -623,7 +649,7 @@ mod tests {
         for i in 0..7 {
             check(&mut s, pb(1, 0, i, 1)).expect("in sequence");
             if i < 4 {
-                s.commit(1, i64::from(i));
+                s.commit(1, i64::from(i), 0);
             }
         }
         // 0..4 written, 4..7 pending: the last five are 2, 3 (written) and 4, 5, 6 (pending).
@@ -645,7 +671,7 @@ mod tests {
     fn epochs_fence_and_bump() {
         let mut s = ProducerStates::new(false);
         check(&mut s, pb(1, 3, 0, 1)).expect("first");
-        s.commit(1, 0);
+        s.commit(1, 0, 0);
         assert_eq!(
             check(&mut s, pb(1, 2, 1, 1)),
             Err(BrokerError::InvalidProducerEpoch {
@@ -669,7 +695,7 @@ mod tests {
             check(&mut s, pb(1, 4, 0, 1)),
             Ok(Verdict::Duplicate(Position::Pending(_)))
         ));
-        s.commit(1, 1);
+        s.commit(1, 1, 0);
         assert_eq!(check(&mut s, pb(1, 4, 1, 1)), Ok(Verdict::Append));
     }
 
@@ -709,7 +735,7 @@ mod tests {
     fn abandoning_pending_state_reverts_to_the_written_state() {
         let mut s = ProducerStates::new(false);
         check(&mut s, pb(1, 0, 0, 1)).expect("first");
-        s.commit(1, 0);
+        s.commit(1, 0, 0);
         check(&mut s, pb(1, 0, 1, 1)).expect("second");
         check(&mut s, pb(2, 0, 0, 1)).expect("other producer");
         s.abandon_pending();
@@ -742,12 +768,35 @@ mod tests {
     fn expiry_forgets_producers_below_the_log_start() {
         let mut s = ProducerStates::new(false);
         check(&mut s, pb(1, 0, 0, 1)).expect("a");
-        s.commit(1, 10);
+        s.commit(1, 10, 0);
         check(&mut s, pb(2, 0, 0, 1)).expect("b");
-        s.commit(2, 20);
+        s.commit(2, 20, 0);
         assert_eq!(s.expire_before(15), 1);
         assert!(s.is_lenient());
         assert_eq!(check(&mut s, pb(1, 0, 1, 1)), Ok(Verdict::Append));
+    }
+
+    #[test]
+    fn idle_producers_are_forgotten_after_the_expiration() {
+        let mut s = ProducerStates::new(false);
+        check(&mut s, pb(1, 0, 0, 1)).expect("a");
+        s.commit(1, 10, 1_000);
+        check(&mut s, pb(2, 0, 0, 1)).expect("b");
+        s.commit(2, 20, 5_000);
+        // Producer 3 has a batch pending: never forgotten while it waits for its append.
+        check(&mut s, pb(3, 0, 0, 1)).expect("c");
+        assert_eq!(s.expire_idle(5_999, 5_000), 0, "1 idled 4,999 ms");
+        assert!(!s.is_lenient());
+        assert_eq!(s.expire_idle(6_000, 5_000), 1, "1 idled 5,000 ms");
+        assert_eq!(s.producer_count(), 2);
+        assert!(s.is_lenient());
+        // A retry of 1's batch is no longer recognised: it is appended again, as in Kafka.
+        assert_eq!(check(&mut s, pb(1, 0, 0, 1)), Ok(Verdict::Append));
+        // 2 is still known: a gap is still refused.
+        assert!(matches!(
+            check(&mut s, pb(2, 0, 5, 1)),
+            Err(BrokerError::OutOfOrderSequence { expected: 1, .. })
+        ));
     }
 
     /// The model: each producer's full history of accepted batches, pending or written.
@@ -805,7 +854,7 @@ mod tests {
                     }
                     Op::Commit => {
                         let first_pending = m.history.iter_mut().find(|h| h.3.is_none());
-                        let got = s.commit(1, offset);
+                        let got = s.commit(1, offset, 0);
                         match first_pending {
                             Some(h) => {
                                 proptest::prop_assert_eq!(got, Some(h.4));

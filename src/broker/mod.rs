@@ -221,6 +221,7 @@ fn run_system(
                 config.broker.retention_check_interval_ms,
             ),
             max_fetch_wait: Duration::from_millis(config.broker.max_fetch_wait_ms),
+            producer_id_expiration: Duration::from_millis(config.broker.producer_id_expiration_ms),
         };
         let routes: Routes = Arc::new(RwLock::new(HashMap::new()));
         let registry = TopicRegistry::new(

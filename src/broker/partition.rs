@@ -18,7 +18,8 @@
 //! from the log end and the bytes appended since (a small ring of `(end offset, bytes)` marks
 //! answers "how many bytes lie after offset X" without I/O).
 //!
-//! Timers: retention every `retention_check_interval_ms`; under `interval` durability, a sync
+//! Timers: retention, and the expiry of idempotent producers idle for
+//! `producer_id_expiration_ms`, every `retention_check_interval_ms`; under `interval` durability, a sync
 //! every `flush_interval_ms` when something was appended since the last one, and sooner once
 //! [`SYNC_AFTER_BYTES`] are unsynced (small fsyncs do not stall the appends; big ones do).
 //!
@@ -73,6 +74,8 @@ pub struct PartitionLimits {
     pub retention_check_interval: Duration,
     /// Longest long-poll.
     pub max_fetch_wait: Duration,
+    /// How long a producer that writes nothing is remembered.
+    pub producer_id_expiration: Duration,
 }
 
 type Reply = oneshot::Sender<Result<PublishAck, BrokerError>>;
@@ -304,11 +307,12 @@ impl Partition {
         base_offsets: &[Offset],
         log_start: Offset,
     ) {
+        let now = now_ms();
         for &(producer_id, i) in idempotent {
             let Some(&offset) = base_offsets.get(i) else {
                 continue;
             };
-            let ticket = self.producers.commit(producer_id, offset);
+            let ticket = self.producers.commit(producer_id, offset, now);
             debug_assert!(ticket.is_some(), "commits follow the pending order");
             if self.duplicate_waiters.is_empty() {
                 continue;
@@ -424,6 +428,16 @@ impl Partition {
         if let Some(pos) = self.waiters.iter().position(|w| w.id == id) {
             let w = self.waiters.swap_remove(pos);
             self.answer(w.from, w.max_bytes, w.reply);
+        }
+    }
+
+    /// Forgets the idempotent producers idle for `producer_id_expiration` (only once the state
+    /// is loaded: an unloaded state is rebuilt from the log when needed).
+    fn expire_idle_producers(&mut self) {
+        if matches!(self.load, Load::Ready) {
+            let max_idle = i64::try_from(self.limits.producer_id_expiration.as_millis());
+            self.producers
+                .expire_idle(now_ms(), max_idle.unwrap_or(i64::MAX));
         }
     }
 
@@ -566,6 +580,7 @@ impl Actor for Partition {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
         ctx.run_interval(self.limits.retention_check_interval, |act, ctx| {
+            act.expire_idle_producers();
             act.run_retention(ctx);
         });
         if let Durability::Interval { interval_ms } = self.config.durability() {

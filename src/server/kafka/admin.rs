@@ -387,6 +387,12 @@ fn broker_configs(s: &Session, defaults: &TopicConfig) -> Vec<ConfigEntry> {
             SOURCE_STATIC_BROKER,
             TYPE_INT,
         ),
+        (
+            "producer.id.expiration.ms".into(),
+            c.broker.producer_id_expiration_ms.to_string(),
+            SOURCE_STATIC_BROKER,
+            TYPE_INT,
+        ),
     ]
 }
 
