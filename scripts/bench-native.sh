@@ -67,8 +67,14 @@ for line in open(sys.argv[1]):
     m = re.match(r"(\S+) run \d+: (produced|consumed): .*?: (\d+) records/s.*?latency p50 (\d+) (\w+), p99 (\d+) \w+, p999 (\d+) \w+", line)
     if m:
         name, side, rate, p50, unit, p99, p999 = m.groups()
-        rows.setdefault((name, side), []).append((int(rate), int(p50), int(p99), int(p999), unit))
+        q = re.search(r"queued to acked p50 (\d+) \w+, p99 (\d+) \w+, p999 (\d+) \w+", line)
+        queued = tuple(int(v) for v in q.groups()) if q else None
+        rows.setdefault((name, side), []).append((int(rate), int(p50), int(p99), int(p999), unit, queued))
 for (name, side), runs in rows.items():
     med = lambda i: statistics.median(r[i] for r in runs)
-    print(f"{name:24} {side}: {med(0)/1e6:5.2f} M records/s  latency p50 {med(1):.0f} / p99 {med(2):.0f} / p999 {med(3):.0f} {runs[0][4]}")
+    line = f"{name:24} {side}: {med(0)/1e6:5.2f} M records/s  latency p50 {med(1):.0f} / p99 {med(2):.0f} / p999 {med(3):.0f} {runs[0][4]}"
+    if all(r[5] for r in runs):
+        q = lambda i: statistics.median(r[5][i] for r in runs)
+        line += f"  (queued to acked {q(0):.0f} / {q(1):.0f} / {q(2):.0f})"
+    print(line)
 EOF
