@@ -7,7 +7,8 @@
 #   RUNS=5 RECORDS=10000000 bash scripts/bench-native.sh
 #
 # Shapes: produce then consume (interval and always durability), produce and consume at once,
-# 4 producers + 4 consumers on 8 partitions, and record-by-record sends for comparison.
+# 4 producers + 4 consumers on 8 partitions, record-by-record sends for comparison, and the
+# latency shapes: at most 2 batches in the producer's buffer (`--in-flight 2`), produce only.
 # Client and server share the machine's cores; nothing else should run meanwhile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,8 +56,10 @@ shape interval-sequential --sequential
 shape interval-concurrent
 shape interval-4p4c8 --producers 4 --consumers 4 --partitions 8
 shape interval-per-record --per-record --consumers 0
+shape interval-latency --in-flight 2 --consumers 0
 serve always
 shape always-sequential --sequential
+shape always-latency --in-flight 2 --consumers 0
 
 echo
 echo "medians:"

@@ -5,8 +5,18 @@
 //! producer already holds `buffer_bytes` of unacknowledged records (Kafka's `buffer.memory`):
 //! memory stays bounded however fast the application sends.
 //! A batch is sent when it reaches `batch_bytes` or when `linger` has passed since its first
-//! record. Per partition, at most one publish is in flight; batches that fill meanwhile go
-//! together in the next publish, so order per partition is the order of `send` calls.
+//! record. Per partition, up to `max_in_flight` publishes (default 5, Kafka's
+//! `max.in.flight.requests.per.connection`) are in flight, each carrying the batches ready when
+//! it left (at most ~1 MiB); order per partition is the order of `send` calls.
+//!
+//! With more than one publish in flight the producer is idempotent, as Kafka's is by default:
+//! each partition's batches carry a producer id (one `InitProducerId` per partition, on first
+//! use) and consecutive sequence numbers. A publish the broker refused without writing it (a
+//! full partition queue: `Busy`) makes the broker refuse everything sent behind it too (a
+//! sequence gap); the producer then sends them all again, in order, under a fresh producer id,
+//! so a retry can neither reorder nor duplicate. Outcomes the producer cannot know (the
+//! connection broke) are reported, never retried. `acks = none` and `max_in_flight = 1` send
+//! plain batches, one publish at a time.
 //!
 //! Partitions: an explicit partition wins; a keyed record goes to `murmur2(key) % partitions`
 //! (Kafka's rule); keyless records stick to one partition until a batch of it is sent.
