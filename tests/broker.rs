@@ -395,6 +395,12 @@ impl PartitionLog for SlowLog {
     async fn sync(&self) -> weir_storage::Result<()> {
         self.inner.sync().await
     }
+    async fn save_snapshot(&self, snapshot: &[u8]) -> weir_storage::Result<()> {
+        self.inner.save_snapshot(snapshot).await
+    }
+    async fn load_snapshot(&self) -> weir_storage::Result<Option<Vec<u8>>> {
+        self.inner.load_snapshot().await
+    }
     async fn close(&self) -> weir_storage::Result<()> {
         self.inner.close().await
     }

@@ -515,6 +515,87 @@ async fn sequence_state_is_rebuilt_after_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_restart_restores_producers_from_the_snapshot_however_much_followed() {
+    for backend in [Backend::Segment, Backend::Sled] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = start(backend, dir.path()).await;
+        h.create_topic("t", Some(1), vec![]).await.expect("create");
+        let (pid, _) = h.init_producer_id(None, -1, -1).await.expect("init");
+        let original = publish(&h, "t", idem(pid, 0, 0, 2)).await.expect("publish");
+        // More than a rebuild reads of the log's tail (64 MiB) follows the producer's batch:
+        // without a snapshot the restart would not find it.
+        let mut big = BatchBuilder::new(Compression::None);
+        big.push(Record::new(1, vec![b'x'; 1_000_000]));
+        let big = big.build(0).expect("build");
+        for _ in 0..36 {
+            h.publish("t", Some(0), vec![big.clone(), big.clone()], Acks::Leader)
+                .await
+                .expect("filler");
+        }
+        let end = h.offsets("t", 0).await.expect("offsets").end;
+        h.shutdown().await.expect("shutdown");
+
+        let h = start(backend, dir.path()).await;
+        assert_eq!(
+            publish(&h, "t", idem(pid, 0, 0, 2)).await,
+            Ok(original),
+            "{backend:?}: the retry is recognised"
+        );
+        assert_eq!(h.offsets("t", 0).await.expect("offsets").end, end);
+        let e = publish(&h, "t", idem(pid, 0, 5, 1)).await.expect_err("gap");
+        assert_eq!(e.kafka_code(), 45, "{backend:?}: and the state is strict");
+        assert_eq!(publish(&h, "t", idem(pid, 0, 2, 1)).await, Ok(end));
+        h.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_beyond_the_log_end_is_not_trusted() {
+    // A crash under `interval` durability can cut the log below what the last snapshot saw;
+    // the snapshot's batches may then be gone, and other batches take their offsets.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(Backend::Segment, dir.path()).await;
+    h.create_topic("t", Some(1), vec![]).await.expect("create");
+    let (pid, _) = h.init_producer_id(None, -1, -1).await.expect("init");
+    for i in 0..3 {
+        publish(&h, "t", plain(&format!("p{i}")))
+            .await
+            .expect("plain");
+    }
+    h.shutdown().await.expect("shutdown");
+    // The snapshot a lost append would have left: `pid`'s batch 0..0 at offset 5, end 6.
+    let mut forged = weir::broker::idempotence::ProducerStates::new(false);
+    forged.check_publish(&[idem(pid, 0, 0, 1)]).expect("check");
+    forged.commit(pid, 5, 0).expect("commit");
+    let bytes = forged.snapshot(6).expect("snapshot");
+    let storage = weir::open_storage(&weir::StorageConfig {
+        backend: Backend::Segment,
+        data_dir: dir.path().to_path_buf(),
+    })
+    .await
+    .expect("storage");
+    let log = storage
+        .open_log(&TopicPartition::new("t", 0), &LogConfig::default())
+        .await
+        .expect("log");
+    log.save_snapshot(&bytes).await.expect("save");
+    log.close().await.expect("close");
+    storage.close().await.expect("close");
+
+    let h = start(Backend::Segment, dir.path()).await;
+    // More appends bring the end past the snapshot's before the rebuild runs.
+    for i in 3..8 {
+        publish(&h, "t", plain(&format!("p{i}")))
+            .await
+            .expect("plain");
+    }
+    // Trusting the snapshot would acknowledge this as a duplicate at offset 5 ("p5").
+    assert_eq!(publish(&h, "t", idem(pid, 0, 0, 1)).await, Ok(8));
+    assert_eq!(values(&h, "t").await.len(), 9);
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_log_head_is_gone_unknown_producers_are_accepted_at_any_sequence() {
     let dir = tempfile::tempdir().expect("tempdir");
     let h = start(Backend::Segment, dir.path()).await;
@@ -676,6 +757,12 @@ impl PartitionLog for FaultyLog {
     }
     async fn sync(&self) -> weir_storage::Result<()> {
         self.inner.sync().await
+    }
+    async fn save_snapshot(&self, snapshot: &[u8]) -> weir_storage::Result<()> {
+        self.inner.save_snapshot(snapshot).await
+    }
+    async fn load_snapshot(&self) -> weir_storage::Result<Option<Vec<u8>>> {
+        self.inner.load_snapshot().await
     }
     async fn close(&self) -> weir_storage::Result<()> {
         self.inner.close().await

@@ -34,17 +34,26 @@
 //! there for why).
 //!
 //! **Rebuild.** When the first idempotent publish reaches an actor started over a non-empty
-//! log (partitions that never see one never pay for it), a task reads the log's tail
-//! (about the last [`REBUILD_TAIL_BYTES`], estimated from the average batch size; the whole log
-//! when it is smaller) and replays the batches' producer fields. Until it finishes, idempotent
-//! publishes park (answered in order once it has); other publishes go straight on while nothing
-//! is parked, and park behind parked ones otherwise, so the order of arrival holds. A rebuild
-//! that fails (an unreadable log) makes idempotent publishes fail with a storage error; other
-//! publishes are unaffected. Why a bounded tail: Weir keeps no producer-state snapshots (Kafka
-//! does), so a restart must read the log, and reading all of a large partition would make
-//! start-up time grow with retention. A producer whose last batch lies before the tail becomes
-//! unknown and may continue at any sequence (lenient mode); the producers that matter, those
-//! with batches in flight at the crash, wrote last, so they are in the tail unless more than
+//! log (partitions that never see one never pay for it), a task rebuilds the producer state.
+//! Until it finishes, idempotent publishes park (answered in order once it has); other
+//! publishes go straight on while nothing is parked, and park behind parked ones otherwise,
+//! so the order of arrival holds. A rebuild that fails (an unreadable log) makes idempotent
+//! publishes fail with a storage error; other publishes are unaffected.
+//!
+//! **Snapshots.** As Kafka does, the state is saved with the log
+//! ([`PartitionLog::save_snapshot`]): at a clean stop, and at the retention check when it
+//! changed or when half of [`REBUILD_TAIL_BYTES`] was appended since the last one; only while
+//! no idempotent batch is pending, so a snapshot describes exactly the log below its end. A
+//! rebuild starts from the snapshot and replays only the batches after its end (a clean
+//! restart reads nothing), provided that end is at most the log end when the actor started: a
+//! crash under `interval` durability can cut the log below what a snapshot saw, and the
+//! snapshot's batches may then be gone. Without a usable snapshot, or with more than
+//! [`REBUILD_TAIL_BYTES`] written after it, the rebuild reads the log's tail instead (about the
+//! last [`REBUILD_TAIL_BYTES`], estimated from the average batch size; the whole log when it
+//! is smaller): reading all of a large partition would make start-up time grow with
+//! retention. A producer whose last batch lies before the tail becomes unknown and may
+//! continue at any sequence (lenient mode); the producers that matter, those with batches in
+//! flight at the crash, wrote last, so they are in the tail unless more than
 //! [`REBUILD_TAIL_BYTES`] of other writes followed within their retry window.
 
 use std::collections::{HashMap, VecDeque};
@@ -155,6 +164,15 @@ pub struct Partition {
     unsynced_bytes: u64,
     producers: ProducerStates,
     load: Load,
+    /// The producer state changed since the last snapshot.
+    snapshot_dirty: bool,
+    /// A snapshot is being saved.
+    snapshot_saving: bool,
+    /// `appended_bytes` when the last snapshot was taken.
+    snapshot_at_bytes: u64,
+    /// The log end when this actor started: a snapshot from an earlier run is trusted only
+    /// up to it (a crash may have cut the log below what a snapshot saw).
+    opened_end: Offset,
     parked: VecDeque<Parked>,
     parked_bytes: usize,
     /// Replies of duplicates whose original is still pending, by the original's ticket.
@@ -169,7 +187,9 @@ impl Partition {
         config: TopicConfig,
         limits: PartitionLimits,
     ) -> Self {
+        let opened_end = log.offsets().end;
         Partition {
+            opened_end,
             tp,
             log,
             config,
@@ -188,6 +208,9 @@ impl Partition {
             unsynced_bytes: 0,
             producers: ProducerStates::new(false),
             load: Load::Unloaded,
+            snapshot_dirty: false,
+            snapshot_saving: false,
+            snapshot_at_bytes: 0,
             parked: VecDeque::new(),
             parked_bytes: 0,
             duplicate_waiters: HashMap::new(),
@@ -310,6 +333,7 @@ impl Partition {
         log_start: Offset,
     ) {
         let now = now_ms();
+        self.snapshot_dirty |= !idempotent.is_empty();
         for &(producer_id, i) in idempotent {
             let Some(&offset) = base_offsets.get(i) else {
                 continue;
@@ -366,8 +390,9 @@ impl Partition {
             return;
         }
         let log = self.log.clone();
+        let (tp, opened_end) = (self.tp.clone(), self.opened_end);
         ctx.spawn(
-            async move { rebuild(log.as_ref(), o).await }
+            async move { rebuild(log.as_ref(), o, opened_end, &tp).await }
                 .into_actor(self)
                 .map(|r, act, ctx| act.rebuilt(r, ctx)),
         );
@@ -438,9 +463,50 @@ impl Partition {
     fn expire_idle_producers(&mut self) {
         if matches!(self.load, Load::Ready) {
             let max_idle = i64::try_from(self.limits.producer_id_expiration.as_millis());
-            self.producers
+            let forgotten = self
+                .producers
                 .expire_idle(now_ms(), max_idle.unwrap_or(i64::MAX));
+            self.snapshot_dirty |= forgotten > 0;
         }
+    }
+
+    /// The producer state as a snapshot of the log as it is now, when there is a state to
+    /// save: loaded, and nothing pending (an idempotent batch in flight is not in the log yet).
+    fn take_snapshot(&mut self) -> Option<Vec<u8>> {
+        if !matches!(self.load, Load::Ready) {
+            return None;
+        }
+        let bytes = self.producers.snapshot(self.offsets().end)?;
+        self.snapshot_dirty = false;
+        self.snapshot_at_bytes = self.appended_bytes;
+        Some(bytes)
+    }
+
+    /// Saves a snapshot of the producer state when it changed, or when so much was appended
+    /// since the last one that a restart could no longer replay the difference (see the module
+    /// docs), so that a restart after a crash reads little of the log.
+    fn save_snapshot(&mut self, ctx: &mut Context<Self>) {
+        let stale = self.appended_bytes - self.snapshot_at_bytes > REBUILD_TAIL_BYTES / 2;
+        if self.snapshot_saving || !(self.snapshot_dirty || stale) {
+            return;
+        }
+        let Some(bytes) = self.take_snapshot() else {
+            return;
+        };
+        self.snapshot_saving = true;
+        let log = self.log.clone();
+        let tp = self.tp.clone();
+        ctx.spawn(
+            async move { log.save_snapshot(&bytes).await }
+                .into_actor(self)
+                .map(move |r, act, _| {
+                    act.snapshot_saving = false;
+                    if let Err(e) = r {
+                        log_error(&tp, "saving the producer-state snapshot", &e);
+                        act.snapshot_dirty = true;
+                    }
+                }),
+        );
     }
 
     fn run_retention(&mut self, ctx: &mut Context<Self>) {
@@ -462,7 +528,7 @@ impl Partition {
                     match r {
                         Ok(start) => {
                             if matches!(act.load, Load::Ready) {
-                                act.producers.expire_before(start);
+                                act.snapshot_dirty |= act.producers.expire_before(start) > 0;
                             }
                         }
                         Err(e) => log_error(&tp, "retention", &e),
@@ -499,15 +565,25 @@ impl Partition {
         self.wake_waiters(true);
         let reply = self.stop.take();
         let log = self.log.clone();
+        // A clean stop leaves a snapshot of the whole log: the next start reads none of it.
+        let snapshot = self.take_snapshot();
+        let tp = self.tp.clone();
         ctx.spawn(
-            async move { log.close().await }
-                .into_actor(self)
-                .map(move |r, _act, ctx| {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(r.map_err(BrokerError::from));
+            async move {
+                if let Some(bytes) = snapshot {
+                    if let Err(e) = log.save_snapshot(&bytes).await {
+                        log_error(&tp, "saving the producer-state snapshot", &e);
                     }
-                    ctx.stop();
-                }),
+                }
+                log.close().await
+            }
+            .into_actor(self)
+            .map(move |r, _act, ctx| {
+                if let Some(reply) = reply {
+                    let _ = reply.send(r.map_err(BrokerError::from));
+                }
+                ctx.stop();
+            }),
         );
     }
 }
@@ -534,15 +610,79 @@ fn rebuild_from(o: LogOffsets) -> Offset {
     (o.end - tail.min(span) as i64).max(o.start)
 }
 
-/// Replays the producer fields of the log's batches from [`rebuild_from`] up to `o.end`.
+/// The producer state of the log up to `o.end`: from the log's snapshot when it has one that
+/// fits (a snapshot of an end at most `opened_end`, then only the batches after it are read, at
+/// most about [`REBUILD_TAIL_BYTES`] of them), else by replaying the batches from
+/// [`rebuild_from`].
 async fn rebuild(
     log: &dyn PartitionLog,
     o: LogOffsets,
+    opened_end: Offset,
+    tp: &TopicPartition,
 ) -> Result<ProducerStates, weir_storage::StorageError> {
-    let mut from = rebuild_from(o);
+    let snapshot = match log.load_snapshot().await {
+        Ok(Some(bytes)) => {
+            match ProducerStates::from_snapshot(&bytes) {
+                Ok((states, end)) if end <= opened_end => Some((states, end)),
+                Ok((_, end)) => {
+                    eprintln!(
+                        "weir: {tp}: the producer-state snapshot describes offsets up to {end}, \
+                     beyond the log's end at start {opened_end} (a crash cut the log); \
+                     rebuilding from the log"
+                    );
+                    None
+                }
+                Err(e) => {
+                    eprintln!("weir: {tp}: unreadable producer-state snapshot ({e}); rebuilding from the log");
+                    None
+                }
+            }
+        }
+        Ok(None) => None,
+        Err(e) => {
+            log_error(tp, "loading the producer-state snapshot", &e);
+            None
+        }
+    };
+    if let Some((mut states, end)) = snapshot {
+        if end < o.start {
+            // Retention removed batches the snapshot remembers.
+            states.expire_before(o.start);
+        }
+        if replay(
+            log,
+            &mut states,
+            end.max(o.start),
+            o.end,
+            Some(REBUILD_TAIL_BYTES),
+        )
+        .await?
+        {
+            return Ok(states);
+        }
+        // More was written after the snapshot than a rebuild reads: the tail, as without one.
+    }
+    let from = rebuild_from(o);
     // Reading from above offset 0 may miss producers: unknown ones are then treated leniently.
     let mut states = ProducerStates::new(from > 0);
-    while from < o.end {
+    replay(log, &mut states, from, o.end, None).await?;
+    Ok(states)
+}
+
+/// Replays the producer fields of the log's batches from `from` up to `end` into `states`;
+/// `false` (and `states` half replayed) when more than `budget` bytes would have to be read.
+async fn replay(
+    log: &dyn PartitionLog,
+    states: &mut ProducerStates,
+    mut from: Offset,
+    end: Offset,
+    budget: Option<u64>,
+) -> Result<bool, weir_storage::StorageError> {
+    let mut read_bytes = 0u64;
+    while from < end {
+        if budget.is_some_and(|b| read_bytes > b) {
+            return Ok(false);
+        }
         let batches = match log.read(from, REBUILD_READ_BYTES).await {
             Ok(b) => b,
             // Retention moved the start meanwhile: go on from the new start.
@@ -556,10 +696,11 @@ async fn rebuild(
         let Some(last) = batches.last() else { break };
         from = last.next_offset();
         for b in &batches {
+            read_bytes += b.len() as u64;
             states.replay(b);
         }
     }
-    Ok(states)
+    Ok(true)
 }
 
 async fn read(
@@ -584,6 +725,7 @@ impl Actor for Partition {
         ctx.run_interval(self.limits.retention_check_interval, |act, ctx| {
             act.expire_idle_producers();
             act.run_retention(ctx);
+            act.save_snapshot(ctx);
         });
         if let Durability::Interval { interval_ms } = self.config.durability() {
             ctx.run_interval(Duration::from_millis(interval_ms.max(1)), |act, ctx| {

@@ -36,6 +36,7 @@ struct Shared {
 #[derive(Debug, Default)]
 struct LogData {
     state: RwLock<LogState>,
+    snapshot: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 #[derive(Debug, Default)]
@@ -272,6 +273,22 @@ impl PartitionLog for MemoryLog {
 
     async fn sync(&self) -> Result<()> {
         self.check_open()
+    }
+
+    async fn save_snapshot(&self, snapshot: &[u8]) -> Result<()> {
+        self.check_open()?;
+        *self.data.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot.to_vec());
+        Ok(())
+    }
+
+    async fn load_snapshot(&self) -> Result<Option<Vec<u8>>> {
+        self.check_open()?;
+        Ok(self
+            .data
+            .snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone())
     }
 
     async fn close(&self) -> Result<()> {

@@ -226,6 +226,13 @@ impl Storage for SegmentStorage {
         let dir = self.log_dir(tp);
         let logs = self.inner.root.join("logs");
         blocking(move || {
+            // The owner's snapshot first, durably: whatever a crash leaves of the directory,
+            // a log recreated here never meets its predecessor's snapshot.
+            let snapshot = dir.join(crate::log::SNAPSHOT_FILE);
+            if snapshot.exists() {
+                fsutil::remove_if_exists(&snapshot)?;
+                fsutil::sync_dir(&dir)?;
+            }
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

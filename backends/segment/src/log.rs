@@ -6,6 +6,7 @@
 //!     00000000000000000000.index   offset + time index of a sealed segment (rebuilt if stale)
 //!     00000000000000004711.log     the active segment: the only one written
 //!     start-offset                 the log start offset, when it lies inside a segment
+//!     snapshot                     the owner's snapshot (`save_snapshot`), when there is one
 //! ```
 //!
 //! Concurrency. Two locks with distinct jobs:
@@ -43,6 +44,7 @@ use crate::index::{self, SegmentSummary};
 use crate::segment::{index_name, log_name, read_batches, scan, BatchInfo, ReadPlan, Segment};
 
 const START_FILE: &str = "start-offset";
+pub(crate) const SNAPSHOT_FILE: &str = "snapshot";
 
 /// Runs blocking work off the async executor.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -666,6 +668,20 @@ impl PartitionLog for SegmentLog {
         self.inner.check_usable()?;
         let inner = self.inner.clone();
         blocking(move || inner.sync_blocking()).await
+    }
+
+    async fn save_snapshot(&self, snapshot: &[u8]) -> Result<()> {
+        self.inner.check_usable()?;
+        let path = self.inner.dir.join(SNAPSHOT_FILE);
+        let snapshot = snapshot.to_vec();
+        // Not through `fail`: a snapshot that could not be written leaves the log intact.
+        blocking(move || write_atomic(&path, &snapshot)).await
+    }
+
+    async fn load_snapshot(&self) -> Result<Option<Vec<u8>>> {
+        self.inner.check_usable()?;
+        let path = self.inner.dir.join(SNAPSHOT_FILE);
+        blocking(move || read_if_exists(&path)).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -151,6 +151,8 @@ where
 struct Handles {
     db: sled::Db,
     logs: sled::Tree,
+    /// Partition logs' owner snapshots, keyed like `logs`.
+    snapshots: sled::Tree,
     metadata: sled::Tree,
     offsets: sled::Tree,
 }
@@ -241,6 +243,7 @@ impl StorageShared {
                 db: h.db.clone(),
                 data,
                 logs: h.logs.clone(),
+                snapshots: h.snapshots.clone(),
             },
             offsets,
         })
@@ -323,7 +326,7 @@ impl StorageShared {
         })
     }
 
-    /// Drops log trees that have no state in `logs` (an interrupted `delete_log`).
+    /// Drops log trees and snapshots that have no state in `logs` (an interrupted `delete_log`).
     fn drop_orphan_trees(&self, h: &Handles) -> Result<()> {
         for name in h.db.tree_names() {
             let Some(tp) = codec::decode_log_tree_name(&name) else {
@@ -336,6 +339,18 @@ impl StorageShared {
             if !known {
                 h.db.drop_tree(&name)
                     .map_err(|e| self.engine("dropping an orphan log tree", e))?;
+            }
+        }
+        for key in h.snapshots.iter().keys() {
+            let key = key.map_err(|e| self.engine("listing snapshots", e))?;
+            let known = h
+                .logs
+                .contains_key(&key)
+                .map_err(|e| self.engine("listing logs", e))?;
+            if !known {
+                h.snapshots
+                    .remove(&key)
+                    .map_err(|e| self.engine("dropping an orphan snapshot", e))?;
             }
         }
         Ok(())
@@ -411,6 +426,7 @@ impl SledStorage {
         let tree = |name: &str| db.open_tree(name).map_err(|e| err("opening a tree", e));
         let handles = Handles {
             logs: tree("logs")?,
+            snapshots: tree("snapshots")?,
             metadata: tree("metadata")?,
             offsets: tree("offsets")?,
             db: db.clone(),
@@ -493,6 +509,11 @@ impl Storage for SledStorage {
             shared.fail.check()?;
             // State first: a crash before the tree is dropped leaves an orphan tree, which
             // the next open drops; never a listed log without its batches.
+            // The snapshot before the state: a recreated log must never meet its
+            // predecessor's snapshot.
+            h.snapshots
+                .remove(codec::tp_key(&tp))
+                .map_err(|e| shared.engine("deleting a log's snapshot", e))?;
             h.logs
                 .remove(codec::tp_key(&tp))
                 .map_err(|e| shared.engine("deleting a log's state", e))?;

@@ -55,6 +55,8 @@ pub(crate) struct LogHandles {
     pub(crate) db: sled::Db,
     pub(crate) data: sled::Tree,
     pub(crate) logs: sled::Tree,
+    /// Owners' snapshots, under the same key as the log's state in `logs`.
+    pub(crate) snapshots: sled::Tree,
 }
 
 /// State only writers (append, retention, sync) touch, under `LogShared::writer`.
@@ -486,6 +488,37 @@ impl PartitionLog for SledLog {
 
     async fn sync(&self) -> Result<()> {
         self.shared.run(|s, h| s.sync(h)).await
+    }
+
+    async fn save_snapshot(&self, snapshot: &[u8]) -> Result<()> {
+        let snapshot = snapshot.to_vec();
+        self.shared
+            .run(move |s, h| {
+                // Not through the fail-stop: a snapshot that could not be written leaves the
+                // log intact. The flush makes it durable, as the trait promises.
+                let engine = |e: sled::Error| {
+                    StorageError::Backend(format!("saving the snapshot of {}: {e}", s.tp))
+                };
+                h.snapshots
+                    .insert(s.state_key.as_slice(), snapshot)
+                    .map_err(engine)?;
+                h.db.flush().map_err(engine)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn load_snapshot(&self) -> Result<Option<Vec<u8>>> {
+        self.shared
+            .run(|s, h| {
+                h.snapshots
+                    .get(s.state_key.as_slice())
+                    .map(|v| v.map(|v| v.to_vec()))
+                    .map_err(|e| {
+                        StorageError::Backend(format!("loading the snapshot of {}: {e}", s.tp))
+                    })
+            })
+            .await
     }
 
     async fn close(&self) -> Result<()> {

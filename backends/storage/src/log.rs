@@ -102,6 +102,22 @@ pub trait PartitionLog: Debug + Send + Sync + 'static {
     /// As [`PartitionLog::delete_before`].
     async fn enforce_retention(&self, retention: Retention, now_ms: i64) -> Result<Offset>;
 
+    /// Stores `snapshot`, state its owner derived from this log (the broker keeps its
+    /// idempotent producers there), in place of the previous one. The snapshot lives and dies
+    /// with the log (deleting the log deletes it) and is replaced atomically and durably: after
+    /// a crash, `load_snapshot` returns the old or the new one whole. Its bytes are the owner's;
+    /// the owner also checks that a loaded snapshot still matches the log.
+    ///
+    /// # Errors
+    /// I/O errors (the log itself stays usable), or [`StorageError::Closed`].
+    async fn save_snapshot(&self, snapshot: &[u8]) -> Result<()>;
+
+    /// The last snapshot saved with [`PartitionLog::save_snapshot`], if any.
+    ///
+    /// # Errors
+    /// I/O errors, or [`StorageError::Closed`].
+    async fn load_snapshot(&self) -> Result<Option<Vec<u8>>>;
+
     /// Makes everything appended so far durable (fsync, or the engine's flush).
     ///
     /// # Errors

@@ -56,7 +56,7 @@ macro_rules! conformance_suite {
     (durable, $factory:expr) => {
         $crate::conformance_suite!(@tests $factory;
             reopen_keeps_everything, reopen_after_everything_deleted, reopen_many_segments,
-            model_check_with_reopen);
+            snapshots_survive_reopen, model_check_with_reopen);
         $crate::conformance_suite!(volatile, $factory);
     };
     (volatile, $factory:expr) => {
@@ -65,7 +65,8 @@ macro_rules! conformance_suite {
             read_from_middle_of_batch, out_of_range_offsets, timestamp_lookup,
             invalid_append_changes_nothing, delete_before_moves_start, retention_by_time,
             retention_by_bytes, metadata_store, group_offsets, concurrent_logs,
-            reads_during_appends, closed_log_refuses, large_batches, model_check_no_reopen);
+            reads_during_appends, closed_log_refuses, large_batches, snapshots_per_log,
+            model_check_no_reopen);
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {
         $(
@@ -701,6 +702,66 @@ pub async fn reopen_keeps_everything(f: &dyn StorageFactory) {
         append_one(log.as_ref(), batch_of(1, 0, 1, Compression::None)).await,
         90
     );
+}
+
+/// Each log keeps its own snapshot, the last one saved; deleting a log deletes its snapshot,
+/// so a log recreated under the same name starts without one.
+pub async fn snapshots_per_log(f: &dyn StorageFactory) {
+    let cfg = small_segments(Durability::Always);
+    let s = f.open().await;
+    let a = s.open_log(&tp("snap", 0), &cfg).await.expect("open");
+    let b = s.open_log(&tp("snap", 1), &cfg).await.expect("open");
+    assert_eq!(a.load_snapshot().await.expect("load"), None);
+    a.save_snapshot(b"first").await.expect("save");
+    append_one(a.as_ref(), batch_of(2, 0, 10, Compression::None)).await;
+    a.save_snapshot(b"second, longer than the first")
+        .await
+        .expect("save");
+    b.save_snapshot(&[]).await.expect("save empty");
+    assert_eq!(
+        a.load_snapshot().await.expect("load").as_deref(),
+        Some(&b"second, longer than the first"[..])
+    );
+    assert_eq!(b.load_snapshot().await.expect("load"), Some(vec![]));
+    // The log itself is untouched by snapshots.
+    assert_eq!(a.offsets().end, 2);
+    assert_eq!(read_all(a.as_ref(), 0).await.len(), 1);
+    a.close().await.expect("close");
+    s.delete_log(&tp("snap", 0)).await.expect("delete");
+    let again = s.open_log(&tp("snap", 0), &cfg).await.expect("recreate");
+    assert_eq!(again.load_snapshot().await.expect("load"), None);
+    assert_eq!(b.load_snapshot().await.expect("load"), Some(vec![]));
+    again.close().await.expect("close");
+    b.close().await.expect("close");
+    assert!(matches!(
+        b.save_snapshot(b"late").await,
+        Err(StorageError::Closed)
+    ));
+}
+
+/// A saved snapshot survives closing and reopening the storage; a deleted log's does not.
+pub async fn snapshots_survive_reopen(f: &dyn StorageFactory) {
+    let cfg = small_segments(Durability::Interval { interval_ms: 1000 });
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    {
+        let s = f.open().await;
+        let log = s.open_log(&tp("kept", 0), &cfg).await.expect("open");
+        append_one(log.as_ref(), batch_of(3, 0, 10, Compression::None)).await;
+        log.save_snapshot(b"old").await.expect("save");
+        log.save_snapshot(&big).await.expect("save");
+        let gone = s.open_log(&tp("gone", 0), &cfg).await.expect("open");
+        gone.save_snapshot(b"stale").await.expect("save");
+        gone.close().await.expect("close");
+        s.delete_log(&tp("gone", 0)).await.expect("delete");
+        log.close().await.expect("close");
+        s.close().await.expect("close storage");
+    }
+    let s = f.open().await;
+    let log = s.open_log(&tp("kept", 0), &cfg).await.expect("reopen");
+    assert_eq!(log.load_snapshot().await.expect("load"), Some(big));
+    assert_eq!(log.offsets().end, 3);
+    let gone = s.open_log(&tp("gone", 0), &cfg).await.expect("recreate");
+    assert_eq!(gone.load_snapshot().await.expect("load"), None);
 }
 
 /// A log whose every record was deleted keeps its end offset across reopen.
