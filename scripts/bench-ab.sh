@@ -9,9 +9,11 @@
 # durability = $DURABILITY`), runs `weir bench --consumers 0` with the same binary, and prints
 # its summary line plus the server's CPU seconds per million records; medians at the end.
 set -euo pipefail
-OLD=$1
-NEW=$2
+OLD=$(realpath "$1")
+NEW=$(realpath "$2")
 shift 2
+cd "$(dirname "$0")/.."
+. scripts/serve-lib.sh
 EXTRA=("$@")
 PAIRS=${PAIRS:-3}
 RECORDS=${RECORDS:-5000000}
@@ -31,15 +33,7 @@ cpu() { # pid -> CPU seconds (utime + stime)
 
 run() { # label binary
     local label=$1 bin=$2
-    rm -rf "$WORK/data"
-    printf 'data_dir = "%s/data"\n[listeners]\nnative = "127.0.0.1:%s"\nkafka = "127.0.0.1:0"\n[topic_defaults]\ndurability = "%s"\n' \
-        "$WORK" "$PORT" "$DURABILITY" >"$WORK/weir.toml"
-    "$bin" serve --config "$WORK/weir.toml" >"$WORK/serve.log" 2>&1 &
-    SERVER=$!
-    for _ in $(seq 50); do
-        "$bin" topic list --broker "127.0.0.1:$PORT" >/dev/null 2>&1 && break
-        sleep 0.1
-    done
+    serve_weir "$bin" "$WORK" "$PORT" "$DURABILITY"
     local c0 line c1
     c0=$(cpu "$SERVER")
     line=$("$bin" bench --broker "127.0.0.1:$PORT" -n "$RECORDS" --consumers 0 --topic ab "${EXTRA[@]}" 2>/dev/null |

@@ -25,20 +25,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+. scripts/serve-lib.sh
 serve() { # durability
     [ -n "$SERVER" ] && kill "$SERVER" && wait "$SERVER" 2>/dev/null || true
-    rm -rf "$WORK/data"
-    printf 'data_dir = "%s/data"\n[listeners]\nnative = "127.0.0.1:%s"\nkafka = "127.0.0.1:0"\n[topic_defaults]\ndurability = "%s"\n' \
-        "$WORK" "$PORT" "$1" >"$WORK/weir.toml"
-    "$WEIR" serve --config "$WORK/weir.toml" >"$WORK/serve.log" 2>&1 &
-    SERVER=$!
-    for _ in $(seq 50); do
-        "$WEIR" topic list --broker "127.0.0.1:$PORT" >/dev/null 2>&1 && return
-        sleep 0.1
-    done
-    echo "weir serve did not start:" >&2
-    cat "$WORK/serve.log" >&2
-    exit 1
+    serve_weir "$WEIR" "$WORK" "$PORT" "$1"
 }
 
 shape() { # name, then weir bench arguments

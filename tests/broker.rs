@@ -464,13 +464,13 @@ impl Storage for SlowStorage {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_log_pushes_back_instead_of_growing_memory() {
-    let appends = Arc::new(AtomicUsize::new(0));
+/// A memory broker whose appends each take `delay` (counted in `appends`), with a 2 MiB
+/// partition queue and 256 KiB appends, and a one-partition `topic`.
+async fn slow_broker(delay: Duration, appends: Arc<AtomicUsize>, topic: &str) -> BrokerHandle {
     let storage = Arc::new(SlowStorage {
         inner: weir_memory::MemoryStorage::new(),
-        delay: Duration::from_millis(50),
-        appends: appends.clone(),
+        delay,
+        appends,
     });
     let mut cfg = Config::default();
     cfg.storage.backend = Backend::Memory;
@@ -479,9 +479,16 @@ async fn a_slow_log_pushes_back_instead_of_growing_memory() {
     let h = Broker::start_with_storage(cfg, storage)
         .await
         .expect("start");
-    h.create_topic("slow", Some(1), vec![])
+    h.create_topic(topic, Some(1), vec![])
         .await
         .expect("create");
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_log_pushes_back_instead_of_growing_memory() {
+    let appends = Arc::new(AtomicUsize::new(0));
+    let h = slow_broker(Duration::from_millis(50), appends.clone(), "slow").await;
     let batch = batch_of(10, 0, 10_000, Compression::None); // ~100 KB
     let mut accepted = 0usize;
     let mut busy = 0usize;
@@ -563,21 +570,12 @@ async fn topics_and_data_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipelined_producer_keeps_order_through_a_full_queue() {
     use weir::{Producer, ProducerConfig, ProducerRecord};
-    let storage = Arc::new(SlowStorage {
-        inner: weir_memory::MemoryStorage::new(),
-        delay: Duration::from_millis(20),
-        appends: Arc::new(AtomicUsize::new(0)),
-    });
-    let mut cfg = Config::default();
-    cfg.storage.backend = Backend::Memory;
-    cfg.broker.partition_queue_bytes = 2 * 1024 * 1024;
-    cfg.broker.append_batch_bytes = 256 * 1024;
-    let h = Broker::start_with_storage(cfg, storage)
-        .await
-        .expect("start");
-    h.create_topic("piped", Some(1), vec![])
-        .await
-        .expect("create");
+    let h = slow_broker(
+        Duration::from_millis(20),
+        Arc::new(AtomicUsize::new(0)),
+        "piped",
+    )
+    .await;
     let producer = Producer::new(
         h.clone(),
         ProducerConfig {
