@@ -19,13 +19,6 @@ PAIRS=${PAIRS:-3}
 RECORDS=${RECORDS:-5000000}
 DURABILITY=${DURABILITY:-interval}
 PORT=${PORT:-19393}
-WORK=$(mktemp -d)
-SERVER=
-cleanup() {
-    [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 cpu() { # pid -> CPU seconds (utime + stime)
     awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"

@@ -17,14 +17,6 @@ RECORDS=${RECORDS:-5000000}
 PORT=${PORT:-19292}
 cargo build --release --locked -q
 WEIR=$PWD/target/release/weir
-WORK=$(mktemp -d)
-SERVER=
-cleanup() {
-    [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
 . scripts/serve-lib.sh
 serve() { # durability
     [ -n "$SERVER" ] && kill "$SERVER" && wait "$SERVER" 2>/dev/null || true

@@ -1,6 +1,7 @@
-# Shared by the benchmark scripts: starts `weir serve` on a fresh data directory.
+# Shared by the benchmark scripts: a scratch directory and `weir serve` on a fresh data
+# directory in it.
 #
-#   . scripts/serve-lib.sh
+#   . scripts/serve-lib.sh                        # sets WORK; stops SERVER and removes WORK at exit
 #   serve_weir BINARY WORKDIR PORT DURABILITY     # sets SERVER to its pid
 #
 # Segment storage under WORKDIR/data (wiped first), the native listener on 127.0.0.1:PORT, the
@@ -21,3 +22,11 @@ serve_weir() {
     cat "$work/serve.log" >&2
     exit 1
 }
+
+WORK=$(mktemp -d)
+SERVER=
+cleanup_weir() {
+    [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup_weir EXIT
