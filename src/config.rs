@@ -296,6 +296,18 @@ impl TopicConfig {
                 self.flush_interval_ms = num("flush.interval.ms", value)?;
             }
             "max_message_bytes" => self.max_message_bytes = num("max.message.bytes", value)?,
+            // Kafka's default policy, the only one Weir has: accepted so that tools that set
+            // it explicitly work; compaction is refused rather than silently not done.
+            "cleanup_policy" => {
+                if value != "delete" {
+                    return Err(ConfigError::Invalid {
+                        key: "cleanup.policy",
+                        message: format!(
+                            "{value:?}: Weir supports only \"delete\" (no compaction)"
+                        ),
+                    });
+                }
+            }
             "durability" => {
                 self.durability = match value {
                     "none" => DurabilityMode::None,
@@ -317,6 +329,31 @@ impl TopicConfig {
             }
         }
         Ok(())
+    }
+
+    /// Sets `key` back to its value in `defaults` (Kafka's DELETE of a topic config override).
+    ///
+    /// # Errors
+    /// An unknown key, or one that cannot be reset (`partitions`).
+    pub fn reset(&mut self, key: &str, defaults: &TopicConfig) -> Result<(), ConfigError> {
+        let norm = |k: &str| match k.replace('.', "_").as_str() {
+            "flush_ms" => "flush_interval_ms".to_string(),
+            other => other.to_string(),
+        };
+        if norm(key) == "cleanup_policy" {
+            return Ok(());
+        }
+        match defaults
+            .entries()
+            .into_iter()
+            .find(|(k, _)| norm(k) == norm(key))
+        {
+            Some((k, v)) => self.set(k, &v),
+            None => Err(ConfigError::Parse {
+                origin: None,
+                message: format!("unknown topic config {key:?}"),
+            }),
+        }
     }
 
     /// Every setting as `(kafka.name, value)` pairs, for describe-config answers.
@@ -699,6 +736,23 @@ mod tests {
                 })
             ));
         }
+    }
+
+    #[test]
+    fn topic_configs_reset_to_the_defaults_and_refuse_compaction() {
+        let defaults = TopicConfig::default();
+        let mut c = TopicConfig::default();
+        c.set("retention.ms", "1000").expect("set");
+        c.set("flush_ms", "5").expect("set");
+        c.set("cleanup.policy", "delete")
+            .expect("delete is the policy");
+        assert!(c.set("cleanup.policy", "compact").is_err());
+        c.reset("retention.ms", &defaults).expect("reset");
+        c.reset("flush.interval.ms", &defaults).expect("reset");
+        c.reset("cleanup.policy", &defaults).expect("reset");
+        assert_eq!(c, defaults);
+        assert!(c.reset("partitions", &defaults).is_err());
+        assert!(c.reset("no.such.key", &defaults).is_err());
     }
 
     #[test]

@@ -349,11 +349,29 @@ impl BrokerHandle {
         name: &str,
         set: Vec<(String, String)>,
     ) -> Result<(), BrokerError> {
+        self.change_topic_config(name, set, Vec::new(), false).await
+    }
+
+    /// Changes settings of a topic: `set` them, `reset` others to the broker's topic defaults
+    /// (Kafka's IncrementalAlterConfigs SET and DELETE), all or nothing; with `validate_only`,
+    /// only checks that the change would be accepted.
+    ///
+    /// # Errors
+    /// An unknown topic or key, an invalid value.
+    pub async fn change_topic_config(
+        &self,
+        name: &str,
+        set: Vec<(String, String)>,
+        reset: Vec<String>,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
         self.shared
             .registry
             .send(AlterTopicConfig {
                 name: name.to_string(),
                 set,
+                reset,
+                validate_only,
             })
             .await?
             .map(|_| ())

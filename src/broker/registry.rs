@@ -360,6 +360,10 @@ pub struct AlterTopicConfig {
     pub name: String,
     /// `key=value` settings to change.
     pub set: Vec<(String, String)>,
+    /// Settings to set back to the broker's topic defaults.
+    pub reset: Vec<String>,
+    /// Check the change, apply nothing.
+    pub validate_only: bool,
 }
 
 impl TopicRegistry {
@@ -467,12 +471,20 @@ impl Handler<AlterTopicConfig> for TopicRegistry {
                     .set(k, v)
                     .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
             }
+            for k in &msg.reset {
+                meta.config
+                    .reset(k, &self.defaults)
+                    .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+            }
             meta.config
                 .validate()
                 .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
             Ok((meta, route))
         })();
         match checked {
+            Ok((_, route)) if msg.validate_only => {
+                AtomicResponse::new(Box::pin(async move { Ok(route) }.into_actor(self)))
+            }
             Ok((meta, route)) => self.persist_and_reroute(meta, None, route.partitions.clone()),
             Err(e) => AtomicResponse::new(Box::pin(async move { Err(e) }.into_actor(self))),
         }

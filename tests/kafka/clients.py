@@ -321,6 +321,45 @@ def scenario_configs():
     r = kp.describe_configs([KpConfigResource(ConfigResourceType.TOPIC, "cfg")])
     check("3600000" in str(r), f"kafka-python describe configs {r}")
     kp.close()
+    # IncrementalAlterConfigs: SET one key, DELETE (reset) another, all or nothing.
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+
+    def alter(entries, validate_only=False):
+        r = ConfigResource("topic", "cfg", incremental_configs=entries)
+        return admin().incremental_alter_configs([r], validate_only=validate_only)[r]
+
+    alter([ConfigEntry("segment.bytes", "1048576", incremental_operation=AlterConfigOpType.SET),
+           ConfigEntry("retention.ms", None, incremental_operation=AlterConfigOpType.DELETE)]).result(TIMEOUT)
+    cfg = admin().describe_configs([res])[res].result(TIMEOUT)
+    check(cfg["segment.bytes"].value == "1048576" and not cfg["segment.bytes"].is_default,
+          f"segment.bytes set: {cfg['segment.bytes']}")
+    check(cfg["retention.ms"].is_default and cfg["retention.ms"].value == "604800000",
+          f"retention.ms back to the default: {cfg['retention.ms'].value}")
+    # validate_only changes nothing; a bad value or key fails the whole resource.
+    alter([ConfigEntry("segment.bytes", "2097152", incremental_operation=AlterConfigOpType.SET)],
+          validate_only=True).result(TIMEOUT)
+    for bad in (ConfigEntry("segment.bytes", "lots", incremental_operation=AlterConfigOpType.SET),
+                ConfigEntry("no.such.config", "1", incremental_operation=AlterConfigOpType.SET),
+                ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)):
+        try:
+            alter([ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET), bad]).result(TIMEOUT)
+            check(False, f"{bad} accepted")
+        except ck.KafkaException as e:
+            check(e.args[0].code() == ck.KafkaError.INVALID_CONFIG, f"{bad}: {e}")
+    cfg = admin().describe_configs([res])[res].result(TIMEOUT)
+    check(cfg["segment.bytes"].value == "1048576", "validate_only changed nothing")
+    check(cfg["retention.ms"].is_default, "a failed alter changed nothing")
+    try:
+        alter([ConfigEntry("retention.ms", "1", incremental_operation=AlterConfigOpType.SET)]).result(TIMEOUT)
+    except ck.KafkaException as e:
+        check(False, f"retention.ms=1: {e}")
+    missing = ConfigResource("topic", "no-such-topic", incremental_configs=[
+        ConfigEntry("retention.ms", "1", incremental_operation=AlterConfigOpType.SET)])
+    try:
+        admin().incremental_alter_configs([missing])[missing].result(TIMEOUT)
+        check(False, "altering a missing topic succeeded")
+    except ck.KafkaException as e:
+        check(e.args[0].code() == ck.KafkaError.UNKNOWN_TOPIC_OR_PART, f"missing topic: {e}")
 
 
 def scenario_delete():

@@ -326,6 +326,10 @@ apis! {
     /// Add partitions to topics.
     CreatePartitions = 37, create_partitions::{CreatePartitionsRequest, CreatePartitionsResponse},
         decode 0..=3, supported 0..=3, flexible 2;
+    /// Change topic configs key by key (SET and DELETE).
+    IncrementalAlterConfigs = 44,
+        incremental_alter_configs::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse},
+        decode 0..=1, supported 0..=1, flexible 1;
     /// Brokers and controller, for admin clients.
     DescribeCluster = 60, describe_cluster::{DescribeClusterRequest, DescribeClusterResponse},
         decode 0..=2, supported 0..=1, flexible 0;
@@ -589,6 +593,7 @@ mod tests {
     use super::*;
     use messages::metadata::{MetadataRequest, MetadataRequestTopic};
 
+    /// The table, plus IncrementalAlterConfigs (44) 0–1.
     #[test]
     fn supported_table_is_the_advertised_one() {
         let expected: &[(i16, i16, i16)] = &[
@@ -611,6 +616,7 @@ mod tests {
             (22, 0, 4),
             (32, 1, 4),
             (37, 0, 3),
+            (44, 0, 1),
             (60, 0, 1),
         ];
         let got: Vec<_> = SUPPORTED

@@ -1,5 +1,6 @@
-//! Admin: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs, and InitProducerId
-//! (producer ids for the idempotent producer).
+//! Admin: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
+//! IncrementalAlterConfigs (topic configs; broker configs come from `weir.toml`), and
+//! InitProducerId (producer ids for the idempotent producer).
 
 use crate::broker::BrokerError;
 use crate::config::TopicConfig;
@@ -16,6 +17,9 @@ use crate::protocol::kafka::messages::describe_configs::{
     DescribeConfigsRequest, DescribeConfigsResourceResult, DescribeConfigsResponse,
     DescribeConfigsResult,
 };
+use crate::protocol::kafka::messages::incremental_alter_configs::{
+    AlterConfigsResourceResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
 use crate::protocol::kafka::messages::init_producer_id::{
     InitProducerIdRequest, InitProducerIdResponse,
 };
@@ -23,6 +27,7 @@ use crate::protocol::kafka::messages::init_producer_id::{
 use super::cluster::topic_uuid;
 use super::Session;
 
+const INVALID_CONFIG: i16 = 40;
 const INVALID_PARTITIONS: i16 = 37;
 const INVALID_REPLICATION_FACTOR: i16 = 38;
 const INVALID_REQUEST: i16 = 42;
@@ -31,6 +36,11 @@ const UNKNOWN_TOPIC_ID: i16 = 100;
 /// Kafka's config resource types.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+/// IncrementalAlterConfigs operations.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
 /// Kafka's config sources.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
@@ -394,6 +404,88 @@ fn broker_configs(s: &Session, defaults: &TopicConfig) -> Vec<ConfigEntry> {
             TYPE_INT,
         ),
     ]
+}
+
+/// Changes topic configs key by key: SET a value, DELETE an override (back to the broker's
+/// topic default), all of one resource or none of it. APPEND and SUBTRACT apply to list configs,
+/// which Weir's topics do not have. Broker configs are read-only (they come from `weir.toml`).
+pub(super) async fn incremental_alter_configs(
+    s: &Session,
+    r: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut responses = Vec::with_capacity(r.resources.len());
+    for res in r.resources {
+        let outcome: Result<(), (i16, String)> = match res.resource_type {
+            RESOURCE_TOPIC => {
+                let mut set = Vec::new();
+                let mut reset = Vec::new();
+                let mut seen = std::collections::HashSet::new();
+                let mut bad = None;
+                for c in res.configs {
+                    if !seen.insert(c.name.clone()) {
+                        bad = Some((
+                            INVALID_REQUEST,
+                            format!("config {} is listed twice", c.name),
+                        ));
+                        break;
+                    }
+                    match (c.config_operation, c.value) {
+                        (OP_SET, Some(v)) => set.push((c.name, v)),
+                        (OP_SET, None) => {
+                            bad =
+                                Some((INVALID_REQUEST, format!("SET {} without a value", c.name)));
+                            break;
+                        }
+                        (OP_DELETE, _) => reset.push(c.name),
+                        (OP_APPEND | OP_SUBTRACT, _) => {
+                            bad = Some((
+                                INVALID_CONFIG,
+                                format!(
+                                    "{} is not a list config: APPEND and SUBTRACT do not apply",
+                                    c.name
+                                ),
+                            ));
+                            break;
+                        }
+                        (op, _) => {
+                            bad = Some((INVALID_REQUEST, format!("unknown config operation {op}")));
+                            break;
+                        }
+                    }
+                }
+                match bad {
+                    Some(e) => Err(e),
+                    None => s
+                        .broker
+                        .change_topic_config(&res.resource_name, set, reset, r.validate_only)
+                        .await
+                        .map_err(|e| (e.kafka_code(), e.to_string())),
+                }
+            }
+            RESOURCE_BROKER => Err((
+                INVALID_REQUEST,
+                "broker configs come from weir.toml and do not change at runtime".into(),
+            )),
+            t => Err((
+                INVALID_REQUEST,
+                format!("resource type {t} is not supported"),
+            )),
+        };
+        let (error_code, error_message) = match outcome {
+            Ok(()) => (0, None),
+            Err((code, message)) => (code, Some(message)),
+        };
+        responses.push(AlterConfigsResourceResponse {
+            error_code,
+            error_message,
+            resource_type: res.resource_type,
+            resource_name: res.resource_name,
+        });
+    }
+    IncrementalAlterConfigsResponse {
+        responses,
+        ..IncrementalAlterConfigsResponse::default()
+    }
 }
 
 /// A producer id and epoch for an idempotent producer.

@@ -357,6 +357,9 @@ async fn handle(s: &Session, request: Request, version: i16) -> Response {
         Request::DescribeConfigs(r) => {
             Response::DescribeConfigs(admin::describe_configs(s, r).await)
         }
+        Request::IncrementalAlterConfigs(r) => {
+            Response::IncrementalAlterConfigs(admin::incremental_alter_configs(s, r).await)
+        }
         Request::InitProducerId(r) => Response::InitProducerId(admin::init_producer_id(s, r).await),
         Request::Produce(_) => unreachable_produce(),
     }
