@@ -119,12 +119,12 @@ fn the_idempotent_producer() {
 }
 
 #[test]
-fn describe_configs() {
+fn describe_and_alter_configs() {
     scenario("configs");
 }
 
 #[test]
-fn delete_topics() {
+fn delete_records_and_topics() {
     scenario("delete");
 }
 

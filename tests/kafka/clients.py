@@ -267,7 +267,21 @@ def scenario_group():
     print("describe groups:", desc)
     check("Stable" in str(desc), f"describe: {desc}")
     kp.close()
+    # DeleteGroups: refused while a member remains, then done; unknown groups are reported.
+    try:
+        admin().delete_consumer_groups(["two"])["two"].result(TIMEOUT)
+        check(False, "deleted a group with a member")
+    except ck.KafkaException as e:
+        check(e.args[0].code() == ck.KafkaError.NON_EMPTY_GROUP, f"non-empty group: {e}")
     a.close()
+    admin().delete_consumer_groups(["two"])["two"].result(TIMEOUT)
+    listed = admin().list_consumer_groups().result(TIMEOUT)
+    check("two" not in [g.group_id for g in listed.valid], f"deleted: {listed.valid}")
+    try:
+        admin().delete_consumer_groups(["never"])["never"].result(TIMEOUT)
+        check(False, "deleted an unknown group")
+    except ck.KafkaException as e:
+        check(e.args[0].code() == ck.KafkaError.GROUP_ID_NOT_FOUND, f"unknown group: {e}")
 
 
 def scenario_resume():
@@ -363,6 +377,26 @@ def scenario_configs():
 
 
 def scenario_delete():
+    # DeleteRecords: the start moves up, a consumer from the beginning starts there, and
+    # -1 means the high watermark.
+    create("trim", 1)
+    produce_ck("trim", [(None, f"{i}".encode(), None, 0) for i in range(10)])
+    done = admin().delete_records([ck.TopicPartition("trim", 0, 4)])
+    (tp, fut), = done.items()
+    check(fut.result(TIMEOUT).low_watermark == 4, "low watermark 4")
+    got = consume_ck("trim", 6)
+    check([int(m.value()) for m in got] == list(range(4, 10)), f"from the new start: {[m.offset() for m in got]}")
+    lo, hi = ck.Consumer({"bootstrap.servers": BOOT, "group.id": "wm"}).get_watermark_offsets(
+        ck.TopicPartition("trim", 0), timeout=TIMEOUT)
+    check((lo, hi) == (4, 10), f"watermarks {lo} {hi}")
+    try:
+        (_, fut), = admin().delete_records([ck.TopicPartition("trim", 0, 11)]).items()
+        fut.result(TIMEOUT)
+        check(False, "deleted beyond the high watermark")
+    except ck.KafkaException as e:
+        check(e.args[0].code() == ck.KafkaError.OFFSET_OUT_OF_RANGE, f"beyond the end: {e}")
+    (_, fut), = admin().delete_records([ck.TopicPartition("trim", 0, ck.OFFSET_END)]).items()
+    check(fut.result(TIMEOUT).low_watermark == 10, "-1 is the high watermark")
     create("gone", 2)
     produce_ck("gone", [(None, b"x", None, 0)])
     for f in admin().delete_topics(["gone"]).values():

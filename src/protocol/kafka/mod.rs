@@ -317,6 +317,9 @@ apis! {
     /// Delete topics.
     DeleteTopics = 20, delete_topics::{DeleteTopicsRequest, DeleteTopicsResponse},
         decode 1..=6, supported 1..=6, flexible 4;
+    /// Move partitions' log start offsets forward.
+    DeleteRecords = 21, delete_records::{DeleteRecordsRequest, DeleteRecordsResponse},
+        decode 0..=2, supported 0..=2, flexible 2;
     /// A producer id (and epoch) for idempotence or transactions.
     InitProducerId = 22, init_producer_id::{InitProducerIdRequest, InitProducerIdResponse},
         decode 0..=5, supported 0..=4, flexible 2;
@@ -326,6 +329,9 @@ apis! {
     /// Add partitions to topics.
     CreatePartitions = 37, create_partitions::{CreatePartitionsRequest, CreatePartitionsResponse},
         decode 0..=3, supported 0..=3, flexible 2;
+    /// Delete consumer groups (without members) and their committed offsets.
+    DeleteGroups = 42, delete_groups::{DeleteGroupsRequest, DeleteGroupsResponse},
+        decode 0..=2, supported 0..=2, flexible 2;
     /// Change topic configs key by key (SET and DELETE).
     IncrementalAlterConfigs = 44,
         incremental_alter_configs::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse},
@@ -593,7 +599,8 @@ mod tests {
     use super::*;
     use messages::metadata::{MetadataRequest, MetadataRequestTopic};
 
-    /// The table, plus IncrementalAlterConfigs (44) 0–1.
+    /// The table, plus DeleteRecords (21) 0–2, DeleteGroups (42) 0–2 and
+    /// IncrementalAlterConfigs (44) 0–1.
     #[test]
     fn supported_table_is_the_advertised_one() {
         let expected: &[(i16, i16, i16)] = &[
@@ -613,9 +620,11 @@ mod tests {
             (18, 0, 4),
             (19, 2, 7),
             (20, 1, 6),
+            (21, 0, 2),
             (22, 0, 4),
             (32, 1, 4),
             (37, 0, 3),
+            (42, 0, 2),
             (44, 0, 1),
             (60, 0, 1),
         ];

@@ -1,4 +1,4 @@
-//! Admin: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
+//! Admin: CreateTopics, DeleteTopics, DeleteRecords, CreatePartitions, DescribeConfigs,
 //! IncrementalAlterConfigs (topic configs; broker configs come from `weir.toml`), and
 //! InitProducerId (producer ids for the idempotent producer).
 
@@ -9,6 +9,10 @@ use crate::protocol::kafka::messages::create_partitions::{
 };
 use crate::protocol::kafka::messages::create_topics::{
     CreatableTopicConfigs, CreatableTopicResult, CreateTopicsRequest, CreateTopicsResponse,
+};
+use crate::protocol::kafka::messages::delete_records::{
+    DeleteRecordsPartitionResult, DeleteRecordsRequest, DeleteRecordsResponse,
+    DeleteRecordsTopicResult,
 };
 use crate::protocol::kafka::messages::delete_topics::{
     DeletableTopicResult, DeleteTopicsRequest, DeleteTopicsResponse,
@@ -27,6 +31,7 @@ use crate::protocol::kafka::messages::init_producer_id::{
 use super::cluster::topic_uuid;
 use super::Session;
 
+const OFFSET_OUT_OF_RANGE: i16 = 1;
 const INVALID_CONFIG: i16 = 40;
 const INVALID_PARTITIONS: i16 = 37;
 const INVALID_REPLICATION_FACTOR: i16 = 38;
@@ -404,6 +409,46 @@ fn broker_configs(s: &Session, defaults: &TopicConfig) -> Vec<ConfigEntry> {
             TYPE_INT,
         ),
     ]
+}
+
+/// Moves partitions' log start offsets forward: the records below `offset` (-1: the high
+/// watermark) become unreadable and their space is reclaimed; the answer is the new start (the
+/// low watermark). An offset above the high watermark is OFFSET_OUT_OF_RANGE, as in Kafka.
+pub(super) async fn delete_records(s: &Session, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let mut topics = Vec::with_capacity(r.topics.len());
+    for t in r.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let outcome = match s.broker.offsets(&t.name, p.partition_index).await {
+                Err(e) => Err(e.kafka_code()),
+                Ok(o) if p.offset == -1 || (0..=o.end).contains(&p.offset) => {
+                    let before = if p.offset == -1 { o.end } else { p.offset };
+                    s.broker
+                        .delete_records(&t.name, p.partition_index, before)
+                        .await
+                        .map_err(|e| e.kafka_code())
+                }
+                Ok(_) => Err(OFFSET_OUT_OF_RANGE),
+            };
+            let (low_watermark, error_code) = match outcome {
+                Ok(start) => (start, 0),
+                Err(code) => (-1, code),
+            };
+            partitions.push(DeleteRecordsPartitionResult {
+                partition_index: p.partition_index,
+                low_watermark,
+                error_code,
+            });
+        }
+        topics.push(DeleteRecordsTopicResult {
+            name: t.name,
+            partitions,
+        });
+    }
+    DeleteRecordsResponse {
+        topics,
+        ..DeleteRecordsResponse::default()
+    }
 }
 
 /// Changes topic configs key by key: SET a value, DELETE an override (back to the broker's

@@ -1,5 +1,5 @@
 //! Consumer groups over the classic protocol: JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
-//! OffsetCommit, OffsetFetch, DescribeGroups, ListGroups. The group actor does the work
+//! OffsetCommit, OffsetFetch, DescribeGroups, ListGroups, DeleteGroups. The group actor does the work
 //! (generations, leader election, protocol vote, MEMBER_ID_REQUIRED, static membership); this
 //! module translates between its types and Kafka's, version by version.
 
@@ -8,6 +8,9 @@ use std::time::Duration;
 use weir_storage::{CommittedOffset, TopicPartition};
 
 use crate::broker::{BrokerError, GroupState, JoinGroup};
+use crate::protocol::kafka::messages::delete_groups::{
+    DeletableGroupResult, DeleteGroupsRequest, DeleteGroupsResponse,
+};
 use crate::protocol::kafka::messages::describe_groups::{
     DescribeGroupsRequest, DescribeGroupsResponse, DescribedGroup, DescribedGroupMember,
 };
@@ -395,6 +398,37 @@ pub(super) async fn describe(s: &Session, r: DescribeGroupsRequest) -> DescribeG
 }
 
 /// Every group (with members or committed offsets), filtered by state (v4+) and type (v5+).
+/// Deletes groups that have no members, with their committed offsets: GROUP_ID_NOT_FOUND (69)
+/// for a group the broker does not know, NON_EMPTY_GROUP (68) while members remain.
+pub(super) async fn delete(s: &Session, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let known: Result<Vec<String>, BrokerError> = s
+        .broker
+        .list_groups()
+        .await
+        .map(|l| l.into_iter().map(|(name, _)| name).collect());
+    let mut results = Vec::with_capacity(r.groups_names.len());
+    for group_id in r.groups_names {
+        let error_code = match &known {
+            Err(e) => e.kafka_code(),
+            Ok(known) if !known.contains(&group_id) => {
+                BrokerError::UnknownGroup(group_id.clone()).kafka_code()
+            }
+            Ok(_) => match s.broker.delete_group(&group_id).await {
+                Ok(()) => 0,
+                Err(e) => e.kafka_code(),
+            },
+        };
+        results.push(DeletableGroupResult {
+            group_id,
+            error_code,
+        });
+    }
+    DeleteGroupsResponse {
+        results,
+        ..DeleteGroupsResponse::default()
+    }
+}
+
 pub(super) async fn list(s: &Session, r: ListGroupsRequest) -> ListGroupsResponse {
     let listed = match s.broker.list_groups().await {
         Ok(l) => l,

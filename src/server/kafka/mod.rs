@@ -357,6 +357,8 @@ async fn handle(s: &Session, request: Request, version: i16) -> Response {
         Request::DescribeConfigs(r) => {
             Response::DescribeConfigs(admin::describe_configs(s, r).await)
         }
+        Request::DeleteRecords(r) => Response::DeleteRecords(admin::delete_records(s, r).await),
+        Request::DeleteGroups(r) => Response::DeleteGroups(groups::delete(s, r).await),
         Request::IncrementalAlterConfigs(r) => {
             Response::IncrementalAlterConfigs(admin::incremental_alter_configs(s, r).await)
         }
