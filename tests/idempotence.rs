@@ -634,6 +634,9 @@ async fn idempotent_publishes_wait_for_the_rebuild_and_others_do_not() {
         let h = h.clone();
         async move { publish(&h, "t", idem(pid, 0, 0, 1)).await }
     });
+    // The retry is parked (the rebuild's reads are held) before the next publish is sent: the
+    // two tasks would otherwise race to the partition (this test failed once that way).
+    tokio::time::sleep(Duration::from_millis(50)).await;
     // A plain publish behind a parked one waits too: arrival order holds.
     let behind = tokio::spawn({
         let h = h.clone();

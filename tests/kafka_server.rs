@@ -436,3 +436,104 @@ async fn a_failed_acks_zero_produce_closes_the_connection() {
     server.shutdown().await;
     broker.shutdown().await.expect("shutdown");
 }
+
+/// AlterConfigs replaces a topic's overrides: the configs named are set, the others go back to
+/// the broker's defaults (kafka-python fills the others in itself, so this is driven raw).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_configs_replaces_every_override() {
+    use weir::protocol::kafka::messages::alter_configs::{
+        AlterConfigsRequest, AlterConfigsResource, AlterableConfig,
+    };
+    let (broker, server, _dir) = start().await;
+    broker
+        .create_topic(
+            "t",
+            Some(1),
+            vec![
+                ("retention.ms".into(), "1000".into()),
+                ("segment.bytes".into(), "1048576".into()),
+            ],
+        )
+        .await
+        .expect("create");
+    let mut s = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let alter = |configs: Vec<(&str, Option<&str>)>, validate_only| {
+        Request::AlterConfigs(AlterConfigsRequest {
+            resources: vec![AlterConfigsResource {
+                resource_type: 2,
+                resource_name: "t".into(),
+                configs: configs
+                    .into_iter()
+                    .map(|(name, value)| AlterableConfig {
+                        name: name.into(),
+                        value: value.map(String::from),
+                    })
+                    .collect(),
+            }],
+            validate_only,
+        })
+    };
+    let codes = |frame: Bytes, version| match decode_response(ApiKey::AlterConfigs, version, frame)
+        .expect("decode")
+        .1
+    {
+        Response::AlterConfigs(r) => r.responses.iter().map(|r| r.error_code).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    let defaults = Config::default().topic_defaults;
+    for version in [0, 2] {
+        // validate_only changes nothing; a bad value refuses the whole resource.
+        send(
+            &mut s,
+            ApiKey::AlterConfigs,
+            version,
+            1,
+            alter(vec![("retention.ms", Some("5"))], true),
+        )
+        .await;
+        assert_eq!(
+            codes(read_frame(&mut s).await.expect("answer"), version),
+            [0]
+        );
+        send(
+            &mut s,
+            ApiKey::AlterConfigs,
+            version,
+            2,
+            alter(
+                vec![("retention.ms", Some("5")), ("segment.bytes", Some("x"))],
+                false,
+            ),
+        )
+        .await;
+        assert_eq!(
+            codes(read_frame(&mut s).await.expect("answer"), version),
+            [40]
+        );
+        let c = broker.describe_topic("t").await.expect("describe").config;
+        assert_eq!(
+            (c.retention_ms, c.segment_bytes),
+            (1000, 1_048_576),
+            "v{version}"
+        );
+    }
+    send(
+        &mut s,
+        ApiKey::AlterConfigs,
+        1,
+        3,
+        alter(vec![("retention.ms", Some("5000"))], false),
+    )
+    .await;
+    assert_eq!(codes(read_frame(&mut s).await.expect("answer"), 1), [0]);
+    let c = broker.describe_topic("t").await.expect("describe").config;
+    assert_eq!(c.retention_ms, 5000);
+    assert_eq!(
+        c.segment_bytes, defaults.segment_bytes,
+        "an override not named is reset"
+    );
+    server.shutdown().await;
+    broker.shutdown().await.expect("shutdown");
+}

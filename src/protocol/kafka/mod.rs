@@ -326,6 +326,9 @@ apis! {
     /// Describe broker and topic configs.
     DescribeConfigs = 32, describe_configs::{DescribeConfigsRequest, DescribeConfigsResponse},
         decode 1..=4, supported 1..=4, flexible 4;
+    /// Replace topic configs (the legacy form of IncrementalAlterConfigs).
+    AlterConfigs = 33, alter_configs::{AlterConfigsRequest, AlterConfigsResponse},
+        decode 0..=2, supported 0..=2, flexible 2;
     /// Add partitions to topics.
     CreatePartitions = 37, create_partitions::{CreatePartitionsRequest, CreatePartitionsResponse},
         decode 0..=3, supported 0..=3, flexible 2;
@@ -599,8 +602,8 @@ mod tests {
     use super::*;
     use messages::metadata::{MetadataRequest, MetadataRequestTopic};
 
-    /// The table, plus DeleteRecords (21) 0–2, DeleteGroups (42) 0–2 and
-    /// IncrementalAlterConfigs (44) 0–1.
+    /// The table, plus DeleteRecords (21) 0–2, AlterConfigs (33) 0–2, DeleteGroups (42)
+    /// 0–2 and IncrementalAlterConfigs (44) 0–1.
     #[test]
     fn supported_table_is_the_advertised_one() {
         let expected: &[(i16, i16, i16)] = &[
@@ -623,6 +626,7 @@ mod tests {
             (21, 0, 2),
             (22, 0, 4),
             (32, 1, 4),
+            (33, 0, 2),
             (37, 0, 3),
             (42, 0, 2),
             (44, 0, 1),
@@ -668,11 +672,11 @@ mod tests {
 
     #[test]
     fn header_peek_refuses_unknown_apis_and_versions_with_the_correlation_id() {
-        let frame = Bytes::from_static(&[0, 33, 0, 0, 0, 0, 0, 42, 0xff, 0xff]);
+        let frame = Bytes::from_static(&[0, 34, 0, 0, 0, 0, 0, 42, 0xff, 0xff]);
         assert_eq!(
             peek_header(&frame),
             Err(KafkaCodecError::UnknownApi {
-                api_key: 33,
+                api_key: 34,
                 correlation_id: 42
             })
         );

@@ -1,9 +1,13 @@
 //! Admin: CreateTopics, DeleteTopics, DeleteRecords, CreatePartitions, DescribeConfigs,
-//! IncrementalAlterConfigs (topic configs; broker configs come from `weir.toml`), and
+//! IncrementalAlterConfigs and AlterConfigs (topic configs; broker configs come from
+//! `weir.toml`), and
 //! InitProducerId (producer ids for the idempotent producer).
 
 use crate::broker::BrokerError;
 use crate::config::TopicConfig;
+use crate::protocol::kafka::messages::alter_configs::{
+    AlterConfigsRequest, AlterConfigsResourceResponse, AlterConfigsResponse,
+};
 use crate::protocol::kafka::messages::create_partitions::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreatePartitionsTopicResult,
 };
@@ -22,7 +26,8 @@ use crate::protocol::kafka::messages::describe_configs::{
     DescribeConfigsResult,
 };
 use crate::protocol::kafka::messages::incremental_alter_configs::{
-    AlterConfigsResourceResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    AlterConfigsResourceResponse as IncrementalAlterResourceResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use crate::protocol::kafka::messages::init_producer_id::{
     InitProducerIdRequest, InitProducerIdResponse,
@@ -460,76 +465,157 @@ pub(super) async fn incremental_alter_configs(
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(r.resources.len());
     for res in r.resources {
-        let outcome: Result<(), (i16, String)> = match res.resource_type {
-            RESOURCE_TOPIC => {
-                let mut set = Vec::new();
-                let mut reset = Vec::new();
-                let mut seen = std::collections::HashSet::new();
-                let mut bad = None;
-                for c in res.configs {
-                    if !seen.insert(c.name.clone()) {
-                        bad = Some((
-                            INVALID_REQUEST,
-                            format!("config {} is listed twice", c.name),
-                        ));
-                        break;
-                    }
-                    match (c.config_operation, c.value) {
-                        (OP_SET, Some(v)) => set.push((c.name, v)),
-                        (OP_SET, None) => {
-                            bad =
-                                Some((INVALID_REQUEST, format!("SET {} without a value", c.name)));
-                            break;
-                        }
-                        (OP_DELETE, _) => reset.push(c.name),
-                        (OP_APPEND | OP_SUBTRACT, _) => {
-                            bad = Some((
-                                INVALID_CONFIG,
-                                format!(
-                                    "{} is not a list config: APPEND and SUBTRACT do not apply",
-                                    c.name
-                                ),
-                            ));
-                            break;
-                        }
-                        (op, _) => {
-                            bad = Some((INVALID_REQUEST, format!("unknown config operation {op}")));
-                            break;
-                        }
-                    }
-                }
-                match bad {
-                    Some(e) => Err(e),
-                    None => s
-                        .broker
-                        .change_topic_config(&res.resource_name, set, reset, r.validate_only)
-                        .await
-                        .map_err(|e| (e.kafka_code(), e.to_string())),
-                }
-            }
-            RESOURCE_BROKER => Err((
-                INVALID_REQUEST,
-                "broker configs come from weir.toml and do not change at runtime".into(),
-            )),
-            t => Err((
-                INVALID_REQUEST,
-                format!("resource type {t} is not supported"),
-            )),
-        };
-        let (error_code, error_message) = match outcome {
-            Ok(()) => (0, None),
-            Err((code, message)) => (code, Some(message)),
-        };
-        responses.push(AlterConfigsResourceResponse {
-            error_code,
-            error_message,
-            resource_type: res.resource_type,
-            resource_name: res.resource_name,
-        });
+        let mut change = ConfigChange::default();
+        for c in res.configs {
+            let op = match (c.config_operation, c.value) {
+                (OP_SET, Some(v)) => Ok(Some(v)),
+                (OP_SET, None) => Err((INVALID_REQUEST, format!("SET {} without a value", c.name))),
+                (OP_DELETE, _) => Ok(None),
+                (OP_APPEND | OP_SUBTRACT, _) => Err((
+                    INVALID_CONFIG,
+                    format!(
+                        "{} is not a list config: APPEND and SUBTRACT do not apply",
+                        c.name
+                    ),
+                )),
+                (op, _) => Err((INVALID_REQUEST, format!("unknown config operation {op}"))),
+            };
+            change.add(c.name, op);
+        }
+        let outcome = alter_resource(
+            s,
+            res.resource_type,
+            &res.resource_name,
+            change,
+            r.validate_only,
+        )
+        .await;
+        responses.push(resource_response(
+            outcome,
+            res.resource_type,
+            res.resource_name,
+        ));
     }
     IncrementalAlterConfigsResponse {
         responses,
         ..IncrementalAlterConfigsResponse::default()
+    }
+}
+
+/// Replaces a resource's configs (Kafka's legacy AlterConfigs): the configs named are set
+/// (a null value resets one), every other one goes back to the broker's topic default.
+pub(super) async fn alter_configs(s: &Session, r: AlterConfigsRequest) -> AlterConfigsResponse {
+    let defaults = s.broker.config().topic_defaults.clone();
+    let mut responses = Vec::with_capacity(r.resources.len());
+    for res in r.resources {
+        let mut change = ConfigChange::default();
+        for c in res.configs {
+            change.add(c.name, Ok(c.value));
+        }
+        for (name, _) in defaults.entries() {
+            if !change.names.contains(&normalized(name)) {
+                change.reset.push(name.to_string());
+            }
+        }
+        let outcome = alter_resource(
+            s,
+            res.resource_type,
+            &res.resource_name,
+            change,
+            r.validate_only,
+        )
+        .await;
+        let response = resource_response(outcome, res.resource_type, res.resource_name);
+        responses.push(AlterConfigsResourceResponse {
+            error_code: response.error_code,
+            error_message: response.error_message,
+            resource_type: response.resource_type,
+            resource_name: response.resource_name,
+        });
+    }
+    AlterConfigsResponse {
+        responses,
+        ..AlterConfigsResponse::default()
+    }
+}
+
+/// A config name as the broker compares them (`retention.ms` and `retention_ms` are one).
+fn normalized(name: &str) -> String {
+    name.replace('.', "_")
+}
+
+/// The changes an alter-configs request asks of one resource.
+#[derive(Default)]
+struct ConfigChange {
+    set: Vec<(String, String)>,
+    reset: Vec<String>,
+    /// Normalized names seen, to refuse one named twice.
+    names: std::collections::HashSet<String>,
+    /// The first problem: the resource is then refused whole.
+    bad: Option<(i16, String)>,
+}
+
+impl ConfigChange {
+    /// Adds `name`: a value to set, `None` to reset it, or why it cannot be done.
+    fn add(&mut self, name: String, op: Result<Option<String>, (i16, String)>) {
+        if self.bad.is_some() {
+            return;
+        }
+        if !self.names.insert(normalized(&name)) {
+            self.bad = Some((INVALID_REQUEST, format!("config {name} is listed twice")));
+            return;
+        }
+        match op {
+            Ok(Some(v)) => self.set.push((name, v)),
+            Ok(None) => self.reset.push(name),
+            Err(e) => self.bad = Some(e),
+        }
+    }
+}
+
+/// Applies `change` to a resource: topics through the broker, all or nothing; broker configs
+/// are read-only.
+async fn alter_resource(
+    s: &Session,
+    resource_type: i8,
+    name: &str,
+    change: ConfigChange,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
+    match resource_type {
+        RESOURCE_TOPIC => match change.bad {
+            Some(e) => Err(e),
+            None => s
+                .broker
+                .change_topic_config(name, change.set, change.reset, validate_only)
+                .await
+                .map_err(|e| (e.kafka_code(), e.to_string())),
+        },
+        RESOURCE_BROKER => Err((
+            INVALID_REQUEST,
+            "broker configs come from weir.toml and do not change at runtime".into(),
+        )),
+        t => Err((
+            INVALID_REQUEST,
+            format!("resource type {t} is not supported"),
+        )),
+    }
+}
+
+fn resource_response(
+    outcome: Result<(), (i16, String)>,
+    resource_type: i8,
+    resource_name: String,
+) -> IncrementalAlterResourceResponse {
+    let (error_code, error_message) = match outcome {
+        Ok(()) => (0, None),
+        Err((code, message)) => (code, Some(message)),
+    };
+    IncrementalAlterResourceResponse {
+        error_code,
+        error_message,
+        resource_type,
+        resource_name,
     }
 }
 

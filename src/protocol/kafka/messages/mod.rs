@@ -1,6 +1,7 @@
 //! One module per Kafka API: its request and response structs, declared with
 //! [`kafka_struct!`](super::macros) from the layouts in Apache Kafka's message definitions.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
