@@ -48,6 +48,17 @@ pub enum TopicCmd {
         /// Topic name.
         name: String,
     },
+    /// Change a topic's config: set keys, or put them back to the broker's defaults.
+    Alter {
+        /// Topic name.
+        name: String,
+        /// Set `key=value` (repeatable).
+        #[arg(long = "config", short = 'c')]
+        configs: Vec<String>,
+        /// Put `key` back to the broker's topic default (repeatable).
+        #[arg(long = "delete-config")]
+        delete_configs: Vec<String>,
+    },
 }
 
 /// `weir produce TOPIC`
@@ -135,6 +146,17 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<RemoteTransport> {
         .with_context(|| format!("cannot reach a Weir broker at {addr}"))
 }
 
+/// `key=value` arguments as pairs.
+fn key_values(args: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    args.iter()
+        .map(|c| {
+            c.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow!("--config {c:?} is not key=value"))
+        })
+        .collect()
+}
+
 /// Runs `weir topic ...`.
 ///
 /// # Errors
@@ -148,17 +170,22 @@ pub async fn topic(broker: SocketAddr, cmd: TopicCmd) -> anyhow::Result<()> {
             partitions,
             configs,
         } => {
-            let configs = configs
-                .iter()
-                .map(|c| {
-                    c.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .ok_or_else(|| anyhow!("--config {c:?} is not key=value"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            t.create_topic(&name, partitions, configs).await?;
+            t.create_topic(&name, partitions, key_values(&configs)?)
+                .await?;
             let n = t.partitions(&name, false).await?;
             println!("created topic {name} with {n} partitions");
+        }
+        TopicCmd::Alter {
+            name,
+            configs,
+            delete_configs,
+        } => {
+            if configs.is_empty() && delete_configs.is_empty() {
+                bail!("nothing to change: give --config key=value or --delete-config key");
+            }
+            t.alter_topic_config(&name, key_values(&configs)?, delete_configs)
+                .await?;
+            println!("altered topic {name}");
         }
         TopicCmd::List => {
             for name in admin.list_topics().await? {

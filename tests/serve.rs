@@ -225,6 +225,42 @@ fn the_command_line_against_a_server_and_after_its_restart() {
         let (ok, _, err) = weir(addr, &["topic", "describe", "nope"], None);
         assert!(!ok);
         assert!(err.starts_with("weir: unknown topic"), "{err}");
+        // Topic config: set, put back to the default, and refused as a whole when one is bad.
+        let (ok, out, err) = weir(
+            addr,
+            &["topic", "alter", "cli", "--config", "retention.ms=3600000"],
+            None,
+        );
+        assert!(ok && out.contains("altered topic cli"), "{out}{err}");
+        let (_, out, _) = weir(addr, &["topic", "describe", "cli"], None);
+        assert!(out.contains("retention.ms=3600000"), "{out}");
+        let (ok, _, err) = weir(
+            addr,
+            &[
+                "topic",
+                "alter",
+                "cli",
+                "--delete-config",
+                "retention.ms",
+                "--config",
+                "segment.bytes=lots",
+            ],
+            None,
+        );
+        assert!(!ok && err.contains("segment.bytes"), "{err}");
+        let (_, out, _) = weir(addr, &["topic", "describe", "cli"], None);
+        assert!(out.contains("retention.ms=3600000"), "unchanged: {out}");
+        let (ok, _, err) = weir(
+            addr,
+            &["topic", "alter", "cli", "--delete-config", "retention.ms"],
+            None,
+        );
+        assert!(ok, "{err}");
+        let (_, out, _) = weir(addr, &["topic", "describe", "cli"], None);
+        assert!(
+            out.contains("retention.ms=604800000"),
+            "the default again: {out}"
+        );
         let (ok, out, _) = weir(addr, &["topic", "delete", "cli"], None);
         assert!(ok, "{out}");
         child.terminate();

@@ -75,7 +75,20 @@ impl Admin {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        self.transport.alter_topic_config(name, set).await
+        self.transport
+            .alter_topic_config(name, set, Vec::new())
+            .await
+    }
+
+    /// Sets topic settings back to the broker's topic defaults (Kafka's `--delete-config`).
+    ///
+    /// # Errors
+    /// An unknown topic or key.
+    pub async fn reset_topic_config(&self, name: &str, keys: &[&str]) -> Result<(), BrokerError> {
+        let reset = keys.iter().map(|k| k.to_string()).collect();
+        self.transport
+            .alter_topic_config(name, Vec::new(), reset)
+            .await
     }
 
     /// Topic names, sorted.

@@ -476,10 +476,12 @@ impl Transport for RemoteTransport {
         &self,
         name: &str,
         set: Vec<(String, String)>,
+        reset: Vec<String>,
     ) -> Result<(), BrokerError> {
         let body = RequestBody::AlterTopicConfig {
             name: name.to_string(),
             set,
+            reset,
         };
         self.coord(body).await.map(|_| ())
     }

@@ -112,11 +112,13 @@ pub trait Transport: Send + Sync + 'static {
     async fn delete_topic(&self, name: &str) -> Result<(), BrokerError>;
     /// See [`BrokerHandle::create_partitions`].
     async fn create_partitions(&self, name: &str, total: u32) -> Result<(), BrokerError>;
-    /// See [`BrokerHandle::alter_topic_config`].
+    /// Sets `set` and resets `reset` to the broker's defaults; see
+    /// [`BrokerHandle::change_topic_config`].
     async fn alter_topic_config(
         &self,
         name: &str,
         set: Vec<(String, String)>,
+        reset: Vec<String>,
     ) -> Result<(), BrokerError>;
     /// See [`BrokerHandle::list_topics`].
     async fn list_topics(&self) -> Result<Vec<String>, BrokerError>;
@@ -259,8 +261,9 @@ impl Transport for BrokerHandle {
         &self,
         name: &str,
         set: Vec<(String, String)>,
+        reset: Vec<String>,
     ) -> Result<(), BrokerError> {
-        BrokerHandle::alter_topic_config(self, name, set).await
+        BrokerHandle::change_topic_config(self, name, set, reset, false).await
     }
     async fn list_topics(&self) -> Result<Vec<String>, BrokerError> {
         Ok(BrokerHandle::list_topics(self))

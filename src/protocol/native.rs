@@ -340,6 +340,9 @@ pub enum RequestBody {
         name: String,
         /// Settings.
         set: Vec<(String, String)>,
+        /// Settings back to the broker's topic defaults (absent from older clients' frames).
+        #[serde(default)]
+        reset: Vec<String>,
     },
     /// Topic names.
     ListTopics,
@@ -675,6 +678,37 @@ mod tests {
         // A valid MessagePack map naming an unknown request.
         let unknown = rmp_serde::to_vec_named(&serde_json_like()).expect("encode");
         assert!(decode_body::<Request>(&unknown).is_err());
+    }
+
+    /// An AlterTopicConfig from a client that predates `reset` still decodes (and resets nothing).
+    #[test]
+    fn alter_topic_config_without_reset_decodes() {
+        #[derive(Serialize)]
+        enum OldBody {
+            AlterTopicConfig {
+                name: String,
+                set: Vec<(String, String)>,
+            },
+        }
+        #[derive(Serialize)]
+        struct Old {
+            id: u64,
+            body: OldBody,
+        }
+        let old = Old {
+            id: 3,
+            body: OldBody::AlterTopicConfig {
+                name: "t".into(),
+                set: vec![("retention.ms".into(), "1".into())],
+            },
+        };
+        let frame = encode_frame(&old).expect("encode");
+        let req: Request = decode_body(&frame[4..]).expect("decodes");
+        assert_eq!(req.id, 3);
+        assert!(matches!(
+            req.body,
+            RequestBody::AlterTopicConfig { ref set, ref reset, .. } if set.len() == 1 && reset.is_empty()
+        ));
     }
 
     fn serde_json_like() -> std::collections::BTreeMap<String, String> {

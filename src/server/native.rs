@@ -174,8 +174,8 @@ async fn dispatch(broker: &BrokerHandle, body: RequestBody) -> Result<ResponseBo
             t.create_partitions(&name, total).await?;
             ResponseBody::Done
         }
-        RequestBody::AlterTopicConfig { name, set } => {
-            t.alter_topic_config(&name, set).await?;
+        RequestBody::AlterTopicConfig { name, set, reset } => {
+            t.alter_topic_config(&name, set, reset).await?;
             ResponseBody::Done
         }
         RequestBody::ListTopics => ResponseBody::Topics(t.list_topics().await?),
