@@ -18,10 +18,11 @@
 //! from the log end and the bytes appended since (a small ring of `(end offset, bytes)` marks
 //! answers "how many bytes lie after offset X" without I/O).
 //!
-//! Timers: retention, and the expiry of idempotent producers idle for
-//! `producer_id_expiration_ms`, every `retention_check_interval_ms`; under `interval` durability, a sync
-//! every `flush_interval_ms` when something was appended since the last one, and sooner once
-//! [`SYNC_AFTER_BYTES`] are unsynced (small fsyncs do not stall the appends; big ones do).
+//! Timers: every `retention_check_interval_ms`, retention, the expiry of idempotent producers
+//! idle for `producer_id_expiration_ms` and a producer-state snapshot when due; under
+//! `interval` durability, a sync every `flush_interval_ms` when something was appended since
+//! the last one, and sooner once [`SYNC_AFTER_BYTES`] are unsynced (small fsyncs do not stall
+//! the appends; big ones do).
 //!
 //! # Idempotent producers
 //! Publishes whose batches carry a producer id are checked by [`ProducerStates`] (the rules
@@ -621,23 +622,24 @@ async fn rebuild(
     tp: &TopicPartition,
 ) -> Result<ProducerStates, weir_storage::StorageError> {
     let snapshot = match log.load_snapshot().await {
-        Ok(Some(bytes)) => {
-            match ProducerStates::from_snapshot(&bytes) {
-                Ok((states, end)) if end <= opened_end => Some((states, end)),
-                Ok((_, end)) => {
-                    eprintln!(
-                        "weir: {tp}: the producer-state snapshot describes offsets up to {end}, \
+        Ok(Some(bytes)) => match ProducerStates::from_snapshot(&bytes) {
+            Ok((states, end)) if end <= opened_end => Some((states, end)),
+            Ok((_, end)) => {
+                eprintln!(
+                    "weir: {tp}: the producer-state snapshot describes offsets up to {end}, \
                      beyond the log's end at start {opened_end} (a crash cut the log); \
                      rebuilding from the log"
-                    );
-                    None
-                }
-                Err(e) => {
-                    eprintln!("weir: {tp}: unreadable producer-state snapshot ({e}); rebuilding from the log");
-                    None
-                }
+                );
+                None
             }
-        }
+            Err(e) => {
+                eprintln!(
+                    "weir: {tp}: unreadable producer-state snapshot ({e}); \
+                         rebuilding from the log"
+                );
+                None
+            }
+        },
         Ok(None) => None,
         Err(e) => {
             log_error(tp, "loading the producer-state snapshot", &e);

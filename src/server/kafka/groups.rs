@@ -1,5 +1,6 @@
 //! Consumer groups over the classic protocol: JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
-//! OffsetCommit, OffsetFetch, DescribeGroups, ListGroups, DeleteGroups. The group actor does the work
+//! OffsetCommit, OffsetFetch, DescribeGroups, ListGroups, DeleteGroups. The group actor does
+//! the work
 //! (generations, leader election, protocol vote, MEMBER_ID_REQUIRED, static membership); this
 //! module translates between its types and Kafka's, version by version.
 
