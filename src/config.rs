@@ -194,6 +194,16 @@ impl Default for BrokerSection {
     }
 }
 
+/// Which time a topic's records carry (Kafka's `message.timestamp.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum TimestampMode {
+    /// The producer's timestamps, as sent.
+    #[default]
+    CreateTime,
+    /// The broker's clock when it appends the batch.
+    LogAppendTime,
+}
+
 /// How fsync follows appends, as written in config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -227,6 +237,8 @@ pub struct TopicConfig {
     pub flush_interval_ms: u64,
     /// Largest batch a producer may send (bytes, as Kafka's `max.message.bytes`).
     pub max_message_bytes: u32,
+    /// `CreateTime` or `LogAppendTime` (Kafka's `message.timestamp.type`).
+    pub message_timestamp_type: TimestampMode,
 }
 
 impl Default for TopicConfig {
@@ -240,6 +252,7 @@ impl Default for TopicConfig {
             durability: DurabilityMode::Always,
             flush_interval_ms: 1000,
             max_message_bytes: 1_048_588,
+            message_timestamp_type: TimestampMode::CreateTime,
         }
     }
 }
@@ -296,6 +309,18 @@ impl TopicConfig {
                 self.flush_interval_ms = num("flush.interval.ms", value)?;
             }
             "max_message_bytes" => self.max_message_bytes = num("max.message.bytes", value)?,
+            "message_timestamp_type" => {
+                self.message_timestamp_type = match value {
+                    "CreateTime" => TimestampMode::CreateTime,
+                    "LogAppendTime" => TimestampMode::LogAppendTime,
+                    other => {
+                        return Err(ConfigError::Invalid {
+                            key: "message.timestamp.type",
+                            message: format!("{other:?}: expected CreateTime or LogAppendTime"),
+                        })
+                    }
+                }
+            }
             // Kafka's default policy, the only one Weir has: accepted so that tools that set
             // it explicitly work; compaction is refused rather than silently not done.
             "cleanup_policy" => {
@@ -369,6 +394,10 @@ impl TopicConfig {
             ),
             ("flush.interval.ms", self.flush_interval_ms.to_string()),
             ("max.message.bytes", self.max_message_bytes.to_string()),
+            (
+                "message.timestamp.type",
+                format!("{:?}", self.message_timestamp_type),
+            ),
         ]
     }
 

@@ -614,3 +614,82 @@ async fn a_pipelined_producer_keeps_order_through_a_full_queue() {
     assert!(values == expected, "in the order sent");
     h.shutdown().await.expect("shutdown");
 }
+
+/// A `LogAppendTime` topic stamps each batch with the broker's clock at its append (the
+/// records then read as that time), and the acknowledgement says which time it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_append_time_topics_stamp_batches_with_the_append_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = Config::default();
+    cfg.storage.backend = Backend::Segment;
+    cfg.data_dir = dir.path().to_path_buf();
+    let h = Broker::start(cfg).await.expect("start");
+    h.create_topic(
+        "stamped",
+        Some(1),
+        vec![("message.timestamp.type".into(), "LogAppendTime".into())],
+    )
+    .await
+    .expect("create");
+    h.create_topic("created", Some(1), vec![])
+        .await
+        .expect("create");
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64
+    };
+    let before = now();
+    // Producer timestamps from 1970.
+    let (_, ack) = h
+        .publish(
+            "stamped",
+            Some(0),
+            vec![batch_of(3, 5, 10, Compression::Lz4)],
+            Acks::All,
+        )
+        .await
+        .expect("publish");
+    let after = now();
+    assert!(
+        (before..=after).contains(&ack.log_append_time_ms),
+        "{ack:?}"
+    );
+    let got = h
+        .fetch("stamped", 0, 0, 1 << 20, 1, Duration::ZERO)
+        .await
+        .expect("fetch");
+    let b = &got.batches[0];
+    assert_eq!(b.max_timestamp(), ack.log_append_time_ms);
+    let records = b.records().expect("decode");
+    assert!(records
+        .iter()
+        .all(|r| r.record.timestamp_ms == ack.log_append_time_ms));
+    // The time index follows: the batch is found by its append time, not by 1970.
+    assert_eq!(
+        h.list_offset("stamped", 0, OffsetSpec::Timestamp(before))
+            .await
+            .expect("by time"),
+        Some(0)
+    );
+    let (_, ack) = h
+        .publish(
+            "created",
+            Some(0),
+            vec![batch_of(1, 5, 10, Compression::None)],
+            Acks::All,
+        )
+        .await
+        .expect("publish");
+    assert_eq!(
+        ack.log_append_time_ms, -1,
+        "CreateTime topics keep the producer's time"
+    );
+    let described = h.describe_topic("stamped").await.expect("describe");
+    assert!(described
+        .config
+        .entries()
+        .contains(&("message.timestamp.type", "LogAppendTime".to_string())));
+    h.shutdown().await.expect("shutdown");
+}

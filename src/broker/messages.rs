@@ -28,6 +28,14 @@ pub struct PublishAck {
     pub base_offset: Offset,
     /// The log start offset after the append.
     pub log_start_offset: Offset,
+    /// The time the broker stamped the batches with, on a `LogAppendTime` topic; else -1
+    /// (also for a duplicate, as in Kafka). Absent from older brokers' frames.
+    #[serde(default = "no_append_time")]
+    pub log_append_time_ms: i64,
+}
+
+fn no_append_time() -> i64 {
+    -1
 }
 
 /// Appends batches to one partition.

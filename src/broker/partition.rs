@@ -71,7 +71,7 @@ use super::messages::{
     Acks, Fetch, FetchResult, ListOffset, OffsetSpec, Publish, PublishAck, StopPartition, TrimLog,
     UpdateTopicConfig,
 };
-use crate::config::TopicConfig;
+use crate::config::{TimestampMode, TopicConfig};
 
 /// Broker-wide limits a partition enforces.
 #[derive(Debug, Clone, Copy)]
@@ -265,10 +265,22 @@ impl Partition {
             }
             index += n;
         }
-        let batches: Vec<Batch> = group
+        let mut batches: Vec<Batch> = group
             .iter_mut()
             .flat_map(|p| std::mem::take(&mut p.batches))
             .collect();
+        // A `LogAppendTime` topic's batches carry the time of their append (Kafka restamps
+        // them the same way: attribute, max timestamp, CRC).
+        let append_time = match self.config.message_timestamp_type {
+            TimestampMode::LogAppendTime => {
+                let now = now_ms();
+                for b in &mut batches {
+                    b.set_log_append_time(now);
+                }
+                now
+            }
+            TimestampMode::CreateTime => -1,
+        };
         self.appending = true;
         let log = self.log.clone();
         ctx.spawn(
@@ -287,6 +299,7 @@ impl Partition {
                                     let _ = reply.send(Ok(PublishAck {
                                         base_offset,
                                         log_start_offset: start,
+                                        log_append_time_ms: append_time,
                                     }));
                                 }
                             }
@@ -351,6 +364,7 @@ impl Partition {
                 let _ = reply.send(Ok(PublishAck {
                     base_offset: offset,
                     log_start_offset: log_start,
+                    log_append_time_ms: -1,
                 }));
             }
         }
@@ -837,6 +851,7 @@ impl Partition {
                 let _ = reply.send(Ok(PublishAck {
                     base_offset: -1,
                     log_start_offset: self.offsets().start,
+                    log_append_time_ms: -1,
                 }));
                 None
             }
@@ -861,12 +876,14 @@ impl Partition {
                 let _ = reply.send(Ok(PublishAck {
                     base_offset: -1,
                     log_start_offset,
+                    log_append_time_ms: -1,
                 }));
             }
             (_, Position::Written(base_offset)) => {
                 let _ = reply.send(Ok(PublishAck {
                     base_offset,
                     log_start_offset,
+                    log_append_time_ms: -1,
                 }));
             }
             (_, Position::Pending(ticket)) => {

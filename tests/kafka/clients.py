@@ -204,6 +204,21 @@ def scenario_shapes():
     kp = consume_kp("shapes", 4, fetch_max_bytes=4_000_000, max_partition_fetch_bytes=2_000_000)
     check(kp[0].headers == [("h1", b"a"), ("h1", b"b"), ("h2", None)], f"kafka-python headers {kp[0].headers}")
     check(kp[3].value == big, "kafka-python reads the 1 MiB value")
+    # message.timestamp.type=LogAppendTime: the broker's time replaces the producer's, in the
+    # delivery report (from the produce response) and for consumers.
+    create("stamped", 1, {"message.timestamp.type": "LogAppendTime"})
+    before = int(time.time() * 1000)
+    reports = []
+    p = ck.Producer({"bootstrap.servers": BOOT})
+    p.produce("stamped", value=b"old", timestamp=1000, on_delivery=lambda err, msg: reports.append(msg.timestamp()))
+    check(p.flush(TIMEOUT) == 0, "stamped record delivered")
+    after = int(time.time() * 1000)
+    kind, ts = reports[0]
+    check(kind == ck.TIMESTAMP_LOG_APPEND_TIME and before <= ts <= after, f"delivery report {reports}")
+    m = consume_ck("stamped", 1)[0]
+    check(m.timestamp() == (ck.TIMESTAMP_LOG_APPEND_TIME, ts), f"consumed {m.timestamp()} vs {ts}")
+    kp = consume_kp("stamped", 1)
+    check(kp[0].timestamp == ts and kp[0].timestamp_type == 1, f"kafka-python {kp[0].timestamp} {kp[0].timestamp_type}")
 
 
 def scenario_compression():

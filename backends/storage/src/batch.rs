@@ -520,6 +520,25 @@ impl Batch {
         prefix
     }
 
+    /// Marks the batch as stamped by the broker at `timestamp_ms` (Kafka's `LogAppendTime`): the
+    /// timestamp-type attribute and the max timestamp change, and the CRC is computed again.
+    /// Every record then reads as `timestamp_ms`; the records themselves are not touched.
+    ///
+    /// Copies the buffer only when it is shared with another `Bytes` handle.
+    pub fn set_log_append_time(&mut self, timestamp_ms: i64) {
+        let buf = std::mem::take(&mut self.buf);
+        let mut owned = match buf.try_into_mut() {
+            Ok(owned) => owned,
+            Err(shared) => BytesMut::from(&shared[..]),
+        };
+        let attributes = i16::from_be_bytes([owned[21], owned[22]]) | ATTR_LOG_APPEND_TIME;
+        owned[21..23].copy_from_slice(&attributes.to_be_bytes());
+        owned[35..43].copy_from_slice(&timestamp_ms.to_be_bytes());
+        let crc = crc32c::crc32c(&owned[CRC_START..]);
+        owned[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        self.buf = owned.freeze();
+    }
+
     /// Writes the partition leader epoch in place (outside the CRC, owned by the broker).
     pub fn set_partition_leader_epoch(&mut self, epoch: i32) {
         if self.partition_leader_epoch() == epoch {
@@ -1019,6 +1038,27 @@ mod tests {
         assert_eq!(b.records().expect("decode")[2].offset, 1236);
         // The shared original is untouched.
         assert_eq!(Batch::new(shared).expect("valid").base_offset(), 0);
+    }
+
+    #[test]
+    fn log_append_time_restamps_the_batch_and_keeps_it_valid() {
+        for c in [Compression::None, Compression::Lz4] {
+            let mut b = build(c, &sample());
+            let shared = b.as_bytes().clone();
+            b.set_log_append_time(1_700_000_000_000);
+            let b = Batch::new(b.as_bytes().clone()).expect("valid, CRC recomputed");
+            assert_eq!(b.timestamp_type(), TimestampType::LogAppendTime);
+            assert_eq!(b.max_timestamp(), 1_700_000_000_000);
+            assert_eq!(b.compression().expect("codec"), c);
+            let records = b.records().expect("decode");
+            assert_eq!(records.len(), sample().len());
+            assert!(records
+                .iter()
+                .all(|r| r.record.timestamp_ms == 1_700_000_000_000));
+            // The shared original is untouched.
+            let original = Batch::new(shared).expect("valid");
+            assert_eq!(original.timestamp_type(), TimestampType::CreateTime);
+        }
     }
 
     #[test]

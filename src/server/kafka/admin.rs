@@ -396,6 +396,12 @@ fn broker_configs(s: &Session, defaults: &TopicConfig) -> Vec<ConfigEntry> {
             TYPE_INT,
         ),
         (
+            "log.message.timestamp.type".into(),
+            format!("{:?}", defaults.message_timestamp_type),
+            SOURCE_STATIC_BROKER,
+            TYPE_STRING,
+        ),
+        (
             "log.cleanup.policy".into(),
             "delete".into(),
             SOURCE_DEFAULT,

@@ -130,6 +130,7 @@ impl PendingProduce {
                         error_code: 0,
                         base_offset: ack.base_offset,
                         log_start_offset: ack.log_start_offset,
+                        log_append_time_ms: ack.log_append_time_ms,
                         ..PartitionProduceResponse::default()
                     },
                     Err(code) => PartitionProduceResponse {
