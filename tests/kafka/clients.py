@@ -409,6 +409,14 @@ def scenario_delete():
     # -1 means the high watermark.
     create("trim", 1)
     produce_ck("trim", [(None, f"{i}".encode(), None, 0) for i in range(10)])
+    # DescribeLogDirs (kafka-python): partition sizes and the file system's space.
+    kp = KafkaAdminClient(bootstrap_servers=BOOT)
+    dirs = kp.describe_log_dirs({"trim": [0]})
+    kp.close()
+    d = dirs[0]["log_dirs"][0]
+    sizes = {(t["name"], p["partition_index"]): p["partition_size"] for t in d["topics"] for p in t["partitions"]}
+    check(list(sizes) == [("trim", 0)] and sizes[("trim", 0)] > 0, f"log dirs {dirs}")
+    check(d["total_bytes"] >= d["usable_bytes"] > 0, f"space {d['total_bytes']} {d['usable_bytes']}")
     done = admin().delete_records([ck.TopicPartition("trim", 0, 4)])
     (tp, fut), = done.items()
     check(fut.result(TIMEOUT).low_watermark == 4, "low watermark 4")

@@ -329,6 +329,9 @@ apis! {
     /// Replace topic configs (the legacy form of IncrementalAlterConfigs).
     AlterConfigs = 33, alter_configs::{AlterConfigsRequest, AlterConfigsResponse},
         decode 0..=2, supported 0..=2, flexible 2;
+    /// Sizes of partitions on disk (the one log directory), for admin tools and UIs.
+    DescribeLogDirs = 35, describe_log_dirs::{DescribeLogDirsRequest, DescribeLogDirsResponse},
+        decode 1..=4, supported 1..=4, flexible 2;
     /// Add partitions to topics.
     CreatePartitions = 37, create_partitions::{CreatePartitionsRequest, CreatePartitionsResponse},
         decode 0..=3, supported 0..=3, flexible 2;
@@ -602,8 +605,8 @@ mod tests {
     use super::*;
     use messages::metadata::{MetadataRequest, MetadataRequestTopic};
 
-    /// The table, plus DeleteRecords (21) 0–2, AlterConfigs (33) 0–2, DeleteGroups (42)
-    /// 0–2 and IncrementalAlterConfigs (44) 0–1.
+    /// The table, plus DeleteRecords (21) 0–2, AlterConfigs (33) 0–2, DescribeLogDirs
+    /// (35) 1–4, DeleteGroups (42) 0–2 and IncrementalAlterConfigs (44) 0–1.
     #[test]
     fn supported_table_is_the_advertised_one() {
         let expected: &[(i16, i16, i16)] = &[
@@ -627,6 +630,7 @@ mod tests {
             (22, 0, 4),
             (32, 1, 4),
             (33, 0, 2),
+            (35, 1, 4),
             (37, 0, 3),
             (42, 0, 2),
             (44, 0, 1),

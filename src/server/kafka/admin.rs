@@ -1,4 +1,5 @@
-//! Admin: CreateTopics, DeleteTopics, DeleteRecords, CreatePartitions, DescribeConfigs,
+//! Admin: CreateTopics, DeleteTopics, DeleteRecords, CreatePartitions, DescribeLogDirs,
+//! DescribeConfigs,
 //! IncrementalAlterConfigs and AlterConfigs (topic configs; broker configs come from
 //! `weir.toml`), and
 //! InitProducerId (producer ids for the idempotent producer).
@@ -24,6 +25,10 @@ use crate::protocol::kafka::messages::delete_topics::{
 use crate::protocol::kafka::messages::describe_configs::{
     DescribeConfigsRequest, DescribeConfigsResourceResult, DescribeConfigsResponse,
     DescribeConfigsResult,
+};
+use crate::protocol::kafka::messages::describe_log_dirs::{
+    DescribeLogDirsPartition, DescribeLogDirsRequest, DescribeLogDirsResponse,
+    DescribeLogDirsResult, DescribeLogDirsTopic,
 };
 use crate::protocol::kafka::messages::incremental_alter_configs::{
     AlterConfigsResourceResponse as IncrementalAlterResourceResponse,
@@ -420,6 +425,69 @@ fn broker_configs(s: &Session, defaults: &TopicConfig) -> Vec<ConfigEntry> {
             TYPE_INT,
         ),
     ]
+}
+
+/// The one log directory (`data_dir`) with the size of each partition asked for (every topic
+/// when `topics` is null; unknown topics and partitions are left out, as Kafka does), and the
+/// file system's size and free space (v4).
+pub(super) async fn describe_log_dirs(
+    s: &Session,
+    r: DescribeLogDirsRequest,
+) -> DescribeLogDirsResponse {
+    let wanted: Vec<(String, Option<Vec<i32>>)> = match r.topics {
+        None => s
+            .broker
+            .list_topics()
+            .into_iter()
+            .map(|t| (t, None))
+            .collect(),
+        Some(topics) => topics
+            .into_iter()
+            .map(|t| (t.topic, Some(t.partitions)))
+            .collect(),
+    };
+    let mut topics = Vec::with_capacity(wanted.len());
+    for (name, partitions) in wanted {
+        let Ok(d) = s.broker.describe_topic(&name).await else {
+            continue;
+        };
+        let sizes = d
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| partitions.as_ref().is_none_or(|p| p.contains(&(*i as i32))))
+            .map(|(i, o)| DescribeLogDirsPartition {
+                partition_index: i as i32,
+                partition_size: i64::try_from(o.size_bytes).unwrap_or(i64::MAX),
+                offset_lag: 0,
+                is_future_key: false,
+            })
+            .collect();
+        topics.push(DescribeLogDirsTopic {
+            name,
+            partitions: sizes,
+        });
+    }
+    let data_dir = s.broker.config().data_dir.clone();
+    let (total_bytes, usable_bytes) = match rustix::fs::statvfs(&data_dir) {
+        Ok(v) => {
+            let bytes =
+                |blocks: u64| i64::try_from(blocks.saturating_mul(v.f_frsize)).unwrap_or(i64::MAX);
+            (bytes(v.f_blocks), bytes(v.f_bavail))
+        }
+        Err(_) => (-1, -1),
+    };
+    let log_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
+    DescribeLogDirsResponse {
+        results: vec![DescribeLogDirsResult {
+            error_code: 0,
+            log_dir: log_dir.display().to_string(),
+            topics,
+            total_bytes,
+            usable_bytes,
+        }],
+        ..DescribeLogDirsResponse::default()
+    }
 }
 
 /// Moves partitions' log start offsets forward: the records below `offset` (-1: the high

@@ -360,6 +360,9 @@ async fn handle(s: &Session, request: Request, version: i16) -> Response {
         Request::DeleteRecords(r) => Response::DeleteRecords(admin::delete_records(s, r).await),
         Request::DeleteGroups(r) => Response::DeleteGroups(groups::delete(s, r).await),
         Request::AlterConfigs(r) => Response::AlterConfigs(admin::alter_configs(s, r).await),
+        Request::DescribeLogDirs(r) => {
+            Response::DescribeLogDirs(admin::describe_log_dirs(s, r).await)
+        }
         Request::IncrementalAlterConfigs(r) => {
             Response::IncrementalAlterConfigs(admin::incremental_alter_configs(s, r).await)
         }
