@@ -41,7 +41,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 pub use error::{KafkaCodecError, Result};
 pub use messages::api_versions::{ApiVersion, ApiVersionsResponse};
-pub use wire::{Ctx, Encoded, Reader, Uuid, Wire, Writer, ZERO_COPY_MIN_BYTES};
+pub use wire::{Ctx, Encoded, Reader, RecordSet, Uuid, Wire, Writer, ZERO_COPY_MIN_BYTES};
 
 /// Kafka's default largest request (`socket.request.max.bytes`, 100 MiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use weir_storage::batch::split_batches;
@@ -29,6 +29,7 @@ use crate::protocol::kafka::messages::list_offsets::{
 use crate::protocol::kafka::messages::produce::{
     PartitionProduceResponse, ProduceRequest, ProduceResponse, TopicProduceResponse,
 };
+use crate::protocol::kafka::RecordSet;
 use crate::protocol::kafka::Response;
 
 use super::Session;
@@ -253,9 +254,10 @@ pub(super) async fn fetch(s: &Session, r: FetchRequest) -> FetchResponse {
                 let records = if include && size > 0 {
                     sent_any = true;
                     budget = budget.saturating_sub(size);
-                    concat(f.batches)
+                    // The stored batches go out as they are, each its own chunk of the answer.
+                    RecordSet::new(f.batches.into_iter().map(Batch::into_bytes).collect())
                 } else {
-                    Bytes::new()
+                    RecordSet::default()
                 };
                 PartitionData {
                     partition_index: w.partition,
@@ -275,7 +277,7 @@ pub(super) async fn fetch(s: &Session, r: FetchRequest) -> FetchResponse {
                 high_watermark: -1,
                 last_stable_offset: -1,
                 log_start_offset: -1,
-                records: Some(Bytes::new()),
+                records: Some(RecordSet::default()),
                 ..PartitionData::default()
             },
         };
@@ -292,21 +294,6 @@ pub(super) async fn fetch(s: &Session, r: FetchRequest) -> FetchResponse {
 }
 
 /// The record set of several batches: the batch itself when there is one (no copy).
-fn concat(batches: Vec<Batch>) -> Bytes {
-    if batches.len() == 1 {
-        return batches
-            .into_iter()
-            .next()
-            .map(Batch::into_bytes)
-            .unwrap_or_default();
-    }
-    let mut out = BytesMut::with_capacity(batches.iter().map(Batch::len).sum());
-    for b in &batches {
-        out.extend_from_slice(b.as_bytes());
-    }
-    out.freeze()
-}
-
 /// Earliest (-2), latest (-1), max timestamp (-3), or the first offset at or after a time.
 pub(super) async fn list_offsets(s: &Session, r: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(r.topics.len());

@@ -3,10 +3,8 @@
 //! Field layouts follow Apache Kafka's message definitions (`FetchRequest.json`,
 //! `FetchResponse.json`); each `kafka_struct!` below is one struct of them.
 
-use bytes::Bytes;
-
 use crate::protocol::kafka::macros::kafka_struct;
-use crate::protocol::kafka::wire::Uuid;
+use crate::protocol::kafka::wire::{RecordSet, Uuid};
 
 kafka_struct! {
     /// The Fetch request (API key 1).
@@ -106,7 +104,7 @@ kafka_struct! {
         log_start_offset: i64 [5..] = -1,
         aborted_transactions: Option<Vec<AbortedTransaction>> [4..] null 4,
         preferred_read_replica: i32 [11..] = -1,
-        records: Option<Bytes> [4..] null 0,
+        records: Option<RecordSet> [4..] null 0,
         diverging_epoch: EpochEndOffset [12..] tag 0,
         current_leader: LeaderIdAndEpoch [12..] tag 1,
         snapshot_id: SnapshotId [12..] tag 2,
