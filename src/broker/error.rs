@@ -145,6 +145,14 @@ pub enum BrokerError {
     /// transactional or control batch. The text says which.
     #[error("transactions are not supported: {0}")]
     TransactionsUnsupported(String),
+    /// A group's committed offsets of a topic its members consume cannot be deleted.
+    #[error("group {group:?} is subscribed to topic {topic:?}")]
+    GroupSubscribedToTopic {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+    },
 }
 
 impl BrokerError {
@@ -177,6 +185,7 @@ impl BrokerError {
             BrokerError::OutOfOrderSequence { .. } => 24,
             BrokerError::InvalidProducerEpoch { .. } => 25,
             BrokerError::TransactionsUnsupported(_) => 26,
+            BrokerError::GroupSubscribedToTopic { .. } => 27,
         }
     }
 
@@ -211,6 +220,7 @@ impl BrokerError {
             // UNSUPPORTED_VERSION: not retriable, so a transactional client stops with an error
             // instead of retrying; Weir advertises no transaction API.
             BrokerError::TransactionsUnsupported(_) => 35,
+            BrokerError::GroupSubscribedToTopic { .. } => 86,
         }
     }
 
@@ -313,6 +323,10 @@ mod tests {
                 got: 0,
             },
             BrokerError::TransactionsUnsupported(String::new()),
+            BrokerError::GroupSubscribedToTopic {
+                group: String::new(),
+                topic: String::new(),
+            },
         ];
         let mut codes: Vec<u16> = all.iter().map(BrokerError::code).collect();
         codes.sort_unstable();

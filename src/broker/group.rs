@@ -954,6 +954,80 @@ impl Handler<DeleteGroup> for ConsumerGroup {
     }
 }
 
+/// Parses a member's subscription (its metadata for the group's protocol) into topic names,
+/// `None` when it cannot: the protocol layer that owns the format supplies it.
+pub type SubscriptionParser = fn(&[u8]) -> Option<Vec<String>>;
+
+/// One partition's outcome of [`DeleteOffsets`].
+pub type OffsetDeletion = (TopicPartition, Result<(), BrokerError>);
+
+/// Deletes the group's committed offsets of `partitions` (Kafka's OffsetDelete), except those of
+/// topics a member consumes ([`BrokerError::GroupSubscribedToTopic`]); a `weir` group's
+/// subscriptions are read by the broker, any other protocol type's with `parse` (a member whose
+/// subscription cannot be read protects every topic).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Vec<OffsetDeletion>, BrokerError>")]
+pub struct DeleteOffsets {
+    /// The partitions.
+    pub partitions: Vec<TopicPartition>,
+    /// Reads other protocol types' subscriptions.
+    pub parse: SubscriptionParser,
+}
+
+impl Handler<DeleteOffsets> for ConsumerGroup {
+    type Result = AtomicResponse<Self, Result<Vec<OffsetDeletion>, BrokerError>>;
+
+    fn handle(&mut self, msg: DeleteOffsets, _: &mut Self::Context) -> Self::Result {
+        // The topics the members consume; `None`: a subscription could not be read.
+        let mut subscribed: Option<BTreeSet<String>> = Some(BTreeSet::new());
+        let protocol = self.protocol.clone().unwrap_or_default();
+        for m in self.members.values() {
+            let md = m.metadata(&protocol);
+            let topics = if self.protocol_type.as_deref() == Some(WEIR_PROTOCOL_TYPE) {
+                rmp_serde::from_slice::<Vec<String>>(&md).ok()
+            } else {
+                (msg.parse)(&md)
+            };
+            match (topics, subscribed.as_mut()) {
+                (Some(t), Some(all)) => all.extend(t),
+                _ => subscribed = None,
+            }
+        }
+        let mut outcomes = Vec::with_capacity(msg.partitions.len());
+        let mut delete = Vec::new();
+        for tp in msg.partitions {
+            let protected = subscribed.as_ref().is_none_or(|s| s.contains(&tp.topic));
+            if protected {
+                let e = BrokerError::GroupSubscribedToTopic {
+                    group: self.id.clone(),
+                    topic: tp.topic.clone(),
+                };
+                outcomes.push((tp, Err(e)));
+            } else {
+                delete.push(tp.clone());
+                outcomes.push((tp, Ok(())));
+            }
+        }
+        let storage = self.storage.clone();
+        let id = self.id.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                if !delete.is_empty() {
+                    storage.delete_offsets(&id, &delete).await?;
+                }
+                Ok(delete)
+            }
+            .into_actor(self)
+            .map(move |r: Result<Vec<TopicPartition>, BrokerError>, act, _| {
+                for tp in r? {
+                    act.offsets.remove(&tp);
+                }
+                Ok(outcomes)
+            }),
+        ))
+    }
+}
+
 /// Forgets offsets of deleted partitions.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]

@@ -790,6 +790,27 @@ impl BrokerHandle {
         Ok(())
     }
 
+    /// Deletes a group's committed offsets of `partitions` (Kafka's OffsetDelete), partition by
+    /// partition: those of topics a member consumes are refused with
+    /// [`BrokerError::GroupSubscribedToTopic`]. `parse` reads the subscriptions of groups of
+    /// other protocol types than Weir's own.
+    ///
+    /// # Errors
+    /// [`BrokerError::UnknownGroup`], a storage failure.
+    pub async fn delete_group_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<TopicPartition>,
+        parse: group::SubscriptionParser,
+    ) -> Result<Vec<group::OffsetDeletion>, BrokerError> {
+        if !self.list_groups().await?.iter().any(|(g, _)| g == group) {
+            return Err(BrokerError::UnknownGroup(group.to_string()));
+        }
+        self.group(group)?
+            .send(group::DeleteOffsets { partitions, parse })
+            .await?
+    }
+
     /// Moves a group's committed offsets for every partition of `topic` (the group must have no
     /// members): to the earliest or latest offset, the first at or after a timestamp (the end
     /// when none is), or an explicit offset clamped to the log. Returns what was committed.

@@ -242,6 +242,11 @@ def scenario_compression():
 
 def scenario_group():
     create("grp", 3)
+    # An offset of a topic the group's members will not consume, committed while it is empty.
+    create("other", 1)
+    other = ck.Consumer({"bootstrap.servers": BOOT, "group.id": "two", "enable.auto.commit": False})
+    other.commit(offsets=[ck.TopicPartition("other", 0, 0)], asynchronous=False)
+    other.close()
     n = 3000
     produce_ck("grp", [(f"k{i}".encode(), f"{i}".encode(), None, None) for i in range(n)])
     conf = {
@@ -282,6 +287,17 @@ def scenario_group():
     print("describe groups:", desc)
     check("Stable" in str(desc), f"describe: {desc}")
     kp.close()
+    # OffsetDelete (kafka-python): a topic the remaining member consumes is protected, another
+    # topic's offsets go; once the group is empty, "grp" goes too.
+    from kafka import TopicPartition as KpTopicPartition
+    from kafka.errors import NoError, GroupSubscribedToTopicError
+    kp = KafkaAdminClient(bootstrap_servers=BOOT)
+    r = kp.delete_group_offsets("two", [KpTopicPartition("grp", 0), KpTopicPartition("other", 0)])
+    check(r == {KpTopicPartition("grp", 0): GroupSubscribedToTopicError, KpTopicPartition("other", 0): NoError},
+          f"delete offsets with a member: {r}")
+    left = kp.list_group_offsets("two")["two"]
+    check(KpTopicPartition("other", 0) not in left and KpTopicPartition("grp", 0) in left, f"offsets left {left}")
+    kp.close()
     # DeleteGroups: refused while a member remains, then done; unknown groups are reported.
     try:
         admin().delete_consumer_groups(["two"])["two"].result(TIMEOUT)
@@ -289,6 +305,12 @@ def scenario_group():
     except ck.KafkaException as e:
         check(e.args[0].code() == ck.KafkaError.NON_EMPTY_GROUP, f"non-empty group: {e}")
     a.close()
+    kp = KafkaAdminClient(bootstrap_servers=BOOT)
+    r = kp.delete_group_offsets("two", [KpTopicPartition("grp", 0)])
+    check(r == {KpTopicPartition("grp", 0): NoError}, f"delete offsets of an empty group: {r}")
+    left = kp.list_group_offsets("two")["two"]
+    check(KpTopicPartition("grp", 0) not in left and KpTopicPartition("grp", 1) in left, f"deleted: {left}")
+    kp.close()
     admin().delete_consumer_groups(["two"])["two"].result(TIMEOUT)
     listed = admin().list_consumer_groups().result(TIMEOUT)
     check("two" not in [g.group_id for g in listed.valid], f"deleted: {listed.valid}")

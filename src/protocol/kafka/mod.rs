@@ -342,6 +342,9 @@ apis! {
     IncrementalAlterConfigs = 44,
         incremental_alter_configs::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse},
         decode 0..=1, supported 0..=1, flexible 1;
+    /// Delete a group's committed offsets of some partitions.
+    OffsetDelete = 47, offset_delete::{OffsetDeleteRequest, OffsetDeleteResponse},
+        decode 0..=0, supported 0..=0, flexible 1;
     /// Brokers and controller, for admin clients.
     DescribeCluster = 60, describe_cluster::{DescribeClusterRequest, DescribeClusterResponse},
         decode 0..=2, supported 0..=1, flexible 0;
@@ -606,7 +609,7 @@ mod tests {
     use messages::metadata::{MetadataRequest, MetadataRequestTopic};
 
     /// The table, plus DeleteRecords (21) 0–2, AlterConfigs (33) 0–2, DescribeLogDirs
-    /// (35) 1–4, DeleteGroups (42) 0–2 and IncrementalAlterConfigs (44) 0–1.
+    /// (35) 1–4, DeleteGroups (42) 0–2, IncrementalAlterConfigs (44) 0–1 and OffsetDelete (47) 0.
     #[test]
     fn supported_table_is_the_advertised_one() {
         let expected: &[(i16, i16, i16)] = &[
@@ -634,6 +637,7 @@ mod tests {
             (37, 0, 3),
             (42, 0, 2),
             (44, 0, 1),
+            (47, 0, 0),
             (60, 0, 1),
         ];
         let got: Vec<_> = SUPPORTED

@@ -1,11 +1,12 @@
 //! Consumer groups over the classic protocol: JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
-//! OffsetCommit, OffsetFetch, DescribeGroups, ListGroups, DeleteGroups. The group actor does
-//! the work
+//! OffsetCommit, OffsetFetch, OffsetDelete, DescribeGroups, ListGroups, DeleteGroups. The
+//! group actor does the work
 //! (generations, leader election, protocol vote, MEMBER_ID_REQUIRED, static membership); this
 //! module translates between its types and Kafka's, version by version.
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use weir_storage::{CommittedOffset, TopicPartition};
 
 use crate::broker::{BrokerError, GroupState, JoinGroup};
@@ -29,12 +30,17 @@ use crate::protocol::kafka::messages::offset_commit::{
     OffsetCommitRequest, OffsetCommitResponse, OffsetCommitResponsePartition,
     OffsetCommitResponseTopic,
 };
+use crate::protocol::kafka::messages::offset_delete::{
+    OffsetDeleteRequest, OffsetDeleteResponse, OffsetDeleteResponsePartition,
+    OffsetDeleteResponseTopic,
+};
 use crate::protocol::kafka::messages::offset_fetch::{
     OffsetFetchRequest, OffsetFetchResponse, OffsetFetchResponseGroup,
     OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
     OffsetFetchResponseTopics,
 };
 use crate::protocol::kafka::messages::sync_group::{SyncGroupRequest, SyncGroupResponse};
+use crate::protocol::kafka::{Ctx, Reader};
 
 use super::{code, Session};
 
@@ -399,6 +405,61 @@ pub(super) async fn describe(s: &Session, r: DescribeGroupsRequest) -> DescribeG
 }
 
 /// Every group (with members or committed offsets), filtered by state (v4+) and type (v5+).
+/// Deletes a group's committed offsets of some partitions: GROUP_SUBSCRIBED_TO_TOPIC (86) for
+/// a topic a member consumes (read from Kafka's consumer subscriptions), GROUP_ID_NOT_FOUND for
+/// a group the broker does not know.
+pub(super) async fn delete_offsets(s: &Session, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let partitions: Vec<TopicPartition> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| TopicPartition::new(&t.name, p.partition_index))
+        })
+        .collect();
+    let outcomes = match s
+        .broker
+        .delete_group_offsets(&r.group_id, partitions, consumer_subscription)
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => {
+            return OffsetDeleteResponse {
+                error_code: e.kafka_code(),
+                ..OffsetDeleteResponse::default()
+            }
+        }
+    };
+    let mut topics: Vec<OffsetDeleteResponseTopic> = Vec::with_capacity(r.topics.len());
+    for (tp, outcome) in outcomes {
+        let partition = OffsetDeleteResponsePartition {
+            partition_index: tp.partition,
+            error_code: outcome.err().map_or(0, |e| e.kafka_code()),
+        };
+        match topics.last_mut() {
+            Some(t) if t.name == tp.topic => t.partitions.push(partition),
+            _ => topics.push(OffsetDeleteResponseTopic {
+                name: tp.topic,
+                partitions: vec![partition],
+            }),
+        }
+    }
+    OffsetDeleteResponse {
+        topics,
+        ..OffsetDeleteResponse::default()
+    }
+}
+
+/// The topics of Kafka's ConsumerProtocolSubscription (every version starts with an `int16`
+/// version and the topic names as an array of strings), `None` when the bytes are not one.
+fn consumer_subscription(metadata: &[u8]) -> Option<Vec<String>> {
+    let mut r = Reader::new(Bytes::copy_from_slice(metadata));
+    r.i16().ok()?;
+    let n = r.array_len(false, 2).ok()??;
+    (0..n).map(|_| r.string(Ctx::new(0, 1)).ok()).collect()
+}
+
 /// Deletes groups that have no members, with their committed offsets: GROUP_ID_NOT_FOUND (69)
 /// for a group the broker does not know, NON_EMPTY_GROUP (68) while members remain.
 pub(super) async fn delete(s: &Session, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
@@ -475,5 +536,33 @@ pub(super) async fn list(s: &Session, r: ListGroupsRequest) -> ListGroupsRespons
         error_code: 0,
         groups,
         ..ListGroupsResponse::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_subscriptions_are_read_and_garbage_is_not() {
+        // Version 3 of ConsumerProtocolSubscription: the topics come first, then fields the
+        // parser does not need.
+        let mut md = vec![0, 3, 0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c'];
+        md.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+        assert_eq!(
+            consumer_subscription(&md),
+            Some(vec!["a".to_string(), "bc".to_string()])
+        );
+        assert_eq!(consumer_subscription(&[]), None);
+        assert_eq!(
+            consumer_subscription(&[0, 0, 0x7f, 0xff, 0xff, 0xff]),
+            None,
+            "2^31 topics"
+        );
+        assert_eq!(
+            consumer_subscription(&[0, 0, 0, 0, 0, 1, 0, 9, b'x']),
+            None,
+            "truncated"
+        );
     }
 }

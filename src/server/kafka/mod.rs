@@ -359,6 +359,7 @@ async fn handle(s: &Session, request: Request, version: i16) -> Response {
         }
         Request::DeleteRecords(r) => Response::DeleteRecords(admin::delete_records(s, r).await),
         Request::DeleteGroups(r) => Response::DeleteGroups(groups::delete(s, r).await),
+        Request::OffsetDelete(r) => Response::OffsetDelete(groups::delete_offsets(s, r).await),
         Request::AlterConfigs(r) => Response::AlterConfigs(admin::alter_configs(s, r).await),
         Request::DescribeLogDirs(r) => {
             Response::DescribeLogDirs(admin::describe_log_dirs(s, r).await)
