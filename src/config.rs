@@ -299,13 +299,13 @@ impl TopicConfig {
                 message: format!("{v:?} is not a number"),
             })
         }
-        match key.replace('.', "_").as_str() {
+        match TopicConfig::key(key).as_str() {
             "partitions" => self.partitions = num("partitions", value)?,
             "retention_ms" => self.retention_ms = num("retention.ms", value)?,
             "retention_bytes" => self.retention_bytes = num("retention.bytes", value)?,
             "segment_bytes" => self.segment_bytes = num("segment.bytes", value)?,
             "segment_ms" => self.segment_ms = num("segment.ms", value)?,
-            "flush_interval_ms" | "flush_ms" => {
+            "flush_interval_ms" => {
                 self.flush_interval_ms = num("flush.interval.ms", value)?;
             }
             "max_message_bytes" => self.max_message_bytes = num("max.message.bytes", value)?,
@@ -356,22 +356,29 @@ impl TopicConfig {
         Ok(())
     }
 
+    /// The one spelling of a setting's name the broker compares: Kafka's dotted names and the
+    /// TOML ones are the same key (`retention.ms` = `retention_ms`), and `flush_ms` is
+    /// `flush_interval_ms`.
+    pub fn key(name: &str) -> String {
+        match name.replace('.', "_").as_str() {
+            "flush_ms" => "flush_interval_ms".to_string(),
+            other => other.to_string(),
+        }
+    }
+
     /// Sets `key` back to its value in `defaults` (Kafka's DELETE of a topic config override).
     ///
     /// # Errors
     /// An unknown key, or one that cannot be reset (`partitions`).
     pub fn reset(&mut self, key: &str, defaults: &TopicConfig) -> Result<(), ConfigError> {
-        let norm = |k: &str| match k.replace('.', "_").as_str() {
-            "flush_ms" => "flush_interval_ms".to_string(),
-            other => other.to_string(),
-        };
-        if norm(key) == "cleanup_policy" {
+        let key = TopicConfig::key(key);
+        if key == "cleanup_policy" {
             return Ok(());
         }
         match defaults
             .entries()
             .into_iter()
-            .find(|(k, _)| norm(k) == norm(key))
+            .find(|(k, _)| TopicConfig::key(k) == key)
         {
             Some((k, v)) => self.set(k, &v),
             None => Err(ConfigError::Parse {

@@ -587,7 +587,7 @@ pub(super) async fn alter_configs(s: &Session, r: AlterConfigsRequest) -> AlterC
             change.add(c.name, Ok(c.value));
         }
         for (name, _) in defaults.entries() {
-            if !change.names.contains(&normalized(name)) {
+            if !change.names.contains(&TopicConfig::key(name)) {
                 change.reset.push(name.to_string());
             }
         }
@@ -613,17 +613,12 @@ pub(super) async fn alter_configs(s: &Session, r: AlterConfigsRequest) -> AlterC
     }
 }
 
-/// A config name as the broker compares them (`retention.ms` and `retention_ms` are one).
-fn normalized(name: &str) -> String {
-    name.replace('.', "_")
-}
-
 /// The changes an alter-configs request asks of one resource.
 #[derive(Default)]
 struct ConfigChange {
     set: Vec<(String, String)>,
     reset: Vec<String>,
-    /// Normalized names seen, to refuse one named twice.
+    /// Names seen ([`TopicConfig::key`]), to refuse one named twice.
     names: std::collections::HashSet<String>,
     /// The first problem: the resource is then refused whole.
     bad: Option<(i16, String)>,
@@ -635,7 +630,7 @@ impl ConfigChange {
         if self.bad.is_some() {
             return;
         }
-        if !self.names.insert(normalized(&name)) {
+        if !self.names.insert(TopicConfig::key(&name)) {
             self.bad = Some((INVALID_REQUEST, format!("config {name} is listed twice")));
             return;
         }
