@@ -33,3 +33,32 @@ for example in quickstart embedded; do
   rm -rf "$dir"
 done
 echo "examples: 2 passed, 0 failed"
+
+# The remote client alone (`default-features = false`): no actor system, no storage backend in
+# its dependency tree, no warning in that configuration, and `examples/remote.rs` built that way
+# against a `weir serve`, twice (the second run resumes its group after the first).
+cargo clippy --no-default-features --lib --example remote --locked -- -D warnings
+if cargo tree --no-default-features -e normal --prefix none --locked | grep -E "^(actix|sled|weir-(memory|segment|sled)) "; then
+  echo "the remote-only build depends on the broker (above)" >&2
+  exit 1
+fi
+dir="$(mktemp -d)"
+printf 'data_dir = "%s/data"\n[listeners]\nnative = "127.0.0.1:0"\nkafka = "127.0.0.1:0"\n' "$dir" >"$dir/weir.toml"
+cargo build --quiet --locked --bin weir
+"${CARGO_TARGET_DIR:-$repo/target}/debug/weir" serve --config "$dir/weir.toml" >"$dir/serve.log" 2>&1 &
+server=$!
+addr=""
+for _ in $(seq 100); do
+  addr="$(sed -n 's/^weir: native listener on //p' "$dir/serve.log")"
+  [ -n "$addr" ] && break
+  sleep 0.1
+done
+[ -n "$addr" ] || { cat "$dir/serve.log" >&2; kill "$server"; exit 1; }
+for run in 1 2; do
+  cargo run --quiet --locked --no-default-features --example remote -- "$addr" >"$dir/remote.out" ||
+    { cat "$dir/remote.out" "$dir/serve.log" >&2; kill "$server"; exit 1; }
+done
+kill -TERM "$server"
+wait "$server"
+rm -rf "$dir"
+echo "remote-only client: passed"

@@ -207,7 +207,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 let mut seen = 0u64;
                 while seen < expected {
                     let records = consumer.poll(Duration::from_secs(1)).await?;
-                    let now = weir::broker::partition::now_ms();
+                    let now = weir::broker::now_ms();
                     if let Some(r) = records.first() {
                         let _ = e2e
                             .lock()

@@ -13,20 +13,27 @@
 //!
 //! Modules: [`config`] (weir.toml and `WEIR_*`), [`broker`] (the actors and [`BrokerHandle`]),
 //! [`client`] (`Producer`, `Consumer`, `Admin` over a [`client::Transport`]: in-process or
-//! TCP), [`protocol`] (sans-IO wire codecs), [`server`] (listeners). Storage is
-//! [`weir_storage`] with its backends; [`open_storage`] picks one by configuration.
+//! TCP), [`protocol`] (sans-IO wire codecs), `server` (listeners). Storage is
+//! [`weir_storage`] with its backends; `open_storage` picks one by configuration.
+//!
+//! Features: `broker` (the actor system, the backends, the listeners) and `cli` (the `weir`
+//! binary), both on by default. Without them the crate is the remote client: [`client`] over
+//! `client::RemoteTransport`, the native codec and the broker's vocabulary
+//! ([`broker::types`], [`BrokerError`]).
 
 pub mod broker;
 pub mod client;
 pub mod config;
 pub(crate) mod net;
 pub mod protocol;
+#[cfg(feature = "broker")]
 pub mod server;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-pub use broker::{Acks, Broker, BrokerError, BrokerHandle, OffsetSpec};
+pub use broker::{Acks, BrokerError, OffsetSpec};
+#[cfg(feature = "broker")]
+pub use broker::{Broker, BrokerHandle};
 pub use client::{Admin, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
 pub use config::Config;
 pub use weir_storage as storage;
@@ -86,16 +93,21 @@ impl Default for StorageConfig {
 ///
 /// # Errors
 /// The backend's error when the directory cannot be created or opened, or recovery fails.
-pub async fn open_storage(cfg: &StorageConfig) -> Result<Arc<dyn Storage>, StorageError> {
+#[cfg(feature = "broker")]
+pub async fn open_storage(
+    cfg: &StorageConfig,
+) -> Result<std::sync::Arc<dyn Storage>, StorageError> {
     Ok(match cfg.backend {
-        Backend::Memory => Arc::new(weir_memory::MemoryStorage::new()),
-        Backend::Segment => Arc::new(weir_segment::SegmentStorage::open(&cfg.data_dir).await?),
+        Backend::Memory => std::sync::Arc::new(weir_memory::MemoryStorage::new()),
+        Backend::Segment => {
+            std::sync::Arc::new(weir_segment::SegmentStorage::open(&cfg.data_dir).await?)
+        }
         Backend::Sled => {
             let path = cfg.data_dir.join("sled");
             let storage = tokio::task::spawn_blocking(move || weir_sled::SledStorage::open(path))
                 .await
                 .map_err(|e| StorageError::Backend(format!("opening sled: {e}")))??;
-            Arc::new(storage)
+            std::sync::Arc::new(storage)
         }
     })
 }

@@ -299,7 +299,7 @@ async fn retention_by_time_and_size_runs_on_its_timer() {
         .await
         .expect("publish");
     }
-    let now = weir::broker::partition::now_ms();
+    let now = weir::broker::now_ms();
     h.publish(
         "old",
         Some(0),

@@ -68,7 +68,7 @@ async fn rdkafka_produces_consumes_and_resumes_in_a_group() {
         .set("enable.idempotence", "true")
         .create()
         .expect("producer");
-    let start_ms = weir::broker::partition::now_ms();
+    let start_ms = weir::broker::now_ms();
     let records: Vec<(String, String)> = (0..2000)
         .map(|i| (format!("k{}", i % 10), format!("{i}")))
         .collect();

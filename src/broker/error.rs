@@ -260,6 +260,7 @@ impl From<BatchError> for BrokerError {
     }
 }
 
+#[cfg(feature = "broker")]
 impl From<actix::MailboxError> for BrokerError {
     fn from(_: actix::MailboxError) -> Self {
         BrokerError::ShuttingDown

@@ -36,38 +36,11 @@ use weir_storage::{CommittedOffset, Storage, TopicPartition};
 use super::assignor::{self, MemberSubscription};
 use super::error::BrokerError;
 use super::registry::Routes;
+use super::types::{
+    GroupDescription, GroupState, JoinGroup, JoinResult, JoinedMember, MemberDescription,
+    SyncResult, WEIR_PROTOCOL_TYPE,
+};
 use crate::config::GroupsSection;
-
-/// The protocol type of Weir's own consumers, whose assignment the broker computes.
-pub const WEIR_PROTOCOL_TYPE: &str = "weir";
-
-/// Where a group is in its life cycle (Kafka's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum GroupState {
-    /// No members (it may still hold committed offsets).
-    Empty,
-    /// Waiting for members to (re)join.
-    PreparingRebalance,
-    /// Joined; waiting for the leader's assignment.
-    CompletingRebalance,
-    /// Every member has its assignment.
-    Stable,
-    /// Deleted.
-    Dead,
-}
-
-impl GroupState {
-    /// Kafka's name of the state.
-    pub fn name(self) -> &'static str {
-        match self {
-            GroupState::Empty => "Empty",
-            GroupState::PreparingRebalance => "PreparingRebalance",
-            GroupState::CompletingRebalance => "CompletingRebalance",
-            GroupState::Stable => "Stable",
-            GroupState::Dead => "Dead",
-        }
-    }
-}
 
 struct Member {
     instance_id: Option<String>,
@@ -446,59 +419,6 @@ impl Actor for ConsumerGroup {
     }
 }
 
-/// A member in the leader's JoinGroup answer.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct JoinedMember {
-    /// The member id.
-    pub member_id: String,
-    /// Its static instance id.
-    pub instance_id: Option<String>,
-    /// Its metadata for the chosen protocol.
-    pub metadata: Bytes,
-}
-
-/// The answer to a join, once the join phase completes.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct JoinResult {
-    /// The new generation.
-    pub generation: i32,
-    /// The group's protocol type.
-    pub protocol_type: String,
-    /// The chosen assignment protocol.
-    pub protocol: String,
-    /// The leader's member id.
-    pub leader: String,
-    /// This member's id.
-    pub member_id: String,
-    /// Every member with its metadata, for the leader only (empty for the others, and for
-    /// `weir` groups where the broker assigns).
-    pub members: Vec<JoinedMember>,
-}
-
-/// Joins (or rejoins) the group.
-#[derive(Debug, Clone, PartialEq, Eq, Message, serde::Serialize, serde::Deserialize)]
-#[rtype(result = "Result<JoinResult, BrokerError>")]
-pub struct JoinGroup {
-    /// Empty for a new member.
-    pub member_id: String,
-    /// Static membership id.
-    pub instance_id: Option<String>,
-    /// The client's id (prefix of new member ids).
-    pub client_id: String,
-    /// The client's address, for describe.
-    pub client_host: String,
-    /// Session timeout.
-    pub session_timeout: Duration,
-    /// How long the group waits for this member to rejoin in a rebalance.
-    pub rebalance_timeout: Duration,
-    /// `consumer` for Kafka clients, [`WEIR_PROTOCOL_TYPE`] for Weir's.
-    pub protocol_type: String,
-    /// Supported protocols in preference order, each with its metadata.
-    pub protocols: Vec<(String, Bytes)>,
-    /// Answer a new member with [`BrokerError::MemberIdRequired`] (JoinGroup v4+).
-    pub require_known_member_id: bool,
-}
-
 impl Handler<JoinGroup> for ConsumerGroup {
     type Result = ResponseFuture<Result<JoinResult, BrokerError>>;
 
@@ -609,18 +529,6 @@ impl ConsumerGroup {
         self.prepare_rebalance(ctx);
         Ok(())
     }
-}
-
-/// What a member gets from SyncGroup.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SyncResult {
-    /// The group's protocol type.
-    pub protocol_type: String,
-    /// The chosen protocol.
-    pub protocol: String,
-    /// The member's assignment: opaque for Kafka clients; for `weir` groups a MessagePack
-    /// list of `(topic, partitions)`.
-    pub assignment: Bytes,
 }
 
 /// Gets (and, from the leader, sets) the assignment of the current generation.
@@ -847,44 +755,6 @@ impl Handler<FetchOffsets> for ConsumerGroup {
                 .collect(),
         })
     }
-}
-
-/// A member as [`DescribeGroup`] reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MemberDescription {
-    /// The member id.
-    pub member_id: String,
-    /// Its static instance id.
-    pub instance_id: Option<String>,
-    /// The client id.
-    pub client_id: String,
-    /// The client's address.
-    pub client_host: String,
-    /// Its metadata for the chosen protocol.
-    pub metadata: Bytes,
-    /// Its current assignment.
-    pub assignment: Bytes,
-}
-
-/// A group as [`DescribeGroup`] reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct GroupDescription {
-    /// The group id.
-    pub group_id: String,
-    /// The state.
-    pub state: GroupState,
-    /// The current generation.
-    pub generation: i32,
-    /// The protocol type (empty with no members).
-    pub protocol_type: String,
-    /// The chosen protocol (empty unless stable or completing).
-    pub protocol: String,
-    /// The leader (empty with no members).
-    pub leader: String,
-    /// The members.
-    pub members: Vec<MemberDescription>,
-    /// Committed offsets.
-    pub offsets: Vec<(TopicPartition, CommittedOffset)>,
 }
 
 /// Describes the group.

@@ -6,37 +6,8 @@ use actix::prelude::*;
 use weir_storage::{Batch, LogOffsets, Offset};
 
 use super::error::BrokerError;
+use super::types::{Acks, FetchResult, OffsetSpec, PublishAck};
 use crate::config::TopicConfig;
-
-/// How a publish is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub enum Acks {
-    /// Fire and forget: answered at once, before the append (Kafka `acks=0`).
-    None,
-    /// After the append returned (Kafka `acks=1`).
-    Leader,
-    /// After the append is durable under the topic's durability (Kafka `acks=all`).
-    /// Weir is one node, so this is the same moment as `Leader`; both wait for the log.
-    #[default]
-    All,
-}
-
-/// What a publish got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PublishAck {
-    /// Offset of the first record of the first batch (-1 under `Acks::None`).
-    pub base_offset: Offset,
-    /// The log start offset after the append.
-    pub log_start_offset: Offset,
-    /// The time the broker stamped the batches with, on a `LogAppendTime` topic; else -1
-    /// (also for a duplicate, as in Kafka). Absent from older brokers' frames.
-    #[serde(default = "no_append_time")]
-    pub log_append_time_ms: i64,
-}
-
-fn no_append_time() -> i64 {
-    -1
-}
 
 /// Appends batches to one partition.
 #[derive(Debug, Message)]
@@ -62,17 +33,6 @@ pub struct PublishTo {
     pub reply: tokio::sync::oneshot::Sender<Result<PublishAck, BrokerError>>,
 }
 
-/// What a fetch returns.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct FetchResult {
-    /// Whole batches; the first may start before the requested offset.
-    pub batches: Vec<Batch>,
-    /// The log end offset when the read ran.
-    pub high_watermark: Offset,
-    /// The log start offset when the read ran.
-    pub log_start_offset: Offset,
-}
-
 /// Reads from one partition, waiting up to `max_wait` for `min_bytes`.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<FetchResult, BrokerError>")]
@@ -85,17 +45,6 @@ pub struct Fetch {
     pub min_bytes: usize,
     /// ... or this long.
     pub max_wait: Duration,
-}
-
-/// Which offset [`ListOffset`] looks up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum OffsetSpec {
-    /// The log start offset.
-    Earliest,
-    /// The log end offset.
-    Latest,
-    /// The first offset whose timestamp is at or after this (ms).
-    Timestamp(i64),
 }
 
 /// Looks up an offset.

@@ -67,10 +67,8 @@ use weir_storage::{Batch, Durability, LogOffsets, Offset, PartitionLog, TopicPar
 
 use super::error::BrokerError;
 use super::idempotence::{Position, ProducerStates, Ticket, Verdict};
-use super::messages::{
-    Acks, Fetch, FetchResult, ListOffset, OffsetSpec, Publish, PublishAck, StopPartition, TrimLog,
-    UpdateTopicConfig,
-};
+use super::messages::{Fetch, ListOffset, Publish, StopPartition, TrimLog, UpdateTopicConfig};
+use super::types::{now_ms, Acks, FetchResult, OffsetSpec, PublishAck};
 use crate::config::{TimestampMode, TopicConfig};
 
 /// Broker-wide limits a partition enforces.
@@ -605,13 +603,6 @@ impl Partition {
 
 fn log_error(tp: &TopicPartition, what: &str, e: &weir_storage::StorageError) {
     eprintln!("weir: {tp}: {what} failed: {e}");
-}
-
-/// Wall-clock milliseconds since the Unix epoch (record timestamps, retention).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The offset a rebuild starts reading at: the log start, or about [`REBUILD_TAIL_BYTES`]

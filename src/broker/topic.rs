@@ -11,9 +11,10 @@ use actix::prelude::*;
 use weir_storage::Batch;
 
 use super::error::BrokerError;
-use super::messages::{Acks, Publish, PublishAck, UpdateTopicConfig};
+use super::messages::{Publish, UpdateTopicConfig};
 use super::partition::Partition;
 use super::partitioner::Sticky;
+use super::types::{Acks, PublishAck};
 use crate::config::TopicConfig;
 
 /// A topic's routing snapshot, shared with every [`super::BrokerHandle`]. Replaced whole when

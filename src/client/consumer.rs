@@ -255,7 +255,7 @@ impl Consumer {
                 "commit needs a group_id".into(),
             ));
         };
-        let now = crate::broker::partition::now_ms();
+        let now = crate::broker::now_ms();
         let offsets: Vec<(TopicPartition, CommittedOffset)> = self
             .positions
             .iter()

@@ -1,8 +1,10 @@
 //! The user-facing API: [`Producer`], [`Consumer`] and [`Admin`], over a [`Transport`].
 //!
 //! The three types are the same whether the broker runs inside the program (the transport is
-//! a [`BrokerHandle`]) or elsewhere (the native client, a later transport): an application
-//! switches by changing how it builds them, nothing else.
+//! a `BrokerHandle`) or elsewhere ([`RemoteTransport`], Weir's native protocol over TCP): an
+//! application switches by changing how it builds them, nothing else. A program that only
+//! talks to remote brokers builds this crate with `default-features = false`: the client and
+//! the native codec, without the actor system or a storage backend.
 //!
 //! ```text
 //! Producer ──records──► per-partition batches (linger, batch size) ──► Transport::publish
@@ -12,6 +14,8 @@
 
 mod admin;
 mod consumer;
+#[cfg(feature = "broker")]
+mod embedded;
 mod producer;
 mod remote;
 mod transport;
@@ -22,5 +26,5 @@ pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, Rec
 pub use remote::RemoteTransport;
 pub use transport::Transport;
 
-#[cfg(doc)]
+#[cfg(all(doc, feature = "broker"))]
 use crate::BrokerHandle;

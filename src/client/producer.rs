@@ -335,7 +335,7 @@ impl std::fmt::Debug for Producer {
 }
 
 fn now_ms() -> i64 {
-    crate::broker::partition::now_ms()
+    crate::broker::now_ms()
 }
 
 /// The buffer space a record holds until acknowledged (its bytes plus record overhead).

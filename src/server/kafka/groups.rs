@@ -177,7 +177,7 @@ pub(super) async fn leave(s: &Session, r: LeaveGroupRequest, version: i16) -> Le
 
 /// Commits offsets; partitions of unknown topics are refused one by one, the rest together.
 pub(super) async fn commit(s: &Session, r: OffsetCommitRequest) -> OffsetCommitResponse {
-    let now = crate::broker::partition::now_ms();
+    let now = crate::broker::now_ms();
     let mut offsets = Vec::new();
     let mut refused = Vec::new();
     for t in &r.topics {

@@ -1,0 +1,872 @@
+//! [`Broker`] starts the actor system; [`BrokerHandle`] is its one API.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+use weir_storage::{Batch, CommittedOffset, LogOffsets, Offset, Storage, TopicPartition};
+
+pub use super::error::BrokerError;
+use super::group::{
+    CommitOffsets, ConsumerGroup, DeleteGroup, DescribeGroup, FetchOffsets, ForgetPartitions,
+    Heartbeat, LeaveGroup, StopGroup, SyncGroup,
+};
+use super::messages::{Fetch, GetOffsets, ListOffset, Publish, TrimLog};
+use super::partition::PartitionLimits;
+use super::registry::{
+    AlterTopicConfig, CreatePartitions, CreateTopic, DeleteTopic, RecoverTopics, Routes,
+    ShutdownRegistry, TopicRegistry,
+};
+use super::topic::{PublishKeyless, Route};
+use super::types::{
+    Acks, FetchResult, GroupDescription, GroupState, JoinGroup, JoinResult, OffsetSpec, PublishAck,
+    ResetTo, SyncResult, TopicDescription,
+};
+use super::{group, idempotence, messages};
+use crate::config::Config;
+
+/// Starts brokers.
+#[derive(Debug)]
+pub struct Broker;
+
+/// Why a broker did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The storage did not open, or recovery failed.
+    #[error("storage: {0}")]
+    Storage(#[from] weir_storage::StorageError),
+    /// Recovering topics failed.
+    #[error("recovering topics: {0}")]
+    Recover(#[from] BrokerError),
+    /// The actor thread could not start.
+    #[error("starting the actor system: {0}")]
+    Thread(String),
+}
+
+/// The actor system's threads, taken by the first `shutdown`.
+type Threads = (actix_rt::System, Vec<Arbiter>, std::thread::JoinHandle<()>);
+
+struct Shared {
+    registry: Addr<TopicRegistry>,
+    routes: Routes,
+    storage: Arc<dyn Storage>,
+    config: Config,
+    system: Mutex<Option<Threads>>,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: std::sync::atomic::AtomicUsize,
+    groups: Mutex<HashMap<String, Addr<ConsumerGroup>>>,
+    /// Async: allocating may write a block reservation to storage under the lock.
+    producer_ids: tokio::sync::Mutex<idempotence::ProducerIdAllocator>,
+}
+
+/// The one API of a running broker. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct BrokerHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for BrokerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerHandle")
+            .field("storage", &self.shared.storage.name())
+            .field("topics", &self.list_topics().len())
+            .finish()
+    }
+}
+
+impl Broker {
+    /// Starts a broker with `config`. See the module docs.
+    ///
+    /// # Errors
+    /// An invalid config, a storage that fails to open or recover, or topics that fail to load.
+    pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
+        Self::start_inner(config, None).await
+    }
+
+    /// Starts a broker on a storage the caller opened (a custom backend, a test wrapper);
+    /// `config.storage` and `config.data_dir` are then unused.
+    ///
+    /// # Errors
+    /// As [`Broker::start`].
+    pub async fn start_with_storage(
+        config: Config,
+        storage: Arc<dyn Storage>,
+    ) -> Result<BrokerHandle, StartError> {
+        Self::start_inner(config, Some(storage)).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        storage: Option<Arc<dyn Storage>>,
+    ) -> Result<BrokerHandle, StartError> {
+        config.validate()?;
+        let (tx, rx) = oneshot::channel();
+        let cfg = config.clone();
+        let thread = std::thread::Builder::new()
+            .name("weir-broker".into())
+            .spawn(move || run_system(cfg, storage, tx))
+            .map_err(|e| StartError::Thread(e.to_string()))?;
+        let started = rx
+            .await
+            .map_err(|_| StartError::Thread("the actor system exited while starting".into()))?;
+        let (registry, routes, storage, system, arbiters) = match started {
+            Ok(parts) => parts,
+            Err(e) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+        };
+        let handle = BrokerHandle {
+            shared: Arc::new(Shared {
+                registry,
+                routes,
+                storage,
+                config,
+                arbiters: arbiters.iter().map(Arbiter::handle).collect(),
+                system: Mutex::new(Some((system, arbiters, thread))),
+                next_arbiter: std::sync::atomic::AtomicUsize::new(0),
+                groups: Mutex::new(HashMap::new()),
+                producer_ids: tokio::sync::Mutex::new(idempotence::ProducerIdAllocator::new()),
+            }),
+        };
+        handle
+            .shared
+            .registry
+            .send(RecoverTopics)
+            .await
+            .map_err(BrokerError::from)??;
+        Ok(handle)
+    }
+}
+
+type Started = (
+    Addr<TopicRegistry>,
+    Routes,
+    Arc<dyn Storage>,
+    actix_rt::System,
+    Vec<Arbiter>,
+);
+
+fn run_system(
+    config: Config,
+    storage: Option<Arc<dyn Storage>>,
+    tx: oneshot::Sender<Result<Started, StartError>>,
+) {
+    let runner = actix_rt::System::new();
+    let ok = runner.block_on(async move {
+        let opened = match storage {
+            Some(s) => Ok(s),
+            None => crate::open_storage(&config.storage_config()).await,
+        };
+        let storage = match opened {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Err(e.into()));
+                return false;
+            }
+        };
+        let n = match config.broker.arbiters {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
+        let handles = arbiters.iter().map(Arbiter::handle).collect();
+        let limits = PartitionLimits {
+            queue_bytes: config.broker.partition_queue_bytes,
+            append_batch_bytes: config.broker.append_batch_bytes,
+            retention_check_interval: Duration::from_millis(
+                config.broker.retention_check_interval_ms,
+            ),
+            max_fetch_wait: Duration::from_millis(config.broker.max_fetch_wait_ms),
+            producer_id_expiration: Duration::from_millis(config.broker.producer_id_expiration_ms),
+        };
+        let routes: Routes = Arc::new(RwLock::new(HashMap::new()));
+        let registry = TopicRegistry::new(
+            storage.clone(),
+            config.topic_defaults.clone(),
+            limits,
+            handles,
+            routes.clone(),
+        )
+        .start();
+        tx.send(Ok((
+            registry,
+            routes,
+            storage,
+            actix_rt::System::current(),
+            arbiters,
+        )))
+        .is_ok()
+    });
+    if ok {
+        let _ = runner.run();
+    }
+}
+
+impl BrokerHandle {
+    /// The configuration the broker runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The storage the broker runs on (for group offsets and admin tools).
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.shared.storage
+    }
+
+    fn route(&self, topic: &str) -> Option<Arc<Route>> {
+        self.shared
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .cloned()
+    }
+
+    /// The route of `topic`, creating the topic when auto-creation is on and `create` is set.
+    async fn route_or_create(&self, topic: &str, create: bool) -> Result<Arc<Route>, BrokerError> {
+        if let Some(r) = self.route(topic) {
+            return Ok(r);
+        }
+        if !(create && self.shared.config.broker.auto_create_topics) {
+            return Err(BrokerError::UnknownTopic(topic.to_string()));
+        }
+        match self.create_topic(topic, None, Vec::new()).await {
+            Ok(r) => Ok(r),
+            // Someone else created it meanwhile.
+            Err(BrokerError::TopicExists(_)) => self
+                .route(topic)
+                .ok_or_else(|| BrokerError::UnknownTopic(topic.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a topic with `partitions` (the default when `None`) and config overrides.
+    ///
+    /// # Errors
+    /// An invalid name or config, an existing topic, or a storage failure.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: Option<u32>,
+        configs: Vec<(String, String)>,
+    ) -> Result<Arc<Route>, BrokerError> {
+        self.shared
+            .registry
+            .send(CreateTopic {
+                name: name.to_string(),
+                partitions,
+                configs,
+            })
+            .await?
+    }
+
+    /// Deletes a topic, its data and its committed offsets.
+    ///
+    /// # Errors
+    /// An unknown topic or a storage failure.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        let partitions = self.partition_count(name).unwrap_or(0);
+        self.shared
+            .registry
+            .send(DeleteTopic {
+                name: name.to_string(),
+            })
+            .await??;
+        let tps: Vec<TopicPartition> = (0..partitions as i32)
+            .map(|p| TopicPartition::new(name, p))
+            .collect();
+        for g in self.active_groups() {
+            let _ = g.send(ForgetPartitions(tps.clone())).await;
+        }
+        Ok(())
+    }
+
+    /// Raises the partition count of a topic to `total`.
+    ///
+    /// # Errors
+    /// An unknown topic, a count that does not grow, or a storage failure.
+    pub async fn create_partitions(&self, name: &str, total: u32) -> Result<(), BrokerError> {
+        self.shared
+            .registry
+            .send(CreatePartitions {
+                name: name.to_string(),
+                total,
+            })
+            .await?
+            .map(|_| ())
+    }
+
+    /// Changes settings of a topic (`retention.ms=...`).
+    ///
+    /// # Errors
+    /// An unknown topic or key, an invalid value.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        set: Vec<(String, String)>,
+    ) -> Result<(), BrokerError> {
+        self.change_topic_config(name, set, Vec::new(), false).await
+    }
+
+    /// Changes settings of a topic: `set` them, `reset` others to the broker's topic defaults
+    /// (Kafka's IncrementalAlterConfigs SET and DELETE), all or nothing; with `validate_only`,
+    /// only checks that the change would be accepted.
+    ///
+    /// # Errors
+    /// An unknown topic or key, an invalid value.
+    pub async fn change_topic_config(
+        &self,
+        name: &str,
+        set: Vec<(String, String)>,
+        reset: Vec<String>,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        self.shared
+            .registry
+            .send(AlterTopicConfig {
+                name: name.to_string(),
+                set,
+                reset,
+                validate_only,
+            })
+            .await?
+            .map(|_| ())
+    }
+
+    /// Every topic name, sorted.
+    pub fn list_topics(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .shared
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The partition count of `topic`, if it exists.
+    pub fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.route(topic).map(|r| r.partitions.len() as u32)
+    }
+
+    /// A topic's settings and per-partition offsets.
+    ///
+    /// # Errors
+    /// An unknown topic.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, BrokerError> {
+        let route = self
+            .route(name)
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        let mut partitions = Vec::with_capacity(route.partitions.len());
+        for p in &route.partitions {
+            partitions.push(p.send(GetOffsets).await?);
+        }
+        Ok(TopicDescription {
+            name: route.name.clone(),
+            id: route.id,
+            config: route.config.clone(),
+            partitions,
+        })
+    }
+
+    /// Appends batches to `topic`: to `partition`, or where the sticky partitioner says when
+    /// `None`. Creates the topic first when it is unknown and auto-creation is on. Returns the
+    /// partition and what the log assigned.
+    ///
+    /// # Errors
+    /// Unknown topic or partition, a batch over `max_message_bytes` or invalid, a full queue
+    /// ([`BrokerError::Busy`]), a storage failure.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        batches: Vec<Batch>,
+        acks: Acks,
+    ) -> Result<(i32, PublishAck), BrokerError> {
+        let route = self.route_or_create(topic, true).await?;
+        match partition {
+            Some(p) => {
+                let ack = route
+                    .partition(p)?
+                    .send(Publish { batches, acks })
+                    .await??;
+                Ok((p, ack))
+            }
+            None => route.topic.send(PublishKeyless { batches, acks }).await?,
+        }
+    }
+
+    /// Starts a publish to an explicit partition and returns its outcome as a future, with the
+    /// guarantee that the publish is already in the partition's queue when this returns (for a
+    /// known topic): calls made in order are appended in that order, however their futures are
+    /// awaited. A full mailbox is waited for here, inline, so the order still holds. Unknown
+    /// topics (which may be auto-created) and keyless publishes take the ordinary path.
+    pub async fn publish_in_order(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        batches: Vec<Batch>,
+        acks: Acks,
+    ) -> futures::future::BoxFuture<'static, Result<(i32, PublishAck), BrokerError>> {
+        use futures::FutureExt;
+        let (Some(route), Some(p)) = (self.route(topic), partition) else {
+            let h = self.clone();
+            let topic = topic.to_string();
+            return async move { h.publish(&topic, partition, batches, acks).await }.boxed();
+        };
+        let addr = match route.partition(p) {
+            Ok(a) => a.clone(),
+            Err(e) => return futures::future::ready(Err(e)).boxed(),
+        };
+        let (reply, rx) = oneshot::channel();
+        let msg = messages::PublishTo {
+            batches,
+            acks,
+            reply,
+        };
+        match addr.try_send(msg) {
+            Ok(()) => {}
+            Err(actix::prelude::SendError::Full(msg)) => {
+                if addr.send(msg).await.is_err() {
+                    return futures::future::ready(Err(BrokerError::ShuttingDown)).boxed();
+                }
+            }
+            Err(actix::prelude::SendError::Closed(_)) => {
+                return futures::future::ready(Err(BrokerError::ShuttingDown)).boxed();
+            }
+        }
+        async move {
+            let ack = rx.await.unwrap_or(Err(BrokerError::ShuttingDown))?;
+            Ok((p, ack))
+        }
+        .boxed()
+    }
+
+    /// Kafka's InitProducerId for idempotent producers: returns `(producer id, epoch)`.
+    ///
+    /// Without a producer id (`producer_id == -1`): a fresh id, unique across restarts, with
+    /// epoch 0. With an id this broker issued and its current epoch (KIP-360, InitProducerId
+    /// v3+, sent after a sequence error): the same id with the next epoch, which fences the
+    /// older epoch in every partition once the producer writes with it; a fresh id with epoch 0
+    /// when the epoch would pass `i16::MAX`.
+    ///
+    /// # Errors
+    /// [`BrokerError::TransactionsUnsupported`] for a transactional id (Weir has no
+    /// transactions); [`BrokerError::InvalidRequest`] for an id below -1, a negative epoch with
+    /// an id, or an id this broker never issued; a storage failure while reserving ids.
+    pub async fn init_producer_id(
+        &self,
+        transactional_id: Option<&str>,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<(i64, i16), BrokerError> {
+        if let Some(id) = transactional_id {
+            return Err(BrokerError::TransactionsUnsupported(format!(
+                "InitProducerId with transactional id {id:?}"
+            )));
+        }
+        let storage = self.shared.storage.as_ref();
+        let mut ids = self.shared.producer_ids.lock().await;
+        match (producer_id, producer_epoch) {
+            (-1, _) => Ok((ids.allocate(storage).await?, 0)),
+            (id, epoch) if id < -1 || epoch < 0 => Err(BrokerError::InvalidRequest(format!(
+                "producer id {id} with epoch {epoch}: expected -1, or an id with its epoch"
+            ))),
+            (id, _) if !ids.was_issued(storage, id).await? => Err(BrokerError::InvalidRequest(
+                format!("producer id {id} was never issued by this broker"),
+            )),
+            (_, i16::MAX) => Ok((ids.allocate(storage).await?, 0)),
+            (id, epoch) => Ok((id, epoch + 1)),
+        }
+    }
+
+    /// Reads from `topic`/`partition` at `from`: up to `max_bytes` (at least one batch), waiting
+    /// up to `max_wait` until `min_bytes` are available.
+    ///
+    /// # Errors
+    /// Unknown topic or partition, an offset out of range, a storage failure.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: Offset,
+        max_bytes: usize,
+        min_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<FetchResult, BrokerError> {
+        let route = self.route_or_create(topic, false).await?;
+        route
+            .partition(partition)?
+            .send(Fetch {
+                from,
+                max_bytes,
+                min_bytes,
+                max_wait,
+            })
+            .await?
+    }
+
+    /// Looks up the earliest, the latest, or the first offset at or after a timestamp.
+    ///
+    /// # Errors
+    /// Unknown topic or partition, a storage failure.
+    pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        spec: OffsetSpec,
+    ) -> Result<Option<Offset>, BrokerError> {
+        let route = self.route_or_create(topic, false).await?;
+        route
+            .partition(partition)?
+            .send(ListOffset { spec })
+            .await?
+    }
+
+    /// Start, end and size of one partition.
+    ///
+    /// # Errors
+    /// Unknown topic or partition.
+    pub async fn offsets(&self, topic: &str, partition: i32) -> Result<LogOffsets, BrokerError> {
+        let route = self.route_or_create(topic, false).await?;
+        Ok(route.partition(partition)?.send(GetOffsets).await?)
+    }
+
+    /// Deletes the records below `before` (Kafka's DeleteRecords); returns the new start.
+    ///
+    /// # Errors
+    /// Unknown topic or partition, a storage failure.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        before: Offset,
+    ) -> Result<Offset, BrokerError> {
+        let route = self.route_or_create(topic, false).await?;
+        route.partition(partition)?.send(TrimLog { before }).await?
+    }
+
+    fn active_groups(&self) -> Vec<Addr<ConsumerGroup>> {
+        self.shared
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The actor of group `id`, started (and its offsets loaded) on first use.
+    fn group(&self, id: &str) -> Result<Addr<ConsumerGroup>, BrokerError> {
+        if id.is_empty() {
+            return Err(BrokerError::InvalidRequest("the group id is empty".into()));
+        }
+        if self
+            .shared
+            .system
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let mut groups = self.shared.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = groups.get(id).filter(|g| g.connected()) {
+            return Ok(g.clone());
+        }
+        let n = self
+            .shared
+            .next_arbiter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let home = &self.shared.arbiters[n % self.shared.arbiters.len()];
+        let (gid, storage, routes, settings) = (
+            id.to_string(),
+            self.shared.storage.clone(),
+            self.shared.routes.clone(),
+            self.shared.config.groups.clone(),
+        );
+        let addr = ConsumerGroup::start_in_arbiter(home, move |_| {
+            ConsumerGroup::new(gid, storage, routes, settings)
+        });
+        groups.insert(id.to_string(), addr.clone());
+        Ok(addr)
+    }
+
+    /// Joins group `group`; answers when the join phase completes. See [`group`] for the
+    /// protocol.
+    ///
+    /// # Errors
+    /// A bad session timeout, no common protocol, an unknown member, MEMBER_ID_REQUIRED.
+    pub async fn join_group(
+        &self,
+        group: &str,
+        join: JoinGroup,
+    ) -> Result<JoinResult, BrokerError> {
+        self.group(group)?.send(join).await?
+    }
+
+    /// Gets (and from the leader, sets) the assignment of generation `generation`.
+    ///
+    /// # Errors
+    /// Unknown member, illegal generation, a rebalance in progress.
+    pub async fn sync_group(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, bytes::Bytes)>,
+    ) -> Result<SyncResult, BrokerError> {
+        self.group(group)?
+            .send(SyncGroup {
+                member_id: member_id.to_string(),
+                generation,
+                assignments,
+            })
+            .await?
+    }
+
+    /// Keeps a member's session alive.
+    ///
+    /// # Errors
+    /// [`BrokerError::RebalanceInProgress`] when the member must rejoin; unknown member,
+    /// illegal generation.
+    pub async fn heartbeat(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> Result<(), BrokerError> {
+        self.group(group)?
+            .send(Heartbeat {
+                member_id: member_id.to_string(),
+                generation,
+            })
+            .await?
+    }
+
+    /// Members leave the group (by member id, or by static instance id with an empty id).
+    ///
+    /// # Errors
+    /// The first member the group does not know.
+    pub async fn leave_group(
+        &self,
+        group: &str,
+        members: Vec<(String, Option<String>)>,
+    ) -> Result<(), BrokerError> {
+        self.group(group)?.send(LeaveGroup { members }).await?
+    }
+
+    /// Commits offsets for a member of generation `generation` (or, with an empty member and
+    /// generation -1, for a group without members). Durable when it returns.
+    ///
+    /// # Errors
+    /// Unknown member, illegal generation, a rebalance in progress, a storage failure.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+        offsets: Vec<(TopicPartition, CommittedOffset)>,
+    ) -> Result<(), BrokerError> {
+        self.group(group)?
+            .send(CommitOffsets {
+                member_id: member_id.to_string(),
+                generation,
+                offsets,
+                admin: false,
+            })
+            .await?
+    }
+
+    /// Committed offsets of `group` for `partitions` (all when `None`).
+    ///
+    /// # Errors
+    /// An empty group id, a stopped broker.
+    pub async fn fetch_offsets(
+        &self,
+        group: &str,
+        partitions: Option<Vec<TopicPartition>>,
+    ) -> Result<Vec<(TopicPartition, CommittedOffset)>, BrokerError> {
+        Ok(self.group(group)?.send(FetchOffsets { partitions }).await?)
+    }
+
+    /// State, members, assignments and committed offsets of a group.
+    ///
+    /// # Errors
+    /// An empty group id, a stopped broker.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription, BrokerError> {
+        Ok(self.group(group)?.send(DescribeGroup).await?)
+    }
+
+    /// Every group: those with members and those with committed offsets, sorted, with state.
+    ///
+    /// # Errors
+    /// A storage failure.
+    pub async fn list_groups(&self) -> Result<Vec<(String, GroupState)>, BrokerError> {
+        let mut names: std::collections::BTreeSet<String> = self
+            .shared
+            .storage
+            .list_groups()
+            .await?
+            .into_iter()
+            .collect();
+        names.extend(
+            self.shared
+                .groups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .cloned(),
+        );
+        let mut out = Vec::new();
+        for name in names {
+            let d = self.describe_group(&name).await?;
+            if d.state != GroupState::Dead {
+                out.push((name, d.state));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes an empty group and its committed offsets.
+    ///
+    /// # Errors
+    /// [`BrokerError::GroupNotEmpty`], a storage failure.
+    pub async fn delete_group(&self, group: &str) -> Result<(), BrokerError> {
+        let addr = self.group(group)?;
+        addr.send(DeleteGroup).await??;
+        self.shared
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(group);
+        Ok(())
+    }
+
+    /// Deletes a group's committed offsets of `partitions` (Kafka's OffsetDelete), partition by
+    /// partition: those of topics a member consumes are refused with
+    /// [`BrokerError::GroupSubscribedToTopic`]. `parse` reads the subscriptions of groups of
+    /// other protocol types than Weir's own.
+    ///
+    /// # Errors
+    /// [`BrokerError::UnknownGroup`], a storage failure.
+    pub async fn delete_group_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<TopicPartition>,
+        parse: group::SubscriptionParser,
+    ) -> Result<Vec<group::OffsetDeletion>, BrokerError> {
+        if !self.list_groups().await?.iter().any(|(g, _)| g == group) {
+            return Err(BrokerError::UnknownGroup(group.to_string()));
+        }
+        self.group(group)?
+            .send(group::DeleteOffsets { partitions, parse })
+            .await?
+    }
+
+    /// Moves a group's committed offsets for every partition of `topic` (the group must have no
+    /// members): to the earliest or latest offset, the first at or after a timestamp (the end
+    /// when none is), or an explicit offset clamped to the log. Returns what was committed.
+    ///
+    /// # Errors
+    /// [`BrokerError::GroupNotEmpty`], an unknown topic, a storage failure.
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        to: ResetTo,
+    ) -> Result<Vec<(TopicPartition, Offset)>, BrokerError> {
+        let n = self
+            .partition_count(topic)
+            .ok_or_else(|| BrokerError::UnknownTopic(topic.to_string()))?;
+        let mut offsets = Vec::new();
+        for p in 0..n as i32 {
+            let o = self.offsets(topic, p).await?;
+            let target = match to {
+                ResetTo::Earliest => o.start,
+                ResetTo::Latest => o.end,
+                ResetTo::Offset(x) => x.clamp(o.start, o.end),
+                ResetTo::Timestamp(ts) => self
+                    .list_offset(topic, p, OffsetSpec::Timestamp(ts))
+                    .await?
+                    .unwrap_or(o.end),
+            };
+            offsets.push((TopicPartition::new(topic, p), target));
+        }
+        let now = super::now_ms();
+        let commits = offsets
+            .iter()
+            .map(|(tp, o)| {
+                (
+                    tp.clone(),
+                    CommittedOffset {
+                        offset: *o,
+                        leader_epoch: -1,
+                        metadata: String::new(),
+                        commit_timestamp_ms: now,
+                    },
+                )
+            })
+            .collect();
+        self.group(group)?
+            .send(CommitOffsets {
+                member_id: String::new(),
+                generation: -1,
+                offsets: commits,
+                admin: true,
+            })
+            .await??;
+        Ok(offsets)
+    }
+
+    /// Stops the broker: drains and closes every log, closes the storage, stops the actor
+    /// threads. Other clones of the handle get [`BrokerError::ShuttingDown`] afterwards.
+    ///
+    /// # Errors
+    /// The first error while closing logs or the storage (everything is closed regardless).
+    pub async fn shutdown(&self) -> Result<(), BrokerError> {
+        let Some((system, arbiters, thread)) = self
+            .shared
+            .system
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return Ok(());
+        };
+        for g in self.active_groups() {
+            let _ = g.send(StopGroup).await;
+        }
+        self.shared
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        let result = match self.shared.registry.send(ShutdownRegistry).await {
+            Ok(r) => r,
+            Err(e) => Err(e.into()),
+        };
+        for a in &arbiters {
+            a.stop();
+        }
+        system.stop();
+        let _ = tokio::task::spawn_blocking(move || {
+            for a in arbiters {
+                let _ = a.join();
+            }
+            let _ = thread.join();
+        })
+        .await;
+        result
+    }
+}
