@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use weir::client::{RemoteTransport, Transport};
-use weir::{Admin, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
+use weir::{Acks, Admin, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
 
 mod common;
 use common::Server;
@@ -332,4 +332,127 @@ async fn exit_at_end_exits_for_a_member_without_partitions() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     polling.await.expect("holder");
     child.terminate();
+}
+
+/// Every record of `topic`'s partition 0 from offset 0, as (offset, value).
+async fn read_all(remote: &RemoteTransport, topic: &str) -> Vec<(i64, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        let from = out.last().map_or(0, |(o, _)| o + 1);
+        let f = remote
+            .fetch(topic, 0, from, 1 << 20, 0, Duration::ZERO)
+            .await
+            .expect("fetch");
+        let before = out.len();
+        for b in &f.batches {
+            for r in b.records().expect("records") {
+                if r.offset >= from {
+                    out.push((r.offset, r.record.value.expect("value").to_vec()));
+                }
+            }
+        }
+        if out.len() == before {
+            return out;
+        }
+    }
+}
+
+/// A 1,000-byte record numbered `i`.
+fn numbered(i: usize) -> weir::Batch {
+    let mut b = weir::BatchBuilder::new(weir::Compression::None);
+    b.push(weir::Record::new(weir::broker::now_ms(), numbered_value(i)));
+    b.build(0).expect("batch")
+}
+
+/// A full disk (here: a file-size limit, which fails writes the same way) refuses the publish
+/// that does not fit with a clear storage error and keeps nothing of it; the partition stays
+/// usable (reads, and writes once there is room), other topics are served, the server stops
+/// cleanly, and after a restart with room every acknowledged record is there and the log
+/// takes new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_the_publish_that_does_not_fit_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "segment");
+    let server = Server::spawn_with_file_limit(&config, 256);
+    let remote = RemoteTransport::connect(server.native)
+        .await
+        .expect("connect");
+    let admin = Admin::new(remote.clone());
+    admin
+        .create_topic("full", 1, &[("retention.ms", "-1")])
+        .await
+        .expect("create");
+    let mut acked = Vec::new();
+    let mut refusal = None;
+    for i in 0..1000 {
+        match remote
+            .publish("full", Some(0), vec![numbered(i)], Acks::All)
+            .await
+        {
+            Ok((_, ack)) => acked.push((ack.base_offset, i)),
+            Err(e) => {
+                refusal = Some(e);
+                break;
+            }
+        }
+    }
+    let refusal = refusal.expect("a 256 KiB file limit refuses a publish within 1 MB");
+    assert!(acked.len() > 200, "{} records fit in 256 KiB", acked.len());
+    assert!(
+        matches!(refusal, weir::BrokerError::Storage { .. }),
+        "{refusal:?}"
+    );
+    assert!(
+        refusal.to_string().contains("no space"),
+        "the error says what happened: {refusal}"
+    );
+    // Refused again, for the same reason (the log did not fail), and nothing was kept of it.
+    let again = remote
+        .publish("full", Some(0), vec![numbered(9999)], Acks::All)
+        .await
+        .expect_err("still no room");
+    assert!(again.to_string().contains("no space"), "{again}");
+    let end = remote
+        .describe_topic("full")
+        .await
+        .expect("describe")
+        .partitions[0]
+        .end;
+    assert_eq!(end, acked.len() as i64);
+    let expect: Vec<(i64, Vec<u8>)> = acked.iter().map(|&(o, i)| (o, numbered_value(i))).collect();
+    assert_eq!(read_all(&remote, "full").await, expect);
+    // Room elsewhere is still used: a new topic's first segment takes records.
+    admin
+        .create_topic("other", 1, &[])
+        .await
+        .expect("create other");
+    remote
+        .publish("other", Some(0), vec![numbered(0)], Acks::All)
+        .await
+        .expect("another topic is served");
+    drop((admin, remote));
+    server.terminate();
+
+    let server = Server::spawn(&config);
+    let remote = RemoteTransport::connect(server.native)
+        .await
+        .expect("reconnect");
+    assert_eq!(
+        read_all(&remote, "full").await,
+        expect,
+        "every acknowledged record, and nothing else, after the restart"
+    );
+    let (_, ack) = remote
+        .publish("full", Some(0), vec![numbered(acked.len())], Acks::All)
+        .await
+        .expect("room again");
+    assert_eq!(ack.base_offset, acked.len() as i64);
+    drop(remote);
+    server.terminate();
+}
+
+fn numbered_value(i: usize) -> Vec<u8> {
+    let mut value = format!("{i:08}").into_bytes();
+    value.resize(1000, b'.');
+    value
 }

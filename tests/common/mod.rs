@@ -22,10 +22,28 @@ impl Server {
     /// Starts `weir serve --config CONFIG` and waits until both listeners are up. The config
     /// must put both on port 0 (or free ports).
     pub fn spawn(config: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+        command.arg("serve").arg("--config").arg(config);
+        Server::spawn_command(command)
+    }
+
+    /// Like [`Server::spawn`], with every file the server writes limited to `kib` KiB
+    /// (`ulimit -f`, with SIGXFSZ ignored): a write past the limit fails with EFBIG, as one on a
+    /// full disk fails with ENOSPC. The way to fill a "disk" without mounting one.
+    pub fn spawn_with_file_limit(config: &Path, kib: u64) -> Server {
+        let mut command = Command::new("bash");
+        command
+            .arg("-c")
+            .arg(format!(
+                "trap '' XFSZ; ulimit -f {kib} && exec \"$0\" serve --config \"$1\""
+            ))
+            .arg(env!("CARGO_BIN_EXE_weir"))
+            .arg(config);
+        Server::spawn_command(command)
+    }
+
+    fn spawn_command(mut command: Command) -> Server {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

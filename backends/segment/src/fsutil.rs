@@ -37,6 +37,8 @@ pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
 }
 
 /// Replaces `path` with `contents` atomically and durably (write, fsync, rename, fsync dir).
+/// A temporary file that could not be completed is removed (on a full disk it would hold
+/// space for nothing).
 ///
 /// # Errors
 /// The I/O error, with the file named.
@@ -49,11 +51,18 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
         .truncate(true)
         .open(&tmp)
         .map_err(|e| StorageError::io(ctx("creating"), e))?;
-    f.write_all(contents)
-        .map_err(|e| StorageError::io(ctx("writing"), e))?;
-    f.sync_all()
-        .map_err(|e| StorageError::io(ctx("syncing"), e))?;
+    let written = f
+        .write_all(contents)
+        .map_err(|e| StorageError::io(ctx("writing"), e))
+        .and_then(|()| {
+            f.sync_all()
+                .map_err(|e| StorageError::io(ctx("syncing"), e))
+        });
     drop(f);
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     fs::rename(&tmp, path).map_err(|e| {
         StorageError::io(
             format!("renaming {} to {}", tmp.display(), path.display()),

@@ -20,11 +20,15 @@
 //!
 //! Failure is fail-stop: the first I/O error on a write path is kept in `failed`, and every
 //! later call returns [`StorageError::Failed`] until the log is reopened, which re-runs recovery
-//! (the torn tail of the failed append is cut then). An fsync is never retried.
+//! (the torn tail of the failed append is cut then). An fsync is never retried. The exception
+//! is a write that found no room (a full disk, a quota, a file-size limit): the append's bytes
+//! are cut off again, the caller gets [`StorageError::NoSpace`] and the log stays usable, so
+//! appends succeed again once there is room (a roll that finds no room for its new files
+//! likewise). If the cut fails too, the log fails.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{IoSlice, Write};
+use std::io::{IoSlice, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -376,6 +380,38 @@ impl Inner {
         e
     }
 
+    /// A failed append's error. A write that found no room is cut back to `len`, where it
+    /// started, with the file cursor: nothing of it stays and the log remains usable. Any other
+    /// failure, or a failed cut, fails the log.
+    fn undo_append(&self, file: &File, len: u64, e: std::io::Error) -> StorageError {
+        let context = format!("appending to {}", self.dir.display());
+        if !StorageError::is_out_of_space(&e) {
+            return self.fail(StorageError::io(context, e));
+        }
+        let mut cursor = file;
+        match file
+            .set_len(len)
+            .and_then(|()| cursor.seek(SeekFrom::Start(len)))
+        {
+            Ok(_) => StorageError::NoSpace { context, source: e },
+            Err(cut) => self.fail(StorageError::io(
+                format!("{context}, cutting back a write that found no room ({e})"),
+                cut,
+            )),
+        }
+    }
+
+    /// [`Inner::fail`], except for a file operation that found no room and left the log as it
+    /// was (a roll's index or new segment file): [`StorageError::NoSpace`], the log stays usable.
+    fn fail_unless_no_room(&self, e: StorageError) -> StorageError {
+        match e {
+            StorageError::Io { context, source } if StorageError::is_out_of_space(&source) => {
+                StorageError::NoSpace { context, source }
+            }
+            e => self.fail(e),
+        }
+    }
+
     fn sync_writer(&self, w: &mut Writer) -> Result<()> {
         if w.unsynced {
             w.file.sync_data().map_err(|e| {
@@ -457,12 +493,10 @@ impl Inner {
             slices.push(IoSlice::new(prefix));
             slices.push(IoSlice::new(&b.as_bytes()[STORED_PREFIX_LEN..]));
         }
-        write_all_vectored(&w.file, &mut slices).map_err(|e| {
-            self.fail(StorageError::io(
-                format!("appending to {}", self.dir.display()),
-                e,
-            ))
-        })?;
+        let from = if too_big || too_old { 0 } else { active_len };
+        if let Err(e) = write_all_vectored(&w.file, &mut slices) {
+            return Err(self.undo_append(&w.file, from, e));
+        }
         w.unsynced = true;
         match self.cfg.durability {
             Durability::Always => self.sync_writer(&mut w)?,
@@ -502,9 +536,10 @@ impl Inner {
             };
             (active.base, index::encode(summary(active), &active.index))
         };
-        write_atomic(&self.dir.join(index_name(base)), &encoded).map_err(|e| self.fail(e))?;
+        write_atomic(&self.dir.join(index_name(base)), &encoded)
+            .map_err(|e| self.fail_unless_no_room(e))?;
         let seg = create_segment(&self.dir, end, u64::from(self.cfg.index_interval_bytes))
-            .map_err(|e| self.fail(e))?;
+            .map_err(|e| self.fail_unless_no_room(e))?;
         w.file = seg.file.clone();
         w.unsynced = false;
         self.write_state().segments.push_back(seg);

@@ -113,6 +113,17 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    /// A write found no room: a full device (ENOSPC), a quota (EDQUOT) or a file-size limit
+    /// (EFBIG). Nothing of the operation was kept and the log stays usable: the same operation
+    /// succeeds once there is room. (A failed fsync is never this: it is [`StorageError::Io`].)
+    #[error("no space left while {context}: {source}")]
+    NoSpace {
+        /// What the backend was doing.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Stored data is damaged somewhere recovery cannot safely cut (not a torn tail).
     #[error("corrupt data in {path} at byte {position}: {detail}")]
     Corrupt {
@@ -147,6 +158,17 @@ impl StorageError {
             context: context.into(),
             source,
         }
+    }
+
+    /// True for the I/O errors of a write that found no room: a full device, a quota, a
+    /// file-size limit ([`StorageError::NoSpace`] when the backend could undo the write).
+    pub fn is_out_of_space(e: &std::io::Error) -> bool {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::StorageFull
+                | std::io::ErrorKind::QuotaExceeded
+                | std::io::ErrorKind::FileTooLarge
+        )
     }
 
     /// True when the error means the log can no longer be used until it is reopened.
