@@ -383,6 +383,9 @@ impl PartitionLog for SlowLog {
     fn offsets(&self) -> LogOffsets {
         self.inner.offsets()
     }
+    fn reconfigure(&self, cfg: &weir_storage::LogConfig) {
+        self.inner.reconfigure(cfg);
+    }
     async fn offset_for_time(&self, ts: i64) -> weir_storage::Result<Option<Offset>> {
         self.inner.offset_for_time(ts).await
     }

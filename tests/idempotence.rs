@@ -749,6 +749,9 @@ impl PartitionLog for FaultyLog {
     fn offsets(&self) -> LogOffsets {
         self.inner.offsets()
     }
+    fn reconfigure(&self, cfg: &LogConfig) {
+        self.inner.reconfigure(cfg);
+    }
     async fn offset_for_time(&self, ts: i64) -> weir_storage::Result<Option<Offset>> {
         self.inner.offset_for_time(ts).await
     }

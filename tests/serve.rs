@@ -366,9 +366,9 @@ fn numbered(i: usize) -> weir::Batch {
 
 /// A full disk (here: a file-size limit, which fails writes the same way) refuses the publish
 /// that does not fit with a clear storage error and keeps nothing of it; the partition stays
-/// usable (reads, and writes once there is room), other topics are served, the server stops
-/// cleanly, and after a restart with room every acknowledged record is there and the log
-/// takes new ones.
+/// usable (reads, and writes once there is room: here a new segment, after `segment.bytes` is
+/// altered), other topics are served, the server stops cleanly, and after a restart with room
+/// every acknowledged record is there and the log takes new ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_the_publish_that_does_not_fit_and_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -421,6 +421,19 @@ async fn a_full_disk_refuses_the_publish_that_does_not_fit_and_loses_nothing() {
     assert_eq!(end, acked.len() as i64);
     let expect: Vec<(i64, Vec<u8>)> = acked.iter().map(|&(o, i)| (o, numbered_value(i))).collect();
     assert_eq!(read_all(&remote, "full").await, expect);
+    // Room again, without a restart: a smaller `segment.bytes` rolls the next append into a
+    // new segment file, which the limit leaves room in.
+    admin
+        .alter_topic_config("full", &[("segment.bytes", "1024")])
+        .await
+        .expect("alter");
+    let (_, ack) = remote
+        .publish("full", Some(0), vec![numbered(acked.len())], Acks::All)
+        .await
+        .expect("a new segment has room");
+    assert_eq!(ack.base_offset, acked.len() as i64);
+    acked.push((ack.base_offset, acked.len()));
+    let expect: Vec<(i64, Vec<u8>)> = acked.iter().map(|&(o, i)| (o, numbered_value(i))).collect();
     // Room elsewhere is still used: a new topic's first segment takes records.
     admin
         .create_topic("other", 1, &[])

@@ -968,6 +968,10 @@ impl Handler<UpdateTopicConfig> for Partition {
     type Result = ();
 
     fn handle(&mut self, msg: UpdateTopicConfig, ctx: &mut Self::Context) {
+        // Segment size and age, durability: the log applies them from its next append on.
+        if msg.0.log_config() != self.config.log_config() {
+            self.log.reconfigure(&msg.0.log_config());
+        }
         self.config = msg.0;
         self.run_retention(ctx);
     }

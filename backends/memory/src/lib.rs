@@ -275,6 +275,10 @@ impl PartitionLog for MemoryLog {
         self.check_open()
     }
 
+    fn reconfigure(&self, _cfg: &LogConfig) {
+        // Nothing to apply: memory has no segments and nothing to sync.
+    }
+
     async fn save_snapshot(&self, snapshot: &[u8]) -> Result<()> {
         self.check_open()?;
         *self.data.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot.to_vec());

@@ -102,7 +102,8 @@ struct Writer {
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
-    cfg: LogConfig,
+    /// Read once per append or roll; replaced by `reconfigure`.
+    cfg: RwLock<LogConfig>,
     state: RwLock<State>,
     writer: Mutex<Writer>,
     failed: Mutex<Option<String>>,
@@ -275,7 +276,7 @@ impl SegmentLog {
         Ok(SegmentLog {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
-                cfg: cfg.clone(),
+                cfg: RwLock::new(cfg.clone()),
                 state: RwLock::new(State {
                     segments,
                     start,
@@ -347,6 +348,10 @@ impl Inner {
 
     fn write_state(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn config(&self) -> LogConfig {
+        self.cfg.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn check_usable(&self) -> Result<()> {
@@ -478,8 +483,9 @@ impl Inner {
         // would copy each one.
         let info = plan_offsets(&batches, end)?;
         let total: u64 = batches.iter().map(|b| b.len() as u64).sum();
-        let too_big = active_len > 0 && active_len + total > self.cfg.segment_bytes;
-        let too_old = active_age.is_some_and(|age| age >= self.cfg.segment_ms as i64);
+        let cfg = self.config();
+        let too_big = active_len > 0 && active_len + total > cfg.segment_bytes;
+        let too_old = active_age.is_some_and(|age| age >= cfg.segment_ms as i64);
         if too_big || too_old {
             self.roll(&mut w, end)?;
         }
@@ -498,7 +504,7 @@ impl Inner {
             return Err(self.undo_append(&w.file, from, e));
         }
         w.unsynced = true;
-        match self.cfg.durability {
+        match cfg.durability {
             Durability::Always => self.sync_writer(&mut w)?,
             Durability::Interval { interval_ms } => {
                 if w.last_sync.elapsed().as_millis() >= u128::from(interval_ms) {
@@ -538,8 +544,9 @@ impl Inner {
         };
         write_atomic(&self.dir.join(index_name(base)), &encoded)
             .map_err(|e| self.fail_unless_no_room(e))?;
-        let seg = create_segment(&self.dir, end, u64::from(self.cfg.index_interval_bytes))
-            .map_err(|e| self.fail_unless_no_room(e))?;
+        let interval = u64::from(self.config().index_interval_bytes);
+        let seg =
+            create_segment(&self.dir, end, interval).map_err(|e| self.fail_unless_no_room(e))?;
         w.file = seg.file.clone();
         w.unsynced = false;
         self.write_state().segments.push_back(seg);
@@ -615,6 +622,10 @@ impl Inner {
 
 #[async_trait]
 impl PartitionLog for SegmentLog {
+    fn reconfigure(&self, cfg: &LogConfig) {
+        *self.inner.cfg.write().unwrap_or_else(|e| e.into_inner()) = cfg.clone();
+    }
+
     async fn append(&self, batches: Vec<Batch>) -> Result<AppendInfo> {
         self.inner.check_usable()?;
         let inner = self.inner.clone();

@@ -21,7 +21,7 @@ use tokio::sync::RwLock;
 use weir_storage::log::{assign_offsets, check_range, offset_for_time_in};
 use weir_storage::retention::{retention_cut, Unit};
 use weir_storage::{
-    AppendInfo, Batch, Durability, LogOffsets, Offset, PartitionLog, Result, Retention,
+    AppendInfo, Batch, Durability, LogConfig, LogOffsets, Offset, PartitionLog, Result, Retention,
     StorageError, TopicPartition,
 };
 
@@ -76,7 +76,8 @@ pub(crate) struct LogShared {
     tree_path: PathBuf,
     /// This log's key in the `logs` tree.
     state_key: Vec<u8>,
-    durability: Durability,
+    /// Replaced by `reconfigure`; read once per append.
+    durability: Mutex<Durability>,
     /// `None` once closed. Operations hold a read guard for as long as they use the handles.
     gate: Arc<RwLock<Option<LogHandles>>>,
     closed: AtomicBool,
@@ -103,7 +104,7 @@ impl LogShared {
             tp: r.tp,
             tree_path: r.tree_path,
             state_key: r.state_key,
-            durability: r.durability,
+            durability: Mutex::new(r.durability),
             gate: Arc::new(RwLock::new(Some(r.handles))),
             closed: AtomicBool::new(false),
             writer: Mutex::new(Writer {
@@ -195,7 +196,8 @@ impl LogShared {
                 .map_err(|e| self.engine("writing batches", e))?;
             bytes += b.len() as u64;
         }
-        match self.durability {
+        let durability = *lock(&self.durability);
+        match durability {
             Durability::None => {}
             Durability::Interval { interval_ms } => {
                 if w.last_flush.elapsed() >= Duration::from_millis(interval_ms) {
@@ -445,7 +447,7 @@ impl std::fmt::Debug for SledLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SledLog")
             .field("tp", &self.shared.tp)
-            .field("durability", &self.shared.durability)
+            .field("durability", &*lock(&self.shared.durability))
             .field("offsets", &self.shared.offsets())
             .field("closed", &self.shared.is_closed())
             .finish_non_exhaustive()
@@ -454,6 +456,11 @@ impl std::fmt::Debug for SledLog {
 
 #[async_trait]
 impl PartitionLog for SledLog {
+    fn reconfigure(&self, cfg: &LogConfig) {
+        // Sled has no segments of ours: only when appends flush changes.
+        *lock(&self.shared.durability) = cfg.durability;
+    }
+
     async fn append(&self, batches: Vec<Batch>) -> Result<AppendInfo> {
         self.shared.run(move |s, h| s.append(h, batches)).await
     }

@@ -124,6 +124,13 @@ pub trait PartitionLog: Debug + Send + Sync + 'static {
     /// An I/O error, after which the log is failed.
     async fn sync(&self) -> Result<()>;
 
+    /// Applies new settings to the open log (its topic's config was altered): appends from now
+    /// on roll segments and reach durability as `cfg` says, as Kafka applies a topic's
+    /// `segment.bytes` or flush settings without a restart. Data already written stays as it
+    /// is. Returns at once: it never waits for I/O (an append or fsync in progress finishes
+    /// under the old settings).
+    fn reconfigure(&self, cfg: &LogConfig);
+
     /// Syncs and releases the log's resources; every later call returns [`StorageError::Closed`],
     /// except `close` itself, which returns `Ok` again.
     ///
