@@ -79,7 +79,16 @@ impl Server {
     }
 
     /// Stops it with SIGTERM and checks it exits 0.
-    pub fn terminate(mut self) {
+    pub fn terminate(self) {
+        let exit = self.stop();
+        assert!(
+            exit.success(),
+            "weir serve exits 0 on SIGTERM, got {exit:?}"
+        );
+    }
+
+    /// Stops it with SIGTERM and returns how it exited.
+    pub fn stop(mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         let status = Command::new("kill")
             .arg("-TERM")
@@ -87,11 +96,7 @@ impl Server {
             .status()
             .expect("kill");
         assert!(status.success());
-        let exit = child.wait().expect("wait");
-        assert!(
-            exit.success(),
-            "weir serve exits 0 on SIGTERM, got {exit:?}"
-        );
+        child.wait().expect("wait")
     }
 }
 
