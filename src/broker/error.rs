@@ -235,15 +235,21 @@ impl BrokerError {
 
 impl From<StorageError> for BrokerError {
     fn from(e: StorageError) -> Self {
+        BrokerError::from(&e)
+    }
+}
+
+impl From<&StorageError> for BrokerError {
+    fn from(e: &StorageError) -> Self {
         match e {
             StorageError::OffsetOutOfRange {
                 requested,
                 start,
                 end,
             } => BrokerError::OffsetOutOfRange {
-                requested,
-                start,
-                end,
+                requested: *requested,
+                start: *start,
+                end: *end,
             },
             StorageError::InvalidBatch(b) => BrokerError::InvalidBatch(b.to_string()),
             StorageError::Closed => BrokerError::ShuttingDown,

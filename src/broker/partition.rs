@@ -63,7 +63,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
-use weir_storage::{Batch, Durability, LogOffsets, Offset, PartitionLog, TopicPartition};
+use weir_storage::{
+    AppendDone, Batch, Durability, LogOffsets, Offset, PartitionLog, TopicPartition,
+};
 
 use super::error::BrokerError;
 use super::idempotence::{Position, ProducerStates, Ticket, Verdict};
@@ -281,26 +283,48 @@ impl Partition {
         };
         self.appending = true;
         let log = self.log.clone();
+        // The publishers are answered from the thread that finished the append (`done`), not
+        // after a hop back to this actor: one thread wake less on every publish's path. Acks
+        // stay in order: the next append starts only once this one is back here.
+        let replies: Vec<(Option<Reply>, usize)> = group
+            .iter_mut()
+            .zip(&counts)
+            .map(|(p, &n)| (p.reply.take(), n))
+            .collect();
+        let start_of = self.log.clone();
+        let done: AppendDone = Box::new(move |result| match result {
+            Ok(info) => {
+                let log_start_offset = start_of.offsets().start;
+                let mut i = 0;
+                for (reply, n) in replies {
+                    let base_offset = info.base_offsets.get(i).copied().unwrap_or(-1);
+                    i += n;
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(PublishAck {
+                            base_offset,
+                            log_start_offset,
+                            log_append_time_ms: append_time,
+                        }));
+                    }
+                }
+            }
+            Err(e) => {
+                let e = BrokerError::from(e);
+                for (reply, _) in replies {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
         ctx.spawn(
-            async move { log.append(batches).await }
+            async move { log.append_then(batches, done).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     act.appending = false;
                     match result {
                         Ok(info) => {
                             let start = act.offsets().start;
-                            let mut i = 0;
-                            for (p, n) in group.into_iter().zip(counts) {
-                                let base_offset = info.base_offsets.get(i).copied().unwrap_or(-1);
-                                i += n;
-                                if let Some(reply) = p.reply {
-                                    let _ = reply.send(Ok(PublishAck {
-                                        base_offset,
-                                        log_start_offset: start,
-                                        log_append_time_ms: append_time,
-                                    }));
-                                }
-                            }
                             act.commit_producers(&idempotent, &info.base_offsets, start);
                             act.appended_bytes += bytes as u64;
                             act.marks.push_back((info.end, act.appended_bytes));
@@ -320,15 +344,7 @@ impl Partition {
                             }
                             act.wake_waiters(false);
                         }
-                        Err(e) => {
-                            let e = BrokerError::from(e);
-                            for p in group {
-                                if let Some(reply) = p.reply {
-                                    let _ = reply.send(Err(e.clone()));
-                                }
-                            }
-                            act.abandon_producers(&e);
-                        }
+                        Err(e) => act.abandon_producers(&BrokerError::from(e)),
                     }
                     act.start_append(ctx);
                     act.maybe_finish_stop(ctx);

@@ -39,8 +39,8 @@ use weir_storage::batch::STORED_PREFIX_LEN;
 use weir_storage::log::{check_range, offset_for_time_in, plan_offsets, NO_LEADER_EPOCH};
 use weir_storage::retention::{retention_cut, Unit};
 use weir_storage::{
-    AppendInfo, Batch, Durability, LogConfig, LogOffsets, Offset, PartitionLog, Result, Retention,
-    StorageError,
+    AppendDone, AppendInfo, Batch, Durability, LogConfig, LogOffsets, Offset, PartitionLog, Result,
+    Retention, StorageError,
 };
 
 use crate::fsutil::{read_if_exists, remove_if_exists, sync_dir, write_atomic};
@@ -630,6 +630,24 @@ impl PartitionLog for SegmentLog {
         self.inner.check_usable()?;
         let inner = self.inner.clone();
         blocking(move || inner.append_blocking(batches)).await
+    }
+
+    async fn append_then(&self, batches: Vec<Batch>, done: AppendDone) -> Result<AppendInfo> {
+        if let Err(e) = self.inner.check_usable() {
+            let e = Err(e);
+            done(&e);
+            return e;
+        }
+        let inner = self.inner.clone();
+        let finished = blocking(move || {
+            let result = inner.append_blocking(batches);
+            done(&result);
+            result
+        })
+        .await;
+        // `done` has run unless the blocking task itself did not (a panic, a runtime going
+        // away): then `done` was dropped with its replies, which tells their receivers.
+        finished
     }
 
     async fn read(&self, from: Offset, max_bytes: usize) -> Result<Vec<Batch>> {

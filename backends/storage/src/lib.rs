@@ -25,7 +25,7 @@ pub mod types;
 
 pub use batch::{Batch, BatchBuilder, Compression, Header, LogRecord, Record, TimestampType};
 pub use error::{BatchError, Result, StorageError};
-pub use log::{PartitionLog, Storage};
+pub use log::{AppendDone, PartitionLog, Storage};
 pub use types::{
     AppendInfo, CommittedOffset, Durability, LogConfig, LogOffsets, Offset, Retention,
     TopicPartition,

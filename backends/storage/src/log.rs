@@ -48,6 +48,9 @@ use crate::{
     StorageError, TopicPartition,
 };
 
+/// What [`PartitionLog::append_then`] calls with the outcome of the append.
+pub type AppendDone = Box<dyn FnOnce(&Result<AppendInfo>) + Send + 'static>;
+
 /// One partition's append-only log. Owned by exactly one partition actor; shared (`Arc`) with the
 /// futures that actor spawns, so every method takes `&self`.
 #[async_trait]
@@ -61,6 +64,17 @@ pub trait PartitionLog: Debug + Send + Sync + 'static {
     /// [`StorageError::InvalidBatch`] (nothing written), an I/O error (the log is failed from
     /// then on, and whether the batches survive is unknown), or [`StorageError::Failed`].
     async fn append(&self, batches: Vec<Batch>) -> Result<AppendInfo>;
+
+    /// [`PartitionLog::append`], calling `done` with the outcome as soon as it is known, on
+    /// whichever thread finished the append, before the returned future resolves. A caller
+    /// that acknowledges appends from `done` saves the hop back to its own thread (a
+    /// backend that appends on blocking threads calls it there); everything else it does
+    /// after the append can follow when the future resolves.
+    async fn append_then(&self, batches: Vec<Batch>, done: AppendDone) -> Result<AppendInfo> {
+        let result = self.append(batches).await;
+        done(&result);
+        result
+    }
 
     /// Reads whole batches starting with the one that holds `from`, in offset order.
     ///

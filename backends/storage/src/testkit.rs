@@ -66,7 +66,7 @@ macro_rules! conformance_suite {
             invalid_append_changes_nothing, delete_before_moves_start, retention_by_time,
             retention_by_bytes, metadata_store, group_offsets, concurrent_logs,
             reads_during_appends, closed_log_refuses, large_batches, snapshots_per_log,
-            model_check_no_reopen);
+            append_then_reports_before_resolving, model_check_no_reopen);
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {
         $(
@@ -641,6 +641,48 @@ pub async fn closed_log_refuses(f: &dyn StorageFactory) {
         Err(StorageError::Closed)
     ));
     assert!(matches!(log.read(0, 10).await, Err(StorageError::Closed)));
+}
+
+/// `append_then` calls `done` exactly once, with the outcome the future then returns, before
+/// the future resolves; for a refused append and a closed log too.
+pub async fn append_then_reports_before_resolving(f: &dyn StorageFactory) {
+    use std::sync::{Arc, Mutex};
+    type Seen = Arc<Mutex<Vec<std::result::Result<crate::AppendInfo, String>>>>;
+    fn recorder(seen: &Seen) -> crate::log::AppendDone {
+        let seen = seen.clone();
+        Box::new(move |r: &crate::Result<crate::AppendInfo>| {
+            let r = match r {
+                Ok(info) => Ok(info.clone()),
+                Err(e) => Err(e.to_string()),
+            };
+            seen.lock().expect("lock").push(r);
+        })
+    }
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("then", 0), &LogConfig::default())
+        .await
+        .expect("open");
+    let seen: Seen = Arc::default();
+    for n in [3, 2] {
+        let r = log
+            .append_then(vec![batch_of(n, 0, 10, Compression::None)], recorder(&seen))
+            .await
+            .expect("append");
+        assert_eq!(seen.lock().expect("lock").last(), Some(&Ok(r)));
+    }
+    assert_eq!(log.offsets().end, 5);
+    let r = log.append_then(vec![], recorder(&seen)).await;
+    assert!(matches!(r, Err(StorageError::InvalidBatch(_))), "{r:?}");
+    assert!(matches!(seen.lock().expect("lock").last(), Some(Err(_))));
+    log.close().await.expect("close");
+    let r = log
+        .append_then(vec![batch_of(1, 0, 1, Compression::None)], recorder(&seen))
+        .await;
+    assert!(matches!(r, Err(StorageError::Closed)), "{r:?}");
+    let seen = seen.lock().expect("lock");
+    assert_eq!(seen.len(), 4, "one call per append: {seen:?}");
+    assert!(seen[3].is_err());
 }
 
 /// Batches much larger than `max_bytes` and than a segment still round-trip whole.
