@@ -24,7 +24,7 @@ pub use admin::Admin;
 pub use consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord};
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 pub use remote::RemoteTransport;
-pub use transport::Transport;
+pub use transport::{PublishOutcome, Transport};
 
 #[cfg(all(doc, feature = "broker"))]
 use crate::BrokerHandle;

@@ -240,7 +240,11 @@ impl Building {
 struct PartitionQueue {
     building: Option<Building>,
     ready: VecDeque<Building>,
+    /// A sender runs for this partition.
     in_flight: bool,
+    /// Tells the running sender that batches became ready: it sends them while earlier
+    /// publishes are still in flight, up to `max_in_flight`.
+    wake: Arc<Notify>,
     /// The producer id and epoch of this partition's idempotent publishes (taken on first use,
     /// replaced after a failure breaks the sequence), and the next sequence number.
     identity: Option<(i64, i16)>,
@@ -664,13 +668,26 @@ impl Inner {
 
     /// Starts the sender of a partition when it has ready batches and none in flight.
     fn kick(inner: &Arc<Inner>, topic: &str, p: usize, q: &mut PartitionQueue) {
-        if q.in_flight || q.ready.is_empty() {
+        if q.ready.is_empty() {
+            return;
+        }
+        if q.in_flight {
+            q.wake.notify_one();
             return;
         }
         q.in_flight = true;
         let inner = inner.clone();
         let topic = topic.to_string();
         tokio::spawn(async move { Inner::send_loop(inner, topic, p).await });
+    }
+
+    /// The partition's sender wake-up.
+    fn wake_of(inner: &Inner, topic: &str, p: usize) -> Option<Arc<Notify>> {
+        let topics = inner.topics.lock().unwrap_or_else(|e| e.into_inner());
+        match topics.get(topic) {
+            Some(TopicState::Ready { queues, .. }) => queues.get(p).map(|q| q.wake.clone()),
+            _ => None,
+        }
     }
 
     /// Takes the partition's ready batches, or `None` when there are none (and, with nothing
@@ -795,6 +812,9 @@ impl Inner {
             1
         };
         let mut flights: VecDeque<Flight> = VecDeque::new();
+        let Some(wake) = Inner::wake_of(&inner, &topic, p) else {
+            return;
+        };
         loop {
             while flights.len() < max {
                 let Some(buildings) = Inner::take_ready(&inner, &topic, p, flights.is_empty())
@@ -824,13 +844,25 @@ impl Inner {
             }
             // Nothing in flight means nothing was ready either: `take_ready` has marked the
             // partition idle (a later batch starts a new sender).
-            let Some(mut head) = flights.pop_front() else {
+            let room = flights.len() < max;
+            let Some(head) = flights.front_mut() else {
                 return;
             };
-            let result = match head.outcome.take() {
+            // The oldest publish's answer; with room for more publishes, batches that become
+            // ready meanwhile go out at once instead of after it (the pipeline never drains
+            // while the application keeps sending).
+            let result = match head.outcome.as_mut() {
+                Some(outcome) if room => tokio::select! {
+                    r = outcome => r,
+                    () = wake.notified() => continue,
+                },
                 Some(outcome) => outcome.await,
                 None => Err(BrokerError::ShuttingDown),
             };
+            let Some(mut head) = flights.pop_front() else {
+                return;
+            };
+            head.outcome = None;
             match result {
                 Err(e) if resendable(&e) => {
                     // Nothing sent behind it can have been written (sequence gap, or the same
