@@ -8,8 +8,10 @@
 #
 # Shapes: produce then consume (interval and always durability), produce and consume at once,
 # 4 producers + 4 consumers on 8 partitions, record-by-record sends for comparison, and the
-# latency shapes: at most 2 batches in the producer's buffer (`--in-flight 2`), produce only.
-# Client and server share the machine's cores; nothing else should run meanwhile.
+# latency shapes, produce only: at most 2 batches in the producer's buffer under `interval`
+# (`--in-flight 2`), 1 under `always` (`--in-flight 1`).
+# Client and server share the machine's cores; nothing else should run meanwhile. Each run's
+# topic is deleted after it, so no run writes behind gigabytes of earlier runs' page cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -29,6 +31,9 @@ shape() { # name, then weir bench arguments
     for run in $(seq "$RUNS"); do
         "$WEIR" bench --broker "127.0.0.1:$PORT" -n "$RECORDS" --topic "$name-$run" "$@" 2>/dev/null |
             sed "s/^/$name run $run: /" | tee -a "$WORK/results"
+        # Each run's data goes when the run is done, so every run writes into the same state
+        # of the page cache (on this VM, pages freed long ago are slow to reuse; BENCHMARKS.md).
+        "$WEIR" topic delete "$name-$run" --broker "127.0.0.1:$PORT" >/dev/null
     done
 }
 
@@ -41,7 +46,7 @@ shape interval-per-record --per-record --consumers 0
 shape interval-latency --in-flight 2 --consumers 0
 serve always
 shape always-sequential --sequential
-shape always-latency --in-flight 2 --consumers 0
+shape always-latency --in-flight 1 --consumers 0
 
 echo
 echo "medians:"
