@@ -666,7 +666,7 @@ impl Inner {
         Ok(slot)
     }
 
-    /// Starts the sender of a partition when it has ready batches and none in flight.
+    /// Starts the sender of a partition that has ready batches, or wakes the running one.
     fn kick(inner: &Arc<Inner>, topic: &str, p: usize, q: &mut PartitionQueue) {
         if q.ready.is_empty() {
             return;
