@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use weir::broker::BrokerError;
+use weir::client::Transport as T;
 use weir::config::Config;
 use weir::{Acks, Backend, Broker, BrokerHandle, OffsetSpec};
 use weir_storage::testkit::batch_of;
@@ -697,12 +698,22 @@ async fn log_append_time_topics_stamp_batches_with_the_append_time() {
     h.shutdown().await.expect("shutdown");
 }
 
-/// A transport that counts the publishes a producer starts, over a broker handle.
-use weir::client::Transport as T;
-
+/// A transport that counts the publishes and fetches its client starts, over a broker handle.
+#[derive(Clone)]
 struct CountingTransport {
     inner: BrokerHandle,
     publishes: Arc<AtomicUsize>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl CountingTransport {
+    fn new(inner: BrokerHandle) -> Self {
+        CountingTransport {
+            inner,
+            publishes: Arc::default(),
+            fetches: Arc::default(),
+        }
+    }
 }
 
 #[async_trait]
@@ -739,6 +750,7 @@ impl T for CountingTransport {
         min_bytes: usize,
         max_wait: Duration,
     ) -> Result<weir::broker::FetchResult, BrokerError> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
         T::fetch(
             &self.inner,
             topic,
@@ -860,14 +872,9 @@ impl T for CountingTransport {
 async fn the_producer_sends_while_earlier_publishes_are_in_flight() {
     let appends = Arc::new(AtomicUsize::new(0));
     let h = slow_broker(Duration::from_secs(2), appends.clone(), "pipelined").await;
-    let publishes = Arc::new(AtomicUsize::new(0));
-    let producer = weir::Producer::new(
-        CountingTransport {
-            inner: h.clone(),
-            publishes: publishes.clone(),
-        },
-        weir::ProducerConfig::default(),
-    );
+    let transport = CountingTransport::new(h.clone());
+    let publishes = transport.publishes.clone();
+    let producer = weir::Producer::new(transport, weir::ProducerConfig::default());
     let batch = |i: usize| {
         (0..10)
             .map(|j| weir::ProducerRecord::new("", format!("{i}-{j}")))
@@ -901,5 +908,53 @@ async fn the_producer_sends_while_earlier_publishes_are_in_flight() {
     );
     assert_eq!(first.await.expect("first").offset, 0);
     assert_eq!(second.await.expect("second").offset, 10);
+    h.shutdown().await.expect("shutdown");
+}
+
+/// The consumer fetches ahead: when `poll` returns records, the partition's next fetch is
+/// already on its way (it waits at the broker for new records while the application works),
+/// as Kafka's consumers prefetch; before, each `poll` started its fetch only once called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_fetches_ahead_while_the_application_works() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(Backend::Memory, dir.path()).await;
+    h.create_topic("ahead", Some(1), vec![])
+        .await
+        .expect("create");
+    h.publish(
+        "ahead",
+        Some(0),
+        vec![batch_of(5, 0, 10, Compression::None)],
+        Acks::All,
+    )
+    .await
+    .expect("publish");
+    let transport = CountingTransport::new(h.clone());
+    let fetches = transport.fetches.clone();
+    let mut consumer = weir::Consumer::new(transport, weir::ConsumerConfig::default());
+    let tp = TopicPartition::new("ahead", 0);
+    consumer.assign(vec![tp.clone()]);
+    let got = consumer.poll(Duration::from_secs(5)).await.expect("poll");
+    assert_eq!(got.len(), 5);
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        2,
+        "the fetch that brought the records, and the next one from offset 5"
+    );
+    // The fetch in flight brings what is published next.
+    h.publish(
+        "ahead",
+        Some(0),
+        vec![batch_of(3, 0, 10, Compression::None)],
+        Acks::All,
+    )
+    .await
+    .expect("publish");
+    let got = consumer.poll(Duration::from_secs(5)).await.expect("poll");
+    assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), [5, 6, 7]);
+    // A seek drops the fetch ahead: the next poll reads from the new position.
+    consumer.seek(&tp, 1);
+    let got = consumer.poll(Duration::from_secs(5)).await.expect("poll");
+    assert_eq!(got.first().map(|r| r.offset), Some(1));
     h.shutdown().await.expect("shutdown");
 }

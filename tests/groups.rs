@@ -34,6 +34,7 @@ fn consumer_config(group: &str) -> ConsumerConfig {
         heartbeat_interval: Duration::from_millis(100),
         strategies: vec!["range".into()],
         fetch_max_bytes: 1 << 20,
+        fetch_max_wait: Duration::from_millis(500),
     }
 }
 

@@ -17,11 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{FuturesUnordered, StreamExt};
 use weir_storage::{CommittedOffset, Header, Offset, TopicPartition};
 
 use super::Transport;
-use crate::broker::{BrokerError, JoinGroup, OffsetSpec, WEIR_PROTOCOL_TYPE};
+use crate::broker::{BrokerError, FetchResult, JoinGroup, OffsetSpec, WEIR_PROTOCOL_TYPE};
 
 /// Where a partition without a committed offset starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,6 +55,10 @@ pub struct ConsumerConfig {
     pub strategies: Vec<String>,
     /// Bytes per partition per fetch (at least one batch comes back).
     pub fetch_max_bytes: usize,
+    /// How long the broker holds a fetch that finds no new records (Kafka's
+    /// `fetch.max.wait.ms`). Fetches run on their own, ahead of `poll`: a `poll` with a
+    /// shorter timeout returns empty and the next one takes the answer.
+    pub fetch_max_wait: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -68,6 +73,7 @@ impl Default for ConsumerConfig {
             heartbeat_interval: Duration::from_secs(1),
             strategies: vec!["range".into()],
             fetch_max_bytes: 1024 * 1024,
+            fetch_max_wait: Duration::from_millis(500),
         }
     }
 }
@@ -109,9 +115,19 @@ pub struct Consumer {
     membership: Arc<Mutex<Option<Membership>>>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
     buffer: VecDeque<ConsumerRecord>,
+    /// Fetches in flight. A partition's next fetch starts as soon as its previous answer is
+    /// taken, so the next records travel while the application works on these (Kafka's
+    /// consumers prefetch the same way); a fetch that no longer matches its partition's
+    /// position (a seek, a new assignment) is dropped when it lands.
+    fetches: FuturesUnordered<BoxFuture<'static, Landed>>,
+    /// The partitions with a fetch in flight, and the offset it reads from.
+    fetching: BTreeMap<TopicPartition, Offset>,
     last_commit: Instant,
     committed: BTreeMap<TopicPartition, Offset>,
 }
+
+/// A fetch's answer: the partition, the offset it read from, the outcome.
+type Landed = (TopicPartition, Offset, Result<FetchResult, BrokerError>);
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -146,6 +162,8 @@ impl Consumer {
             membership: Arc::new(Mutex::new(None)),
             heartbeat: None,
             buffer: VecDeque::new(),
+            fetches: FuturesUnordered::new(),
+            fetching: BTreeMap::new(),
             last_commit: Instant::now(),
             committed: BTreeMap::new(),
         }
@@ -171,6 +189,7 @@ impl Consumer {
         self.subscription = None;
         self.positions = partitions.into_iter().map(|tp| (tp, None)).collect();
         self.buffer.clear();
+        self.fetching.clear();
     }
 
     /// The partitions currently assigned.
@@ -189,6 +208,8 @@ impl Consumer {
             *p = Some(offset);
             self.buffer
                 .retain(|r| !(*r.topic == *tp.topic && r.partition == tp.partition));
+            // A fetch from the old position is dropped when it lands; the new one starts now.
+            self.fetching.remove(tp);
         }
     }
 
@@ -405,6 +426,7 @@ impl Consumer {
                 })
                 .collect();
             self.buffer.clear();
+            self.fetching.clear();
             self.start_heartbeat(group.clone());
             return Ok(());
         }
@@ -481,7 +503,9 @@ impl Consumer {
         Ok(())
     }
 
-    async fn reset_position(&self, tp: &TopicPartition) -> Result<Offset, BrokerError> {
+    // `&mut self`: the consumer holds its fetches in flight, which are not `Sync`, so a shared
+    // borrow held across an await would make `poll`'s future not `Send`.
+    async fn reset_position(&mut self, tp: &TopicPartition) -> Result<Offset, BrokerError> {
         let spec = match self.config.auto_offset_reset {
             AutoOffsetReset::Earliest => OffsetSpec::Earliest,
             AutoOffsetReset::Latest => OffsetSpec::Latest,
@@ -493,74 +517,109 @@ impl Consumer {
             .unwrap_or(0))
     }
 
-    /// Fetches from every assigned partition; waits (long-poll) until one has data or the
-    /// deadline passes.
-    async fn fetch(&mut self, deadline: Instant) -> Result<(), BrokerError> {
-        let targets: Vec<(TopicPartition, Offset)> = self
+    /// Starts a fetch for every assigned partition with a position and none in flight.
+    fn start_fetches(&mut self) {
+        let idle: Vec<(TopicPartition, Offset)> = self
             .positions
             .iter()
             .filter_map(|(tp, p)| p.map(|o| (tp.clone(), o)))
+            .filter(|(tp, _)| !self.fetching.contains_key(tp))
             .collect();
-        if targets.is_empty() {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            tokio::time::sleep(wait.min(Duration::from_millis(100))).await;
-            return Ok(());
+        for (tp, from) in idle {
+            self.start_fetch(tp, from);
         }
-        let max_bytes = self.config.fetch_max_bytes;
-        let wait = deadline.saturating_duration_since(Instant::now());
+    }
+
+    fn start_fetch(&mut self, tp: TopicPartition, from: Offset) {
         let transport = self.transport.clone();
-        let mut pending: FuturesUnordered<_> = targets
-            .into_iter()
-            .map(|(tp, from)| {
-                let transport = transport.clone();
-                async move {
-                    let r = transport
-                        .fetch(&tp.topic, tp.partition, from, max_bytes, 1, wait)
-                        .await;
-                    (tp, from, r)
+        let (max_bytes, max_wait) = (self.config.fetch_max_bytes, self.config.fetch_max_wait);
+        self.fetching.insert(tp.clone(), from);
+        self.fetches.push(
+            async move {
+                let r = transport
+                    .fetch(&tp.topic, tp.partition, from, max_bytes, 1, max_wait)
+                    .await;
+                (tp, from, r)
+            }
+            .boxed(),
+        );
+    }
+
+    /// Waits until a fetch brings records or the deadline passes; takes every answer that has
+    /// landed meanwhile.
+    async fn fetch(&mut self, deadline: Instant) -> Result<(), BrokerError> {
+        self.start_fetches();
+        loop {
+            let landed = if self.fetches.is_empty() {
+                None
+            } else {
+                match tokio::time::timeout_at(deadline.into(), self.fetches.next()).await {
+                    Ok(landed) => landed,
+                    Err(_) => return Ok(()),
                 }
-            })
-            .collect();
-        while let Some((tp, from, result)) = pending.next().await {
-            match result {
-                Ok(r) => {
-                    let topic: Arc<str> = Arc::from(tp.topic.as_str());
-                    let mut next = from;
-                    for b in &r.batches {
-                        if !b.is_control() {
-                            for rec in b.records()? {
-                                if rec.offset >= from {
-                                    self.buffer.push_back(ConsumerRecord {
-                                        topic: topic.clone(),
-                                        partition: tp.partition,
-                                        offset: rec.offset,
-                                        timestamp_ms: rec.record.timestamp_ms,
-                                        key: rec.record.key,
-                                        value: rec.record.value,
-                                        headers: rec.record.headers,
-                                    });
-                                }
+            };
+            let Some(landed) = landed else {
+                // Nothing to fetch (no positions, or partitions that went away): don't spin.
+                let wait = deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(wait.min(Duration::from_millis(100))).await;
+                return Ok(());
+            };
+            self.land(landed).await?;
+            while let Some(Some(landed)) = self.fetches.next().now_or_never() {
+                self.land(landed).await?;
+            }
+            // Records from one partition are enough: don't wait for the others' long polls.
+            if !self.buffer.is_empty() || Instant::now() >= deadline {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Takes a fetch's answer: its records into the buffer, the position past them, and the
+    /// partition's next fetch started.
+    async fn land(&mut self, (tp, from, result): Landed) -> Result<(), BrokerError> {
+        if self.fetching.get(&tp) != Some(&from) {
+            return Ok(()); // superseded by a seek or a new assignment
+        }
+        self.fetching.remove(&tp);
+        if self.positions.get(&tp) != Some(&Some(from)) {
+            return Ok(()); // the position moved meanwhile; the next round fetches from there
+        }
+        match result {
+            Ok(r) => {
+                let topic: Arc<str> = Arc::from(tp.topic.as_str());
+                let mut next = from;
+                for b in &r.batches {
+                    if !b.is_control() {
+                        for rec in b.records()? {
+                            if rec.offset >= from {
+                                self.buffer.push_back(ConsumerRecord {
+                                    topic: topic.clone(),
+                                    partition: tp.partition,
+                                    offset: rec.offset,
+                                    timestamp_ms: rec.record.timestamp_ms,
+                                    key: rec.record.key,
+                                    value: rec.record.value,
+                                    headers: rec.record.headers,
+                                });
                             }
                         }
-                        next = next.max(b.next_offset());
                     }
-                    if self.positions.contains_key(&tp) {
-                        self.positions.insert(tp, Some(next));
-                    }
+                    next = next.max(b.next_offset());
                 }
-                Err(BrokerError::OffsetOutOfRange { .. }) => {
-                    let pos = self.reset_position(&tp).await?;
-                    self.positions.insert(tp, Some(pos));
-                }
-                Err(BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. }) => {
-                    // Deleted meanwhile; the group's next rebalance drops it.
-                }
-                Err(e) => return Err(e),
+                self.positions.insert(tp.clone(), Some(next));
+                self.start_fetch(tp, next);
             }
-            if !self.buffer.is_empty() {
-                // Don't wait for the long-polls of the other partitions.
-                break;
+            Err(BrokerError::OffsetOutOfRange { .. }) => {
+                let pos = self.reset_position(&tp).await?;
+                self.positions.insert(tp.clone(), Some(pos));
+                self.start_fetch(tp, pos);
             }
+            Err(BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. }) => {
+                // Deleted meanwhile; the group's next rebalance drops it, and until then the
+                // next poll asks again.
+            }
+            Err(e) => return Err(e),
         }
         Ok(())
     }
