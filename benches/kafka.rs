@@ -88,23 +88,22 @@ fn start(dir: &std::path::Path) -> (Server, SocketAddr, SocketAddr) {
 /// Deletes a topic once its phases are done, so that every phase writes into the same state of
 /// the page cache (not behind gigabytes of earlier phases; BENCHMARKS.md, native protocol).
 async fn delete(boot: &str, topic: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", boot)
-        .create()
-        .expect("admin");
-    let r = admin
+    let r = admin(boot)
         .delete_topics(&[topic], &AdminOptions::new())
         .await
         .expect("delete");
     assert!(r.iter().all(Result::is_ok), "{r:?}");
 }
 
-async fn create(boot: &str, topic: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+fn admin(boot: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
         .set("bootstrap.servers", boot)
         .create()
-        .expect("admin");
-    let r = admin
+        .expect("admin")
+}
+
+async fn create(boot: &str, topic: &str) {
+    let r = admin(boot)
         .create_topics(
             &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
             &AdminOptions::new(),
