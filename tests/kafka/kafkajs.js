@@ -1,6 +1,7 @@
-// kafkajs (no flexible versions at all) against Weir: admin create, produce, a group consumer.
+// kafkajs (no flexible versions at all) against Weir: admin create, produce, a group consumer,
+// then the admin calls kafkajs users make (offsets, groups, configs, partitions, records).
 // Run by tests/kafka_clients.rs: node tests/kafka/kafkajs.js BOOTSTRAP
-const { Kafka, logLevel } = require('kafkajs');
+const { Kafka, logLevel, ConfigResourceTypes } = require('kafkajs');
 process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1';
 const kafka = new Kafka({ brokers: [process.argv[2]], logLevel: logLevel.WARN });
 (async () => {
@@ -16,7 +17,45 @@ const kafka = new Kafka({ brokers: [process.argv[2]], logLevel: logLevel.WARN })
   await new Promise((resolve) => c.run({ eachMessage: async () => { n++; if (n === 100) resolve(); } }));
   await c.disconnect();
   if (n !== 100) throw new Error(`consumed ${n}`);
+  await adminCalls();
   console.log('kafkajs ok', n);
   process.exit(0);
 })().catch(e => { console.error('kafkajs failed', e); process.exit(1); });
+function check(ok, what) { if (!ok) throw new Error(what); }
+
+async function adminCalls() {
+  const admin = kafka.admin(); await admin.connect();
+  check((await admin.listTopics()).includes('kjs'), 'listTopics');
+  const ends = await admin.fetchTopicOffsets('kjs');
+  check(ends.reduce((s, p) => s + Number(p.high), 0) === 100, `fetchTopicOffsets ${JSON.stringify(ends)}`);
+  const byTime = await admin.fetchTopicOffsetsByTimestamp('kjs', Date.now() - 600000);
+  check(byTime.every(p => p.offset === '0'), `fetchTopicOffsetsByTimestamp ${JSON.stringify(byTime)}`);
+  // The consumer group committed what it read; move it, read it back.
+  const committed = await admin.fetchOffsets({ groupId: 'kjs-g', topics: ['kjs'] });
+  check(committed[0].partitions.reduce((s, p) => s + Number(p.offset), 0) === 100, `fetchOffsets ${JSON.stringify(committed)}`);
+  await admin.setOffsets({ groupId: 'kjs-g', topic: 'kjs', partitions: [{ partition: 0, offset: '1' }, { partition: 1, offset: '2' }] });
+  const moved = await admin.fetchOffsets({ groupId: 'kjs-g', topics: ['kjs'] });
+  check(JSON.stringify(moved[0].partitions.map(p => p.offset).sort()) === '["1","2"]', `setOffsets ${JSON.stringify(moved)}`);
+  const listed = await admin.listGroups();
+  check(listed.groups.some(g => g.groupId === 'kjs-g'), `listGroups ${JSON.stringify(listed)}`);
+  const described = await admin.describeGroups(['kjs-g']);
+  check(described.groups[0].state === 'Empty', `describeGroups ${JSON.stringify(described)}`);
+  const configs = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: 'kjs' }] });
+  check(configs.resources[0].configEntries.some(e => e.configName === 'retention.ms'), 'describeConfigs');
+  await admin.alterConfigs({ validateOnly: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: 'kjs', configEntries: [{ name: 'retention.ms', value: '3600000' }] }] });
+  const altered = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: 'kjs' }] });
+  check(altered.resources[0].configEntries.find(e => e.configName === 'retention.ms').configValue === '3600000', 'alterConfigs');
+  await admin.createPartitions({ topicPartitions: [{ topic: 'kjs', count: 3 }] });
+  const md = await admin.fetchTopicMetadata({ topics: ['kjs'] });
+  check(md.topics[0].partitions.length === 3, `createPartitions ${JSON.stringify(md)}`);
+  await admin.deleteTopicRecords({ topic: 'kjs', partitions: [{ partition: 0, offset: '2' }] });
+  const trimmed = await admin.fetchTopicOffsets('kjs');
+  check(trimmed.find(p => p.partition === 0).low === '2', `deleteTopicRecords ${JSON.stringify(trimmed)}`);
+  await admin.deleteGroups(['kjs-g']);
+  check(!(await admin.listGroups()).groups.some(g => g.groupId === 'kjs-g'), 'deleteGroups');
+  await admin.deleteTopics({ topics: ['kjs'] });
+  check(!(await admin.listTopics()).includes('kjs'), 'deleteTopics');
+  await admin.disconnect();
+}
+
 setTimeout(() => { console.error('timeout'); process.exit(2); }, 60000);
