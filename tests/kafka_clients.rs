@@ -133,6 +133,12 @@ fn aiokafka_produces_and_consumes_in_a_group() {
     scenario("aiokafka");
 }
 
+/// aiokafka's admin client: topics, cluster, group offsets, configs, partitions, records.
+#[test]
+fn aiokafka_admin() {
+    scenario("aiokafka_admin");
+}
+
 /// kafkajs speaks no flexible version at all (ApiVersions v2, Produce v7, Fetch v11).
 #[test]
 fn kafkajs_creates_produces_and_consumes_in_a_group() {

@@ -498,6 +498,59 @@ def scenario_aiokafka():
     check(sorted(got) == sorted(f"v{i}".encode() for i in range(200)), "aiokafka round trip")
 
 
+def scenario_aiokafka_admin():
+    """aiokafka's admin client (older, non-flexible versions of the admin APIs)."""
+    import asyncio
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic, RecordsToDelete
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+    from aiokafka.structs import OffsetAndMetadata
+
+    async def run():
+        a = AIOKafkaAdminClient(bootstrap_servers=BOOT)
+        await a.start()
+        await a.create_topics([NewTopic("aad", 2, 1)])
+        check("aad" in await a.list_topics(), "aiokafka created a topic")
+        described = await a.describe_topics(["aad"])
+        check(len(described[0]["partitions"]) == 2, f"describe_topics {described}")
+        cluster = await a.describe_cluster()
+        check(cluster["controller_id"] == cluster["brokers"][0]["node_id"], f"describe_cluster {cluster}")
+        p = AIOKafkaProducer(bootstrap_servers=BOOT)
+        await p.start()
+        for i in range(10):
+            await p.send("aad", b"v%d" % i, partition=i % 2)
+        await p.flush()
+        await p.stop()
+        c = AIOKafkaConsumer(bootstrap_servers=BOOT, group_id="aad-g", enable_auto_commit=False)
+        await c.start()
+        tps = [TopicPartition("aad", 0), TopicPartition("aad", 1)]
+        c.assign(tps)
+        await c.commit({tps[0]: OffsetAndMetadata(3, ""), tps[1]: OffsetAndMetadata(4, "")})
+        await c.stop()
+        check(("aad-g", "consumer") in await a.list_consumer_groups(), "list_consumer_groups")
+        groups = await a.describe_consumer_groups(["aad-g"])
+        check(groups[0].groups[0][2] == "Empty", f"describe_consumer_groups {groups}")
+        offsets = await a.list_consumer_group_offsets("aad-g")
+        check({tp.partition: o.offset for tp, o in offsets.items()} == {0: 3, 1: 4},
+              f"list_consumer_group_offsets {offsets}")
+        topic = ConfigResource(ConfigResourceType.TOPIC, "aad")
+        await a.alter_configs([ConfigResource(ConfigResourceType.TOPIC, "aad",
+                                              configs={"retention.ms": "3600000"})])
+        entries = (await a.describe_configs([topic]))[0].resources[0][4]
+        check(("retention.ms", "3600000") in [(e[0], e[1]) for e in entries],
+              f"alter_configs then describe_configs {entries}")
+        await a.create_partitions({"aad": NewPartitions(3)})
+        described = await a.describe_topics(["aad"])
+        check(len(described[0]["partitions"]) == 3, f"create_partitions {described}")
+        low = await a.delete_records({tps[0]: RecordsToDelete(2)})
+        check(low == {tps[0]: 2}, f"delete_records {low}")
+        await a.delete_topics(["aad"])
+        check("aad" not in await a.list_topics(), "aiokafka deleted the topic")
+        await a.close()
+
+    asyncio.run(asyncio.wait_for(run(), TIMEOUT))
+
+
 if __name__ == "__main__":
     globals()[f"scenario_{sys.argv[2]}"]()
     print(f"{sys.argv[2]}: ok")
