@@ -133,6 +133,12 @@ fn aiokafka_produces_and_consumes_in_a_group() {
     scenario("aiokafka");
 }
 
+/// confluent-kafka's admin calls beyond topics and configs.
+#[test]
+fn confluent_admin() {
+    scenario("confluent_admin");
+}
+
 /// aiokafka's admin client: topics, cluster, group offsets, configs, partitions, records.
 #[test]
 fn aiokafka_admin() {

@@ -498,6 +498,41 @@ def scenario_aiokafka():
     check(sorted(got) == sorted(f"v{i}".encode() for i in range(200)), "aiokafka round trip")
 
 
+def scenario_confluent_admin():
+    """librdkafka's admin calls beyond topics and configs: cluster, topic and group
+    descriptions, group offsets altered and listed, list_offsets (latest, earliest, max
+    timestamp), partitions added."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicCollection, TopicPartition
+    from confluent_kafka.admin import NewPartitions, OffsetSpec
+
+    a = admin()
+    create("cka", 2)
+    produce_ck("cka", [(None, b"v%d" % i, None, i % 2) for i in range(10)])
+    cluster = a.describe_cluster().result(TIMEOUT)
+    check(cluster.controller is not None and len(cluster.nodes) == 1, "describe_cluster")
+    topic = a.describe_topics(TopicCollection(["cka"]))["cka"].result(TIMEOUT)
+    check(topic.name == "cka" and len(topic.partitions) == 2, "describe_topics")
+    tps = [TopicPartition("cka", 0, 3), TopicPartition("cka", 1, 4)]
+    for f in a.alter_consumer_group_offsets([ConsumerGroupTopicPartitions("cka-g", tps)]).values():
+        f.result(TIMEOUT)
+    listed = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions("cka-g")])
+    got = sorted((t.partition, t.offset) for t in listed["cka-g"].result(TIMEOUT).topic_partitions)
+    check(got == [(0, 3), (1, 4)], f"list_consumer_group_offsets {got}")
+    group = a.describe_consumer_groups(["cka-g"])["cka-g"].result(TIMEOUT)
+    check(group.state.name == "EMPTY" and group.members == [], f"describe_consumer_groups {group}")
+    specs = {TopicPartition("cka", 0): OffsetSpec.latest(),
+             TopicPartition("cka", 1): OffsetSpec.earliest()}
+    ends = {tp.partition: f.result(TIMEOUT).offset for tp, f in a.list_offsets(specs).items()}
+    check(ends == {0: 5, 1: 0}, f"list_offsets {ends}")
+    newest = a.list_offsets({TopicPartition("cka", 0): OffsetSpec.max_timestamp()})
+    info = next(iter(newest.values())).result(TIMEOUT)
+    check(0 <= info.offset < 5 and info.timestamp > 0, f"list_offsets max_timestamp {info}")
+    for f in a.create_partitions([NewPartitions("cka", 3)]).values():
+        f.result(TIMEOUT)
+    topic = a.describe_topics(TopicCollection(["cka"]))["cka"].result(TIMEOUT)
+    check(len(topic.partitions) == 3, "create_partitions")
+
+
 def scenario_aiokafka_admin():
     """aiokafka's admin client (older, non-flexible versions of the admin APIs)."""
     import asyncio
