@@ -231,3 +231,69 @@ fn kcat_lists_produces_and_consumes() {
     );
     assert_eq!(from.trim(), "v500");
 }
+
+/// kcat's other everyday uses: headers, JSON output, offsets by time (`-Q`, `-o s@TS`), and a
+/// balanced consumer in a group (`-G`, librdkafka 2.0.2's group protocol).
+#[test]
+fn kcat_headers_times_and_groups() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start();
+    let first: String = (0..20).map(|i| format!("k:v{i}\n")).collect();
+    kcat(
+        &server,
+        &["-P", "-t", "kt", "-K:", "-p", "0", "-H", "h1=x"],
+        Some(&first),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let since = weir::broker::now_ms();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let second: String = (20..30).map(|i| format!("k:v{i}\n")).collect();
+    kcat(
+        &server,
+        &["-P", "-t", "kt", "-K:", "-p", "0"],
+        Some(&second),
+    );
+
+    let headers = kcat(&server, &["-C", "-t", "kt", "-c", "1", "-f", "%h"], None);
+    assert_eq!(headers, "h1=x");
+    let json = kcat(&server, &["-C", "-t", "kt", "-o", "-1", "-e", "-J"], None);
+    assert!(
+        json.contains("\"offset\":29") && json.contains("\"payload\":\"v29\""),
+        "{json}"
+    );
+    let query = kcat(&server, &["-Q", "-t", &format!("kt:0:{since}")], None);
+    assert!(query.contains("offset 20"), "{query}");
+    let from_time = kcat(
+        &server,
+        &[
+            "-C",
+            "-t",
+            "kt",
+            "-o",
+            &format!("s@{since}"),
+            "-e",
+            "-f",
+            "%o ",
+        ],
+        None,
+    );
+    assert_eq!(from_time.trim(), "20 21 22 23 24 25 26 27 28 29");
+    let grouped = kcat(
+        &server,
+        &[
+            "-G",
+            "ktg",
+            "kt",
+            "-c",
+            "30",
+            "-f",
+            "%o ",
+            "-X",
+            "auto.offset.reset=earliest",
+        ],
+        None,
+    );
+    let offsets: Vec<&str> = grouped.split_whitespace().collect();
+    assert_eq!(offsets.len(), 30, "{grouped}");
+    assert_eq!(offsets.first(), Some(&"0"));
+}
