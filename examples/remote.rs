@@ -33,6 +33,15 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     }
 
+    // Where each partition ends before this run: the group committed up to here last time.
+    let ends: Vec<i64> = admin
+        .describe_topic("remote-demo")
+        .await?
+        .partitions
+        .iter()
+        .map(|p| p.end)
+        .collect();
+
     let producer = Producer::new(broker.clone(), ProducerConfig::default());
     let mut deliveries = Vec::new();
     for i in 0..10 {
@@ -49,7 +58,8 @@ async fn main() -> anyhow::Result<()> {
         sent.push((meta.partition, meta.offset));
     }
 
-    // A group resumes where it committed: a second run starts after the first run's records.
+    // A group resumes where it committed: a second run starts after the first run's records
+    // (when every run commits what it read, as this one does).
     let group = ConsumerConfig {
         group_id: Some("remote-readers".into()),
         ..ConsumerConfig::default()
@@ -69,6 +79,13 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "read partition {} offset {}: {value}",
                 r.partition, r.offset
+            );
+            let end = ends.get(r.partition as usize).copied().unwrap_or(0);
+            anyhow::ensure!(
+                r.offset >= end,
+                "offset {} of partition {} was read by an earlier run of the group",
+                r.offset,
+                r.partition
             );
             unread.remove(&(r.partition, r.offset));
         }
