@@ -48,10 +48,14 @@ pub enum TopicCmd {
         /// Topic name.
         name: String,
     },
-    /// Change a topic's config: set keys, or put them back to the broker's defaults.
+    /// Change a topic: add partitions, set config keys, or put keys back to the broker's
+    /// defaults.
     Alter {
         /// Topic name.
         name: String,
+        /// Grow the topic to this many partitions (partitions are only ever added).
+        #[arg(long, short)]
+        partitions: Option<u32>,
         /// Set `key=value` (repeatable).
         #[arg(long = "config", short = 'c')]
         configs: Vec<String>,
@@ -118,6 +122,11 @@ pub enum GroupCmd {
         /// Group id.
         group: String,
     },
+    /// Delete an empty group and its committed offsets.
+    Delete {
+        /// Group id.
+        group: String,
+    },
     /// Move an empty group's committed offsets on a topic.
     ResetOffsets {
         /// Group id.
@@ -177,15 +186,24 @@ pub async fn topic(broker: SocketAddr, cmd: TopicCmd) -> anyhow::Result<()> {
         }
         TopicCmd::Alter {
             name,
+            partitions,
             configs,
             delete_configs,
         } => {
-            if configs.is_empty() && delete_configs.is_empty() {
-                bail!("nothing to change: give --config key=value or --delete-config key");
+            if partitions.is_none() && configs.is_empty() && delete_configs.is_empty() {
+                bail!(
+                    "nothing to change: give --partitions N, --config key=value or --delete-config key"
+                );
             }
-            t.alter_topic_config(&name, key_values(&configs)?, delete_configs)
-                .await?;
-            println!("altered topic {name}");
+            let set = key_values(&configs)?;
+            if let Some(total) = partitions {
+                admin.create_partitions(&name, total).await?;
+                println!("topic {name} has {total} partitions");
+            }
+            if !set.is_empty() || !delete_configs.is_empty() {
+                t.alter_topic_config(&name, set, delete_configs).await?;
+                println!("altered topic {name}");
+            }
         }
         TopicCmd::List => {
             for name in admin.list_topics().await? {
@@ -579,6 +597,10 @@ pub async fn group(broker: SocketAddr, cmd: GroupCmd) -> anyhow::Result<()> {
                     end.map_or("-".into(), |e| e.to_string())
                 );
             }
+        }
+        GroupCmd::Delete { group } => {
+            admin.delete_group(&group).await?;
+            println!("deleted group {group}");
         }
         GroupCmd::ResetOffsets {
             group,

@@ -261,6 +261,33 @@ fn the_command_line_against_a_server_and_after_its_restart() {
             out.contains("retention.ms=604800000"),
             "the default again: {out}"
         );
+        // More partitions, as `kafka-topics --alter --partitions`; never fewer.
+        let (_, before, _) = weir(addr, &["topic", "describe", "cli"], None);
+        let count = |d: &str| -> u32 {
+            let words: Vec<&str> = d.split_whitespace().collect();
+            let at = words
+                .iter()
+                .position(|w| *w == "partitions")
+                .expect("count");
+            words[at + 1].parse().expect("a number")
+        };
+        let n = count(&before);
+        let more = (n + 2).to_string();
+        let (ok, out, err) = weir(
+            addr,
+            &["topic", "alter", "cli", "--partitions", &more],
+            None,
+        );
+        assert!(ok, "{out}{err}");
+        let (_, after, _) = weir(addr, &["topic", "describe", "cli"], None);
+        assert_eq!(count(&after), n + 2, "{after}");
+        let (ok, _, err) = weir(addr, &["topic", "alter", "cli", "--partitions", "1"], None);
+        assert!(!ok && !err.is_empty(), "fewer partitions are refused");
+        // An empty group goes with its offsets, as `kafka-consumer-groups --delete`.
+        let (ok, out, err) = weir(addr, &["group", "delete", "g"], None);
+        assert!(ok && out.contains("deleted group g"), "{out}{err}");
+        let (_, out, _) = weir(addr, &["group", "list"], None);
+        assert!(!out.contains("g\t"), "{out}");
         let (ok, out, _) = weir(addr, &["topic", "delete", "cli"], None);
         assert!(ok, "{out}");
         child.terminate();
