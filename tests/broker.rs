@@ -703,6 +703,8 @@ async fn log_append_time_topics_stamp_batches_with_the_append_time() {
 struct CountingTransport {
     inner: BrokerHandle,
     publishes: Arc<AtomicUsize>,
+    /// Publishes the broker refused as busy (a full partition queue).
+    busy: Arc<AtomicUsize>,
     fetches: Arc<AtomicUsize>,
 }
 
@@ -711,6 +713,7 @@ impl CountingTransport {
         CountingTransport {
             inner,
             publishes: Arc::default(),
+            busy: Arc::default(),
             fetches: Arc::default(),
         }
     }
@@ -725,8 +728,17 @@ impl T for CountingTransport {
         batches: Vec<Batch>,
         acks: Acks,
     ) -> Result<weir::client::PublishOutcome, BrokerError> {
+        use futures::FutureExt;
         self.publishes.fetch_add(1, Ordering::SeqCst);
-        T::publish_queued(&self.inner, topic, partition, batches, acks).await
+        let busy = self.busy.clone();
+        let outcome = T::publish_queued(&self.inner, topic, partition, batches, acks).await?;
+        Ok(outcome
+            .inspect(move |r| {
+                if matches!(r, Err(BrokerError::Busy { .. })) {
+                    busy.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .boxed())
     }
     async fn init_producer_id(&self, id: i64, epoch: i16) -> Result<(i64, i16), BrokerError> {
         T::init_producer_id(&self.inner, id, epoch).await
@@ -956,5 +968,65 @@ async fn the_consumer_fetches_ahead_while_the_application_works() {
     consumer.seek(&tp, 1);
     let got = consumer.poll(Duration::from_secs(5)).await.expect("poll");
     assert_eq!(got.first().map(|r| r.offset), Some(1));
+    h.shutdown().await.expect("shutdown");
+}
+
+/// A producer that outruns a slow partition gets some of its publishes refused as busy (the
+/// partition's queue is bounded) and sends them again, with everything it had sent behind
+/// them, under a fresh producer id: every record is written once, in the order sent, and
+/// every delivery reports the offset the record got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_partition_makes_the_producer_resend_in_order_without_duplicates() {
+    let appends = Arc::new(AtomicUsize::new(0));
+    let h = slow_broker(Duration::from_millis(20), appends, "resent").await;
+    let transport = CountingTransport::new(h.clone());
+    let busy = transport.busy.clone();
+    let producer = weir::Producer::new(transport, weir::ProducerConfig::default());
+    let (batches, per) = (60usize, 1000usize);
+    let mut deliveries = Vec::new();
+    for b in 0..batches {
+        let records = (0..per)
+            .map(|i| weir::ProducerRecord::new("", format!("{:06}-{:80}", b * per + i, "")))
+            .collect();
+        deliveries.push(producer.send_batch("resent", 0, records).await);
+    }
+    for (b, d) in deliveries.into_iter().enumerate() {
+        let meta = d.await.expect("delivered");
+        assert_eq!(
+            meta.offset,
+            (b * per) as i64,
+            "batch {b} got the offset of its place"
+        );
+    }
+    assert!(
+        busy.load(Ordering::SeqCst) > 0,
+        "the partition's queue filled (the test must exercise the resend)"
+    );
+    let mut got = Vec::new();
+    let mut from = 0;
+    while got.len() < batches * per {
+        let f = h
+            .fetch("resent", 0, from, 4 << 20, 1, Duration::from_secs(1))
+            .await
+            .expect("fetch");
+        for b in &f.batches {
+            for r in b.records().expect("records") {
+                if r.offset >= from {
+                    got.push(
+                        String::from_utf8(r.record.value.expect("value").to_vec()).expect("utf8"),
+                    );
+                }
+            }
+            from = b.next_offset();
+        }
+    }
+    let expected: Vec<String> = (0..batches * per)
+        .map(|i| format!("{i:06}-{:80}", ""))
+        .collect();
+    assert!(got == expected, "every record once, in order");
+    assert_eq!(
+        h.offsets("resent", 0).await.expect("offsets").end,
+        (batches * per) as i64
+    );
     h.shutdown().await.expect("shutdown");
 }
