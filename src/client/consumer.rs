@@ -11,6 +11,11 @@
 //! Positions: a newly assigned partition starts at the group's committed offset, or where
 //! `auto_offset_reset` says. [`Consumer::seek`] moves a position. Commits store positions,
 //! that is the offset of the next record to read, as Kafka does.
+//!
+//! Fetching runs ahead of the application, as Kafka's consumers do: each assigned partition
+//! has one fetch in flight (a long poll of up to `fetch_max_wait`), and the next one leaves as
+//! soon as `poll` takes its records, so they travel while the application works. Positions
+//! and commits only count records `poll` returned.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
