@@ -14,6 +14,9 @@ use crate::broker::{
     OffsetSpec, PublishAck, ResetTo, SyncResult, TopicDescription,
 };
 
+#[cfg(all(doc, feature = "broker"))]
+use crate::BrokerHandle;
+
 /// The outcome of a publish already in its partition's queue.
 pub type PublishOutcome =
     futures::future::BoxFuture<'static, Result<(i32, PublishAck), BrokerError>>;
