@@ -1,5 +1,5 @@
-//! One module per Kafka API: its request and response structs, declared with
-//! `kafka_struct!` (in `protocol::kafka::macros`) from the layouts in Apache Kafka's message definitions.
+//! One module per Kafka API: its request and response structs, declared with `kafka_struct!`
+//! (in `protocol::kafka::macros`) from the layouts in Apache Kafka's message definitions.
 
 pub mod alter_configs;
 pub mod api_versions;
