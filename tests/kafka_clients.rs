@@ -28,6 +28,12 @@ struct Fresh {
 }
 
 fn start() -> Fresh {
+    start_with(None)
+}
+
+/// A fresh server; with `file_limit_kib`, every file it writes is limited to that size (the
+/// way `tests/serve.rs` fills a "disk").
+fn start_with(file_limit_kib: Option<u64>) -> Fresh {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("weir.toml");
     let data = dir.path().join("data").display().to_string();
@@ -38,7 +44,10 @@ fn start() -> Fresh {
         ),
     )
     .expect("config");
-    let server = common::Server::spawn(&config);
+    let server = match file_limit_kib {
+        Some(kib) => common::Server::spawn_with_file_limit(&config, kib),
+        None => common::Server::spawn(&config),
+    };
     Fresh {
         kafka: server.kafka,
         _server: server,
@@ -57,8 +66,12 @@ fn tool(var: &str) -> String {
 
 /// Runs one scenario of `tests/kafka/clients.py` against a fresh server.
 fn scenario(name: &str) {
+    scenario_on(name, None);
+}
+
+fn scenario_on(name: &str, file_limit_kib: Option<u64>) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let server = start();
+    let server = start_with(file_limit_kib);
     let out = Command::new(tool("KAFKA_CLIENTS_PYTHON"))
         .env_remove("LD_LIBRARY_PATH")
         .arg(concat!(
@@ -131,6 +144,13 @@ fn delete_records_and_topics() {
 #[test]
 fn aiokafka_produces_and_consumes_in_a_group() {
     scenario("aiokafka");
+}
+
+/// A full disk reaches a Kafka producer as KAFKA_STORAGE_ERROR, and what was acknowledged
+/// before it is read back whole (the server's files limited to 256 KiB).
+#[test]
+fn a_full_disk_reaches_kafka_clients_as_a_storage_error() {
+    scenario_on("full_disk", Some(256));
 }
 
 /// confluent-kafka's admin calls beyond topics and configs.

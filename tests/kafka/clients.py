@@ -498,6 +498,42 @@ def scenario_aiokafka():
     check(sorted(got) == sorted(f"v{i}".encode() for i in range(200)), "aiokafka round trip")
 
 
+def scenario_full_disk():
+    """Run on a server whose files are limited to 256 KiB: the publish that does not fit gets
+    KAFKA_STORAGE_ERROR (retries=0 so that the broker's error, not a timeout, is reported);
+    every record acknowledged before is read back."""
+    create("full")
+    p = ck.Producer({"bootstrap.servers": BOOT, "linger.ms": 0, "retries": 0,
+                     "enable.idempotence": False, "message.timeout.ms": 10000})
+    acked, errors = [], []
+
+    def cb(err, msg):
+        if err is not None:
+            errors.append(err)
+        else:
+            acked.append(msg.value())
+
+    for i in range(1000):
+        p.produce("full", b"%08d" % i + b"." * 992, on_delivery=cb)
+        p.flush(TIMEOUT)
+        if errors:
+            break
+    check(errors, "a 256 KiB file limit refuses a record within 1 MB")
+    check(errors[0].code() == ck.KafkaError.KAFKA_STORAGE_ERROR, f"the error: {errors[0]}")
+    check(len(acked) > 100, f"only {len(acked)} records fit")
+    c = ck.Consumer({"bootstrap.servers": BOOT, "group.id": "full-g",
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.assign([ck.TopicPartition("full", 0, 0)])
+    got = []
+    deadline = time.time() + TIMEOUT
+    while len(got) < len(acked) and time.time() < deadline:
+        m = c.poll(1.0)
+        if m is not None and m.error() is None:
+            got.append(m.value())
+    c.close()
+    check(got == acked, f"read {len(got)} of {len(acked)} acknowledged records")
+
+
 def scenario_confluent_admin():
     """librdkafka's admin calls beyond topics and configs: cluster, topic and group
     descriptions, group offsets altered and listed, list_offsets (latest, earliest, max
