@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo bench --bench kafka                          # 3 runs of 1,000,000 records
 //! KAFKA_BENCH_RUNS=5 KAFKA_BENCH_RECORDS=2000000 cargo bench --bench kafka
+//! KAFKA_BENCH_COMPARE=tansu=127.0.0.1:9092 cargo bench --bench kafka   # side by side
 //! ```
 //!
 //! One `weir serve` child process (segment storage, `interval` durability, its Kafka and
@@ -12,12 +13,20 @@
 //!   settings, and again with `fetch.queue.backoff.ms=10`;
 //! - kcat (Debian's package, its own librdkafka): `kcat -P -l` from a file of N lines with
 //!   the same producer settings, then `kcat -C` with librdkafka's defaults;
+//! - a lean Kafka client built on Weir's own codec (batches of 9,000 records, 5 produce
+//!   requests in flight; one fetch at a time, every record decoded): the broker's Kafka path
+//!   with a client as cheap as the native one;
 //! - the same load through the native protocol with `weir bench --sequential` (batches of
 //!   1,000 handed to the producer) and `weir bench --per-record` (record by record, as
 //!   librdkafka's API is used).
 //!
 //! The CPU time the server and the librdkafka clients spend per million records is printed
 //! with each run: it shows which side bounds a figure.
+//!
+//! With `KAFKA_BENCH_COMPARE=NAME=HOST:PORT`, every run also takes the librdkafka phases to
+//! that (already running) Kafka-compatible broker, right after Weir's, and the median of the
+//! runs' Weir/other ratios is printed last (`scripts/bench-kafka-compare.sh` does this with
+//! tansu, a Kafka-compatible Rust broker, on its in-memory storage).
 //!
 //! Client and server share the machine's cores. Medians of the runs are printed last.
 
@@ -220,6 +229,179 @@ fn kcat_consume(boot: &str, topic: &str, n: u64) -> f64 {
     (n - 1) as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
+/// A lean Kafka client written with Weir's own codec (`weir::protocol::kafka`) and batch
+/// builder: the Kafka path's broker side measured with a client as cheap as the native one, so
+/// that the Kafka/native ratio compares the two protocols rather than two clients.
+mod lean {
+    use std::collections::VecDeque;
+    use std::time::Instant;
+
+    use bytes::Bytes;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpStream;
+    use weir::protocol::kafka::messages::fetch::{FetchPartition, FetchRequest, FetchTopic};
+    use weir::protocol::kafka::messages::produce::{
+        PartitionProduceData, ProduceRequest, TopicProduceData,
+    };
+    use weir::protocol::kafka::{
+        decode_response, encode_request, ApiKey, Request, RequestHeader, Response,
+    };
+    use weir_storage::batch::split_batches;
+    use weir_storage::{BatchBuilder, Compression, Record};
+
+    /// Records per produce batch: as many as librdkafka puts in one under `batch.size=1000000`
+    /// (below the broker's 1 MiB `max.message.bytes`).
+    const BATCH: u64 = 9_000;
+    /// Produce requests in flight on the connection.
+    const IN_FLIGHT: usize = 5;
+    const PRODUCE_VERSION: i16 = 9;
+    const FETCH_VERSION: i16 = 12;
+
+    async fn send(
+        s: &mut (impl AsyncWriteExt + Unpin),
+        api: ApiKey,
+        id: i32,
+        version: i16,
+        r: Request,
+    ) {
+        let header = RequestHeader {
+            api_key: api,
+            api_version: version,
+            correlation_id: id,
+            client_id: Some("lean".into()),
+        };
+        let frame = encode_request(&header, &r).expect("encode");
+        s.write_all(&frame.length_prefix().expect("length"))
+            .await
+            .expect("write");
+        for chunk in frame.chunks() {
+            s.write_all(chunk).await.expect("write");
+        }
+    }
+
+    async fn response(s: &mut (impl AsyncReadExt + Unpin), api: ApiKey, version: i16) -> Response {
+        let len = s.read_u32().await.expect("read") as usize;
+        assert!(len <= 200 << 20, "response of {len} bytes");
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.expect("read");
+        decode_response(api, version, Bytes::from(body))
+            .expect("decode")
+            .1
+    }
+
+    /// Records/s producing `n` records of 100 bytes in batches of [`BATCH`] with acks=all,
+    /// [`IN_FLIGHT`] requests at a time, timed until the last acknowledgement.
+    pub async fn produce(addr: &str, topic: &str, n: u64) -> f64 {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let (r, mut w) = stream.into_split();
+        let mut r = BufReader::with_capacity(64 << 10, r);
+        let value = Bytes::from_static(&[b'w'; 100]);
+        let start = Instant::now();
+        let (mut sent, mut acked, mut id) = (0u64, 0u64, 0i32);
+        let mut in_flight = VecDeque::new();
+        while acked < n {
+            while sent < n && in_flight.len() < IN_FLIGHT {
+                let count = BATCH.min(n - sent);
+                let mut b = BatchBuilder::new(Compression::None);
+                let now = weir::broker::now_ms();
+                for _ in 0..count {
+                    b.push(Record::new(now, value.clone()));
+                }
+                let batch = b.build(0).expect("batch").into_bytes();
+                let request = ProduceRequest {
+                    acks: -1,
+                    timeout_ms: 30_000,
+                    topic_data: vec![TopicProduceData {
+                        name: topic.into(),
+                        partition_data: vec![PartitionProduceData {
+                            index: 0,
+                            records: Some(batch),
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                };
+                id += 1;
+                send(
+                    &mut w,
+                    ApiKey::Produce,
+                    id,
+                    PRODUCE_VERSION,
+                    Request::Produce(request),
+                )
+                .await;
+                in_flight.push_back(count);
+                sent += count;
+            }
+            let Response::Produce(p) = response(&mut r, ApiKey::Produce, PRODUCE_VERSION).await
+            else {
+                panic!("not a produce response")
+            };
+            let part = &p.responses[0].partition_responses[0];
+            assert_eq!(part.error_code, 0, "produce error");
+            acked += in_flight.pop_front().expect("in flight");
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    }
+
+    /// Records/s consuming `n` records from offset 0, one fetch at a time (as librdkafka
+    /// does) with librdkafka's default sizes, decoding every record.
+    pub async fn consume(addr: &str, topic: &str, n: u64) -> f64 {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let mut s = BufReader::with_capacity(64 << 10, stream);
+        let start = Instant::now();
+        let (mut offset, mut got, mut id) = (0i64, 0u64, 0i32);
+        while got < n {
+            let request = FetchRequest {
+                max_wait_ms: 500,
+                min_bytes: 1,
+                max_bytes: 52_428_800,
+                topics: vec![FetchTopic {
+                    topic: topic.into(),
+                    partitions: vec![FetchPartition {
+                        partition: 0,
+                        fetch_offset: offset,
+                        partition_max_bytes: 1_048_576,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            id += 1;
+            send(
+                s.get_mut(),
+                ApiKey::Fetch,
+                id,
+                FETCH_VERSION,
+                Request::Fetch(request),
+            )
+            .await;
+            let Response::Fetch(f) = response(&mut s, ApiKey::Fetch, FETCH_VERSION).await else {
+                panic!("not a fetch response")
+            };
+            let part = &f.responses[0].partitions[0];
+            assert_eq!(part.error_code, 0, "fetch error");
+            let bytes = part
+                .records
+                .as_ref()
+                .map(|r| r.to_bytes())
+                .unwrap_or_default();
+            for batch in split_batches(bytes).expect("batches") {
+                for record in batch.records().expect("records") {
+                    if record.offset >= offset {
+                        got += 1;
+                    }
+                }
+                offset = offset.max(batch.next_offset());
+            }
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    }
+}
+
 /// `weir bench` through the native protocol; returns (produced/s, consumed/s if consumed).
 fn native(addr: SocketAddr, topic: &str, n: u64, extra: &[&str]) -> (f64, Option<f64>) {
     let out = Command::new(env!("CARGO_BIN_EXE_weir"))
@@ -267,13 +449,123 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// One run's figures, in the order they are printed: (label, value).
-type Row = Vec<(&'static str, f64)>;
+type Row = Vec<(String, f64)>;
+
+/// A second Kafka-compatible broker to run the same librdkafka phases against, interleaved
+/// with Weir's in every run (`KAFKA_BENCH_COMPARE=NAME=HOST:PORT`, already running): the
+/// side-by-side figure BENCHMARKS.md compares with (issue 5's reference broker).
+/// `KAFKA_BENCH_COMPARE_PID`, if set, is that broker's process id, to read its CPU time.
+fn compare_with() -> Option<(String, String, Option<u32>)> {
+    let spec = std::env::var("KAFKA_BENCH_COMPARE").ok()?;
+    let (name, addr) = spec
+        .split_once('=')
+        .expect("KAFKA_BENCH_COMPARE=NAME=HOST:PORT");
+    let pid = std::env::var("KAFKA_BENCH_COMPARE_PID")
+        .ok()
+        .map(|p| p.parse().expect("KAFKA_BENCH_COMPARE_PID: a process id"));
+    Some((name.to_string(), addr.to_string(), pid))
+}
+
+/// The librdkafka phases against one broker, on fresh topics that are deleted afterwards:
+/// `rdkafka` produce, consume with the defaults and with a 10 ms queue backoff, and kcat
+/// produce and consume (`with_kcat`). Figures are labelled `{name} ...`; `cpu` reads the CPU seconds of
+/// the broker process (if it is ours to read) and of this process.
+async fn kafka_phases(
+    name: &str,
+    boot: &str,
+    run: u64,
+    input: &std::path::Path,
+    n: u64,
+    cpu: &dyn Fn() -> (Option<f64>, f64),
+    with_kcat: bool,
+) -> Row {
+    let per_m = |cpu: f64| cpu * 1e6 / n as f64;
+    let topic = format!("{name}-rdkafka-{run}");
+    create(boot, &topic).await;
+    let (s0, m0) = cpu();
+    let (b2, t2) = (boot.to_string(), topic.clone());
+    let kp = tokio::task::spawn_blocking(move || produce(&b2, &t2, n))
+        .await
+        .expect("produce");
+    let (s1, m1) = cpu();
+    let (b2, t2) = (boot.to_string(), topic.clone());
+    let kc = tokio::task::spawn_blocking(move || consume(&b2, &t2, n, &[]))
+        .await
+        .expect("consume");
+    let (s2, m2) = cpu();
+    // librdkafka stops fetching for `fetch.queue.backoff.ms` (1 s) whenever its queue holds
+    // `queued.min.messages` (100,000): a broker that fetches faster than the application
+    // consumes meets that pause. The same consumer with a 10 ms backoff:
+    let (b2, t2) = (boot.to_string(), topic.clone());
+    let kt = tokio::task::spawn_blocking(move || {
+        consume(&b2, &t2, n, &[("fetch.queue.backoff.ms", "10")])
+    })
+    .await
+    .expect("consume");
+    delete(boot, &topic).await;
+    let mut row: Row = vec![
+        (format!("{name} rdkafka produce"), kp),
+        (format!("{name} rdkafka consume"), kc),
+        (format!("{name} rdkafka consume, backoff 10 ms"), kt),
+    ];
+    if let [Some(s0), Some(s1), Some(s2)] = [s0, s1, s2] {
+        row.extend([
+            (
+                format!("{name} server CPU s/M: rdkafka produce"),
+                per_m(s1 - s0),
+            ),
+            (
+                format!("{name} server CPU s/M: rdkafka consume"),
+                per_m(s2 - s1),
+            ),
+        ]);
+    }
+    if with_kcat {
+        // kcat (Debian's librdkafka), producing from a file and consuming to a pipe.
+        let ktopic = format!("{name}-kcat-{run}");
+        create(boot, &ktopic).await;
+        let (s3, _) = cpu();
+        let kcp = kcat_produce(boot, &ktopic, input, n);
+        let (s4, _) = cpu();
+        let kcc = kcat_consume(boot, &ktopic, n);
+        let (s5, _) = cpu();
+        delete(boot, &ktopic).await;
+        row.extend([
+            (format!("{name} kcat produce"), kcp),
+            (format!("{name} kcat consume"), kcc),
+        ]);
+        if let [Some(s3), Some(s4), Some(s5)] = [s3, s4, s5] {
+            row.extend([
+                (
+                    format!("{name} server CPU s/M: kcat produce"),
+                    per_m(s4 - s3),
+                ),
+                (
+                    format!("{name} server CPU s/M: kcat consume"),
+                    per_m(s5 - s4),
+                ),
+            ]);
+        }
+    }
+    row.extend([
+        (
+            format!("{name} client CPU s/M: rdkafka produce"),
+            per_m(m1 - m0),
+        ),
+        (
+            format!("{name} client CPU s/M: rdkafka consume"),
+            per_m(m2 - m1),
+        ),
+    ]);
+    row
+}
 
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
     let runs = env_or("KAFKA_BENCH_RUNS", 3);
     let n = env_or("KAFKA_BENCH_RECORDS", 1_000_000);
+    let other = compare_with();
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, native_addr, kafka_addr) = start(dir.path());
     let boot = kafka_addr.to_string();
@@ -285,44 +577,69 @@ async fn main() {
     )
     .expect("kcat input");
     println!("kafka bench: {runs} runs of {n} records of 100 B, one partition, segment storage");
+    if let Some((name, addr, _)) = &other {
+        println!("side by side with {name} at {addr}");
+    }
     // Server CPU per phase, in seconds per million records: the cost of each path on the
     // broker side, apart from what each client spends.
     let per_m = |cpu: f64| cpu * 1e6 / n as f64;
+    let weir_cpu = || (Some(cpu_of(spid)), cpu_of(me));
+    let other_pid = other.as_ref().and_then(|o| o.2);
+    let other_cpu = || (other_pid.map(cpu_of), cpu_of(me));
+    // A first librdkafka producer in a process runs ~1.5 times slower than the next ones (its
+    // client CPU per record is ~1.5 times higher: fresh heap pages for its queue), whatever the
+    // broker: one untimed produce and consume first, so that no broker gets the cold client.
+    let warm = "warm-up".to_string();
+    create(&boot, &warm).await;
+    let (b2, t2) = (boot.clone(), warm.clone());
+    let rate = tokio::task::spawn_blocking(move || {
+        let r = produce(&b2, &t2, n);
+        consume(&b2, &t2, n, &[("fetch.queue.backoff.ms", "10")]);
+        r
+    })
+    .await
+    .expect("warm-up");
+    delete(&boot, &warm).await;
+    println!("warm-up produce (not counted): {rate:.0}/s");
     let mut rows: Vec<Row> = Vec::new();
     for run in 1..=runs {
         let mut row = Row::new();
-        let topic = format!("kafka-{run}");
-        create(&boot, &topic).await;
-        let (c0, m0) = (cpu_of(spid), cpu_of(me));
-        let (b2, t2) = (boot.clone(), topic.clone());
-        let kp = tokio::task::spawn_blocking(move || produce(&b2, &t2, n))
-            .await
-            .expect("produce");
-        let (c1, m1) = (cpu_of(spid), cpu_of(me));
-        let (b2, t2) = (boot.clone(), topic.clone());
-        let kc = tokio::task::spawn_blocking(move || consume(&b2, &t2, n, &[]))
-            .await
-            .expect("consume");
-        let (c2, m2) = (cpu_of(spid), cpu_of(me));
-        // librdkafka stops fetching for `fetch.queue.backoff.ms` (1 s) whenever its queue
-        // holds `queued.min.messages` (100,000): a broker that fetches faster than the
-        // application consumes meets that pause. The same consumer with a 10 ms backoff:
-        let (b2, t2) = (boot.clone(), topic.clone());
-        let kt = tokio::task::spawn_blocking(move || {
-            consume(&b2, &t2, n, &[("fetch.queue.backoff.ms", "10")])
-        })
-        .await
-        .expect("consume");
-        delete(&boot, &topic).await;
-        // kcat (Debian's librdkafka), producing from a file and consuming to a pipe.
-        let ktopic = format!("kcat-{run}");
-        create(&boot, &ktopic).await;
-        let c3 = cpu_of(spid);
-        let kcp = kcat_produce(&boot, &ktopic, &input, n);
-        let c4 = cpu_of(spid);
-        let kcc = kcat_consume(&boot, &ktopic, n);
-        let c5 = cpu_of(spid);
-        delete(&boot, &ktopic).await;
+        // Each broker goes first in every other run, so that neither always meets the page
+        // cache or the client state the other left behind; rows keep one order.
+        let other_first = other.is_some() && run % 2 == 0;
+        let mut theirs = Row::new();
+        if let Some((name, addr, _)) = other.as_ref().filter(|_| other_first) {
+            theirs = kafka_phases(name, addr, run, &input, n, &other_cpu, false).await;
+        }
+        row.extend(kafka_phases("weir", &boot, run, &input, n, &weir_cpu, true).await);
+        if let Some((name, addr, _)) = other.as_ref().filter(|_| !other_first) {
+            // Without kcat: Debian's kcat (librdkafka 2.0.2) cannot read tansu 0.6's
+            // ApiVersions answer ("Read underflow"), the tagged-field pitfall of
+            // KAFKA-NOTES.md.
+            theirs = kafka_phases(name, addr, run, &input, n, &other_cpu, false).await;
+        }
+        row.extend(theirs);
+        // The same Kafka path with a client as lean as the native one (Weir's codec).
+        let ltopic = format!("lean-{run}");
+        create(&boot, &ltopic).await;
+        let c_l0 = cpu_of(spid);
+        let lp = lean::produce(&boot, &ltopic, n).await;
+        let c_l1 = cpu_of(spid);
+        let lc = lean::consume(&boot, &ltopic, n).await;
+        let c_l2 = cpu_of(spid);
+        delete(&boot, &ltopic).await;
+        row.extend([
+            ("lean kafka produce".to_string(), lp),
+            ("lean kafka consume".to_string(), lc),
+            (
+                "server CPU s/M: lean kafka produce".to_string(),
+                per_m(c_l1 - c_l0),
+            ),
+            (
+                "server CPU s/M: lean kafka consume".to_string(),
+                per_m(c_l2 - c_l1),
+            ),
+        ]);
         let ntopic = format!("native-{run}");
         let c5b = cpu_of(spid);
         let (np, nc) = native(native_addr, &ntopic, n, &["--sequential"]);
@@ -340,22 +657,17 @@ async fn main() {
         delete(&boot, &rtopic).await;
         let nc = nc.expect("consumed");
         row.extend([
-            ("rdkafka produce", kp),
-            ("rdkafka consume", kc),
-            ("rdkafka consume, backoff 10 ms", kt),
-            ("kcat produce", kcp),
-            ("kcat consume", kcc),
-            ("native produce", np),
-            ("native consume", nc),
-            ("native per-record produce", nr),
-            ("server CPU s/M: rdkafka produce", per_m(c1 - c0)),
-            ("server CPU s/M: rdkafka consume", per_m(c2 - c1)),
-            ("server CPU s/M: kcat produce", per_m(c4 - c3)),
-            ("server CPU s/M: kcat consume", per_m(c5 - c4)),
-            ("server CPU s/M: native produce+consume", per_m(c6 - c5b)),
-            ("server CPU s/M: native per-record produce", per_m(c7 - c6b)),
-            ("client CPU s/M: rdkafka produce", per_m(m1 - m0)),
-            ("client CPU s/M: rdkafka consume", per_m(m2 - m1)),
+            ("native produce".to_string(), np),
+            ("native consume".to_string(), nc),
+            ("native per-record produce".to_string(), nr),
+            (
+                "server CPU s/M: native produce+consume".to_string(),
+                per_m(c6 - c5b),
+            ),
+            (
+                "server CPU s/M: native per-record produce".to_string(),
+                per_m(c7 - c6b),
+            ),
         ]);
         println!("run {run}:");
         print_row(&row);
@@ -364,33 +676,59 @@ async fn main() {
     let medians: Row = rows[0]
         .iter()
         .enumerate()
-        .map(|(i, (label, _))| (*label, median(rows.iter().map(|r| r[i].1).collect())))
+        .map(|(i, (label, _))| (label.clone(), median(rows.iter().map(|r| r[i].1).collect())))
         .collect();
     println!("median of {runs}:");
     print_row(&medians);
     let m = |label: &str| {
         medians
             .iter()
-            .find(|(l, _)| *l == label)
+            .find(|(l, _)| l == label)
             .map_or(f64::NAN, |(_, v)| *v)
     };
     println!(
         "kafka / native produce: rdkafka {:.0}%, kcat {:.0}% ({:.0}% and {:.0}% of per-record); consume: rdkafka {:.0}%, kcat {:.0}%",
-        100.0 * m("rdkafka produce") / m("native produce"),
-        100.0 * m("kcat produce") / m("native produce"),
-        100.0 * m("rdkafka produce") / m("native per-record produce"),
-        100.0 * m("kcat produce") / m("native per-record produce"),
-        100.0 * m("rdkafka consume") / m("native consume"),
-        100.0 * m("kcat consume") / m("native consume"),
+        100.0 * m("weir rdkafka produce") / m("native produce"),
+        100.0 * m("weir kcat produce") / m("native produce"),
+        100.0 * m("weir rdkafka produce") / m("native per-record produce"),
+        100.0 * m("weir kcat produce") / m("native per-record produce"),
+        100.0 * m("weir rdkafka consume") / m("native consume"),
+        100.0 * m("weir kcat consume") / m("native consume"),
     );
+    println!(
+        "lean kafka / native: produce {:.0}%, consume {:.0}%",
+        100.0 * m("lean kafka produce") / m("native produce"),
+        100.0 * m("lean kafka consume") / m("native consume"),
+    );
+    if let Some((name, _, _)) = &other {
+        // The ratio of each run's pair, then its median: both brokers met the same machine
+        // state within seconds of each other.
+        let ratio = |phase: &str| {
+            let (w, o) = (format!("weir {phase}"), format!("{name} {phase}"));
+            median(
+                rows.iter()
+                    .map(|r| {
+                        let v = |l: &str| r.iter().find(|(x, _)| x == l).map_or(f64::NAN, |p| p.1);
+                        v(&w) / v(&o)
+                    })
+                    .collect(),
+            )
+        };
+        println!(
+            "weir / {name} (median of the runs' ratios): rdkafka produce {:.2}, consume {:.2}, consume 10 ms backoff {:.2}",
+            ratio("rdkafka produce"),
+            ratio("rdkafka consume"),
+            ratio("rdkafka consume, backoff 10 ms"),
+        );
+    }
 }
 
 fn print_row(row: &Row) {
     for (label, value) in row {
         if label.contains("CPU") {
-            println!("  {label:<45} {value:>10.3}");
+            println!("  {label:<50} {value:>10.3}");
         } else {
-            println!("  {label:<45} {value:>10.0}/s");
+            println!("  {label:<50} {value:>10.0}/s");
         }
     }
 }
