@@ -23,10 +23,11 @@
 //! The CPU time the server and the librdkafka clients spend per million records is printed
 //! with each run: it shows which side bounds a figure.
 //!
-//! With `KAFKA_BENCH_COMPARE=NAME=HOST:PORT`, every run also takes the librdkafka phases to
-//! that (already running) Kafka-compatible broker, right after Weir's, and the median of the
-//! runs' Weir/other ratios is printed last (`scripts/bench-kafka-compare.sh` does this with
-//! tansu, a Kafka-compatible Rust broker, on its in-memory storage).
+//! With `KAFKA_BENCH_COMPARE=NAME=HOST:PORT`, every run also takes the `rdkafka` phases to
+//! that (already running) Kafka-compatible broker, before or after Weir's in alternate runs,
+//! and the median of the runs' Weir/other ratios is printed last
+//! (`scripts/bench-kafka-compare.sh` does this with tansu, a Kafka-compatible Rust broker, on
+//! its in-memory storage).
 //!
 //! Client and server share the machine's cores. Medians of the runs are printed last.
 
@@ -483,9 +484,9 @@ fn compare_with() -> Option<(String, String, Option<u32>)> {
 }
 
 /// The librdkafka phases against one broker, on fresh topics that are deleted afterwards:
-/// `rdkafka` produce, consume with the defaults and with a 10 ms queue backoff, and kcat
-/// produce and consume (`with_kcat`). Figures are labelled `{name} ...`; `cpu` reads the CPU seconds of
-/// the broker process (if it is ours to read) and of this process.
+/// `rdkafka` produce, consume with the defaults and with a 10 ms queue backoff, and, if
+/// `with_kcat`, kcat produce and consume. Figures are labelled `{name} ...`; `cpu` reads the
+/// CPU seconds of the broker process (when its id is known) and of this process.
 async fn kafka_phases(
     name: &str,
     boot: &str,
@@ -603,9 +604,10 @@ async fn main() {
     let weir_cpu = || (Some(cpu_of(spid)), cpu_of(me));
     let other_pid = other.as_ref().and_then(|o| o.2);
     let other_cpu = || (other_pid.map(cpu_of), cpu_of(me));
-    // A first librdkafka producer in a process runs ~1.5 times slower than the next ones (its
-    // client CPU per record is ~1.5 times higher: fresh heap pages for its queue), whatever the
-    // broker: one untimed produce and consume first, so that no broker gets the cold client.
+    // A process's first librdkafka producer runs ~1.5 times slower than the next ones, whatever
+    // the broker (its client CPU per record is ~1.5 times higher; likely the first touch of
+    // the heap pages its queue needs): one untimed produce and consume first, so that no
+    // broker gets the cold client.
     let warm = "warm-up".to_string();
     create(&boot, &warm).await;
     let (b2, t2) = (boot.clone(), warm.clone());
