@@ -38,10 +38,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 struct Server(Child);
 
@@ -169,19 +169,38 @@ fn produce(boot: &str, topic: &str, n: u64) -> (f64, f64) {
     (rate(start.elapsed()), rate(sent))
 }
 
+/// Collects the median round trip of the broker's requests in each statistics window
+/// librdkafka reports (µs): the broker's share of a consumer's fetch cycle.
+#[derive(Default)]
+struct RoundTrips(std::sync::Mutex<Vec<i64>>);
+
+impl ClientContext for RoundTrips {
+    fn stats(&self, s: rdkafka::Statistics) {
+        let windows = s.brokers.values().filter(|b| b.nodeid >= 0);
+        let p50s = windows.filter_map(|b| b.rtt.as_ref().filter(|w| w.cnt > 0).map(|w| w.p50));
+        self.0.lock().expect("lock").extend(p50s);
+    }
+}
+
+impl ConsumerContext for RoundTrips {}
+
 /// Records/s consuming `n` records from the beginning, timed from the first record (a new
 /// librdkafka consumer spends ~0.5 s on its offset-query timer before its first fetch, whatever
-/// the broker), with librdkafka's defaults plus `extra`.
-fn consume(boot: &str, topic: &str, n: u64, extra: &[(&str, &str)]) -> f64 {
+/// the broker), with librdkafka's defaults plus `extra`; and the median of librdkafka's
+/// median round trips to the broker in each 100 ms, in µs (fetches, mostly).
+fn consume(boot: &str, topic: &str, n: u64, extra: &[(&str, &str)]) -> (f64, f64) {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", boot)
         .set("group.id", "kafka-bench")
-        .set("enable.auto.commit", "false");
+        .set("enable.auto.commit", "false")
+        .set("statistics.interval.ms", "100");
     for (k, v) in extra {
         config.set(*k, *v);
     }
-    let consumer: BaseConsumer = config.create().expect("consumer");
+    let consumer: BaseConsumer<RoundTrips> = config
+        .create_with_context(RoundTrips::default())
+        .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .expect("tpl");
@@ -199,7 +218,48 @@ fn consume(boot: &str, topic: &str, n: u64, extra: &[(&str, &str)]) -> f64 {
         }
     }
     let elapsed = start.map_or(Duration::ZERO, |s| s.elapsed());
-    (n - 1) as f64 / elapsed.as_secs_f64().max(1e-9)
+    let rtts = consumer.context().0.lock().expect("lock").clone();
+    let rtt = if rtts.is_empty() {
+        f64::NAN
+    } else {
+        median(rtts.into_iter().map(|v| v as f64).collect())
+    };
+    ((n - 1) as f64 / elapsed.as_secs_f64().max(1e-9), rtt)
+}
+
+/// Records/s of the application's poll loop alone: the consumer may first fetch all `n`
+/// records into its queue (`queued.min.messages`), gets twice the time that took at
+/// `consumed_per_s` (the rate this broker just served) plus a second for it after the first
+/// record, and is then timed polling the rest. The most this client could consume against
+/// any broker (the poll loop then has the cores to itself; in a real run it shares them with
+/// the fetching).
+fn consume_poll_loop(boot: &str, topic: &str, n: u64, consumed_per_s: f64) -> f64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", boot)
+        .set("group.id", "kafka-bench")
+        .set("enable.auto.commit", "false")
+        .set("queued.min.messages", n.clamp(1, 10_000_000).to_string())
+        .set("queued.max.messages.kbytes", "2097151")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+    let first = consumer.poll(Duration::from_secs(10));
+    assert!(matches!(first, Some(Ok(_))), "no first record");
+    std::thread::sleep(Duration::from_secs_f64(
+        1.0 + 2.0 * n as f64 / consumed_per_s,
+    ));
+    let start = Instant::now();
+    for got in 1..n {
+        match consumer.poll(Duration::from_secs(10)) {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("consume: {e}"),
+            None => panic!("no record for 10 s after {got}"),
+        }
+    }
+    (n - 1) as f64 / start.elapsed().as_secs_f64().max(1e-9)
 }
 
 /// The kcat binary (`KAFKA_BENCH_KCAT`, default `kcat` on the PATH; Debian's package).
@@ -484,7 +544,8 @@ fn compare_with() -> Option<(String, String, Option<u32>)> {
 }
 
 /// The librdkafka phases against one broker, on fresh topics that are deleted afterwards:
-/// `rdkafka` produce, consume with the defaults and with a 10 ms queue backoff, and, if
+/// `rdkafka` produce, consume with the defaults and with a 10 ms queue backoff, the poll
+/// loop's own rate ([`consume_poll_loop`]), and, if
 /// `with_kcat`, kcat produce and consume. Figures are labelled `{name} ...`; `cpu` reads the
 /// CPU seconds of the broker process (when its id is known) and of this process.
 async fn kafka_phases(
@@ -506,7 +567,7 @@ async fn kafka_phases(
         .expect("produce");
     let (s1, m1) = cpu();
     let (b2, t2) = (boot.to_string(), topic.clone());
-    let kc = tokio::task::spawn_blocking(move || consume(&b2, &t2, n, &[]))
+    let (kc, _) = tokio::task::spawn_blocking(move || consume(&b2, &t2, n, &[]))
         .await
         .expect("consume");
     let (s2, m2) = cpu();
@@ -514,17 +575,26 @@ async fn kafka_phases(
     // `queued.min.messages` (100,000): a broker that fetches faster than the application
     // consumes meets that pause. The same consumer with a 10 ms backoff:
     let (b2, t2) = (boot.to_string(), topic.clone());
-    let kt = tokio::task::spawn_blocking(move || {
+    let (kt, rtt) = tokio::task::spawn_blocking(move || {
         consume(&b2, &t2, n, &[("fetch.queue.backoff.ms", "10")])
     })
     .await
     .expect("consume");
+    let (b2, t2) = (boot.to_string(), topic.clone());
+    let kl = tokio::task::spawn_blocking(move || consume_poll_loop(&b2, &t2, n, kt))
+        .await
+        .expect("consume");
     delete(boot, &topic).await;
     let mut row: Row = vec![
         (format!("{name} rdkafka produce"), kp),
         (format!("{name} rdkafka produce: send loop alone"), ks),
         (format!("{name} rdkafka consume"), kc),
         (format!("{name} rdkafka consume, backoff 10 ms"), kt),
+        (format!("{name} rdkafka consume: poll loop alone"), kl),
+        (
+            format!("{name} rdkafka consume, backoff 10 ms: round trip µs"),
+            rtt,
+        ),
     ];
     if let [Some(s0), Some(s1), Some(s2)] = [s0, s1, s2] {
         row.extend([
@@ -746,6 +816,8 @@ fn print_row(row: &Row) {
     for (label, value) in row {
         if label.contains("CPU") {
             println!("  {label:<50} {value:>10.3}");
+        } else if label.ends_with("µs") {
+            println!("  {label:<50} {value:>10.0}");
         } else {
             println!("  {label:<50} {value:>10.0}/s");
         }
