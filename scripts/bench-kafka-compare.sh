@@ -7,7 +7,8 @@
 #   KAFKA_BENCH_RUNS=5 bash scripts/bench-kafka-compare.sh
 #
 # tansu is a tool, not part of Weir: it is installed from crates.io with `cargo install` into
-# TANSU_ROOT (default ~/.cache/weir-bench/tansu; the first build takes ~20 minutes on 2 cores).
+# TANSU_ROOT (default ~/.cache/weir-bench/tansu-0.6.0-dynostore; the first build takes ~15 minutes
+# on 2 cores).
 # Not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
