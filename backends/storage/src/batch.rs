@@ -326,6 +326,19 @@ impl Batch {
                 batch.last_offset_delta()
             )));
         }
+        // The base offset lies outside the CRC: a torn or hostile header may hold any value, and
+        // `next_offset` must not overflow.
+        if batch
+            .base_offset()
+            .checked_add(i64::from(batch.last_offset_delta()) + 1)
+            .is_none()
+        {
+            return Err(BatchError::InconsistentHeader(format!(
+                "base offset {} plus last offset delta {} overflows",
+                batch.base_offset(),
+                batch.last_offset_delta()
+            )));
+        }
         Ok(batch)
     }
 
@@ -717,8 +730,11 @@ fn decode_record(
             len as isize + r.pos as isize - end as isize
         ));
     }
+    let offset = base
+        .checked_add(i64::from(offset_delta))
+        .ok_or_else(|| format!("offset delta {offset_delta} overflows base offset {base}"))?;
     Ok(LogRecord {
-        offset: base + offset_delta as i64,
+        offset,
         attributes,
         record: Record {
             timestamp_ms: append_time.unwrap_or(first_ts.wrapping_add(ts_delta)),
@@ -1111,6 +1127,35 @@ mod tests {
         assert_eq!(parts, vec![a, b]);
         buf.pop();
         assert!(split_batches(Bytes::from(buf)).is_err());
+    }
+
+    /// Found by the `batch_decode` fuzz target: a base offset near `i64::MAX` (the base offset
+    /// lies outside the CRC) made `next_offset` and the record offsets overflow.
+    #[test]
+    fn offsets_that_overflow_are_refused_not_wrapped() {
+        let b = build(Compression::None, &sample());
+        let with_base = |base: i64| {
+            let mut bytes = b.as_bytes().to_vec();
+            bytes[0..8].copy_from_slice(&base.to_be_bytes());
+            bytes
+        };
+        // Last offset delta 2: the last record may sit at i64::MAX - 1, so that next is MAX.
+        let edge = Batch::new(Bytes::from(with_base(i64::MAX - 3))).expect("fits");
+        assert_eq!(edge.next_offset(), i64::MAX);
+        assert_eq!(edge.records().expect("records")[2].offset, i64::MAX - 1);
+        assert!(matches!(
+            Batch::new(Bytes::from(with_base(i64::MAX - 2))),
+            Err(BatchError::InconsistentHeader(_))
+        ));
+        // A record whose own offset delta (inside the CRC) overflows: the first record's delta
+        // (byte 64: length, attributes, timestamp delta, then the delta) set to 63.
+        let mut bytes = with_base(i64::MAX - 3);
+        assert_eq!(bytes[64], 0, "the first record's offset delta");
+        bytes[64] = 126; // zig-zag 63
+        let crc = crc32c::crc32c(&bytes[CRC_START..]);
+        bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        let b = Batch::new(Bytes::from(bytes)).expect("header valid");
+        assert!(b.records().is_err());
     }
 
     #[test]
