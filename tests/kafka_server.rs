@@ -537,3 +537,314 @@ async fn alter_configs_replaces_every_override() {
     server.shutdown().await;
     broker.shutdown().await.expect("shutdown");
 }
+
+/// Sends one request and returns its decoded response; panics if the server closed the
+/// connection instead of answering (a handler that panicked drops its connection).
+async fn call(s: &mut TcpStream, version: i16, id: i32, request: Request) -> Response {
+    let api = request.api_key();
+    send(s, api, version, id, request).await;
+    let frame = read_frame(s)
+        .await
+        .unwrap_or_else(|| panic!("request {id} ({api:?}): connection closed, no answer"));
+    let (got, response) = decode_response(api, version, frame).expect("decode");
+    assert_eq!(got, id, "correlation id");
+    response
+}
+
+/// Well-formed requests carrying the extremes of their integer fields (offsets, timestamps,
+/// sizes, timeouts, counts, partition indexes) get answers with error codes, never a panic,
+/// an overflow or a long wait, and the connection keeps serving. The test profile checks
+/// integer overflow, so an unchecked sum on such a field fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_values_in_well_formed_requests_get_errors_not_panics() {
+    use weir::protocol::kafka::messages::create_partitions::{
+        CreatePartitionsRequest, CreatePartitionsTopic,
+    };
+    use weir::protocol::kafka::messages::delete_records::{
+        DeleteRecordsPartition, DeleteRecordsRequest, DeleteRecordsTopic,
+    };
+    use weir::protocol::kafka::messages::fetch::{FetchPartition, FetchRequest, FetchTopic};
+    use weir::protocol::kafka::messages::join_group::{JoinGroupRequest, JoinGroupRequestProtocol};
+    use weir::protocol::kafka::messages::list_offsets::{
+        ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+    };
+    use weir::protocol::kafka::messages::offset_commit::{
+        OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use weir::protocol::kafka::messages::offset_fetch::{
+        OffsetFetchRequest, OffsetFetchRequestTopic,
+    };
+    use weir::storage::{BatchBuilder, Compression, Record};
+
+    const OFFSET_OUT_OF_RANGE: i16 = 1;
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    const INVALID_REQUIRED_ACKS: i16 = 21;
+    const INVALID_SESSION_TIMEOUT: i16 = 26;
+
+    let (broker, server, _dir) = start().await;
+    broker
+        .create_topic("edge", Some(1), vec![])
+        .await
+        .expect("create");
+    let mut s = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let mut id = 0;
+    let mut next = || {
+        id += 1;
+        id
+    };
+
+    let produce = |partition: i32, acks: i16, timeout_ms: i32| {
+        let mut b = BatchBuilder::new(Compression::None);
+        b.push(Record::new(1_700_000_000_000, "v"));
+        Request::Produce(ProduceRequest {
+            acks,
+            timeout_ms,
+            topic_data: vec![TopicProduceData {
+                name: "edge".into(),
+                partition_data: vec![PartitionProduceData {
+                    index: partition,
+                    records: Some(b.build(0).expect("batch").into_bytes()),
+                }],
+                ..TopicProduceData::default()
+            }],
+            ..ProduceRequest::default()
+        })
+    };
+    let produce_error = |r: Response| match r {
+        Response::Produce(p) => p.responses[0].partition_responses[0].error_code,
+        other => panic!("not Produce: {other:?}"),
+    };
+    // Two records at offsets 0 and 1; a negative timeout is no timeout.
+    for timeout in [i32::MIN, -1] {
+        let r = call(&mut s, 9, next(), produce(0, -1, timeout)).await;
+        assert_eq!(produce_error(r), 0);
+    }
+    for partition in [i32::MAX, i32::MIN, -1] {
+        let r = call(&mut s, 9, next(), produce(partition, -1, 1000)).await;
+        assert_eq!(produce_error(r), UNKNOWN_TOPIC_OR_PARTITION, "{partition}");
+    }
+    // A client's base offset is replaced by the broker's, but one whose last offset would
+    // overflow i64 marks a corrupt batch (the base offset lies outside the CRC).
+    let mut b = BatchBuilder::new(Compression::None);
+    b.push(Record::new(1_700_000_000_000, "a"));
+    b.push(Record::new(1_700_000_000_000, "b"));
+    let mut hostile = b.build(0).expect("batch").into_bytes().to_vec();
+    hostile[0..8].copy_from_slice(&i64::MAX.to_be_bytes());
+    let mut request = produce(0, -1, 1000);
+    if let Request::Produce(p) = &mut request {
+        p.topic_data[0].partition_data[0].records = Some(Bytes::from(hostile));
+    }
+    let r = call(&mut s, 9, next(), request).await;
+    assert_ne!(produce_error(r), 0, "a batch whose offsets overflow");
+    for acks in [2, i16::MAX, i16::MIN] {
+        let r = call(&mut s, 9, next(), produce(0, acks, 1000)).await;
+        assert_eq!(produce_error(r), INVALID_REQUIRED_ACKS, "acks {acks}");
+    }
+
+    let fetch = |offset: i64, partition_max: i32, max: i32, wait: i32, min: i32| {
+        Request::Fetch(FetchRequest {
+            max_wait_ms: wait,
+            min_bytes: min,
+            max_bytes: max,
+            topics: vec![FetchTopic {
+                topic: "edge".into(),
+                partitions: vec![FetchPartition {
+                    partition: 0,
+                    fetch_offset: offset,
+                    partition_max_bytes: partition_max,
+                    ..FetchPartition::default()
+                }],
+                ..FetchTopic::default()
+            }],
+            ..FetchRequest::default()
+        })
+    };
+    let fetched = |r: Response| match r {
+        Response::Fetch(f) => {
+            let p = &f.responses[0].partitions[0];
+            (
+                p.error_code,
+                p.high_watermark,
+                p.records.as_ref().map_or(0, |r| r.len()),
+            )
+        }
+        other => panic!("not Fetch: {other:?}"),
+    };
+    for offset in [i64::MAX, i64::MIN, -1, 3] {
+        let r = call(&mut s, 12, next(), fetch(offset, 1 << 20, 1 << 20, 0, 1)).await;
+        assert_eq!(fetched(r).0, OFFSET_OUT_OF_RANGE, "offset {offset}");
+    }
+    // Sizes at their extremes still give at least one batch; waits at theirs do not wait
+    // (there are records, or the wait is negative).
+    for (pmax, max, wait, min) in [
+        (i32::MIN, i32::MIN, i32::MIN, i32::MIN),
+        (i32::MAX, i32::MAX, -1, i32::MAX),
+        (0, 0, i32::MAX, 1),
+    ] {
+        let started = std::time::Instant::now();
+        let r = call(&mut s, 12, next(), fetch(0, pmax, max, wait, min)).await;
+        let (error, hwm, bytes) = fetched(r);
+        assert_eq!((error, hwm), (0, 2), "{pmax} {max} {wait} {min}");
+        assert!(bytes > 0, "at least one batch for {pmax} {max}");
+        if wait <= 0 || min <= 1 {
+            assert!(started.elapsed() < Duration::from_secs(5), "it waited");
+        }
+    }
+
+    let list = |partition: i32, timestamp: i64| {
+        Request::ListOffsets(ListOffsetsRequest {
+            replica_id: -1,
+            topics: vec![ListOffsetsTopic {
+                name: "edge".into(),
+                partitions: vec![ListOffsetsPartition {
+                    partition_index: partition,
+                    timestamp,
+                    ..ListOffsetsPartition::default()
+                }],
+            }],
+            ..ListOffsetsRequest::default()
+        })
+    };
+    let listed = |r: Response| match r {
+        Response::ListOffsets(l) => {
+            let p = &l.topics[0].partitions[0];
+            (p.error_code, p.offset)
+        }
+        other => panic!("not ListOffsets: {other:?}"),
+    };
+    let r = call(&mut s, 7, next(), list(0, i64::MAX)).await;
+    assert_eq!(listed(r), (0, -1), "no record at or after the end of time");
+    for ts in [i64::MIN, -4] {
+        let r = call(&mut s, 7, next(), list(0, ts)).await;
+        assert_ne!(listed(r).0, 0, "timestamp {ts}");
+    }
+    for partition in [i32::MAX, i32::MIN] {
+        let r = call(&mut s, 7, next(), list(partition, -1)).await;
+        assert_eq!(listed(r).0, UNKNOWN_TOPIC_OR_PARTITION);
+    }
+
+    // Offsets a group commits are the client's business (Kafka stores any); they are stored
+    // and read back as given.
+    for committed in [i64::MAX, i64::MIN] {
+        let r = call(
+            &mut s,
+            8,
+            next(),
+            Request::OffsetCommit(OffsetCommitRequest {
+                group_id: "edge-group".into(),
+                topics: vec![OffsetCommitRequestTopic {
+                    name: "edge".into(),
+                    partitions: vec![OffsetCommitRequestPartition {
+                        partition_index: 0,
+                        committed_offset: committed,
+                        ..OffsetCommitRequestPartition::default()
+                    }],
+                }],
+                ..OffsetCommitRequest::default()
+            }),
+        )
+        .await;
+        let Response::OffsetCommit(c) = r else {
+            panic!("not OffsetCommit")
+        };
+        assert_eq!(c.topics[0].partitions[0].error_code, 0);
+        let r = call(
+            &mut s,
+            7,
+            next(),
+            Request::OffsetFetch(OffsetFetchRequest {
+                group_id: "edge-group".into(),
+                topics: Some(vec![OffsetFetchRequestTopic {
+                    name: "edge".into(),
+                    partition_indexes: vec![0],
+                }]),
+                ..OffsetFetchRequest::default()
+            }),
+        )
+        .await;
+        let Response::OffsetFetch(f) = r else {
+            panic!("not OffsetFetch")
+        };
+        assert_eq!(f.topics[0].partitions[0].committed_offset, committed);
+    }
+
+    for offset in [i64::MAX, i64::MIN, 3] {
+        let r = call(
+            &mut s,
+            2,
+            next(),
+            Request::DeleteRecords(DeleteRecordsRequest {
+                topics: vec![DeleteRecordsTopic {
+                    name: "edge".into(),
+                    partitions: vec![DeleteRecordsPartition {
+                        partition_index: 0,
+                        offset,
+                    }],
+                }],
+                timeout_ms: i32::MIN,
+            }),
+        )
+        .await;
+        let Response::DeleteRecords(d) = r else {
+            panic!("not DeleteRecords")
+        };
+        assert_eq!(
+            d.topics[0].partitions[0].error_code, OFFSET_OUT_OF_RANGE,
+            "delete before {offset}"
+        );
+    }
+
+    for count in [i32::MAX, i32::MIN, 0] {
+        let r = call(
+            &mut s,
+            3,
+            next(),
+            Request::CreatePartitions(CreatePartitionsRequest {
+                topics: vec![CreatePartitionsTopic {
+                    name: "edge".into(),
+                    count,
+                    assignments: None,
+                }],
+                timeout_ms: i32::MIN,
+                validate_only: false,
+            }),
+        )
+        .await;
+        let Response::CreatePartitions(c) = r else {
+            panic!("not CreatePartitions")
+        };
+        assert_ne!(c.results[0].error_code, 0, "{count} partitions");
+    }
+
+    for (session, rebalance) in [(i32::MAX, 10_000), (i32::MIN, 10_000), (-1, i32::MIN)] {
+        let r = call(
+            &mut s,
+            3,
+            next(),
+            Request::JoinGroup(JoinGroupRequest {
+                group_id: "edge-join".into(),
+                session_timeout_ms: session,
+                rebalance_timeout_ms: rebalance,
+                protocol_type: "consumer".into(),
+                protocols: vec![JoinGroupRequestProtocol {
+                    name: "range".into(),
+                    metadata: Bytes::from_static(b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"),
+                }],
+                ..JoinGroupRequest::default()
+            }),
+        )
+        .await;
+        let Response::JoinGroup(j) = r else {
+            panic!("not JoinGroup")
+        };
+        assert_eq!(j.error_code, INVALID_SESSION_TIMEOUT, "session {session}");
+    }
+
+    // Still serving: the two records read back.
+    let r = call(&mut s, 12, next(), fetch(0, 1 << 20, 1 << 20, 0, 1)).await;
+    assert_eq!(fetched(r).1, 2);
+    server.shutdown().await;
+    broker.shutdown().await.expect("shutdown");
+}
