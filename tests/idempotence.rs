@@ -764,6 +764,13 @@ impl PartitionLog for FaultyLog {
     async fn sync(&self) -> weir_storage::Result<()> {
         self.inner.sync().await
     }
+    async fn compact(
+        &self,
+        policy: weir_storage::CompactionPolicy,
+        now_ms: i64,
+    ) -> weir_storage::Result<Option<weir_storage::CompactionStats>> {
+        self.inner.compact(policy, now_ms).await
+    }
     async fn save_snapshot(&self, snapshot: &[u8]) -> weir_storage::Result<()> {
         self.inner.save_snapshot(snapshot).await
     }

@@ -5,17 +5,20 @@
 //!
 //! Data flow: a log is a `VecDeque` of batches behind an `RwLock`. `append` validates, assigns
 //! offsets and pushes under the write lock, so a reader sees each batch whole or not at all.
-//! Retention works in units of batches. Metadata and group offsets live in ordered maps.
+//! Retention works in units of batches. Compaction (every batch but the newest is closed) runs
+//! its passes over a snapshot of the batches, off the lock, and swaps the changed batches in by
+//! base offset under the write lock. Metadata and group offsets live in ordered maps.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
+use weir_storage::compaction::{pass_over_batches, Cleaned, CleanerCheckpoint};
 use weir_storage::log::{assign_offsets, check_range, offset_for_time_in};
 use weir_storage::retention::{retention_cut, Unit};
 use weir_storage::{
-    AppendInfo, Batch, CommittedOffset, LogConfig, LogOffsets, Offset, PartitionLog, Result,
-    Retention, Storage, StorageError, TopicPartition,
+    AppendInfo, Batch, CommittedOffset, CompactionPolicy, CompactionStats, LogConfig, LogOffsets,
+    Offset, PartitionLog, Result, Retention, Storage, StorageError, TopicPartition,
 };
 
 /// In-memory storage. Cloning shares the same data.
@@ -37,6 +40,8 @@ struct Shared {
 struct LogData {
     state: RwLock<LogState>,
     snapshot: std::sync::Mutex<Option<Vec<u8>>>,
+    /// Serializes compaction passes; holds where the last one stopped.
+    cleaner: std::sync::Mutex<CleanerCheckpoint>,
 }
 
 #[derive(Debug, Default)]
@@ -269,6 +274,34 @@ impl PartitionLog for MemoryLog {
             st.drop_below_start();
         }
         Ok(st.start)
+    }
+
+    async fn compact(
+        &self,
+        policy: CompactionPolicy,
+        now_ms: i64,
+    ) -> Result<Option<CompactionStats>> {
+        self.check_open()?;
+        let mut checkpoint = self.data.cleaner.lock().unwrap_or_else(|e| e.into_inner());
+        let batches: Vec<Batch> = self.read_state().batches.iter().cloned().collect();
+        let scan = || batches.iter().cloned().map(Ok);
+        let Some((changes, stats)) = pass_over_batches(scan, &checkpoint, &policy, now_ms)? else {
+            return Ok(None);
+        };
+        let mut changes: BTreeMap<Offset, Cleaned> = changes.into_iter().collect();
+        let mut st = self.write_state();
+        // Retention may have dropped batches meanwhile, and appends only add after them.
+        let old = std::mem::take(&mut st.batches);
+        for b in old {
+            match changes.remove(&b.base_offset()) {
+                Some(Cleaned::Removed) => {}
+                Some(Cleaned::Rewritten(nb)) => st.batches.push_back(nb),
+                Some(Cleaned::Unchanged) | None => st.batches.push_back(b),
+            }
+        }
+        st.size_bytes = st.batches.iter().map(|b| b.len() as u64).sum();
+        *checkpoint = CleanerCheckpoint::after(&stats, &policy);
+        Ok(Some(stats))
     }
 
     async fn sync(&self) -> Result<()> {

@@ -6,8 +6,16 @@
 //!     00000000000000000000.index   offset + time index of a sealed segment (rebuilt if stale)
 //!     00000000000000004711.log     the active segment: the only one written
 //!     start-offset                 the log start offset, when it lies inside a segment
+//!     compacted-upto               below this offset compaction may have left gaps
 //!     snapshot                     the owner's snapshot (`save_snapshot`), when there is one
 //! ```
+//!
+//! Compaction ([`PartitionLog::compact`]) rewrites sealed segments one at a time: the batches
+//! that survive go to `<base>.cleaned.tmp`, which is synced and renamed over the segment under
+//! the writer lock (a reader that planned on the old file keeps reading its still-open inode).
+//! `compacted-upto` is made durable before the first rename: below it a gap between batches is
+//! what compaction removed, anywhere else it is corruption. A segment left with nothing is
+//! deleted, except the first one, which stays (empty) to anchor the log start.
 //!
 //! Concurrency. Two locks with distinct jobs:
 //! - `writer` (a `std::sync::Mutex`, taken only on blocking threads) serializes everything that
@@ -36,11 +44,12 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use weir_storage::batch::STORED_PREFIX_LEN;
+use weir_storage::compaction::{Cleaned, CleanerCheckpoint, KeyMap};
 use weir_storage::log::{check_range, offset_for_time_in, plan_offsets, NO_LEADER_EPOCH};
 use weir_storage::retention::{retention_cut, Unit};
 use weir_storage::{
-    AppendDone, AppendInfo, Batch, Durability, LogConfig, LogOffsets, Offset, PartitionLog, Result,
-    Retention, StorageError,
+    AppendDone, AppendInfo, Batch, CompactionPolicy, CompactionStats, Durability, LogConfig,
+    LogOffsets, Offset, PartitionLog, Result, Retention, StorageError,
 };
 
 use crate::fsutil::{read_if_exists, remove_if_exists, sync_dir, write_atomic};
@@ -48,6 +57,9 @@ use crate::index::{self, SegmentSummary};
 use crate::segment::{index_name, log_name, read_batches, scan, BatchInfo, ReadPlan, Segment};
 
 const START_FILE: &str = "start-offset";
+const COMPACTED_FILE: &str = "compacted-upto";
+/// How much one read of a compaction pass takes in.
+const COMPACTION_READ_BYTES: usize = 4 * 1024 * 1024;
 pub(crate) const SNAPSHOT_FILE: &str = "snapshot";
 
 /// Runs blocking work off the async executor.
@@ -68,6 +80,8 @@ struct State {
     segments: VecDeque<Segment>,
     start: Offset,
     size_bytes: u64,
+    /// Below this offset batches may have gaps between them (see the module docs).
+    compacted_upto: Offset,
 }
 
 impl State {
@@ -88,6 +102,18 @@ impl State {
         self.segments
             .partition_point(|s| s.base <= offset)
             .checked_sub(1)
+    }
+
+    /// A read plan for `seg`, to find `from` in it.
+    fn read_plan(&self, seg: &Segment, from: Offset) -> ReadPlan {
+        ReadPlan {
+            path: seg.path.clone(),
+            file: seg.file.clone(),
+            pos: seg.position_for(from),
+            len: seg.len,
+            // `from` before the segment's base: it lies in a gap compaction left.
+            gaps: seg.base < self.compacted_upto || from < seg.base,
+        }
     }
 }
 
@@ -110,6 +136,8 @@ struct Inner {
     closed: AtomicBool,
     /// A background fsync (interval durability) is running.
     syncing: AtomicBool,
+    /// Serializes compaction passes; where the last one stopped.
+    cleaner: Mutex<CleanerCheckpoint>,
 }
 
 /// One partition's log in segment files. See the module docs for layout and locking.
@@ -128,6 +156,7 @@ fn open_rw(path: &Path, create: bool) -> Result<File> {
         .map_err(|e| StorageError::io(format!("opening {}", path.display()), e))
 }
 
+/// An offset checkpoint file (`start-offset`, `compacted-upto`): the offset and its CRC-32C.
 fn encode_start(start: Offset) -> Vec<u8> {
     let mut v = start.to_be_bytes().to_vec();
     v.extend_from_slice(&crc32c::crc32c(&start.to_be_bytes()).to_be_bytes());
@@ -140,7 +169,7 @@ fn decode_start(path: &Path, buf: &[u8]) -> Result<Offset> {
         return Err(StorageError::Corrupt {
             path: path.to_path_buf(),
             position: 0,
-            detail: "damaged start-offset checkpoint".into(),
+            detail: "damaged offset checkpoint".into(),
         });
     }
     let mut a = [0u8; 8];
@@ -184,6 +213,11 @@ impl SegmentLog {
         let checkpoint = read_if_exists(&start_path)?
             .map(|b| decode_start(&start_path, &b))
             .transpose()?;
+        let compacted_path = dir.join(COMPACTED_FILE);
+        let compacted_upto = read_if_exists(&compacted_path)?
+            .map(|b| decode_start(&compacted_path, &b))
+            .transpose()?
+            .unwrap_or(0);
 
         let interval = u64::from(cfg.index_interval_bytes);
         let mut segments: VecDeque<Segment> = VecDeque::new();
@@ -193,7 +227,8 @@ impl SegmentLog {
             let file = Arc::new(open_rw(&path, false)?);
             let mut seg = Segment::new(base, path.clone(), file, interval);
             if let Some(prev) = segments.back() {
-                if prev.next != base {
+                let gap_ok = prev.base < compacted_upto && prev.next <= base;
+                if prev.next != base && !gap_ok {
                     return Err(StorageError::Corrupt {
                         path,
                         position: 0,
@@ -217,13 +252,13 @@ impl SegmentLog {
                 match loaded {
                     Some((s, ix)) => seg.install_index(ix, s.len, s.next, s.max_ts),
                     None => {
-                        scan(&mut seg, false)?;
+                        scan(&mut seg, false, base < compacted_upto)?;
                         write_atomic(&index_path, &index::encode(summary(&seg), &seg.index))?;
                     }
                 }
             } else {
                 remove_if_exists(&index_path)?;
-                let scanned = scan(&mut seg, true)?;
+                let scanned = scan(&mut seg, true, false)?;
                 if scanned.valid_len < scanned.file_len {
                     seg.file.set_len(scanned.valid_len).map_err(|e| {
                         StorageError::io(format!("truncating torn tail of {}", path.display()), e)
@@ -246,7 +281,13 @@ impl SegmentLog {
             .map_or(checkpoint.unwrap_or(0), |s| s.next)
             .max(checkpoint.unwrap_or(0));
         let first_base = segments.front().map_or(end, |s| s.base);
-        let start = checkpoint.unwrap_or(first_base).max(first_base).min(end);
+        let start = match checkpoint {
+            // Compaction may have emptied what lay between the start and the first segment.
+            Some(c) if first_base <= compacted_upto => c,
+            Some(c) => c.max(first_base),
+            None => first_base,
+        }
+        .min(end);
         if segments
             .back()
             .is_none_or(|s| s.next < end || s.next <= start && !s.is_empty())
@@ -254,8 +295,13 @@ impl SegmentLog {
             let seg = create_segment(dir, end, interval)?;
             segments.push_back(seg);
         }
-        // Delete sealed segments entirely below the start (a retention that crashed midway).
-        while segments.len() > 1 && segments.front().is_some_and(|s| s.next <= start) {
+        // Delete sealed segments entirely below the start (a retention that crashed midway);
+        // not an empty first segment at the start (compaction emptied it; it anchors the start).
+        while segments.len() > 1
+            && segments
+                .front()
+                .is_some_and(|s| s.next <= start && !(s.is_empty() && s.base == start))
+        {
             if let Some(s) = segments.pop_front() {
                 delete_segment_files(dir, &s)?;
             }
@@ -281,6 +327,7 @@ impl SegmentLog {
                     segments,
                     start,
                     size_bytes,
+                    compacted_upto,
                 }),
                 writer: Mutex::new(Writer {
                     file: active,
@@ -290,6 +337,7 @@ impl SegmentLog {
                 failed: Mutex::new(None),
                 closed: AtomicBool::new(false),
                 syncing: AtomicBool::new(false),
+                cleaner: Mutex::new(CleanerCheckpoint::default()),
             }),
         })
     }
@@ -598,25 +646,267 @@ impl Inner {
     fn plan(&self, from: Offset) -> Result<Option<(ReadPlan, Offset)>> {
         let st = self.read_state();
         check_range(from, st.offsets())?;
-        let Some(mut i) = st.segment_for(from) else {
-            return Ok(None);
-        };
-        // An empty active segment, or a sealed one that ends exactly at `from`: move on.
+        // Before the first segment only when compaction deleted what held the start.
+        let mut i = st.segment_for(from).unwrap_or(0);
+        // An empty segment, or one that ends at or before `from`: move on.
         while let Some(s) = st.segments.get(i) {
-            if from < s.next {
-                return Ok(Some((
-                    ReadPlan {
-                        path: s.path.clone(),
-                        file: s.file.clone(),
-                        pos: s.position_for(from),
-                        len: s.len,
-                    },
-                    s.next,
-                )));
+            if from < s.next && !s.is_empty() {
+                return Ok(Some((st.read_plan(s, from), s.next)));
             }
             i += 1;
         }
         Ok(None)
+    }
+}
+
+/// Calls `f` with each batch of the segment `plan` reads, `base..next`, in order, with its byte
+/// position, until `f` returns `false`.
+fn for_each_batch(
+    plan: &ReadPlan,
+    base: Offset,
+    next: Offset,
+    mut f: impl FnMut(Batch, u64) -> Result<bool>,
+) -> Result<()> {
+    let mut plan = plan.clone();
+    let mut from = base;
+    while from < next && plan.pos < plan.len {
+        let batches = read_batches(&plan, from, COMPACTION_READ_BYTES)?;
+        if batches.is_empty() {
+            break;
+        }
+        for b in batches {
+            let (pos, len) = (plan.pos, b.len() as u64);
+            from = b.next_offset();
+            plan.pos += len;
+            if !f(b, pos)? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A sealed segment of a compaction pass.
+struct Closed {
+    base: Offset,
+    next: Offset,
+    len: u64,
+    plan: ReadPlan,
+}
+
+/// The replacement of one segment being written: `<base>.cleaned.tmp`.
+struct Rewrite {
+    path: PathBuf,
+    file: File,
+    infos: Vec<BatchInfo>,
+}
+
+impl Inner {
+    /// One compaction pass (module docs; the rules are `weir_storage::compaction`'s).
+    fn compact_blocking(
+        &self,
+        policy: CompactionPolicy,
+        now_ms: i64,
+    ) -> Result<Option<CompactionStats>> {
+        let mut checkpoint = self.cleaner.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, closed) = {
+            let st = self.read_state();
+            let sealed = st.segments.len().saturating_sub(1);
+            let closed: Vec<Closed> = st
+                .segments
+                .iter()
+                .take(sealed)
+                .filter(|s| !s.is_empty())
+                .take_while(|s| policy.is_cleanable(s.max_ts, now_ms))
+                .map(|s| Closed {
+                    base: s.base,
+                    next: s.next,
+                    len: s.len,
+                    plan: st.read_plan(s, s.base),
+                })
+                .collect();
+            (st.start, closed)
+        };
+        let Some(closed_end) = closed.last().map(|c| c.next) else {
+            return Ok(None);
+        };
+        let closed_bytes = closed.iter().map(|c| c.len).sum();
+        let dirty_bytes = closed
+            .iter()
+            .filter(|c| c.next > checkpoint.cleaned_upto)
+            .map(|c| c.len)
+            .sum();
+        if !checkpoint.is_due(&policy, closed_bytes, dirty_bytes, now_ms) {
+            return Ok(None);
+        }
+
+        // First pass: every key's latest offset, from the start to where the map fills.
+        let mut map = KeyMap::new(policy.max_keys);
+        let mut full = false;
+        for c in &closed {
+            for_each_batch(&c.plan, c.base, c.next, |b, _| {
+                if b.next_offset() <= start {
+                    return Ok(true);
+                }
+                full = b.next_offset() > closed_end
+                    || !map.add_from_start(&b, checkpoint.cleaned_upto);
+                Ok(!full)
+            })?;
+            if full {
+                break;
+            }
+        }
+        let upto = map
+            .upto()
+            .unwrap_or(checkpoint.cleaned_upto)
+            .max(checkpoint.cleaned_upto);
+        let mut stats = CompactionStats {
+            cleaned_upto: upto,
+            records_read: map.records_read(),
+            unreadable_batches: map.unreadable_batches(),
+            ..CompactionStats::default()
+        };
+
+        // Second pass: each segment below `upto` that loses anything is rewritten and swapped.
+        let horizon = policy.tombstone_horizon(now_ms);
+        for c in closed.iter().take_while(|c| c.base < upto) {
+            let mut rewrite: Option<Rewrite> = None;
+            let mut infos = Vec::new();
+            for_each_batch(&c.plan, c.base, c.next, |b, pos| {
+                let cleaned = if b.next_offset() <= start || b.next_offset() > upto {
+                    Cleaned::Unchanged
+                } else {
+                    map.clean(&b, horizon, &mut stats)?
+                };
+                if cleaned != Cleaned::Unchanged && rewrite.is_none() {
+                    rewrite = Some(self.start_rewrite(c, pos, std::mem::take(&mut infos))?);
+                }
+                let kept = match cleaned {
+                    Cleaned::Unchanged => Some(b),
+                    Cleaned::Rewritten(nb) => Some(nb),
+                    Cleaned::Removed => None,
+                };
+                if let Some(kept) = kept {
+                    match &mut rewrite {
+                        Some(r) => {
+                            (&r.file).write_all(kept.as_bytes()).map_err(|e| {
+                                StorageError::io(format!("writing {}", r.path.display()), e)
+                            })?;
+                            r.infos.push(BatchInfo::of(&kept));
+                        }
+                        None => infos.push(BatchInfo::of(&kept)),
+                    }
+                }
+                Ok(true)
+            })?;
+            if let Some(r) = rewrite {
+                self.swap_segment(c, r, upto)?;
+            }
+        }
+        *checkpoint = CleanerCheckpoint::after(&stats, &policy);
+        Ok(Some(stats))
+    }
+
+    /// Starts the replacement of `c` at the first batch that changes (at byte `pos`): the bytes
+    /// before it are copied as they are.
+    fn start_rewrite(&self, c: &Closed, pos: u64, infos: Vec<BatchInfo>) -> Result<Rewrite> {
+        let path = self.dir.join(format!("{:020}.cleaned.tmp", c.base));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| StorageError::io(format!("creating {}", path.display()), e))?;
+        let mut copied = 0u64;
+        let mut buf = vec![0u8; COMPACTION_READ_BYTES.min(pos as usize)];
+        while copied < pos {
+            let n = (pos - copied).min(buf.len() as u64) as usize;
+            std::os::unix::fs::FileExt::read_exact_at(&*c.plan.file, &mut buf[..n], copied)
+                .map_err(|e| StorageError::io(format!("reading {}", c.plan.path.display()), e))?;
+            (&file)
+                .write_all(&buf[..n])
+                .map_err(|e| StorageError::io(format!("writing {}", path.display()), e))?;
+            copied += n as u64;
+        }
+        Ok(Rewrite { path, file, infos })
+    }
+
+    /// Puts the rewritten `c` in place (or deletes it when nothing is left, unless it is the
+    /// first segment), under the writer lock so that no append, roll or retention interleaves.
+    fn swap_segment(&self, c: &Closed, r: Rewrite, upto: Offset) -> Result<()> {
+        let synced = r
+            .file
+            .sync_all()
+            .map_err(|e| StorageError::io(format!("syncing {}", r.path.display()), e));
+        let discard = |e: StorageError| {
+            let _ = std::fs::remove_file(&r.path);
+            e
+        };
+        synced.map_err(discard)?;
+        let _w = self.writer().map_err(discard)?;
+        let (at, compacted_upto) = {
+            let st = self.read_state();
+            let at = st
+                .segments
+                .iter()
+                .position(|s| s.base == c.base && s.len == c.len);
+            (at, st.compacted_upto)
+        };
+        let Some(at) = at else {
+            // Retention deleted it meanwhile.
+            return remove_if_exists(&r.path);
+        };
+        if compacted_upto < upto {
+            // Durable before any gap exists on disk.
+            write_atomic(&self.dir.join(COMPACTED_FILE), &encode_start(upto)).map_err(discard)?;
+            self.write_state().compacted_upto = upto;
+        }
+        let log_path = self.dir.join(log_name(c.base));
+        if r.infos.is_empty() && at > 0 {
+            let removed = {
+                let mut st = self.write_state();
+                let i = st.segments.iter().position(|s| s.base == c.base);
+                let removed = i.and_then(|i| st.segments.remove(i));
+                if let Some(s) = &removed {
+                    st.size_bytes -= s.len;
+                }
+                removed
+            };
+            remove_if_exists(&r.path).map_err(|e| self.fail(e))?;
+            if let Some(s) = removed {
+                delete_segment_files(&self.dir, &s).map_err(|e| self.fail(e))?;
+            }
+            return sync_dir(&self.dir).map_err(|e| self.fail(e));
+        }
+        std::fs::rename(&r.path, &log_path).map_err(|e| {
+            self.fail(StorageError::io(
+                format!("renaming {}", r.path.display()),
+                e,
+            ))
+        })?;
+        sync_dir(&self.dir).map_err(|e| self.fail(e))?;
+        let file = Arc::new(r.file);
+        let mut seg = Segment::new(
+            c.base,
+            log_path,
+            file,
+            u64::from(self.config().index_interval_bytes),
+        );
+        for info in r.infos {
+            seg.note_batch(info);
+        }
+        write_atomic(
+            &self.dir.join(index_name(c.base)),
+            &index::encode(summary(&seg), &seg.index),
+        )
+        .map_err(|e| self.fail(e))?;
+        let mut st = self.write_state();
+        if let Some(i) = st.segments.iter().position(|s| s.base == c.base) {
+            st.size_bytes = st.size_bytes - st.segments[i].len + seg.len;
+            st.segments[i] = seg;
+        }
+        Ok(())
     }
 }
 
@@ -717,11 +1007,13 @@ impl PartitionLog for SegmentLog {
                 if cut == 0 {
                     return Ok(st.start);
                 }
+                // The first segment that stays starts the log (after compaction its base may
+                // lie past where the segment before it ends).
                 st.segments
                     .iter()
                     .filter(|s| !s.is_empty())
-                    .nth(cut - 1)
-                    .map_or(st.start, |s| s.next)
+                    .nth(cut)
+                    .map_or(st.end(), |s| s.base)
             };
             inner.truncate_front(&mut w, new_start)
         })
@@ -732,6 +1024,16 @@ impl PartitionLog for SegmentLog {
         self.inner.check_usable()?;
         let inner = self.inner.clone();
         blocking(move || inner.sync_blocking()).await
+    }
+
+    async fn compact(
+        &self,
+        policy: CompactionPolicy,
+        now_ms: i64,
+    ) -> Result<Option<CompactionStats>> {
+        self.inner.check_usable()?;
+        let inner = self.inner.clone();
+        blocking(move || inner.compact_blocking(policy, now_ms)).await
     }
 
     async fn save_snapshot(&self, snapshot: &[u8]) -> Result<()> {

@@ -181,8 +181,13 @@ fn read_at(file: &File, path: &Path, buf: &mut [u8], pos: u64) -> Result<()> {
         .map_err(|e| StorageError::io(format!("reading {} at {pos}", path.display()), e))
 }
 
-/// Checks one candidate batch at the start of `buf`: framing, CRC, leader epoch and base offset.
-fn check_batch(buf: &Bytes, expected_base: Offset) -> std::result::Result<Batch, String> {
+/// Checks one candidate batch at the start of `buf`: framing, CRC, leader epoch and base offset
+/// (`expected_base`, or with `gaps` at least that: a compacted segment).
+fn check_batch(
+    buf: &Bytes,
+    expected_base: Offset,
+    gaps: bool,
+) -> std::result::Result<Batch, String> {
     let len = Batch::frame_len(buf).map_err(|e| e.to_string())?;
     let batch = Batch::new(buf.slice(..len)).map_err(|e| e.to_string())?;
     if batch.partition_leader_epoch() != NO_LEADER_EPOCH {
@@ -191,10 +196,10 @@ fn check_batch(buf: &Bytes, expected_base: Offset) -> std::result::Result<Batch,
             batch.partition_leader_epoch()
         ));
     }
-    if batch.base_offset() != expected_base {
+    let base = batch.base_offset();
+    if base < expected_base || !gaps && base != expected_base {
         return Err(format!(
-            "base offset {} where {expected_base} was expected",
-            batch.base_offset()
+            "base offset {base} where {expected_base} was expected"
         ));
     }
     Ok(batch)
@@ -204,8 +209,9 @@ fn check_batch(buf: &Bytes, expected_base: Offset) -> std::result::Result<Batch,
 ///
 /// With `tail == true` (the active segment) the first bad batch ends the scan when nothing valid
 /// follows it (a torn tail: the caller truncates to `valid_len`); otherwise, and for sealed
-/// segments always, a bad batch is `Corrupt`.
-pub(crate) fn scan(seg: &mut Segment, tail: bool) -> Result<Scanned> {
+/// segments always, a bad batch is `Corrupt`. With `gaps` (a compacted segment) a batch may
+/// start after the offset the one before it ends at.
+pub(crate) fn scan(seg: &mut Segment, tail: bool, gaps: bool) -> Result<Scanned> {
     let path = seg.path.clone();
     let file_len = seg
         .file
@@ -241,7 +247,7 @@ pub(crate) fn scan(seg: &mut Segment, tail: bool) -> Result<Scanned> {
                     window_pos = pos;
                 }
                 let off = (pos - window_pos) as usize;
-                match check_batch(&window.slice(off..off + l as usize), seg.next) {
+                match check_batch(&window.slice(off..off + l as usize), seg.next, gaps) {
                     Ok(batch) => {
                         seg.note_batch(BatchInfo::of(&batch));
                         pos += l;
@@ -310,11 +316,15 @@ pub(crate) struct ReadPlan {
     pub pos: u64,
     /// The committed length of the segment at snapshot time.
     pub len: u64,
+    /// Whether batches may leave gaps between them (compaction removed what was there), so
+    /// that the first batch served may start after the offset asked for.
+    pub gaps: bool,
 }
 
-/// Reads whole batches from one segment, starting with the batch holding `from`, up to
-/// `max_bytes` (at least one batch). Every batch is CRC-checked and must continue the offsets of
-/// the one before it; anything else is `Corrupt`, never served.
+/// Reads whole batches from one segment, starting with the batch holding `from` (with
+/// `plan.gaps`, the first batch that ends after it), up to `max_bytes` (at least one batch).
+/// Every batch is CRC-checked and must continue the offsets of the one before it (with gaps:
+/// start at or after where it ends); anything else is `Corrupt`, never served.
 pub(crate) fn read_batches(plan: &ReadPlan, from: Offset, max_bytes: usize) -> Result<Vec<Batch>> {
     let mut out: Vec<Batch> = Vec::new();
     let mut total = 0usize;
@@ -386,7 +396,8 @@ pub(crate) fn read_batches(plan: &ReadPlan, from: Offset, max_bytes: usize) -> R
             ));
         }
         if let Some(prev) = out.last() {
-            if batch.base_offset() != prev.next_offset() {
+            let base = batch.base_offset();
+            if base < prev.next_offset() || !plan.gaps && base != prev.next_offset() {
                 return Err(corrupt(
                     &plan.path,
                     pos,
@@ -397,7 +408,7 @@ pub(crate) fn read_batches(plan: &ReadPlan, from: Offset, max_bytes: usize) -> R
                     ),
                 ));
             }
-        } else if batch.base_offset() > from || batch.next_offset() <= from {
+        } else if !plan.gaps && batch.base_offset() > from || batch.next_offset() <= from {
             return Err(corrupt(
                 &plan.path,
                 pos,

@@ -4,7 +4,9 @@
 //! - the segment truncated at every byte of its last two batches recovers exactly the whole
 //!   batches before the cut;
 //! - a bit flipped in any byte of a batch before the tail is reported as `Corrupt` (at open for
-//!   the active segment, at read for a sealed one) and never served.
+//!   the active segment, at read for a sealed one) and never served;
+//! - a compacted log reopens with its gaps, drops a half-written replacement segment, and still
+//!   calls a gap above `compacted-upto` corruption.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -273,6 +275,86 @@ fn index_files_are_rebuilt_when_missing_or_stale() {
             .map(|r| r.offset);
         assert!(expected.is_some());
         assert_eq!(log.offset_for_time(1_020).await.expect("time"), expected);
+    });
+}
+
+fn remove_index_files(logdir: &Path) {
+    for e in std::fs::read_dir(logdir).expect("list") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|e| e == "index") {
+            std::fs::remove_file(p).expect("remove index");
+        }
+    }
+}
+
+#[test]
+fn a_compacted_log_recovers_with_its_gaps() {
+    run(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A segment per batch; every batch holds keys k0, k1, k2, so compaction leaves only the
+        // last closed batch and the head, with the first segment kept (empty) as the anchor.
+        let cfg = LogConfig {
+            segment_bytes: 1,
+            ..one_segment()
+        };
+        let log = open(dir.path(), &cfg).await.expect("open");
+        for i in 0..12 {
+            let b = batch_of(3, 1_000 + i, 30, Compression::ALL[i as usize % 5]);
+            log.append(vec![b]).await.expect("append");
+        }
+        let policy = weir_storage::CompactionPolicy {
+            min_cleanable_dirty_ratio: 0.0,
+            ..weir_storage::CompactionPolicy::default()
+        };
+        let stats = log
+            .compact(policy, 10_000)
+            .await
+            .expect("compact")
+            .expect("due");
+        assert_eq!((stats.cleaned_upto, stats.records_removed), (33, 30));
+        let before = read_all(log.as_ref()).await.expect("read");
+        assert_eq!(
+            before.iter().map(Batch::base_offset).collect::<Vec<_>>(),
+            vec![30, 33]
+        );
+        log.close().await.expect("close");
+        let logdir = dir.path().join("logs").join("crash-0");
+        assert_eq!(
+            segment_files(dir.path()).len(),
+            3,
+            "the anchor, batch 30, the head"
+        );
+        assert_eq!(
+            std::fs::metadata(&segment_files(dir.path())[0])
+                .expect("stat")
+                .len(),
+            0
+        );
+
+        // A crash while writing a replacement leaves its temporary file; the index files are
+        // lost too, so every sealed segment is scanned, gaps and all.
+        let leftover = logdir.join("00000000000000000030.cleaned.tmp");
+        std::fs::write(&leftover, b"half a segment").expect("leftover");
+        remove_index_files(&logdir);
+        let log = open(dir.path(), &cfg).await.expect("reopen");
+        assert_eq!(read_all(log.as_ref()).await.expect("read"), before);
+        assert_eq!((log.offsets().start, log.offsets().end), (0, 36));
+        assert_eq!(log.read(5, 1).await.expect("read")[0].base_offset(), 30);
+        assert!(!leftover.exists());
+        log.close().await.expect("close");
+
+        // Without the record of where compaction ran, the gap is a hole: corruption.
+        std::fs::remove_file(logdir.join("compacted-upto")).expect("forget");
+        remove_index_files(&logdir);
+        match open(dir.path(), &cfg).await {
+            Err(StorageError::Corrupt { detail, .. }) => {
+                assert!(
+                    detail.contains("segment starts at 30 but the previous one ends at 0"),
+                    "{detail}"
+                );
+            }
+            other => panic!("a hole must be corruption: {other:?}"),
+        }
     });
 }
 

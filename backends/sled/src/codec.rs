@@ -175,14 +175,20 @@ pub(crate) struct LogState {
     pub(crate) start: Offset,
     /// A lower bound of the log end offset (exact when the log holds no batch).
     pub(crate) end: Offset,
+    /// Below this offset compaction may have left gaps between batches (0: never compacted).
+    pub(crate) compacted_upto: Offset,
 }
 
-/// `version, start (i64 BE), end (i64 BE)`.
+/// `version, start (i64 BE), end (i64 BE)`, then `compacted_upto (i64 BE)` once the log was
+/// compacted (a state written before compaction existed has no such field and means 0).
 pub(crate) fn encode_log_state(state: LogState) -> Vec<u8> {
-    let mut out = Vec::with_capacity(17);
+    let mut out = Vec::with_capacity(25);
     out.push(VALUE_VERSION);
     out.extend_from_slice(&state.start.to_be_bytes());
     out.extend_from_slice(&state.end.to_be_bytes());
+    if state.compacted_upto != 0 {
+        out.extend_from_slice(&state.compacted_upto.to_be_bytes());
+    }
     out
 }
 
@@ -192,11 +198,16 @@ pub(crate) fn decode_log_state(buf: &[u8]) -> Option<LogState> {
     if r.u8()? != VALUE_VERSION {
         return None;
     }
+    let start = r.i64()?;
+    let end = r.i64()?;
+    let compacted_upto = if r.0.is_empty() { 0 } else { r.i64()? };
     let state = LogState {
-        start: r.i64()?,
-        end: r.i64()?,
+        start,
+        end,
+        compacted_upto,
     };
-    let sane = r.0.is_empty() && 0 <= state.start && state.start <= state.end;
+    let sane =
+        r.0.is_empty() && 0 <= state.start && state.start <= state.end && compacted_upto >= 0;
     sane.then_some(state)
 }
 
@@ -367,10 +378,29 @@ mod tests {
 
     #[test]
     fn log_state_round_trips_and_rejects_nonsense() {
-        let s = LogState { start: 7, end: 90 };
+        let s = LogState {
+            start: 7,
+            end: 90,
+            compacted_upto: 0,
+        };
         assert_eq!(decode_log_state(&encode_log_state(s)), Some(s));
         assert_eq!(
-            decode_log_state(&encode_log_state(LogState { start: 9, end: 8 })),
+            encode_log_state(s).len(),
+            17,
+            "the format before compaction"
+        );
+        let c = LogState {
+            compacted_upto: 60,
+            ..s
+        };
+        assert_eq!(decode_log_state(&encode_log_state(c)), Some(c));
+        assert_eq!(decode_log_state(&encode_log_state(c)[..24]), None);
+        assert_eq!(
+            decode_log_state(&encode_log_state(LogState {
+                start: 9,
+                end: 8,
+                compacted_upto: 0
+            })),
             None
         );
         assert_eq!(decode_log_state(&[2; 17]), None);

@@ -215,23 +215,30 @@ impl StorageShared {
         let data =
             h.db.open_tree(&name)
                 .map_err(|e| self.engine("opening a log tree", e))?;
-        let offsets = match state {
+        let (offsets, compacted_upto) = match state {
             None => {
                 // A tree without state is what an interrupted delete_log leaves: start over.
                 data.clear()
                     .map_err(|e| self.engine("clearing a stale log tree", e))?;
-                let fresh = LogState { start: 0, end: 0 };
+                let fresh = LogState {
+                    start: 0,
+                    end: 0,
+                    compacted_upto: 0,
+                };
                 h.logs
                     .insert(&state_key, codec::encode_log_state(fresh))
                     .map_err(|e| self.engine("creating a log", e))?;
                 self.flush(h, "creating a log")?;
-                LogOffsets::default()
+                (LogOffsets::default(), 0)
             }
             Some(raw) => {
                 let state = codec::decode_log_state(&raw).ok_or_else(|| {
                     self.corrupt("logs", format!("unreadable state of log {tp}: {raw:?}"))
                 })?;
-                self.recover(&data, &tree_path, state)?
+                (
+                    self.recover(&data, &tree_path, state)?,
+                    state.compacted_upto,
+                )
             }
         };
         Ok(Recovered {
@@ -246,6 +253,7 @@ impl StorageShared {
                 snapshots: h.snapshots.clone(),
             },
             offsets,
+            compacted_upto,
         })
     }
 
@@ -283,9 +291,10 @@ impl StorageShared {
                 continue;
             }
             let expected = next.unwrap_or(state.start);
+            // Below `compacted_upto` compaction may have removed what lay in between.
             let fits = match next {
-                None => base <= state.start,
-                Some(n) => base == n,
+                None => base <= state.start || state.start < state.compacted_upto,
+                Some(n) => base == n || n < state.compacted_upto && base > n,
             };
             if !fits {
                 return Err(corrupt(
@@ -795,7 +804,14 @@ mod tests {
         let mut size = 0;
         run(async { size = three_batches(&live).await });
         let edited = edited_copy(&live, dir.path(), "edited", |db| {
-            set_state(db, LogState { start: 4, end: 4 });
+            set_state(
+                db,
+                LogState {
+                    start: 4,
+                    end: 4,
+                    compacted_upto: 0,
+                },
+            );
         });
         let o = open_log_result(&edited).unwrap();
         assert_eq!((o.start, o.end, o.size_bytes), (4, 6, size / 3));
@@ -819,7 +835,14 @@ mod tests {
         });
         // The end persisted past the last batch.
         let past_end = edited_copy(&live, dir.path(), "past-end", |db| {
-            set_state(db, LogState { start: 0, end: 9 });
+            set_state(
+                db,
+                LogState {
+                    start: 0,
+                    end: 9,
+                    compacted_upto: 0,
+                },
+            );
         });
         assert!(matches!(
             open_log_result(&past_end),
@@ -831,7 +854,14 @@ mod tests {
                 .unwrap()
                 .remove(codec::offset_key(0))
                 .unwrap();
-            set_state(db, LogState { start: 1, end: 1 });
+            set_state(
+                db,
+                LogState {
+                    start: 1,
+                    end: 1,
+                    compacted_upto: 0,
+                },
+            );
         });
         match open_log_result(&hole) {
             Err(StorageError::Corrupt { position, .. }) => assert_eq!(position, 2),

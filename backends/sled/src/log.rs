@@ -5,24 +5,30 @@
 //! [`Durability`] asks, and only then publishes the new end offset. Readers take the published
 //! offsets, so they never see a batch before its `append` has finished, and never past the end.
 //!
+//! Compaction runs its passes (`weir_storage::compaction::pass_over_batches`) over the tree
+//! without the writer lock, then takes it to persist the new `compacted_upto` in the log's
+//! state (below it a gap between batches is what compaction removed) and to replace or remove
+//! the batches that changed, skipping any that retention deleted meanwhile.
+//!
 //! Every operation that touches sled runs on a blocking thread (`spawn_blocking`) together with
 //! an owned read guard of the log's `gate`. `close` takes the gate for writing, so it waits for
 //! every operation in flight, even one whose caller gave up waiting, and then drops the log's
 //! sled handles: after `close` returns the log holds no reference to the database.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::RwLock;
+use weir_storage::compaction::{pass_over_batches, Cleaned, CleanerCheckpoint};
 use weir_storage::log::{assign_offsets, check_range, offset_for_time_in};
 use weir_storage::retention::{retention_cut, Unit};
 use weir_storage::{
-    AppendInfo, Batch, Durability, LogConfig, LogOffsets, Offset, PartitionLog, Result, Retention,
-    StorageError, TopicPartition,
+    AppendInfo, Batch, CompactionPolicy, CompactionStats, Durability, LogConfig, LogOffsets,
+    Offset, PartitionLog, Result, Retention, StorageError, TopicPartition,
 };
 
 use crate::codec::{decode_offset_key, encode_log_state, offset_key, LogState};
@@ -85,6 +91,10 @@ pub(crate) struct LogShared {
     writer: Mutex<Writer>,
     /// What readers may see; updated after the write (and flush) it describes.
     published: Mutex<LogOffsets>,
+    /// Below this offset compaction may have left gaps; persisted in the log's state first.
+    compacted_upto: AtomicI64,
+    /// Serializes compaction passes; where the last one stopped.
+    cleaner: Mutex<CleanerCheckpoint>,
     fail: FailStop,
 }
 
@@ -96,6 +106,7 @@ pub(crate) struct Recovered {
     pub(crate) durability: Durability,
     pub(crate) handles: LogHandles,
     pub(crate) offsets: LogOffsets,
+    pub(crate) compacted_upto: Offset,
 }
 
 impl LogShared {
@@ -112,6 +123,8 @@ impl LogShared {
                 last_flush: Instant::now(),
             }),
             published: Mutex::new(r.offsets),
+            compacted_upto: AtomicI64::new(r.compacted_upto),
+            cleaner: Mutex::new(CleanerCheckpoint::default()),
             fail: FailStop::default(),
         })
     }
@@ -220,18 +233,43 @@ impl LogShared {
             return Ok(Vec::new());
         }
         let sled_err = |e| self.engine("reading batches", e);
-        let Some((key, value)) = h
+        // The batch at or before `from`; with a gap at the start, the first one after it.
+        let at_or_before = h
             .data
             .range(..=offset_key(from))
             .next_back()
             .transpose()
-            .map_err(sled_err)?
+            .map_err(sled_err)?;
+        let Some((key, value)) = at_or_before.map_or_else(
+            || {
+                h.data
+                    .range(offset_key(from)..)
+                    .next()
+                    .transpose()
+                    .map_err(sled_err)
+            },
+            |kv| Ok(Some(kv)),
+        )?
         else {
             return Err(self.missing(from, from));
         };
-        let first = self.decode(&key, &value)?;
+        let compacted_upto = self.compacted_upto.load(Ordering::Acquire);
+        let mut first = self.decode(&key, &value)?;
         if first.next_offset() <= from {
-            return Err(self.missing(from, from));
+            // Compaction removed what held `from`: serve the batch after the gap.
+            if from >= compacted_upto {
+                return Err(self.missing(from, from));
+            }
+            let after = h
+                .data
+                .range(offset_key(from + 1)..offset_key(offsets.end))
+                .next()
+                .transpose()
+                .map_err(sled_err)?;
+            let Some((key, value)) = after else {
+                return Err(self.missing(from, from));
+            };
+            first = self.decode(&key, &value)?;
         }
         let mut next = first.next_offset();
         let mut total = first.len();
@@ -240,7 +278,8 @@ impl LogShared {
         for item in h.data.range(offset_key(next)..offset_key(offsets.end)) {
             let (key, value) = item.map_err(sled_err)?;
             let batch = self.decode(&key, &value)?;
-            if batch.base_offset() != next {
+            let gap_ok = next < compacted_upto && batch.base_offset() > next;
+            if batch.base_offset() != next && !gap_ok {
                 return Err(self.missing(from, next));
             }
             total = total.saturating_add(batch.len());
@@ -309,6 +348,7 @@ impl LogShared {
         let state = LogState {
             start: new_start,
             end: w.end,
+            compacted_upto: self.compacted_upto.load(Ordering::Acquire),
         };
         h.logs
             .insert(self.state_key.as_slice(), encode_log_state(state))
@@ -378,6 +418,76 @@ impl LogShared {
     fn sync(&self, h: &LogHandles) -> Result<()> {
         let mut w = lock(&self.writer);
         self.flush(h, &mut w)
+    }
+
+    fn compact(
+        &self,
+        h: &LogHandles,
+        policy: CompactionPolicy,
+        now_ms: i64,
+    ) -> Result<Option<CompactionStats>> {
+        let mut checkpoint = lock(&self.cleaner);
+        let offsets = self.offsets();
+        let scan = || {
+            h.data
+                .range(..offset_key(offsets.end))
+                .map(|item| {
+                    let (k, v) = item.map_err(|e| self.engine("scanning for compaction", e))?;
+                    self.decode(&k, &v)
+                })
+                .filter(|b| b.as_ref().map_or(true, |b| b.next_offset() > offsets.start))
+        };
+        let Some((changes, stats)) = pass_over_batches(scan, &checkpoint, &policy, now_ms)? else {
+            return Ok(None);
+        };
+        let w = lock(&self.writer);
+        if stats.cleaned_upto > self.compacted_upto.load(Ordering::Acquire) {
+            let state = LogState {
+                start: self.offsets().start,
+                end: w.end,
+                compacted_upto: stats.cleaned_upto,
+            };
+            h.logs
+                .insert(self.state_key.as_slice(), encode_log_state(state))
+                .map_err(|e| self.engine("persisting the compacted offset", e))?;
+            self.compacted_upto
+                .store(stats.cleaned_upto, Ordering::Release);
+        }
+        let mut freed = 0u64;
+        let mut added = 0u64;
+        for (base, cleaned) in changes {
+            let key = offset_key(base);
+            // Retention may have deleted it since the pass read it.
+            let Some(old) = h
+                .data
+                .get(key)
+                .map_err(|e| self.engine("compacting batches", e))?
+            else {
+                continue;
+            };
+            match cleaned {
+                Cleaned::Removed => {
+                    h.data
+                        .remove(key)
+                        .map_err(|e| self.engine("compacting batches", e))?;
+                }
+                Cleaned::Rewritten(b) => {
+                    h.data
+                        .insert(key, b.as_bytes().as_ref())
+                        .map_err(|e| self.engine("compacting batches", e))?;
+                    added += b.len() as u64;
+                }
+                Cleaned::Unchanged => continue,
+            }
+            freed += old.len() as u64;
+        }
+        h.db.flush()
+            .map_err(|e| self.engine("flushing a compaction", e))?;
+        drop(w);
+        let mut p = lock(&self.published);
+        p.size_bytes = (p.size_bytes + added).saturating_sub(freed);
+        *checkpoint = CleanerCheckpoint::after(&stats, &policy);
+        Ok(Some(stats))
     }
 
     /// Runs `f` on a blocking thread with the log's handles, unless the log is closed or failed.
@@ -490,6 +600,16 @@ impl PartitionLog for SledLog {
     async fn enforce_retention(&self, retention: Retention, now_ms: i64) -> Result<Offset> {
         self.shared
             .run(move |s, h| s.enforce_retention(h, retention, now_ms))
+            .await
+    }
+
+    async fn compact(
+        &self,
+        policy: CompactionPolicy,
+        now_ms: i64,
+    ) -> Result<Option<CompactionStats>> {
+        self.shared
+            .run(move |s, h| s.compact(h, policy, now_ms))
             .await
     }
 

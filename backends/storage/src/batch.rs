@@ -629,6 +629,69 @@ impl Batch {
     }
 }
 
+impl Batch {
+    /// This batch with only `kept` of its records, as compaction rewrites it: the same base
+    /// offset and last offset delta (so the offsets it covers, and the producer's last sequence,
+    /// survive), producer identity, partition leader epoch, attributes and codec; every record
+    /// keeps its offset. The base timestamp becomes the first kept record's and the max timestamp
+    /// the largest kept one, except under `LogAppendTime`, where both stay.
+    ///
+    /// # Errors
+    /// [`BatchError::Empty`] when `kept` is empty; [`BatchError::InconsistentHeader`] when a
+    /// record's offset is not inside this batch or the offsets do not ascend; a compression
+    /// failure.
+    pub fn retain(&self, kept: &[LogRecord]) -> Result<Batch, BatchError> {
+        let first = kept.first().ok_or(BatchError::Empty)?;
+        let (base, last) = (self.base_offset(), self.last_offset());
+        let mut prev = base - 1;
+        for r in kept {
+            if r.offset <= prev || r.offset > last {
+                return Err(BatchError::InconsistentHeader(format!(
+                    "record offset {} outside {base}..={last} or not ascending",
+                    r.offset
+                )));
+            }
+            prev = r.offset;
+        }
+        let count = i32::try_from(kept.len())
+            .map_err(|_| BatchError::TooLarge(format!("{} records", kept.len())))?;
+        let append_time = self.timestamp_type() == TimestampType::LogAppendTime;
+        let (base_ts, max_ts) = if append_time {
+            (self.first_timestamp(), self.max_timestamp())
+        } else {
+            let max = kept.iter().map(|r| r.record.timestamp_ms).max();
+            (
+                first.record.timestamp_ms,
+                max.unwrap_or(first.record.timestamp_ms),
+            )
+        };
+        let header = BatchHeader {
+            base_offset: base,
+            partition_leader_epoch: self.partition_leader_epoch(),
+            attributes: self.attributes(),
+            last_offset_delta: self.last_offset_delta(),
+            base_timestamp: base_ts,
+            max_timestamp: max_ts,
+            producer_id: self.producer_id(),
+            producer_epoch: self.producer_epoch(),
+            base_sequence: self.base_sequence(),
+            record_count: count,
+        };
+        let size = kept.iter().map(|r| size_estimate(&r.record)).sum();
+        let records = kept.iter().map(|r| {
+            // Under LogAppendTime the decoded timestamps are the batch's; the deltas are unused.
+            let ts_delta = if append_time {
+                0
+            } else {
+                r.record.timestamp_ms.wrapping_sub(base_ts)
+            };
+            // In range: checked above against `base..=last`, and `last - base` is an i32.
+            (&r.record, ts_delta, (r.offset - base) as i32)
+        });
+        encode_batch(&header, self.compression()?, size, records)
+    }
+}
+
 /// A cursor over record bytes; every read is bounds-checked and reports what went wrong.
 struct Reader<'a> {
     data: &'a [u8],
@@ -820,6 +883,16 @@ fn put_record(
     Ok(())
 }
 
+/// An upper bound of the bytes `r` takes encoded.
+fn size_estimate(r: &Record) -> usize {
+    24 + r.key.as_ref().map_or(0, Bytes::len)
+        + r.value.as_ref().map_or(0, Bytes::len)
+        + r.headers
+            .iter()
+            .map(|h| 10 + h.key.len() + h.value.as_ref().map_or(0, Bytes::len))
+            .sum::<usize>()
+}
+
 /// Builds a RecordBatch v2 from records, the way Kafka's producers do.
 ///
 /// The first record's timestamp becomes `baseTimestamp`; the batch's max timestamp is the largest
@@ -868,14 +941,7 @@ impl BatchBuilder {
 
     /// Adds a record.
     pub fn push(&mut self, record: Record) {
-        self.size_estimate += 24
-            + record.key.as_ref().map_or(0, Bytes::len)
-            + record.value.as_ref().map_or(0, Bytes::len)
-            + record
-                .headers
-                .iter()
-                .map(|h| 10 + h.key.len() + h.value.as_ref().map_or(0, Bytes::len))
-                .sum::<usize>();
+        self.size_estimate += size_estimate(&record);
         self.records.push(record);
     }
 
@@ -911,55 +977,93 @@ impl BatchBuilder {
             .max()
             .unwrap_or(base_ts);
 
-        // Uncompressed, the records are written straight after a header placeholder; compressed,
-        // they are written into a scratch buffer that is compressed after the header.
-        let compressed = self.compression != Compression::None;
-        let mut out = BytesMut::with_capacity(HEADER_LEN + self.size_estimate);
-        out.put_bytes(0, HEADER_LEN);
-        let mut scratch = BytesMut::new();
-        let records_out = if compressed {
-            scratch.reserve(self.size_estimate);
-            &mut scratch
-        } else {
-            &mut out
-        };
-        for (delta, r) in self.records.iter().enumerate() {
-            put_record(
-                records_out,
-                r,
-                r.timestamp_ms.wrapping_sub(base_ts),
-                delta as i32,
-            )?;
-        }
-        if compressed {
-            let payload = compression::compress(self.compression, &scratch)?;
-            out.put_slice(&payload);
-        }
-        let total = out.len();
-        let batch_length = i32::try_from(total - LOG_OVERHEAD)
-            .map_err(|_| BatchError::TooLarge(format!("batch of {total} bytes")))?;
         let mut attributes = self.compression as i16;
         if self.transactional {
             attributes |= ATTR_TRANSACTIONAL;
         }
-        let mut header = &mut out[..HEADER_LEN];
-        header.put_i64(base_offset);
-        header.put_i32(batch_length);
-        header.put_i32(-1); // partition leader epoch: unknown until a leader writes it
-        header.put_i8(MAGIC_V2);
-        header.put_u32(0); // CRC, filled below
-        header.put_i16(attributes);
-        header.put_i32(count - 1);
-        header.put_i64(base_ts);
-        header.put_i64(max_ts);
-        header.put_i64(self.producer_id);
-        header.put_i16(self.producer_epoch);
-        header.put_i32(self.base_sequence);
-        header.put_i32(count);
-        let crc = crc32c::crc32c(&out[CRC_START..]);
-        out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
-        Ok(Batch { buf: out.freeze() })
+        let header = BatchHeader {
+            base_offset,
+            partition_leader_epoch: -1, // unknown until a leader writes it
+            attributes,
+            last_offset_delta: count - 1,
+            base_timestamp: base_ts,
+            max_timestamp: max_ts,
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            base_sequence: self.base_sequence,
+            record_count: count,
+        };
+        let records = self
+            .records
+            .iter()
+            .enumerate()
+            .map(|(delta, r)| (r, r.timestamp_ms.wrapping_sub(base_ts), delta as i32));
+        encode_batch(&header, self.compression, self.size_estimate, records)
     }
+}
+
+/// The header fields of a batch being encoded (everything but the length and the CRC).
+struct BatchHeader {
+    base_offset: Offset,
+    partition_leader_epoch: i32,
+    attributes: i16,
+    last_offset_delta: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    record_count: i32,
+}
+
+/// Encodes a batch: `records` as (record, timestamp delta, offset delta), compressed with
+/// `compression` (which must match the codec bits of `header.attributes`), then the header and
+/// the CRC. `size_estimate` sizes the buffers.
+fn encode_batch<'a>(
+    header: &BatchHeader,
+    compression: Compression,
+    size_estimate: usize,
+    records: impl Iterator<Item = (&'a Record, i64, i32)>,
+) -> Result<Batch, BatchError> {
+    // Uncompressed, the records are written straight after a header placeholder; compressed,
+    // they are written into a scratch buffer that is compressed after the header.
+    let compressed = compression != Compression::None;
+    let mut out = BytesMut::with_capacity(HEADER_LEN + size_estimate);
+    out.put_bytes(0, HEADER_LEN);
+    let mut scratch = BytesMut::new();
+    let records_out = if compressed {
+        scratch.reserve(size_estimate);
+        &mut scratch
+    } else {
+        &mut out
+    };
+    for (r, timestamp_delta, offset_delta) in records {
+        put_record(records_out, r, timestamp_delta, offset_delta)?;
+    }
+    if compressed {
+        let payload = compression::compress(compression, &scratch)?;
+        out.put_slice(&payload);
+    }
+    let total = out.len();
+    let batch_length = i32::try_from(total - LOG_OVERHEAD)
+        .map_err(|_| BatchError::TooLarge(format!("batch of {total} bytes")))?;
+    let mut h = &mut out[..HEADER_LEN];
+    h.put_i64(header.base_offset);
+    h.put_i32(batch_length);
+    h.put_i32(header.partition_leader_epoch);
+    h.put_i8(MAGIC_V2);
+    h.put_u32(0); // CRC, filled below
+    h.put_i16(header.attributes);
+    h.put_i32(header.last_offset_delta);
+    h.put_i64(header.base_timestamp);
+    h.put_i64(header.max_timestamp);
+    h.put_i64(header.producer_id);
+    h.put_i16(header.producer_epoch);
+    h.put_i32(header.base_sequence);
+    h.put_i32(header.record_count);
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(Batch { buf: out.freeze() })
 }
 
 /// Splits a buffer holding consecutive whole batches (a segment, a Kafka record set).

@@ -15,6 +15,7 @@
 //! CRC), gets its base offset written in place by the log, and is stored and served unchanged.
 
 pub mod batch;
+pub mod compaction;
 mod compression;
 pub mod error;
 pub mod log;
@@ -24,6 +25,7 @@ pub mod testkit;
 pub mod types;
 
 pub use batch::{Batch, BatchBuilder, Compression, Header, LogRecord, Record, TimestampType};
+pub use compaction::{CompactionPolicy, CompactionStats};
 pub use error::{BatchError, Result, StorageError};
 pub use log::{AppendDone, PartitionLog, Storage};
 pub use types::{

@@ -6,8 +6,11 @@
 //! # The contract every backend keeps
 //!
 //! **Offsets.** The log assigns offsets in [`PartitionLog::append`]: the first batch gets the log
-//! end offset, each next batch the offset after the previous one. Offsets are dense and never
-//! reused, also across reopen and retention. Storage, not the broker, is the source of truth, so
+//! end offset, each next batch the offset after the previous one. Offsets are assigned densely
+//! and never reused, also across reopen and retention. Only compaction
+//! ([`PartitionLog::compact`]) leaves gaps: it removes records and whole batches below the
+//! offset it reports, and every backend remembers durably where gaps may be, so that a gap there
+//! is a compacted-away range and anywhere else a hole (corruption). Storage, not the broker, is the source of truth, so
 //! a backend shared by several brokers can own the sequence.
 //!
 //! **Atomicity and order.** An append is atomic per batch: after any crash each batch is either
@@ -44,8 +47,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::{
-    AppendInfo, Batch, CommittedOffset, LogConfig, LogOffsets, Offset, Result, Retention,
-    StorageError, TopicPartition,
+    AppendInfo, Batch, CommittedOffset, CompactionPolicy, CompactionStats, LogConfig, LogOffsets,
+    Offset, Result, Retention, StorageError, TopicPartition,
 };
 
 /// What [`PartitionLog::append_then`] calls with the outcome of the append.
@@ -76,7 +79,8 @@ pub trait PartitionLog: Debug + Send + Sync + 'static {
         result
     }
 
-    /// Reads whole batches starting with the one that holds `from`, in offset order.
+    /// Reads whole batches starting with the one that holds `from` (or, when compaction removed
+    /// it, the first batch after it), in offset order.
     ///
     /// Stops before the batch that would take the total past `max_bytes`, but always returns at
     /// least one batch when `from` is below the log end, however large it is. The first batch
@@ -115,6 +119,22 @@ pub trait PartitionLog: Debug + Send + Sync + 'static {
     /// # Errors
     /// As [`PartitionLog::delete_before`].
     async fn enforce_retention(&self, retention: Retention, now_ms: i64) -> Result<Offset>;
+
+    /// One compaction pass at `now_ms` (Kafka's log cleaner; the rules are in
+    /// [`crate::compaction`]): over the log's closed part (sealed segments, or every batch but
+    /// the newest for a backend without segments), keeps each key's latest record. Offsets do
+    /// not change, nor do the start and end offsets; a concurrent read sees each replaced unit
+    /// either before or after its replacement. Returns `None` without reading anything when too
+    /// little is dirty ([`crate::compaction::CleanerCheckpoint::is_due`]).
+    ///
+    /// # Errors
+    /// I/O errors (a failure while writing the replacement leaves the log as it was), or a
+    /// corrupt batch.
+    async fn compact(
+        &self,
+        policy: CompactionPolicy,
+        now_ms: i64,
+    ) -> Result<Option<CompactionStats>>;
 
     /// Stores `snapshot`, state its owner derived from this log (the broker keeps its
     /// idempotent producers there), in place of the previous one. The snapshot lives and dies

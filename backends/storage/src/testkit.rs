@@ -23,8 +23,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::{
-    Batch, BatchBuilder, CommittedOffset, Compression, Durability, LogConfig, Offset, PartitionLog,
-    Record, Retention, Storage, StorageError, TopicPartition,
+    Batch, BatchBuilder, CommittedOffset, CompactionPolicy, Compression, Durability, LogConfig,
+    Offset, PartitionLog, Record, Retention, Storage, StorageError, TopicPartition,
 };
 
 /// A backend under test: a location that can be opened, dropped and opened again.
@@ -56,7 +56,8 @@ macro_rules! conformance_suite {
     (durable, $factory:expr) => {
         $crate::conformance_suite!(@tests $factory;
             reopen_keeps_everything, reopen_after_everything_deleted, reopen_many_segments,
-            snapshots_survive_reopen, model_check_with_reopen);
+            snapshots_survive_reopen, model_check_with_reopen, compaction_survives_reopen,
+            compaction_model_check_with_reopen);
         $crate::conformance_suite!(volatile, $factory);
     };
     (volatile, $factory:expr) => {
@@ -66,7 +67,9 @@ macro_rules! conformance_suite {
             invalid_append_changes_nothing, delete_before_moves_start, retention_by_time,
             retention_by_bytes, metadata_store, group_offsets, concurrent_logs,
             reads_during_appends, closed_log_refuses, large_batches, snapshots_per_log,
-            append_then_reports_before_resolving, model_check_no_reopen);
+            append_then_reports_before_resolving, model_check_no_reopen,
+            compaction_keeps_each_keys_latest_record, compaction_tombstones_lag_and_null_keys,
+            compaction_keeps_each_producers_last_batch, compaction_model_check_no_reopen);
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {
         $(
@@ -1040,4 +1043,484 @@ pub async fn model_check(f: &dyn StorageFactory, reopen: bool, cases: usize, ste
         log.close().await.expect("close");
         storage.close().await.expect("close storage");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compaction
+//
+// With `segment_bytes: 1` a segment backend rolls before every append, so each append is a
+// segment of its own and its closed part (the sealed segments) is the same as that of a backend
+// without segments (every batch but the newest). Then every backend must do exactly what the
+// reference pass over a plain list of batches does
+// ([`pass_over_batches`](crate::compaction::pass_over_batches)), byte for byte.
+
+const COMPACT_NOW: i64 = 1_700_000_000_000;
+
+/// One append per segment (see above).
+fn compaction_config() -> LogConfig {
+    LogConfig {
+        durability: Durability::None,
+        segment_bytes: 1,
+        segment_ms: 24 * 60 * 60 * 1000,
+        index_interval_bytes: 64,
+    }
+}
+
+/// A batch of `(key, value)` records stamped `ts`, with an optional idempotent producer.
+fn keyed_batch(
+    recs: &[(Option<&str>, Option<&str>)],
+    ts: i64,
+    codec: Compression,
+    producer: Option<(i64, i32)>,
+) -> Batch {
+    let mut b = BatchBuilder::new(codec);
+    if let Some((id, seq)) = producer {
+        b = b.producer(id, 0, seq);
+    }
+    for (k, v) in recs {
+        b.push(Record {
+            timestamp_ms: ts,
+            key: k.map(|k| Bytes::from(k.as_bytes().to_vec())),
+            value: v.map(|v| Bytes::from(v.as_bytes().to_vec())),
+            headers: Vec::new(),
+        });
+    }
+    b.build(0).expect("build")
+}
+
+/// Every record served from `from` on, as (offset, key, value).
+async fn served_records(
+    log: &dyn PartitionLog,
+    from: Offset,
+) -> Vec<(Offset, Option<Bytes>, Option<Bytes>)> {
+    read_all(log, from)
+        .await
+        .iter()
+        .flat_map(|b| b.records().expect("decode"))
+        .map(|r| (r.offset, r.record.key, r.record.value))
+        .collect()
+}
+
+fn policy(ratio: f64, lag_ms: i64, delete_retention_ms: i64, max_keys: usize) -> CompactionPolicy {
+    CompactionPolicy {
+        min_cleanable_dirty_ratio: ratio,
+        min_lag_ms: lag_ms,
+        delete_retention_ms,
+        max_keys,
+    }
+}
+
+/// Each key keeps its latest record at its offset; older records and whole batches go; the
+/// newest batch (the head) is untouched; start and end stay; reads from an offset inside a
+/// removed range serve the next batch; a pass with nothing new to clean is not due.
+pub async fn compaction_keeps_each_keys_latest_record(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("compact", 0), &compaction_config())
+        .await
+        .expect("open");
+    let t = COMPACT_NOW;
+    let appends = [
+        vec![(Some("a"), Some("a0")), (Some("b"), Some("b0"))], // 0, 1
+        vec![(Some("a"), Some("a1"))],                          // 2
+        vec![(Some("c"), Some("c0")), (Some("b"), Some("b1"))], // 3, 4
+        vec![(Some("a"), Some("a2"))],                          // 5
+        vec![(Some("b"), Some("b2"))],                          // 6: the head
+    ];
+    for (i, recs) in appends.iter().enumerate() {
+        let codec = Compression::ALL[i % Compression::ALL.len()];
+        append_one(log.as_ref(), keyed_batch(recs, t + i as i64, codec, None)).await;
+    }
+    let before = log.offsets();
+    let p = policy(0.5, 0, i64::MAX, 1000);
+    let stats = log
+        .compact(p, t + 100)
+        .await
+        .expect("compact")
+        .expect("a new log is all dirty");
+    assert_eq!(stats.cleaned_upto, 6);
+    assert_eq!(stats.records_removed, 3);
+    let o = log.offsets();
+    assert_eq!((o.start, o.end), (before.start, before.end));
+    assert!(o.size_bytes < before.size_bytes);
+    let kv = |o: Offset, k: &str, v: &str| {
+        (
+            o,
+            Some(Bytes::from(k.as_bytes().to_vec())),
+            Some(Bytes::from(v.as_bytes().to_vec())),
+        )
+    };
+    let expected = vec![
+        kv(3, "c", "c0"),
+        kv(4, "b", "b1"),
+        kv(5, "a", "a2"),
+        kv(6, "b", "b2"),
+    ];
+    assert_eq!(served_records(log.as_ref(), 0).await, expected);
+    // Batches 0..2 went whole: a read there serves batch 3..4 (the first that remains), which
+    // keeps its codec.
+    for from in 0..=3 {
+        let got = log.read(from, 1).await.expect("read");
+        assert_eq!(got[0].base_offset(), 3, "read({from})");
+        assert_eq!(got[0].compression(), Ok(Compression::ALL[2]));
+    }
+    assert_eq!(log.read(4, 1).await.expect("read")[0].base_offset(), 3);
+    assert_eq!(log.read(6, 1).await.expect("read")[0].base_offset(), 6);
+    // Nothing new is closed: not due. Appends continue at the end.
+    assert_eq!(log.compact(p, t + 100).await.expect("compact"), None);
+    for (recs, at) in [
+        ([(Some("c"), Some("c1"))], 7),
+        ([(Some("z"), Some("head"))], 8),
+    ] {
+        let b = keyed_batch(&recs, t, Compression::None, None);
+        assert_eq!(append_one(log.as_ref(), b).await, at);
+    }
+    let p = policy(0.0, 0, i64::MAX, 1000);
+    let stats = log
+        .compact(p, t + 100)
+        .await
+        .expect("compact")
+        .expect("due");
+    assert_eq!((stats.cleaned_upto, stats.records_removed), (8, 2));
+    assert_eq!(
+        served_records(log.as_ref(), 0).await,
+        vec![
+            kv(5, "a", "a2"),
+            kv(6, "b", "b2"),
+            kv(7, "c", "c1"),
+            kv(8, "z", "head")
+        ]
+    );
+    // Every batch served is a valid batch that covers its original offsets.
+    for b in read_all(log.as_ref(), 0).await {
+        Batch::new(b.as_bytes().clone()).expect("valid");
+    }
+    assert_eq!(log.offset_for_time(t).await.expect("time"), Some(5));
+}
+
+/// Tombstones stay until `delete_retention_ms` after their timestamp, then go in a pass that is
+/// due for them alone; records without a key go; the lag keeps recent batches out of a pass.
+pub async fn compaction_tombstones_lag_and_null_keys(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("compact", 1), &compaction_config())
+        .await
+        .expect("open");
+    let t = COMPACT_NOW;
+    for (recs, ts) in [
+        (vec![(Some("a"), Some("a0")), (None, Some("no key"))], t), // 0, 1
+        (vec![(Some("a"), None)], t + 10),                          // 2: a's tombstone
+        (vec![(Some("b"), Some("b0"))], t + 1000),                  // 3
+        (vec![(Some("c"), Some("head"))], t + 1000),                // 4
+    ] {
+        append_one(
+            log.as_ref(),
+            keyed_batch(&recs, ts, Compression::None, None),
+        )
+        .await;
+    }
+    // With a lag of 500 ms at t + 600, only batches 0 and 1 (up to t + 10) are closed.
+    let stats = log
+        .compact(policy(0.0, 500, 100, 1000), t + 600)
+        .await
+        .expect("compact")
+        .expect("due");
+    assert_eq!(stats.cleaned_upto, 3);
+    // The tombstone at t + 10 is past the horizon (t + 500) only after t + 110 ... it is:
+    // t + 600 - 100 = t + 500 > t + 10, so it went too.
+    assert_eq!(stats.records_removed, 3);
+    assert_eq!(
+        served_records(log.as_ref(), 0)
+            .await
+            .iter()
+            .map(|r| r.0)
+            .collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+
+    // Again, on a fresh log: the tombstone stays while it is young, and a later pass that is
+    // due only because it expired removes it.
+    let log = s
+        .open_log(&tp("compact", 2), &compaction_config())
+        .await
+        .expect("open");
+    for recs in [
+        vec![(Some("a"), Some("a0"))],
+        vec![(Some("a"), None)],
+        vec![(Some("z"), Some("head"))],
+    ] {
+        append_one(log.as_ref(), keyed_batch(&recs, t, Compression::None, None)).await;
+    }
+    let p = policy(0.5, 0, 100, 1000);
+    let stats = log.compact(p, t + 50).await.expect("compact").expect("due");
+    assert_eq!(
+        (stats.records_removed, stats.oldest_tombstone_ms),
+        (1, Some(t))
+    );
+    assert_eq!(
+        served_records(log.as_ref(), 0)
+            .await
+            .iter()
+            .map(|r| r.0)
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(log.compact(p, t + 100).await.expect("compact"), None);
+    let stats = log
+        .compact(p, t + 101)
+        .await
+        .expect("compact")
+        .expect("expired");
+    assert_eq!(stats.records_removed, 1);
+    assert_eq!(
+        served_records(log.as_ref(), 0)
+            .await
+            .iter()
+            .map(|r| r.0)
+            .collect::<Vec<_>>(),
+        vec![2]
+    );
+    assert_eq!(log.offsets().start, 0, "compaction never moves the start");
+}
+
+/// An idempotent producer's last batch below the cleaned offset stays whole (its sequence
+/// numbers must survive a restart); its earlier batches are compacted like any other.
+pub async fn compaction_keeps_each_producers_last_batch(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("compact", 3), &compaction_config())
+        .await
+        .expect("open");
+    let t = COMPACT_NOW;
+    let p7 = |seq| Some((7, seq));
+    for (recs, producer) in [
+        (vec![(Some("a"), Some("a0"))], p7(0)), // 0
+        (
+            vec![(Some("a"), Some("a1")), (Some("b"), Some("b0"))],
+            p7(1),
+        ), // 1, 2
+        (vec![(Some("a"), Some("a2")), (Some("b"), Some("b1"))], None), // 3, 4
+        (vec![(Some("z"), Some("head"))], None), // 5
+    ] {
+        append_one(
+            log.as_ref(),
+            keyed_batch(&recs, t, Compression::Zstd, producer),
+        )
+        .await;
+    }
+    let stats = log
+        .compact(policy(0.5, 0, i64::MAX, 1000), t)
+        .await
+        .expect("compact")
+        .expect("due");
+    assert_eq!(
+        stats.records_removed, 1,
+        "only a0 goes: batch 1 is producer 7's last"
+    );
+    let batches = read_all(log.as_ref(), 0).await;
+    assert_eq!(batches[0].base_offset(), 1);
+    assert_eq!(batches[0].producer_id(), 7);
+    assert_eq!(batches[0].record_count(), 2);
+}
+
+/// A compacted log reads the same after reopen, keeps compacting, and its gaps are not taken
+/// for corruption.
+pub async fn compaction_survives_reopen(f: &dyn StorageFactory) {
+    let t = COMPACT_NOW;
+    let cfg = compaction_config();
+    let served = {
+        let s = f.open().await;
+        let log = s.open_log(&tp("compact", 4), &cfg).await.expect("open");
+        for i in 0..12 {
+            let key = format!("k{}", i % 3);
+            let value = format!("v{i}");
+            let recs = [(Some(key.as_str()), Some(value.as_str()))];
+            append_one(log.as_ref(), keyed_batch(&recs, t, Compression::Lz4, None)).await;
+        }
+        log.compact(policy(0.5, 0, i64::MAX, 1000), t)
+            .await
+            .expect("compact")
+            .expect("due");
+        let served = served_records(log.as_ref(), 0).await;
+        // k2's latest closed record is 8: the head (11) is not mapped.
+        assert_eq!(
+            served.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![8, 9, 10, 11]
+        );
+        log.close().await.expect("close");
+        s.close().await.expect("close storage");
+        served
+    };
+    let s = f.open().await;
+    let log = s.open_log(&tp("compact", 4), &cfg).await.expect("reopen");
+    assert_eq!((log.offsets().start, log.offsets().end), (0, 12));
+    assert_eq!(served_records(log.as_ref(), 0).await, served);
+    assert_eq!(log.read(0, 1).await.expect("read")[0].base_offset(), 8);
+    let recs = [(Some("k0"), Some("v12"))];
+    assert_eq!(
+        append_one(log.as_ref(), keyed_batch(&recs, t, Compression::None, None)).await,
+        12
+    );
+    let recs = [(Some("k9"), Some("head"))];
+    append_one(log.as_ref(), keyed_batch(&recs, t, Compression::None, None)).await;
+    log.compact(policy(0.5, 0, i64::MAX, 1000), t)
+        .await
+        .expect("compact")
+        .expect("the restart forgot the checkpoint: everything is dirty");
+    assert_eq!(
+        served_records(log.as_ref(), 0)
+            .await
+            .iter()
+            .map(|r| r.0)
+            .collect::<Vec<_>>(),
+        vec![10, 11, 12, 13]
+    );
+    log.close().await.expect("close");
+    s.close().await.expect("close storage");
+}
+
+/// Random appends (keys, null keys, tombstones, idempotent producers, every codec), compaction
+/// passes with random policies, reads, start moves and (durable) reopens, against the reference
+/// pass over a plain list of batches: served batches must match it byte for byte.
+pub async fn compaction_model_check(
+    f: &dyn StorageFactory,
+    reopen: bool,
+    cases: usize,
+    steps: usize,
+) {
+    use crate::compaction::{pass_over_batches, Cleaned, CleanerCheckpoint};
+    let seed = Rng::seed_from_env("compaction_model_check");
+    let mut rng = Rng::new(seed);
+    let cfg = compaction_config();
+    for case in 0..cases {
+        let tp = tp("compact-model", case as i32);
+        let mut storage = f.open().await;
+        let mut log = storage.open_log(&tp, &cfg).await.expect("open");
+        let mut model: Vec<Batch> = Vec::new();
+        let mut checkpoint = CleanerCheckpoint::default();
+        let (mut start, mut end): (Offset, Offset) = (0, 0);
+        let mut seq = [0i32; 2];
+        for step in 0..steps {
+            let ctx = format!("seed {seed} case {case} step {step}");
+            let now = COMPACT_NOW + step as i64 * 10;
+            match rng.below(10) {
+                0..=3 => {
+                    let n = 1 + rng.below(4) as usize;
+                    let keys: Vec<Option<String>> = (0..n)
+                        .map(|_| (rng.below(10) > 0).then(|| format!("k{}", rng.below(6))))
+                        .collect();
+                    let values: Vec<Option<String>> = (0..n)
+                        .map(|_| (rng.below(6) > 0).then(|| format!("v{step}-{}", rng.below(1000))))
+                        .collect();
+                    let recs: Vec<(Option<&str>, Option<&str>)> = keys
+                        .iter()
+                        .zip(&values)
+                        .map(|(k, v)| (k.as_deref(), v.as_deref()))
+                        .collect();
+                    let producer = match rng.below(3) {
+                        0 => None,
+                        p => {
+                            let i = p as usize - 1;
+                            let s = seq[i];
+                            seq[i] += n as i32;
+                            Some((p as i64, s))
+                        }
+                    };
+                    let codec = Compression::ALL[rng.below(5) as usize];
+                    let mut b = keyed_batch(&recs, now, codec, producer);
+                    let base = append_one(log.as_ref(), b.clone()).await;
+                    assert_eq!(base, end, "{ctx}");
+                    b.set_base_offset(base);
+                    end = b.next_offset();
+                    model.push(b);
+                }
+                4..=5 => {
+                    let p = policy(
+                        [0.0, 0.5, 0.9][rng.below(3) as usize],
+                        [0, 20][rng.below(2) as usize],
+                        [0, 30, i64::MAX][rng.below(3) as usize],
+                        [2, 1000][rng.below(2) as usize],
+                    );
+                    let snapshot = model.clone();
+                    let expected = pass_over_batches(
+                        || snapshot.iter().cloned().map(Ok),
+                        &checkpoint,
+                        &p,
+                        now,
+                    )
+                    .expect("reference pass");
+                    let got = log.compact(p, now).await.expect(&ctx);
+                    match expected {
+                        None => assert_eq!(got, None, "{ctx}: {p:?}"),
+                        Some((changes, stats)) => {
+                            assert_eq!(got, Some(stats), "{ctx}: {p:?}");
+                            for (base, c) in changes {
+                                let i = model
+                                    .iter()
+                                    .position(|b| b.base_offset() == base)
+                                    .expect("changed batch");
+                                match c {
+                                    Cleaned::Rewritten(b) => model[i] = b,
+                                    Cleaned::Removed => {
+                                        model.remove(i);
+                                    }
+                                    Cleaned::Unchanged => {}
+                                }
+                            }
+                            checkpoint = CleanerCheckpoint::after(&stats, &p);
+                        }
+                    }
+                }
+                6..=7 => {
+                    let from = start + rng.below((end - start + 1) as u64) as Offset;
+                    let max = rng.below(3000) as usize;
+                    let got = log.read(from, max).await.expect(&ctx);
+                    let first = model.iter().position(|b| b.next_offset() > from);
+                    match first {
+                        None => assert!(got.is_empty(), "{ctx}: read({from})"),
+                        Some(i) => {
+                            assert!(!got.is_empty(), "{ctx}: read({from})");
+                            assert_eq!(&got[..], &model[i..i + got.len()], "{ctx}: read({from})");
+                        }
+                    }
+                }
+                8 => {
+                    let to = start + rng.below((end - start + 1) as u64) as Offset;
+                    start = log.delete_before(to).await.expect(&ctx);
+                    assert_eq!(start, to.min(end), "{ctx}");
+                    model.retain(|b| b.next_offset() > start);
+                }
+                _ => {
+                    if reopen {
+                        log.close().await.expect(&ctx);
+                        storage.close().await.expect(&ctx);
+                        drop(log);
+                        drop(storage);
+                        storage = f.open().await;
+                        log = storage.open_log(&tp, &cfg).await.expect(&ctx);
+                        checkpoint = CleanerCheckpoint::default();
+                    }
+                }
+            }
+            let o = log.offsets();
+            assert_eq!((o.start, o.end), (start, end), "{ctx}");
+        }
+        assert_eq!(
+            read_all(log.as_ref(), start).await,
+            model,
+            "seed {seed} case {case}"
+        );
+        log.close().await.expect("close");
+        storage.close().await.expect("close storage");
+    }
+}
+
+/// The compaction model check without reopens.
+pub async fn compaction_model_check_no_reopen(f: &dyn StorageFactory) {
+    compaction_model_check(f, false, 10, 120).await;
+}
+
+/// The compaction model check with reopens (durable backends).
+pub async fn compaction_model_check_with_reopen(f: &dyn StorageFactory) {
+    compaction_model_check(f, true, 10, 120).await;
 }

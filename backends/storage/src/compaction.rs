@@ -1,0 +1,715 @@
+//! Log compaction (Kafka's `cleanup.policy=compact`): the rule every backend applies, so that
+//! they keep the same records for the same log.
+//!
+//! A compacted log keeps, for every key, at least its latest record: older records of a key go,
+//! offsets never change, and a consumer that reads from the start still ends up with the latest
+//! value of every key. Kafka's rules, which clients and tools (Kafka Connect, Schema Registry,
+//! Kafka Streams changelogs) rely on:
+//!
+//! - Only the closed part of the log is compacted, never its head: a backend's sealed segments
+//!   (the active one is the head), or for a backend without segments every batch but the
+//!   newest; and of those only the leading ones whose newest timestamp is at least
+//!   [`CompactionPolicy::min_lag_ms`] old (`min.compaction.lag.ms`). A consumer that keeps up
+//!   with the head sees every record.
+//! - A record survives when no later record of the closed part has its key. A record without a
+//!   key has nothing to be the latest of and goes, as in Kafka (a compacted topic refuses such
+//!   records on produce; they exist only if the topic was switched from `delete`).
+//! - A tombstone (a key with a null value) that is its key's latest record stays for
+//!   [`CompactionPolicy::delete_retention_ms`] (`delete.retention.ms`) after its timestamp,
+//!   so that a consumer that is behind still sees the delete; then it goes too. (Kafka counts
+//!   from when the tombstone was first cleaned; Weir from the record's timestamp, which needs
+//!   no extra state and equals it for producers that stamp records with the time they send.)
+//! - Offsets stay as they were. A batch whose records partly survive is rewritten with the same
+//!   base offset and last offset delta (so a producer's last sequence number survives), its
+//!   producer identity and its codec ([`Batch::retain`]); a batch with no survivor goes, except
+//!   the last batch of each idempotent producer in the range, which is kept whole so that the
+//!   producer's sequence state can still be rebuilt from the log after a restart. The log
+//!   therefore has gaps between batches after compaction; readers serve the batch holding an
+//!   offset or, if compaction removed it, the next one.
+//! - Control batches and batches whose records do not decode are kept unchanged (the latter are
+//!   counted in [`CompactionStats::unreadable_batches`]).
+//!
+//! Data flow: a backend picks its closed part and asks [`CleanerCheckpoint::is_due`] whether
+//! enough of it is dirty (not compacted by an earlier pass) to be worth a pass. The first pass
+//! feeds the closed part's batches from the log start to a [`KeyMap`]
+//! ([`KeyMap::add_from_start`]): the dirty batches' keys, every batch's producer, up to where
+//! the map is full ([`KeyMap::upto`]). The second pass sends every batch below that through
+//! [`KeyMap::clean`] (the part compacted before loses the keys the dirty part overwrote) and
+//! the backend replaces what changed, atomically per unit (a segment, or a batch). The map
+//! holds 128-bit hashes of the keys, not the keys (as Kafka's cleaner holds digests), so its
+//! memory is bounded by [`CompactionPolicy::max_keys`] whatever the keys' size.
+//! [`pass_over_batches`] is the whole pass for a backend without segments, and the reference
+//! the conformance suite holds every backend to.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{Batch, LogRecord};
+use crate::{BatchError, Offset};
+
+/// How a compacted log is cleaned.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CompactionPolicy {
+    /// A pass runs once the closed part's bytes not yet compacted are at least this share of it
+    /// (`min.cleanable.dirty.ratio`), or when a kept tombstone has expired.
+    pub min_cleanable_dirty_ratio: f64,
+    /// A batch is compacted only once its newest timestamp is at least this old.
+    pub min_lag_ms: i64,
+    /// A latest tombstone stays this long after its timestamp.
+    pub delete_retention_ms: i64,
+    /// The most distinct keys one pass maps; a pass stops before the batch that could exceed it
+    /// (the rest waits for the next pass). About 40 bytes of memory per key.
+    pub max_keys: usize,
+}
+
+impl Default for CompactionPolicy {
+    /// Kafka's defaults: half the closed part dirty, no lag, tombstones kept a day; four
+    /// million keys per pass.
+    fn default() -> Self {
+        CompactionPolicy {
+            min_cleanable_dirty_ratio: 0.5,
+            min_lag_ms: 0,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            max_keys: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl CompactionPolicy {
+    /// Whether a batch whose newest timestamp is `max_timestamp_ms` may be compacted at `now_ms`.
+    pub fn is_cleanable(&self, max_timestamp_ms: i64, now_ms: i64) -> bool {
+        max_timestamp_ms <= now_ms.saturating_sub(self.min_lag_ms.max(0))
+    }
+
+    /// Tombstones with a timestamp below this are removed at `now_ms`.
+    pub fn tombstone_horizon(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_sub(self.delete_retention_ms.max(0))
+    }
+}
+
+/// What one compaction pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CompactionStats {
+    /// The offset after the last batch the pass compacted (the log start when it did nothing).
+    pub cleaned_upto: Offset,
+    /// Records read in the compacted range.
+    pub records_read: u64,
+    /// Records removed.
+    pub records_removed: u64,
+    /// Bytes of the compacted range before and after.
+    pub bytes_before: u64,
+    /// See `bytes_before`.
+    pub bytes_after: u64,
+    /// Batches kept unchanged because their records do not decode.
+    pub unreadable_batches: u64,
+    /// The oldest timestamp of a tombstone the pass kept (it expires `delete_retention_ms`
+    /// later).
+    pub oldest_tombstone_ms: Option<i64>,
+}
+
+impl CompactionStats {
+    fn note(&mut self, before: &Batch, after: &Cleaned) {
+        self.bytes_before += before.len() as u64;
+        match after {
+            Cleaned::Unchanged => self.bytes_after += before.len() as u64,
+            Cleaned::Rewritten(b) => {
+                self.bytes_after += b.len() as u64;
+                self.records_removed += (before.record_count() - b.record_count()).max(0) as u64;
+            }
+            Cleaned::Removed => self.records_removed += before.record_count().max(0) as u64,
+        }
+    }
+}
+
+/// What a log remembers between passes (in memory: after a restart the whole closed part is
+/// dirty once more, which costs one pass).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CleanerCheckpoint {
+    /// Where the last pass stopped: the closed part below it is compacted.
+    pub cleaned_upto: Offset,
+    /// When a tombstone the last pass kept expires.
+    pub tombstone_due_ms: Option<i64>,
+}
+
+impl CleanerCheckpoint {
+    /// Whether a pass is worth running: the closed part holds `closed_bytes`, of which
+    /// `dirty_bytes` lie at or after [`CleanerCheckpoint::cleaned_upto`].
+    pub fn is_due(
+        &self,
+        policy: &CompactionPolicy,
+        closed_bytes: u64,
+        dirty_bytes: u64,
+        now_ms: i64,
+    ) -> bool {
+        let dirty = dirty_bytes > 0
+            && dirty_bytes as f64 >= policy.min_cleanable_dirty_ratio * closed_bytes as f64;
+        dirty || self.tombstone_due_ms.is_some_and(|t| t <= now_ms)
+    }
+
+    /// The checkpoint after a pass that did `stats`.
+    pub fn after(stats: &CompactionStats, policy: &CompactionPolicy) -> Self {
+        CleanerCheckpoint {
+            cleaned_upto: stats.cleaned_upto,
+            tombstone_due_ms: stats.oldest_tombstone_ms.map(|t| {
+                t.saturating_add(policy.delete_retention_ms.max(0))
+                    .saturating_add(1)
+            }),
+        }
+    }
+}
+
+/// What becomes of one batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cleaned {
+    /// Every record survives (or the batch is kept whole): keep the stored bytes.
+    Unchanged,
+    /// Some records survive: store this batch (same offsets) in its place.
+    Rewritten(Batch),
+    /// No record survives: drop the batch.
+    Removed,
+}
+
+/// The first pass of a compaction: every key's latest offset in the range fed so far.
+#[derive(Debug)]
+pub struct KeyMap {
+    hashers: (RandomState, RandomState),
+    latest: HashMap<u128, Offset>,
+    /// The base offset of each idempotent producer's last batch in the range.
+    last_of_producer: HashMap<i64, Offset>,
+    max_keys: usize,
+    upto: Option<Offset>,
+    records: u64,
+    unreadable: u64,
+}
+
+impl KeyMap {
+    /// An empty map that holds at most `max_keys` keys.
+    pub fn new(max_keys: usize) -> Self {
+        KeyMap {
+            hashers: (RandomState::new(), RandomState::new()),
+            latest: HashMap::new(),
+            last_of_producer: HashMap::new(),
+            max_keys,
+            upto: None,
+            records: 0,
+            unreadable: 0,
+        }
+    }
+
+    fn hash(&self, key: &[u8]) -> u128 {
+        (u128::from(self.hashers.0.hash_one(key)) << 64) | u128::from(self.hashers.1.hash_one(key))
+    }
+
+    /// Takes in the next batch of the range (batches must come in offset order). Returns
+    /// `false`, taking nothing, when its records could take the map past its key limit: the
+    /// pass then compacts only what was fed before it. The first batch is always taken.
+    pub fn add(&mut self, batch: &Batch) -> bool {
+        let count = usize::try_from(batch.record_count()).unwrap_or(0);
+        if self.upto.is_some() && self.latest.len() + count > self.max_keys {
+            return false;
+        }
+        self.upto = Some(batch.next_offset());
+        if batch.producer_id() >= 0 {
+            self.last_of_producer
+                .insert(batch.producer_id(), batch.base_offset());
+        }
+        if batch.is_control() {
+            return true;
+        }
+        match batch.records() {
+            Ok(records) => {
+                self.records += records.len() as u64;
+                for r in records {
+                    if let Some(key) = &r.record.key {
+                        let h = self.hash(key);
+                        self.latest.insert(h, r.offset);
+                    }
+                }
+            }
+            Err(_) => self.unreadable += 1,
+        }
+        true
+    }
+
+    /// Takes in the next batch of a pass that starts at the log start: a batch below
+    /// `cleaned_upto` (compacted by an earlier pass) counts only for its producer, whose last
+    /// batch must stay whole; a batch at or after it is [`KeyMap::add`]ed.
+    pub fn add_from_start(&mut self, batch: &Batch, cleaned_upto: Offset) -> bool {
+        if batch.next_offset() > cleaned_upto {
+            return self.add(batch);
+        }
+        if batch.producer_id() >= 0 {
+            self.last_of_producer
+                .insert(batch.producer_id(), batch.base_offset());
+        }
+        true
+    }
+
+    /// The offset after the last batch taken in: the batches below it are the ones to clean.
+    pub fn upto(&self) -> Option<Offset> {
+        self.upto
+    }
+
+    /// Records read by the first pass.
+    pub fn records_read(&self) -> u64 {
+        self.records
+    }
+
+    /// Batches the first pass could not decode (kept unchanged by [`KeyMap::clean`]).
+    pub fn unreadable_batches(&self) -> u64 {
+        self.unreadable
+    }
+
+    /// Whether `r` survives: its key's latest record, and not a tombstone past the horizon.
+    fn survives(&self, r: &LogRecord, tombstone_horizon_ms: i64) -> bool {
+        let Some(key) = &r.record.key else {
+            return false;
+        };
+        // A key not in the map lies in the part an earlier pass compacted, or in a batch the
+        // map did not take: it has no later record in the mapped range.
+        let latest = self.latest.get(&self.hash(key)).copied();
+        if latest.is_some_and(|l| l > r.offset) {
+            return false;
+        }
+        r.record.value.is_some() || r.record.timestamp_ms >= tombstone_horizon_ms
+    }
+
+    /// The second pass for one batch below [`KeyMap::upto`] (from the log start: the part an
+    /// earlier pass compacted too): which of its records survive. Adds what it did to `stats`.
+    ///
+    /// # Errors
+    /// Re-encoding a partly surviving batch failed (a compression error).
+    pub fn clean(
+        &self,
+        batch: &Batch,
+        tombstone_horizon_ms: i64,
+        stats: &mut CompactionStats,
+    ) -> Result<Cleaned, BatchError> {
+        let cleaned = self.clean_batch(batch, tombstone_horizon_ms, stats)?;
+        stats.note(batch, &cleaned);
+        Ok(cleaned)
+    }
+
+    fn clean_batch(
+        &self,
+        batch: &Batch,
+        tombstone_horizon_ms: i64,
+        stats: &mut CompactionStats,
+    ) -> Result<Cleaned, BatchError> {
+        if batch.is_control() {
+            return Ok(Cleaned::Unchanged);
+        }
+        // An idempotent producer's last batch: no later batch of it below `upto`.
+        let pid = batch.producer_id();
+        if pid >= 0
+            && self
+                .last_of_producer
+                .get(&pid)
+                .is_none_or(|&last| last <= batch.base_offset())
+        {
+            return Ok(Cleaned::Unchanged);
+        }
+        let Ok(records) = batch.records() else {
+            return Ok(Cleaned::Unchanged);
+        };
+        let total = records.len();
+        let kept: Vec<LogRecord> = records
+            .into_iter()
+            .filter(|r| self.survives(r, tombstone_horizon_ms))
+            .collect();
+        for r in kept.iter().filter(|r| r.record.value.is_none()) {
+            let ts = r.record.timestamp_ms;
+            stats.oldest_tombstone_ms = Some(stats.oldest_tombstone_ms.map_or(ts, |o| o.min(ts)));
+        }
+        Ok(if kept.len() == total {
+            Cleaned::Unchanged
+        } else if kept.is_empty() {
+            Cleaned::Removed
+        } else {
+            Cleaned::Rewritten(batch.retain(&kept)?)
+        })
+    }
+}
+
+/// What a pass decided: the batches that change, by base offset, and the stats.
+pub type PassOutcome = (Vec<(Offset, Cleaned)>, CompactionStats);
+
+/// One pass over a log without segments (its closed part is every batch but the newest),
+/// whose batches `scan` yields in offset order from the log start, anew on each call (a pass
+/// scans up to three times: sizes, keys, cleaning). Returns `None` when the pass is not due;
+/// else the batches that change, by base offset, and the stats.
+///
+/// # Errors
+/// What `scan` yields, or a failed re-encoding.
+pub fn pass_over_batches<I>(
+    scan: impl Fn() -> I,
+    checkpoint: &CleanerCheckpoint,
+    policy: &CompactionPolicy,
+    now_ms: i64,
+) -> crate::Result<Option<PassOutcome>>
+where
+    I: Iterator<Item = crate::Result<Batch>>,
+{
+    // Sizes: the closed part is the cleanable prefix of every batch but the last.
+    let mut summaries: Vec<(Offset, u64, i64)> = Vec::new();
+    for b in scan() {
+        let b = b?;
+        summaries.push((b.next_offset(), b.len() as u64, b.max_timestamp()));
+    }
+    summaries.pop();
+    let closed: Vec<_> = summaries
+        .into_iter()
+        .take_while(|&(_, _, ts)| policy.is_cleanable(ts, now_ms))
+        .collect();
+    let Some(&(closed_end, _, _)) = closed.last() else {
+        return Ok(None);
+    };
+    let closed_bytes = closed.iter().map(|&(_, len, _)| len).sum();
+    let dirty_bytes = closed
+        .iter()
+        .filter(|&&(next, _, _)| next > checkpoint.cleaned_upto)
+        .map(|&(_, len, _)| len)
+        .sum();
+    if !checkpoint.is_due(policy, closed_bytes, dirty_bytes, now_ms) {
+        return Ok(None);
+    }
+    let mut map = KeyMap::new(policy.max_keys);
+    for b in scan() {
+        let b = b?;
+        if b.next_offset() > closed_end || !map.add_from_start(&b, checkpoint.cleaned_upto) {
+            break;
+        }
+    }
+    let upto = map
+        .upto()
+        .unwrap_or(checkpoint.cleaned_upto)
+        .max(checkpoint.cleaned_upto);
+    let mut stats = CompactionStats {
+        cleaned_upto: upto,
+        records_read: map.records_read(),
+        unreadable_batches: map.unreadable_batches(),
+        ..CompactionStats::default()
+    };
+    let horizon = policy.tombstone_horizon(now_ms);
+    let mut changes = Vec::new();
+    for b in scan() {
+        let b = b?;
+        if b.next_offset() > upto {
+            break;
+        }
+        let cleaned = map.clean(&b, horizon, &mut stats)?;
+        if cleaned != Cleaned::Unchanged {
+            changes.push((b.base_offset(), cleaned));
+        }
+    }
+    Ok(Some((changes, stats)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BatchBuilder, Compression, Record};
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    /// A batch at `base` of (key, value) records, all stamped `ts`.
+    fn batch(base: Offset, ts: i64, recs: &[(Option<&str>, Option<&str>)]) -> Batch {
+        batch_with(Compression::None, base, ts, recs)
+    }
+
+    fn batch_with(
+        c: Compression,
+        base: Offset,
+        ts: i64,
+        recs: &[(Option<&str>, Option<&str>)],
+    ) -> Batch {
+        let mut b = BatchBuilder::new(c);
+        for (k, v) in recs {
+            b.push(Record {
+                timestamp_ms: ts,
+                key: k.map(|k| k.as_bytes().to_vec().into()),
+                value: v.map(|v| v.as_bytes().to_vec().into()),
+                headers: Vec::new(),
+            });
+        }
+        b.build(base).expect("build")
+    }
+
+    fn offsets_and_values(b: &Batch) -> Vec<(Offset, Option<String>)> {
+        b.records()
+            .expect("decode")
+            .into_iter()
+            .map(|r| {
+                let v = r
+                    .record
+                    .value
+                    .map(|v| String::from_utf8_lossy(&v).into_owned());
+                (r.offset, v)
+            })
+            .collect()
+    }
+
+    fn clean(m: &KeyMap, b: &Batch, horizon: i64) -> Result<Cleaned, BatchError> {
+        m.clean(b, horizon, &mut CompactionStats::default())
+    }
+
+    fn map_of(batches: &[Batch]) -> KeyMap {
+        let mut m = KeyMap::new(1000);
+        for b in batches {
+            assert!(m.add(b));
+        }
+        m
+    }
+
+    #[test]
+    fn keeps_the_latest_record_of_each_key_at_its_offset() {
+        let b0 = batch(0, NOW, &[(Some("a"), Some("1")), (Some("b"), Some("1"))]);
+        let b1 = batch(2, NOW, &[(Some("a"), Some("2")), (Some("c"), Some("1"))]);
+        let b2 = batch(4, NOW, &[(Some("b"), Some("2"))]);
+        let m = map_of(&[b0.clone(), b1.clone(), b2.clone()]);
+        assert_eq!(m.upto(), Some(5));
+        assert_eq!(clean(&m, &b0, 0), Ok(Cleaned::Removed));
+        assert_eq!(clean(&m, &b1, 0), Ok(Cleaned::Unchanged));
+        assert_eq!(clean(&m, &b2, 0), Ok(Cleaned::Unchanged));
+
+        let b3 = batch(5, NOW, &[(Some("a"), Some("3"))]);
+        let m = map_of(&[b0, b1.clone(), b2, b3]);
+        let Ok(Cleaned::Rewritten(r)) = clean(&m, &b1, 0) else {
+            panic!("b1 loses a=2");
+        };
+        assert_eq!(offsets_and_values(&r), vec![(3, Some("1".into()))]);
+        assert_eq!(r.base_offset(), 2);
+        assert_eq!(r.last_offset_delta(), 1, "the batch still covers 2..=3");
+        assert_eq!(r.record_count(), 1);
+        Batch::new(r.as_bytes().clone()).expect("a valid batch");
+    }
+
+    #[test]
+    fn rewritten_batches_keep_codec_producer_and_timestamps() {
+        for c in Compression::ALL {
+            let mut builder = BatchBuilder::new(c).producer(7, 3, 40);
+            for (i, k) in ["x", "y", "x"].iter().enumerate() {
+                builder.push(Record::new(NOW + i as i64, "v").with_key(*k));
+            }
+            let b = builder.build(10).expect("build");
+            // A later batch of another producer makes this one not its producer's last.
+            let later = BatchBuilder::new(c).producer(7, 3, 43);
+            let mut later = later;
+            later.push(Record::new(NOW + 5, "w").with_key("z"));
+            let later = later.build(13).expect("build");
+            let m = map_of(&[b.clone(), later]);
+            let Ok(Cleaned::Rewritten(r)) = clean(&m, &b, 0) else {
+                panic!("{c:?}: x@10 goes");
+            };
+            assert_eq!(r.compression(), Ok(c));
+            assert_eq!(
+                (r.producer_id(), r.producer_epoch(), r.base_sequence()),
+                (7, 3, 40)
+            );
+            assert_eq!((r.base_offset(), r.last_offset()), (10, 12));
+            let recs = r.records().expect("decode");
+            assert_eq!(
+                recs.iter().map(|r| r.offset).collect::<Vec<_>>(),
+                vec![11, 12]
+            );
+            assert_eq!(
+                recs.iter()
+                    .map(|r| r.record.timestamp_ms)
+                    .collect::<Vec<_>>(),
+                vec![NOW + 1, NOW + 2]
+            );
+            assert_eq!((r.first_timestamp(), r.max_timestamp()), (NOW + 1, NOW + 2));
+        }
+    }
+
+    #[test]
+    fn the_last_batch_of_an_idempotent_producer_is_kept_whole() {
+        let mut p = BatchBuilder::new(Compression::None).producer(9, 0, 0);
+        p.push(Record::new(NOW, "old").with_key("k"));
+        let p = p.build(0).expect("build");
+        let newer = batch(1, NOW, &[(Some("k"), Some("new"))]);
+        let m = map_of(&[p.clone(), newer]);
+        assert_eq!(clean(&m, &p, 0), Ok(Cleaned::Unchanged));
+    }
+
+    #[test]
+    fn tombstones_stay_until_the_horizon_and_null_keys_go() {
+        let b0 = batch(0, NOW, &[(Some("a"), Some("1")), (None, Some("nokey"))]);
+        let b1 = batch(2, NOW, &[(Some("a"), None)]);
+        let m = map_of(&[b0.clone(), b1.clone()]);
+        assert_eq!(clean(&m, &b0, 0), Ok(Cleaned::Removed));
+        // Horizon before the tombstone: it stays; after: it goes.
+        assert_eq!(clean(&m, &b1, NOW), Ok(Cleaned::Unchanged));
+        assert_eq!(clean(&m, &b1, NOW + 1), Ok(Cleaned::Removed));
+        let p = CompactionPolicy {
+            delete_retention_ms: 1000,
+            ..CompactionPolicy::default()
+        };
+        assert_eq!(p.tombstone_horizon(NOW + 1000), NOW);
+        assert!(p.is_cleanable(NOW, NOW));
+        let lagged = CompactionPolicy {
+            min_lag_ms: 10,
+            ..p
+        };
+        assert!(!lagged.is_cleanable(NOW, NOW + 9));
+        assert!(lagged.is_cleanable(NOW, NOW + 10));
+    }
+
+    #[test]
+    fn a_full_map_stops_the_pass_and_unmapped_keys_stay() {
+        let b0 = batch(0, NOW, &[(Some("a"), Some("1")), (Some("b"), Some("1"))]);
+        let b1 = batch(2, NOW, &[(Some("a"), Some("2")), (Some("c"), Some("1"))]);
+        let mut m = KeyMap::new(3);
+        assert!(m.add(&b0));
+        assert!(!m.add(&b1), "2 + 2 records could exceed 3 keys");
+        assert_eq!(m.upto(), Some(2));
+        assert_eq!(clean(&m, &b0, 0), Ok(Cleaned::Unchanged));
+        // The first batch is taken whatever its size, so a pass always makes progress.
+        let mut tiny = KeyMap::new(0);
+        assert!(tiny.add(&b0));
+        assert_eq!(tiny.upto(), Some(2));
+    }
+
+    #[test]
+    fn undecodable_and_control_batches_are_kept() {
+        let good = batch(0, NOW, &[(Some("a"), Some("1"))]);
+        // A batch whose CRC is valid but whose record length runs past the end.
+        let mut raw = batch(1, NOW, &[(Some("a"), Some("2"))])
+            .into_bytes()
+            .to_vec();
+        raw[61] = 0x7e; // zig-zag 63
+        let crc = crc32c::crc32c(&raw[21..]);
+        raw[17..21].copy_from_slice(&crc.to_be_bytes());
+        let bad = Batch::new(raw.into()).expect("header-valid");
+        let mut m = KeyMap::new(10);
+        assert!(m.add(&good) && m.add(&bad));
+        assert_eq!(m.unreadable_batches(), 1);
+        assert_eq!(clean(&m, &bad, 0), Ok(Cleaned::Unchanged));
+        // The bad batch's key was not mapped, so the good one stays.
+        assert_eq!(clean(&m, &good, 0), Ok(Cleaned::Unchanged));
+    }
+
+    #[test]
+    fn stats_add_up_and_the_checkpoint_waits_for_dirt_or_an_expiring_tombstone() {
+        let b0 = batch(0, NOW, &[(Some("a"), Some("1")), (Some("b"), Some("1"))]);
+        let b1 = batch(2, NOW + 7, &[(Some("a"), Some("2")), (Some("b"), None)]);
+        let m = map_of(&[b0.clone(), b1.clone()]);
+        let mut s = CompactionStats {
+            cleaned_upto: 4,
+            ..CompactionStats::default()
+        };
+        for b in [&b0, &b1] {
+            m.clean(b, 0, &mut s).expect("clean");
+        }
+        assert_eq!(s.records_removed, 2);
+        assert_eq!(s.bytes_before, (b0.len() + b1.len()) as u64);
+        assert_eq!(s.bytes_after, b1.len() as u64);
+        assert_eq!(s.oldest_tombstone_ms, Some(NOW + 7));
+
+        let p = CompactionPolicy {
+            delete_retention_ms: 100,
+            ..CompactionPolicy::default()
+        };
+        let c = CleanerCheckpoint::after(&s, &p);
+        assert_eq!(c.cleaned_upto, 4);
+        assert!(
+            !c.is_due(&p, 1000, 0, NOW + 107),
+            "nothing dirty, tombstone not expired"
+        );
+        assert!(c.is_due(&p, 1000, 0, NOW + 108), "the tombstone expired");
+        let clean = CleanerCheckpoint::default();
+        assert!(!clean.is_due(&p, 1000, 499, NOW));
+        assert!(clean.is_due(&p, 1000, 500, NOW));
+        assert!(!clean.is_due(&p, 0, 0, NOW), "an empty closed part");
+    }
+
+    /// Runs `pass_over_batches` on `log` and applies the changes, as a backend would.
+    fn pass(log: &mut Vec<Batch>, cp: &mut CleanerCheckpoint, p: &CompactionPolicy) -> bool {
+        let snapshot = log.clone();
+        let scan = || snapshot.iter().cloned().map(Ok);
+        let Some((changes, stats)) = pass_over_batches(scan, cp, p, NOW).expect("pass") else {
+            return false;
+        };
+        for (base, c) in changes {
+            let i = log
+                .iter()
+                .position(|b| b.base_offset() == base)
+                .expect("batch");
+            match c {
+                Cleaned::Rewritten(b) => log[i] = b,
+                Cleaned::Removed => {
+                    log.remove(i);
+                }
+                Cleaned::Unchanged => {}
+            }
+        }
+        *cp = CleanerCheckpoint::after(&stats, p);
+        true
+    }
+
+    fn values(log: &[Batch]) -> Vec<(Offset, Option<String>)> {
+        log.iter().flat_map(offsets_and_values).collect()
+    }
+
+    #[test]
+    fn passes_skip_the_newest_batch_and_clean_earlier_passes_again() {
+        let p = CompactionPolicy {
+            min_cleanable_dirty_ratio: 0.0,
+            ..CompactionPolicy::default()
+        };
+        let mut cp = CleanerCheckpoint::default();
+        let mut idem = BatchBuilder::new(Compression::None).producer(5, 0, 0);
+        idem.push(Record::new(NOW, "p1").with_key("a"));
+        let mut idem2 = BatchBuilder::new(Compression::None).producer(5, 0, 1);
+        idem2.push(Record::new(NOW, "p2").with_key("b"));
+        let mut log = vec![
+            idem.build(0).expect("build"),
+            idem2.build(1).expect("build"),
+            batch(2, NOW, &[(Some("c"), Some("1"))]),
+        ];
+        // The newest batch is the head: nothing of it is mapped, so nothing changes.
+        assert!(pass(&mut log, &mut cp, &p));
+        assert_eq!(cp.cleaned_upto, 2);
+        assert_eq!(values(&log).len(), 3);
+        // Nothing new is closed: not due.
+        assert!(!pass(&mut log, &mut cp, &p));
+        log.push(batch(
+            3,
+            NOW,
+            &[(Some("a"), Some("2")), (Some("b"), Some("2"))],
+        ));
+        log.push(batch(5, NOW, &[(Some("z"), Some("head"))]));
+        assert!(pass(&mut log, &mut cp, &p));
+        assert_eq!(cp.cleaned_upto, 5);
+        // a@0 goes (its producer's last batch is 1); b@1 is producer 5's last batch: kept whole.
+        assert_eq!(
+            values(&log),
+            vec![
+                (1, Some("p2".into())),
+                (2, Some("1".into())),
+                (3, Some("2".into())),
+                (4, Some("2".into())),
+                (5, Some("head".into())),
+            ]
+        );
+        // Lag: a batch newer than the lag ends the closed part.
+        let lagged = CompactionPolicy { min_lag_ms: 1, ..p };
+        log.push(batch(6, NOW, &[(Some("c"), Some("2"))]));
+        log.push(batch(7, NOW, &[(Some("c"), Some("3"))]));
+        let mut fresh = CleanerCheckpoint::default();
+        let snapshot = log.clone();
+        let later = pass_over_batches(|| snapshot.iter().cloned().map(Ok), &fresh, &lagged, NOW)
+            .expect("pass");
+        assert!(later.is_none(), "every batch is within the lag");
+        fresh.cleaned_upto = 0;
+        assert!(pass(&mut log, &mut fresh, &p));
+        assert!(!values(&log).contains(&(2, Some("1".into()))));
+        assert!(
+            values(&log).contains(&(6, Some("2".into()))),
+            "6 is mapped, 7 is the head"
+        );
+    }
+}
