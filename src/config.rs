@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use weir_storage::{Durability, LogConfig, Retention};
+use weir_storage::{CompactionPolicy, Durability, LogConfig, Retention};
 
 use crate::Backend;
 
@@ -178,6 +178,9 @@ pub struct BrokerSection {
     /// A partition forgets an idempotent producer that wrote nothing to it for this long
     /// (Kafka's `producer.id.expiration.ms`); checked with retention.
     pub producer_id_expiration_ms: u64,
+    /// The most distinct keys one compaction pass maps (about 40 bytes each); a pass over more
+    /// compacts what fits and leaves the rest to the next one. One pass runs at a time.
+    pub compaction_max_keys: usize,
 }
 
 impl Default for BrokerSection {
@@ -190,6 +193,7 @@ impl Default for BrokerSection {
             max_fetch_wait_ms: 30_000,
             auto_create_topics: true,
             producer_id_expiration_ms: 86_400_000,
+            compaction_max_keys: 1 << 20,
         }
     }
 }
@@ -217,6 +221,92 @@ pub enum DurabilityMode {
     Always,
 }
 
+/// What happens to a topic's old records (Kafka's `cleanup.policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum CleanupPolicy {
+    /// Retention deletes whole segments by age and size.
+    #[default]
+    #[serde(rename = "delete")]
+    Delete,
+    /// Compaction keeps each key's latest record; nothing is deleted by age or size.
+    #[serde(rename = "compact")]
+    Compact,
+    /// Both: compaction, and retention by age and size.
+    #[serde(rename = "compact,delete")]
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    /// Parses Kafka's list form: `delete`, `compact`, or both in either order.
+    pub fn parse(value: &str) -> Option<CleanupPolicy> {
+        let (mut compact, mut delete) = (false, false);
+        for part in value.split(',') {
+            match part.trim() {
+                "compact" => compact = true,
+                "delete" => delete = true,
+                _ => return None,
+            }
+        }
+        match (compact, delete) {
+            (true, true) => Some(CleanupPolicy::CompactDelete),
+            (true, false) => Some(CleanupPolicy::Compact),
+            (false, true) => Some(CleanupPolicy::Delete),
+            (false, false) => None,
+        }
+    }
+
+    /// Kafka's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+            CleanupPolicy::CompactDelete => "compact,delete",
+        }
+    }
+
+    /// Whether retention by age and size applies.
+    pub fn deletes(self) -> bool {
+        self != CleanupPolicy::Compact
+    }
+
+    /// Whether the topic is compacted.
+    pub fn compacts(self) -> bool {
+        self != CleanupPolicy::Delete
+    }
+}
+
+/// A share between 0 and 1 (`min.cleanable.dirty.ratio`); never NaN, hence `Eq`.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct Ratio(f64);
+
+impl Eq for Ratio {}
+
+impl Ratio {
+    /// The value.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for Ratio {
+    type Error = String;
+
+    fn try_from(v: f64) -> Result<Self, String> {
+        if (0.0..=1.0).contains(&v) {
+            Ok(Ratio(v))
+        } else {
+            Err(format!("{v} is not between 0 and 1"))
+        }
+    }
+}
+
+impl From<Ratio> for f64 {
+    fn from(r: Ratio) -> f64 {
+        r.0
+    }
+}
+
 /// A topic's settings (and, in `[topic_defaults]`, the defaults of new topics).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -239,6 +329,15 @@ pub struct TopicConfig {
     pub max_message_bytes: u32,
     /// `CreateTime` or `LogAppendTime` (Kafka's `message.timestamp.type`).
     pub message_timestamp_type: TimestampMode,
+    /// `delete`, `compact` or `compact,delete` (Kafka's `cleanup.policy`).
+    pub cleanup_policy: CleanupPolicy,
+    /// Compaction leaves records younger than this alone (`min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: i64,
+    /// A compacted key's delete marker (null value) stays this long (`delete.retention.ms`).
+    pub delete_retention_ms: i64,
+    /// Compaction runs once this share of the compactable log is new
+    /// (`min.cleanable.dirty.ratio`).
+    pub min_cleanable_dirty_ratio: Ratio,
 }
 
 impl Default for TopicConfig {
@@ -253,6 +352,10 @@ impl Default for TopicConfig {
             flush_interval_ms: 1000,
             max_message_bytes: 1_048_588,
             message_timestamp_type: TimestampMode::CreateTime,
+            cleanup_policy: CleanupPolicy::Delete,
+            min_compaction_lag_ms: 0,
+            delete_retention_ms: 86_400_000,
+            min_cleanable_dirty_ratio: Ratio(0.5),
         }
     }
 }
@@ -279,12 +382,25 @@ impl TopicConfig {
         }
     }
 
-    /// The retention policy.
+    /// The retention policy (none when the topic is only compacted).
     pub fn retention(&self) -> Retention {
+        if !self.cleanup_policy.deletes() {
+            return Retention::default();
+        }
         Retention {
             ms: (self.retention_ms >= 0).then_some(self.retention_ms),
             bytes: u64::try_from(self.retention_bytes).ok(),
         }
+    }
+
+    /// The compaction policy, for a compacted topic; a pass maps at most `max_keys` keys.
+    pub fn compaction(&self, max_keys: usize) -> Option<CompactionPolicy> {
+        self.cleanup_policy.compacts().then_some(CompactionPolicy {
+            min_cleanable_dirty_ratio: self.min_cleanable_dirty_ratio.get(),
+            min_lag_ms: self.min_compaction_lag_ms,
+            delete_retention_ms: self.delete_retention_ms,
+            max_keys,
+        })
     }
 
     /// Applies one `key=value` override in Kafka's dotted names (`retention.ms`) or Weir's
@@ -321,17 +437,26 @@ impl TopicConfig {
                     }
                 }
             }
-            // Kafka's default policy, the only one Weir has: accepted so that tools that set
-            // it explicitly work; compaction is refused rather than silently not done.
             "cleanup_policy" => {
-                if value != "delete" {
-                    return Err(ConfigError::Invalid {
+                self.cleanup_policy =
+                    CleanupPolicy::parse(value).ok_or_else(|| ConfigError::Invalid {
                         key: "cleanup.policy",
-                        message: format!(
-                            "{value:?}: Weir supports only \"delete\" (no compaction)"
-                        ),
-                    });
-                }
+                        message: format!("{value:?}: expected delete, compact or compact,delete"),
+                    })?;
+            }
+            "min_compaction_lag_ms" => {
+                self.min_compaction_lag_ms = num("min.compaction.lag.ms", value)?;
+            }
+            "delete_retention_ms" => {
+                self.delete_retention_ms = num("delete.retention.ms", value)?;
+            }
+            "min_cleanable_dirty_ratio" => {
+                let v: f64 = num("min.cleanable.dirty.ratio", value)?;
+                self.min_cleanable_dirty_ratio =
+                    Ratio::try_from(v).map_err(|message| ConfigError::Invalid {
+                        key: "min.cleanable.dirty.ratio",
+                        message,
+                    })?;
             }
             "durability" => {
                 self.durability = match value {
@@ -372,9 +497,6 @@ impl TopicConfig {
     /// An unknown key, or one that cannot be reset (`partitions`).
     pub fn reset(&mut self, key: &str, defaults: &TopicConfig) -> Result<(), ConfigError> {
         let key = TopicConfig::key(key);
-        if key == "cleanup_policy" {
-            return Ok(());
-        }
         match defaults
             .entries()
             .into_iter()
@@ -404,6 +526,16 @@ impl TopicConfig {
             (
                 "message.timestamp.type",
                 format!("{:?}", self.message_timestamp_type),
+            ),
+            ("cleanup.policy", self.cleanup_policy.as_str().to_string()),
+            (
+                "min.compaction.lag.ms",
+                self.min_compaction_lag_ms.to_string(),
+            ),
+            ("delete.retention.ms", self.delete_retention_ms.to_string()),
+            (
+                "min.cleanable.dirty.ratio",
+                self.min_cleanable_dirty_ratio.get().to_string(),
             ),
         ]
     }
@@ -440,6 +572,12 @@ impl TopicConfig {
                 "flush_interval_ms",
                 "must be positive with interval durability".into(),
             );
+        }
+        if self.min_compaction_lag_ms < 0 {
+            return bad("min_compaction_lag_ms", "must not be negative".into());
+        }
+        if self.delete_retention_ms < 0 {
+            return bad("delete_retention_ms", "must not be negative".into());
         }
         if self.max_message_bytes < 128 {
             return bad(
@@ -775,20 +913,66 @@ mod tests {
     }
 
     #[test]
-    fn topic_configs_reset_to_the_defaults_and_refuse_compaction() {
+    fn topic_configs_reset_to_the_defaults() {
         let defaults = TopicConfig::default();
         let mut c = TopicConfig::default();
         c.set("retention.ms", "1000").expect("set");
         c.set("flush_ms", "5").expect("set");
-        c.set("cleanup.policy", "delete")
-            .expect("delete is the policy");
-        assert!(c.set("cleanup.policy", "compact").is_err());
+        c.set("cleanup.policy", "compact").expect("set");
         c.reset("retention.ms", &defaults).expect("reset");
         c.reset("flush.interval.ms", &defaults).expect("reset");
         c.reset("cleanup.policy", &defaults).expect("reset");
         assert_eq!(c, defaults);
         assert!(c.reset("partitions", &defaults).is_err());
         assert!(c.reset("no.such.key", &defaults).is_err());
+    }
+
+    #[test]
+    fn cleanup_policies_and_compaction_settings() {
+        let mut c = TopicConfig::default();
+        assert!(c.retention().ms.is_some() && c.compaction(10).is_none());
+        for (v, policy) in [
+            ("compact", CleanupPolicy::Compact),
+            ("delete, compact", CleanupPolicy::CompactDelete),
+            ("compact,delete", CleanupPolicy::CompactDelete),
+            ("delete", CleanupPolicy::Delete),
+        ] {
+            c.set("cleanup.policy", v).expect(v);
+            assert_eq!(c.cleanup_policy, policy, "{v}");
+        }
+        for bad in ["", "archive", "compact,", "compact,archive"] {
+            assert!(c.set("cleanup.policy", bad).is_err(), "{bad:?}");
+        }
+        c.set("cleanup.policy", "compact").expect("set");
+        assert_eq!(
+            c.retention(),
+            Retention::default(),
+            "compact alone never deletes by age"
+        );
+        c.set("min.compaction.lag.ms", "100").expect("set");
+        c.set("delete.retention.ms", "5").expect("set");
+        c.set("min.cleanable.dirty.ratio", "0.25").expect("set");
+        assert!(c.set("min.cleanable.dirty.ratio", "1.5").is_err());
+        assert!(c.set("min.cleanable.dirty.ratio", "NaN").is_err());
+        let p = c.compaction(7).expect("compacted");
+        assert_eq!(
+            (p.min_lag_ms, p.delete_retention_ms, p.max_keys),
+            (100, 5, 7)
+        );
+        assert!((p.min_cleanable_dirty_ratio - 0.25).abs() < 1e-12);
+        c.set("cleanup.policy", "compact,delete").expect("set");
+        assert!(c.retention().ms.is_some() && c.compaction(1).is_some());
+        assert!(c
+            .entries()
+            .contains(&("cleanup.policy", "compact,delete".to_string())));
+        // A topic record written before these settings existed still loads.
+        let old: TopicConfig = toml::from_str("retention_ms = 5").expect("old record");
+        assert_eq!(old.cleanup_policy, CleanupPolicy::Delete);
+        let bad = TopicConfig {
+            delete_retention_ms: -1,
+            ..TopicConfig::default()
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[test]

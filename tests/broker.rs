@@ -1037,3 +1037,156 @@ async fn a_busy_partition_makes_the_producer_resend_in_order_without_duplicates(
     );
     h.shutdown().await.expect("shutdown");
 }
+
+/// A batch of one keyed record (a `None` value is a tombstone), stamped now.
+fn keyed(key: &str, value: Option<&str>) -> Batch {
+    let mut b = weir_storage::BatchBuilder::new(Compression::Lz4);
+    b.push(weir_storage::Record {
+        timestamp_ms: weir::broker::now_ms(),
+        key: Some(key.as_bytes().to_vec().into()),
+        value: value.map(|v| format!("{v:-<300}").into_bytes().into()),
+        headers: Vec::new(),
+    });
+    b.build(0).expect("build")
+}
+
+/// `(offset, key, value)` of every record served, values without their padding.
+async fn keyed_records(h: &BrokerHandle, topic: &str) -> Vec<(Offset, String, Option<String>)> {
+    read_all(h, topic, 0)
+        .await
+        .iter()
+        .flat_map(|b| b.records().expect("decode"))
+        .map(|r| {
+            let key = r.record.key.expect("key");
+            let value = r
+                .record
+                .value
+                .map(|v| String::from_utf8_lossy(&v).into_owned());
+            (
+                r.offset,
+                String::from_utf8(key.to_vec()).expect("utf8"),
+                value.map(|v| v.trim_end_matches('-').to_string()),
+            )
+        })
+        .collect()
+}
+
+/// A compacted topic on every backend, through the broker's own timer: each key keeps its
+/// latest value at its original offset, a deleted key (tombstone) disappears once
+/// `delete.retention.ms` has passed, a keyless record is refused with `InvalidRecord`, the
+/// result survives a restart, and a `delete` topic altered to `compact` gets compacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_topics_keep_each_keys_latest_value() {
+    for backend in [Backend::Memory, Backend::Segment, Backend::Sled] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = config(backend, dir.path());
+        cfg.broker.retention_check_interval_ms = 50;
+        let h = Broker::start(cfg.clone()).await.expect("start");
+        let settings = |policy: &str| {
+            vec![
+                ("cleanup.policy".to_string(), policy.to_string()),
+                ("segment.bytes".to_string(), "1024".to_string()),
+                ("min.cleanable.dirty.ratio".to_string(), "0.01".to_string()),
+                ("delete.retention.ms".to_string(), "0".to_string()),
+            ]
+        };
+        h.create_topic("table", Some(1), settings("compact"))
+            .await
+            .expect("create");
+        let err = h
+            .publish("table", Some(0), vec![one("no key")], Acks::All)
+            .await
+            .expect_err("a keyless record");
+        assert!(matches!(err, BrokerError::InvalidRecord(_)), "{err:?}");
+        assert_eq!(err.kafka_code(), 87);
+        // 40 updates of 4 keys, then a tombstone for k3 and two more writes.
+        for i in 0..40 {
+            let b = keyed(&format!("k{}", i % 4), Some(&format!("v{i}")));
+            h.publish("table", Some(0), vec![b], Acks::All)
+                .await
+                .expect("publish");
+        }
+        for b in [
+            keyed("k3", None),
+            keyed("k0", Some("v40")),
+            keyed("k9", Some("last")),
+        ] {
+            h.publish("table", Some(0), vec![b], Acks::All)
+                .await
+                .expect("publish");
+        }
+        // Writes to another key push the records above out of the head (the segment
+        // backend's active segment), so that every backend compacts all of them.
+        for i in 0..15 {
+            let b = keyed("filler", Some(&format!("f{i}")));
+            h.publish("table", Some(0), vec![b], Acks::All)
+                .await
+                .expect("publish");
+        }
+        let expected = vec![
+            (37, "k1".to_string(), Some("v37".to_string())),
+            (38, "k2".to_string(), Some("v38".to_string())),
+            (41, "k0".to_string(), Some("v40".to_string())),
+            (42, "k9".to_string(), Some("last".to_string())),
+        ];
+        let k_records = |h: BrokerHandle| async move {
+            let all = keyed_records(&h, "table").await;
+            all.into_iter()
+                .filter(|r| r.1.starts_with('k'))
+                .collect::<Vec<_>>()
+        };
+        wait_until(|| async { k_records(h.clone()).await == expected }).await;
+        let o = h.offsets("table", 0).await.expect("offsets");
+        assert_eq!((o.start, o.end), (0, 58), "{backend:?}");
+        // A fetch from an offset compaction removed serves what follows it.
+        let r = h
+            .fetch("table", 0, 3, 1 << 20, 1, Duration::ZERO)
+            .await
+            .expect("fetch");
+        assert_eq!(r.batches[0].base_offset(), 37, "{backend:?}");
+        let d = h.describe_topic("table").await.expect("describe");
+        assert_eq!(d.config.cleanup_policy.as_str(), "compact");
+
+        h.create_topic("log", Some(1), settings("delete"))
+            .await
+            .expect("create");
+        for i in 0..10 {
+            let b = keyed("same", Some(&format!("v{i}")));
+            h.publish("log", Some(0), vec![b], Acks::All)
+                .await
+                .expect("publish");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(keyed_records(&h, "log").await.len(), 10, "{backend:?}");
+        h.alter_topic_config("log", vec![("cleanup.policy".into(), "compact".into())])
+            .await
+            .expect("alter");
+        for i in 0..15 {
+            let b = keyed("other", Some(&format!("x{i}")));
+            h.publish("log", Some(0), vec![b], Acks::All)
+                .await
+                .expect("publish");
+        }
+        let same = |h: BrokerHandle| async move {
+            let all = keyed_records(&h, "log").await;
+            all.iter().filter(|r| r.1 == "same").count()
+        };
+        wait_until(|| async { same(h.clone()).await == 1 }).await;
+        h.shutdown().await.expect("shutdown");
+
+        if backend != Backend::Memory {
+            let h = Broker::start(cfg).await.expect("restart");
+            assert_eq!(k_records(h.clone()).await, expected, "{backend:?}");
+            let b = keyed("k1", Some("after restart"));
+            assert_eq!(
+                h.publish("table", Some(0), vec![b], Acks::All)
+                    .await
+                    .expect("publish")
+                    .1
+                    .base_offset,
+                58
+            );
+            h.shutdown().await.expect("shutdown");
+        }
+    }
+}

@@ -145,6 +145,9 @@ pub enum BrokerError {
     /// transactional or control batch. The text says which.
     #[error("transactions are not supported: {0}")]
     TransactionsUnsupported(String),
+    /// A record the topic cannot take: on a compacted topic, one without a key.
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
     /// A group's committed offsets of a topic its members consume cannot be deleted.
     #[error("group {group:?} is subscribed to topic {topic:?}")]
     GroupSubscribedToTopic {
@@ -186,6 +189,7 @@ impl BrokerError {
             BrokerError::InvalidProducerEpoch { .. } => 25,
             BrokerError::TransactionsUnsupported(_) => 26,
             BrokerError::GroupSubscribedToTopic { .. } => 27,
+            BrokerError::InvalidRecord(_) => 28,
         }
     }
 
@@ -221,6 +225,7 @@ impl BrokerError {
             // instead of retrying; Weir advertises no transaction API.
             BrokerError::TransactionsUnsupported(_) => 35,
             BrokerError::GroupSubscribedToTopic { .. } => 86,
+            BrokerError::InvalidRecord(_) => 87, // INVALID_RECORD
         }
     }
 

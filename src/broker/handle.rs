@@ -185,6 +185,8 @@ fn run_system(
             ),
             max_fetch_wait: Duration::from_millis(config.broker.max_fetch_wait_ms),
             producer_id_expiration: Duration::from_millis(config.broker.producer_id_expiration_ms),
+            compaction_max_keys: config.broker.compaction_max_keys,
+            compaction_slots: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         let routes: Routes = Arc::new(RwLock::new(HashMap::new()));
         let registry = TopicRegistry::new(
@@ -394,6 +396,7 @@ impl BrokerHandle {
         acks: Acks,
     ) -> Result<(i32, PublishAck), BrokerError> {
         let route = self.route_or_create(topic, true).await?;
+        check_keys(&route, &batches)?;
         match partition {
             Some(p) => {
                 let ack = route
@@ -424,7 +427,7 @@ impl BrokerHandle {
             let topic = topic.to_string();
             return async move { h.publish(&topic, partition, batches, acks).await }.boxed();
         };
-        let addr = match route.partition(p) {
+        let addr = match check_keys(&route, &batches).and_then(|()| route.partition(p)) {
             Ok(a) => a.clone(),
             Err(e) => return futures::future::ready(Err(e)).boxed(),
         };
@@ -869,4 +872,26 @@ impl BrokerHandle {
         .await;
         result
     }
+}
+
+/// A compacted topic takes only records with a key, as Kafka's (INVALID_RECORD otherwise):
+/// compaction keeps each key's latest record, and one without a key would simply vanish. Runs
+/// on the caller's task, not the partition actor: it decodes (and decompresses) every record.
+fn check_keys(route: &Route, batches: &[Batch]) -> Result<(), BrokerError> {
+    if !route.config.cleanup_policy.compacts() {
+        return Ok(());
+    }
+    for b in batches {
+        let records = b
+            .records()
+            .map_err(|e| BrokerError::InvalidBatch(e.to_string()))?;
+        if let Some(r) = records.iter().find(|r| r.record.key.is_none()) {
+            return Err(BrokerError::InvalidRecord(format!(
+                "compacted topic {:?} cannot take a record without a key (record {} of its batch)",
+                route.name,
+                r.offset - b.base_offset()
+            )));
+        }
+    }
+    Ok(())
 }

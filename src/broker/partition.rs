@@ -18,8 +18,10 @@
 //! from the log end and the bytes appended since (a small ring of `(end offset, bytes)` marks
 //! answers "how many bytes lie after offset X" without I/O).
 //!
-//! Timers: every `retention_check_interval_ms`, retention, the expiry of idempotent producers
-//! idle for `producer_id_expiration_ms` and a producer-state snapshot when due; under
+//! Timers: every `retention_check_interval_ms`, retention (for `delete` topics), a compaction
+//! pass (for `compact` topics: [`PartitionLog::compact`], one at a time across the broker), the
+//! expiry of idempotent producers idle for `producer_id_expiration_ms` and a producer-state
+//! snapshot when due; under
 //! `interval` durability, a sync every `flush_interval_ms` when something was appended since
 //! the last one, and sooner once [`SYNC_AFTER_BYTES`] are unsynced (small fsyncs do not stall
 //! the appends; big ones do).
@@ -74,7 +76,7 @@ use super::types::{now_ms, Acks, FetchResult, OffsetSpec, PublishAck};
 use crate::config::{TimestampMode, TopicConfig};
 
 /// Broker-wide limits a partition enforces.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PartitionLimits {
     /// Bytes of queued publishes before `Busy`.
     pub queue_bytes: usize,
@@ -86,6 +88,11 @@ pub struct PartitionLimits {
     pub max_fetch_wait: Duration,
     /// How long a producer that writes nothing is remembered.
     pub producer_id_expiration: Duration,
+    /// The most keys one compaction pass maps.
+    pub compaction_max_keys: usize,
+    /// Compaction passes of all partitions take a permit here: one runs at a time, which
+    /// bounds their memory and their share of the disk (Kafka's one cleaner thread).
+    pub compaction_slots: Arc<tokio::sync::Semaphore>,
 }
 
 type Reply = oneshot::Sender<Result<PublishAck, BrokerError>>;
@@ -160,6 +167,7 @@ pub struct Partition {
     unsynced: bool,
     syncing: bool,
     retention_running: bool,
+    compaction_running: bool,
     stop: Option<oneshot::Sender<Result<(), BrokerError>>>,
     /// Bytes appended since the last sync started.
     unsynced_bytes: u64,
@@ -205,6 +213,7 @@ impl Partition {
             unsynced: false,
             syncing: false,
             retention_running: false,
+            compaction_running: false,
             stop: None,
             unsynced_bytes: 0,
             producers: ProducerStates::new(false),
@@ -566,6 +575,41 @@ impl Partition {
         );
     }
 
+    fn run_compaction(&mut self, ctx: &mut Context<Self>) {
+        if self.compaction_running || self.stop.is_some() {
+            return;
+        }
+        let Some(policy) = self.config.compaction(self.limits.compaction_max_keys) else {
+            return;
+        };
+        self.compaction_running = true;
+        let log = self.log.clone();
+        let tp = self.tp.clone();
+        let slots = self.limits.compaction_slots.clone();
+        ctx.spawn(
+            async move {
+                let _slot = slots.acquire_owned().await;
+                log.compact(policy, now_ms()).await
+            }
+            .into_actor(self)
+            .map(move |r, act, _| {
+                act.compaction_running = false;
+                match r {
+                    Ok(Some(stats)) if stats.records_removed > 0 => eprintln!(
+                        "weir: compacted {tp} below offset {}: {} of {} records removed, {} -> {} bytes",
+                        stats.cleaned_upto,
+                        stats.records_removed,
+                        stats.records_read,
+                        stats.bytes_before,
+                        stats.bytes_after
+                    ),
+                    Ok(_) => {}
+                    Err(e) => log_error(&tp, "compaction", &e),
+                }
+            }),
+        );
+    }
+
     fn run_sync(&mut self, ctx: &mut Context<Self>) {
         if !self.unsynced || self.syncing {
             return;
@@ -748,6 +792,7 @@ impl Actor for Partition {
         ctx.run_interval(self.limits.retention_check_interval, |act, ctx| {
             act.expire_idle_producers();
             act.run_retention(ctx);
+            act.run_compaction(ctx);
             act.save_snapshot(ctx);
         });
         if let Durability::Interval { interval_ms } = self.config.durability() {
@@ -990,6 +1035,7 @@ impl Handler<UpdateTopicConfig> for Partition {
         }
         self.config = msg.0;
         self.run_retention(ctx);
+        self.run_compaction(ctx);
     }
 }
 

@@ -125,7 +125,7 @@ impl TopicRegistry {
     ) -> impl std::future::Future<Output = Result<Vec<Addr<Partition>>, BrokerError>> + 'static
     {
         let storage = self.storage.clone();
-        let limits = self.limits;
+        let limits = self.limits.clone();
         let config = config.clone();
         let name = name.to_string();
         let homes: Vec<ArbiterHandle> = range
@@ -142,6 +142,7 @@ impl TopicRegistry {
                 let tp = TopicPartition::new(name.clone(), p as i32);
                 let log = storage.open_log(&tp, &config.log_config()).await?;
                 let config = config.clone();
+                let limits = limits.clone();
                 addrs.push(Partition::start_in_arbiter(&home, move |_| {
                     Partition::new(tp, log, config, limits)
                 }));

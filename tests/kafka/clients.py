@@ -391,7 +391,7 @@ def scenario_configs():
           validate_only=True).result(TIMEOUT)
     for bad in (ConfigEntry("segment.bytes", "lots", incremental_operation=AlterConfigOpType.SET),
                 ConfigEntry("no.such.config", "1", incremental_operation=AlterConfigOpType.SET),
-                ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)):
+                ConfigEntry("cleanup.policy", "compact,archive", incremental_operation=AlterConfigOpType.SET)):
         try:
             alter([ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET), bad]).result(TIMEOUT)
             check(False, f"{bad} accepted")
@@ -621,6 +621,70 @@ def scenario_aiokafka_admin():
         await a.close()
 
     asyncio.run(asyncio.wait_for(run(), TIMEOUT))
+
+
+def read_to_end_ck(topic):
+    """Every record of partition 0 up to its high watermark, with confluent-kafka."""
+    c = ck.Consumer({"bootstrap.servers": BOOT, "group.id": f"g-{uuid.uuid4()}",
+                     "enable.auto.commit": False})
+    _, high = c.get_watermark_offsets(ck.TopicPartition(topic, 0), timeout=TIMEOUT)
+    c.assign([ck.TopicPartition(topic, 0, ck.OFFSET_BEGINNING)])
+    out = []
+    deadline = time.time() + TIMEOUT
+    while (not out or out[-1].offset() < high - 1) and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None:
+            check(m.error() is None, f"consumer error {m.error()}")
+            out.append(m)
+    c.close()
+    check(out and out[-1].offset() == high - 1, f"read {len(out)} records, not up to {high}")
+    return out
+
+
+def scenario_compaction():
+    """A compacted topic, the kind Kafka Connect and Schema Registry keep their state in: each
+    key keeps its latest value at its offset, a tombstone removes its key, a keyless record is
+    refused, and consumers read across the gaps compaction leaves."""
+    create("table", 1, {"cleanup.policy": "compact", "segment.bytes": "1024",
+                        "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "0"})
+    res = ConfigResource("topic", "table")
+    cfg = admin().describe_configs([res])[res].result(TIMEOUT)
+    check(cfg["cleanup.policy"].value == "compact", f"cleanup.policy {cfg['cleanup.policy'].value}")
+    check(cfg["delete.retention.ms"].value == "0", "delete.retention.ms")
+    # 200 updates of 10 keys, a tombstone for k9, then writes to another key that push all of
+    # them out of the active segment (the part compaction never touches); each call is a batch
+    # of its own, and a batch over segment.bytes fills its segment.
+    updates = [(f"k{i % 10}".encode(), f"v{i}".encode(), None, 0) for i in range(200)]
+    tombstone = [(b"k9", None, None, 0)]
+    offset_of = {}
+    for part in [updates, tombstone] + [[(b"filler", b"x" * 150, None, 0)] * 8] * 3:
+        delivered = produce_ck("table", part)
+        for (key, value, _, _), (_, offset) in zip(part, delivered):
+            offset_of[key] = (offset, value)
+    # A record without a key is refused: INVALID_RECORD, not retried.
+    p = ck.Producer({"bootstrap.servers": BOOT})
+    errors = []
+    p.produce("table", value=b"no key", on_delivery=lambda err, msg: errors.append(err))
+    p.flush(TIMEOUT)
+    check(len(errors) == 1 and errors[0] is not None and errors[0].code() == ck.KafkaError.INVALID_RECORD,
+          f"a keyless record on a compacted topic: {errors}")
+    expected = {f"k{k}": offset_of[f"k{k}".encode()] for k in range(9)}
+    deadline = time.time() + TIMEOUT
+    while True:
+        got = read_to_end_ck("table")
+        keyed = [m for m in got if m.key().startswith(b"k")]
+        seen = {m.key().decode(): (m.offset(), m.value()) for m in keyed}
+        if len(keyed) == 9 and seen == expected:
+            break
+        check(time.time() < deadline, f"not compacted in time: {len(keyed)} k-records, {seen}")
+        time.sleep(0.3)
+    check(b"k9" not in [m.key() for m in got], "the tombstoned key is gone")
+    offsets = [m.offset() for m in got]
+    check(offsets == sorted(offsets) and len(offsets) < 225, f"offsets ascend, with gaps: {offsets[:20]}")
+    # kafka-python reads across the gaps too.
+    kp = consume_kp("table", len(got))
+    check([(m.offset, m.key, m.value) for m in kp] == [(m.offset(), m.key(), m.value()) for m in got],
+          "kafka-python reads what confluent-kafka reads")
 
 
 if __name__ == "__main__":

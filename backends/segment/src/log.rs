@@ -770,6 +770,8 @@ impl Inner {
         // Second pass: each segment below `upto` that loses anything is rewritten and swapped.
         let horizon = policy.tombstone_horizon(now_ms);
         for c in closed.iter().take_while(|c| c.base < upto) {
+            // A log closed meanwhile is left as it is.
+            self.check_usable()?;
             let mut rewrite: Option<Rewrite> = None;
             let mut infos = Vec::new();
             for_each_batch(&c.plan, c.base, c.next, |b, pos| {
@@ -844,6 +846,7 @@ impl Inner {
             e
         };
         synced.map_err(discard)?;
+        // Also checks the log is still usable (not closed meanwhile).
         let _w = self.writer().map_err(discard)?;
         let (at, compacted_upto) = {
             let st = self.read_state();

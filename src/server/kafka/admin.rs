@@ -65,6 +65,7 @@ const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
 
 /// A config as DescribeConfigs reports it: name, value, source, type.
 type ConfigEntry = (String, String, i8, i8);
@@ -73,7 +74,7 @@ type ConfigEntry = (String, String, i8, i8);
 /// (differing from the broker's defaults) are reported as topic configs, the rest as defaults.
 fn topic_configs(config: &TopicConfig, defaults: &TopicConfig) -> Vec<ConfigEntry> {
     let default_entries = defaults.entries();
-    let mut out: Vec<ConfigEntry> = config
+    config
         .entries()
         .into_iter()
         .map(|(k, v)| {
@@ -84,20 +85,14 @@ fn topic_configs(config: &TopicConfig, defaults: &TopicConfig) -> Vec<ConfigEntr
             };
             let kind = if v.parse::<i64>().is_ok() {
                 TYPE_LONG
+            } else if v.parse::<f64>().is_ok() {
+                TYPE_DOUBLE
             } else {
                 TYPE_STRING
             };
             (k.to_string(), v, source, kind)
         })
-        .collect();
-    // Weir deletes by retention and does not compact.
-    out.push((
-        "cleanup.policy".into(),
-        "delete".into(),
-        SOURCE_DEFAULT,
-        TYPE_STRING,
-    ));
-    out
+        .collect()
 }
 
 /// Creates topics (or, with `validate_only`, checks they could be created).
@@ -134,8 +129,6 @@ pub(super) async fn create_topics(s: &Session, r: CreateTopicsRequest) -> Create
             .configs
             .into_iter()
             .filter_map(|c| c.value.map(|v| (c.name, v)))
-            // Weir's only cleanup policy: accepted when asked for, refused otherwise below.
-            .filter(|(k, v)| !(k == "cleanup.policy" && v == "delete"))
             .collect();
         let result = if r.validate_only {
             validate(s, &t.name, partitions, &configs, &defaults)
@@ -408,9 +401,33 @@ fn broker_configs(s: &Session, defaults: &TopicConfig) -> Vec<ConfigEntry> {
         ),
         (
             "log.cleanup.policy".into(),
-            "delete".into(),
-            SOURCE_DEFAULT,
+            defaults.cleanup_policy.as_str().into(),
+            SOURCE_STATIC_BROKER,
             TYPE_STRING,
+        ),
+        (
+            "log.cleaner.enable".into(),
+            "true".into(),
+            SOURCE_DEFAULT,
+            TYPE_BOOLEAN,
+        ),
+        (
+            "log.cleaner.min.compaction.lag.ms".into(),
+            defaults.min_compaction_lag_ms.to_string(),
+            SOURCE_STATIC_BROKER,
+            TYPE_LONG,
+        ),
+        (
+            "log.cleaner.delete.retention.ms".into(),
+            defaults.delete_retention_ms.to_string(),
+            SOURCE_STATIC_BROKER,
+            TYPE_LONG,
+        ),
+        (
+            "log.cleaner.min.cleanable.ratio".into(),
+            defaults.min_cleanable_dirty_ratio.get().to_string(),
+            SOURCE_STATIC_BROKER,
+            TYPE_DOUBLE,
         ),
         (
             "broker.id".into(),
