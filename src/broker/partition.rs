@@ -604,6 +604,8 @@ impl Partition {
                         stats.bytes_after
                     ),
                     Ok(_) => {}
+                    // The partition is stopping (its log closing): the pass stopped early.
+                    Err(weir_storage::StorageError::Closed) => {}
                     Err(e) => log_error(&tp, "compaction", &e),
                 }
             }),

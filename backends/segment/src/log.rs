@@ -138,6 +138,9 @@ struct Inner {
     syncing: AtomicBool,
     /// Serializes compaction passes; where the last one stopped.
     cleaner: Mutex<CleanerCheckpoint>,
+    /// `close` has begun: a compaction pass stops before its next segment, so that `close`
+    /// (which waits for the pass) returns soon and no file is written after it.
+    closing: AtomicBool,
 }
 
 /// One partition's log in segment files. See the module docs for layout and locking.
@@ -338,6 +341,7 @@ impl SegmentLog {
                 closed: AtomicBool::new(false),
                 syncing: AtomicBool::new(false),
                 cleaner: Mutex::new(CleanerCheckpoint::default()),
+                closing: AtomicBool::new(false),
             }),
         })
     }
@@ -770,7 +774,10 @@ impl Inner {
         // Second pass: each segment below `upto` that loses anything is rewritten and swapped.
         let horizon = policy.tombstone_horizon(now_ms);
         for c in closed.iter().take_while(|c| c.base < upto) {
-            // A log closed meanwhile is left as it is.
+            // A log closing or failed meanwhile is left as it is.
+            if self.closing.load(Ordering::Acquire) {
+                return Err(StorageError::Closed);
+            }
             self.check_usable()?;
             let mut rewrite: Option<Rewrite> = None;
             let mut infos = Vec::new();
@@ -1057,8 +1064,11 @@ impl PartitionLog for SegmentLog {
         if self.inner.closed.load(Ordering::Acquire) {
             return Ok(());
         }
+        self.inner.closing.store(true, Ordering::Release);
         let inner = self.inner.clone();
         let r = blocking(move || {
+            // A compaction pass in flight finishes its segment first.
+            let _cleaner = inner.cleaner.lock().unwrap_or_else(|e| e.into_inner());
             let mut w = inner.writer()?;
             inner.sync_writer(&mut w)
         })

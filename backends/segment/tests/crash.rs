@@ -358,6 +358,64 @@ fn a_compacted_log_recovers_with_its_gaps() {
     });
 }
 
+/// `close` during a compaction pass waits for the pass to stop at a segment boundary: nothing
+/// is written after `close` returns, and the log reopens with every key's latest record.
+#[test]
+fn close_stops_a_compaction_pass_between_segments() {
+    run(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = LogConfig {
+            durability: Durability::None,
+            segment_bytes: 1,
+            ..one_segment()
+        };
+        let log = open(dir.path(), &cfg).await.expect("open");
+        for i in 0..400 {
+            let b = batch_of(3, 1_000 + i, 30, Compression::None);
+            log.append(vec![b]).await.expect("append");
+        }
+        let policy = weir_storage::CompactionPolicy {
+            min_cleanable_dirty_ratio: 0.0,
+            ..weir_storage::CompactionPolicy::default()
+        };
+        let pass = {
+            let log = log.clone();
+            tokio::spawn(async move { log.compact(policy, 10_000).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        log.close().await.expect("close");
+        let logdir = dir.path().join("logs").join("crash-0");
+        let files_after_close: Vec<_> = std::fs::read_dir(&logdir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        // The pass either finished before the close or stopped with `Closed`.
+        match pass.await.expect("join") {
+            Ok(_) | Err(StorageError::Closed) => {}
+            Err(e) => panic!("{e}"),
+        }
+        let files_later: Vec<_> = std::fs::read_dir(&logdir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(files_after_close, files_later, "written after close");
+        drop(log);
+        let log = open(dir.path(), &cfg).await.expect("reopen");
+        let batches = read_all(log.as_ref()).await.expect("read");
+        let last = batches.last().expect("the head").clone();
+        assert_eq!(last.base_offset(), 399 * 3);
+        // Every key (k0, k1, k2) still has its latest record, in the head.
+        let keys: Vec<_> = last
+            .records()
+            .expect("decode")
+            .into_iter()
+            .map(|r| r.record.key)
+            .collect();
+        assert_eq!(keys.len(), 3);
+        assert_eq!(log.offsets().end, 1200);
+    });
+}
+
 #[test]
 fn a_second_storage_on_the_same_directory_is_refused() {
     run(async {
