@@ -882,9 +882,13 @@ fn check_keys(route: &Route, batches: &[Batch]) -> Result<(), BrokerError> {
         return Ok(());
     }
     for b in batches {
-        let records = b
-            .records()
-            .map_err(|e| BrokerError::InvalidBatch(e.to_string()))?;
+        // Compaction maps keys to offsets: records must decode and sit at their own offsets.
+        let records = weir_storage::compaction::well_formed_records(b).ok_or_else(|| {
+            BrokerError::InvalidBatch(
+                "records that do not decode, or whose offsets do not ascend inside the batch"
+                    .into(),
+            )
+        })?;
         if let Some(r) = records.iter().find(|r| r.record.key.is_none()) {
             return Err(BrokerError::InvalidRecord(format!(
                 "compacted topic {:?} cannot take a record without a key (record {} of its batch)",

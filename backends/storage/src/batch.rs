@@ -643,15 +643,15 @@ impl Batch {
     pub fn retain(&self, kept: &[LogRecord]) -> Result<Batch, BatchError> {
         let first = kept.first().ok_or(BatchError::Empty)?;
         let (base, last) = (self.base_offset(), self.last_offset());
-        let mut prev = base - 1;
+        let mut prev: Option<Offset> = None;
         for r in kept {
-            if r.offset <= prev || r.offset > last {
+            if r.offset < base || r.offset > last || prev.is_some_and(|p| r.offset <= p) {
                 return Err(BatchError::InconsistentHeader(format!(
                     "record offset {} outside {base}..={last} or not ascending",
                     r.offset
                 )));
             }
-            prev = r.offset;
+            prev = Some(r.offset);
         }
         let count = i32::try_from(kept.len())
             .map_err(|_| BatchError::TooLarge(format!("{} records", kept.len())))?;

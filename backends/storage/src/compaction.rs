@@ -26,8 +26,9 @@
 //!   producer's sequence state can still be rebuilt from the log after a restart. The log
 //!   therefore has gaps between batches after compaction; readers serve the batch holding an
 //!   offset or, if compaction removed it, the next one.
-//! - Control batches and batches whose records do not decode are kept unchanged (the latter are
-//!   counted in [`CompactionStats::unreadable_batches`]).
+//! - Control batches, and batches whose records do not decode or whose record offsets do not
+//!   ascend inside the batch, are kept unchanged (the latter counted in
+//!   [`CompactionStats::unreadable_batches`]) and their keys are not mapped.
 //!
 //! Data flow: a backend picks its closed part and asks [`CleanerCheckpoint::is_due`] whether
 //! enough of it is dirty (not compacted by an earlier pass) to be worth a pass. The first pass
@@ -219,8 +220,8 @@ impl KeyMap {
         if batch.is_control() {
             return true;
         }
-        match batch.records() {
-            Ok(records) => {
+        match well_formed_records(batch) {
+            Some(records) => {
                 self.records += records.len() as u64;
                 for r in records {
                     if let Some(key) = &r.record.key {
@@ -229,7 +230,7 @@ impl KeyMap {
                     }
                 }
             }
-            Err(_) => self.unreadable += 1,
+            None => self.unreadable += 1,
         }
         true
     }
@@ -312,7 +313,7 @@ impl KeyMap {
         {
             return Ok(Cleaned::Unchanged);
         }
-        let Ok(records) = batch.records() else {
+        let Some(records) = well_formed_records(batch) else {
             return Ok(Cleaned::Unchanged);
         };
         let total = records.len();
@@ -332,6 +333,22 @@ impl KeyMap {
             Cleaned::Rewritten(batch.retain(&kept)?)
         })
     }
+}
+
+/// The records of `batch`, if they decode and their offsets ascend strictly inside the batch's
+/// range (a producer's batch need not be: the broker stores it unread). A batch that is not
+/// well formed is neither mapped nor cleaned: its keys could claim offsets it does not cover.
+pub fn well_formed_records(batch: &Batch) -> Option<Vec<LogRecord>> {
+    let records = batch.records().ok()?;
+    let (base, last) = (batch.base_offset(), batch.last_offset());
+    let mut prev: Option<Offset> = None;
+    for r in &records {
+        if r.offset < base || r.offset > last || prev.is_some_and(|p| r.offset <= p) {
+            return None;
+        }
+        prev = Some(r.offset);
+    }
+    Some(records)
 }
 
 /// What a pass decided: the batches that change, by base offset, and the stats.
@@ -590,6 +607,53 @@ mod tests {
         assert_eq!(clean(&m, &bad, 0), Ok(Cleaned::Unchanged));
         // The bad batch's key was not mapped, so the good one stays.
         assert_eq!(clean(&m, &good, 0), Ok(Cleaned::Unchanged));
+    }
+
+    #[test]
+    fn batches_whose_record_offsets_leave_their_range_are_not_mapped() {
+        // Two records both at offset delta 0, claiming the same offset: found by the
+        // compaction fuzz target.
+        let good = batch(0, NOW, &[(Some("a"), Some("1"))]);
+        let twin = BatchBuilder::new(Compression::None);
+        let mut twin = twin;
+        twin.push(Record::new(NOW, "x").with_key("a"));
+        twin.push(Record::new(NOW, "y").with_key("a"));
+        let mut raw = twin.build(1).expect("build").into_bytes().to_vec();
+        // The second record's offset delta (after length, attributes, timestamp delta) := 0.
+        let first_len = usize::from(raw[61] >> 1) + 1;
+        let second = 61 + first_len;
+        assert_eq!(raw[second + 3], 2, "zig-zag 1");
+        raw[second + 3] = 0;
+        let crc = crc32c::crc32c(&raw[21..]);
+        raw[17..21].copy_from_slice(&crc.to_be_bytes());
+        let twin = Batch::new(raw.into()).expect("header-valid");
+        assert_eq!(twin.records().expect("decodes")[1].offset, 1);
+        let m = map_of(&[good.clone(), twin.clone()]);
+        assert_eq!(m.unreadable_batches(), 1);
+        assert_eq!(clean(&m, &twin, 0), Ok(Cleaned::Unchanged));
+        assert_eq!(
+            clean(&m, &good, 0),
+            Ok(Cleaned::Unchanged),
+            "a is not mapped from it"
+        );
+    }
+
+    #[test]
+    fn a_base_offset_at_the_bottom_of_the_range_does_not_overflow() {
+        // Found by the compaction fuzz target: `base - 1` overflowed for base i64::MIN.
+        let low = batch(
+            i64::MIN,
+            NOW,
+            &[(Some("a"), Some("1")), (Some("a"), Some("2"))],
+        );
+        let records = well_formed_records(&low).expect("well formed");
+        assert_eq!(records[0].offset, i64::MIN);
+        let m = map_of(std::slice::from_ref(&low));
+        let Ok(Cleaned::Rewritten(r)) = clean(&m, &low, 0) else {
+            panic!("the first a goes");
+        };
+        assert_eq!(r.base_offset(), i64::MIN);
+        assert_eq!(r.records().expect("decode")[0].offset, i64::MIN + 1);
     }
 
     #[test]
