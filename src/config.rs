@@ -275,6 +275,65 @@ impl CleanupPolicy {
     }
 }
 
+/// The codec a topic stores batches in (Kafka's `compression.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionType {
+    /// As each producer sent it.
+    #[default]
+    Producer,
+    /// Stored uncompressed.
+    Uncompressed,
+    /// gzip.
+    Gzip,
+    /// snappy.
+    Snappy,
+    /// lz4.
+    Lz4,
+    /// zstd.
+    Zstd,
+}
+
+impl CompressionType {
+    /// Parses Kafka's names.
+    pub fn parse(value: &str) -> Option<CompressionType> {
+        Some(match value {
+            "producer" => CompressionType::Producer,
+            "uncompressed" => CompressionType::Uncompressed,
+            "gzip" => CompressionType::Gzip,
+            "snappy" => CompressionType::Snappy,
+            "lz4" => CompressionType::Lz4,
+            "zstd" => CompressionType::Zstd,
+            _ => return None,
+        })
+    }
+
+    /// Kafka's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompressionType::Producer => "producer",
+            CompressionType::Uncompressed => "uncompressed",
+            CompressionType::Gzip => "gzip",
+            CompressionType::Snappy => "snappy",
+            CompressionType::Lz4 => "lz4",
+            CompressionType::Zstd => "zstd",
+        }
+    }
+
+    /// The codec batches are stored in, `None` for whatever the producer used.
+    pub fn codec(self) -> Option<weir_storage::Compression> {
+        use weir_storage::Compression as C;
+        match self {
+            CompressionType::Producer => None,
+            CompressionType::Uncompressed => Some(C::None),
+            CompressionType::Gzip => Some(C::Gzip),
+            CompressionType::Snappy => Some(C::Snappy),
+            CompressionType::Lz4 => Some(C::Lz4),
+            CompressionType::Zstd => Some(C::Zstd),
+        }
+    }
+}
+
 /// A share between 0 and 1 (`min.cleanable.dirty.ratio`); never NaN, hence `Eq`.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
 #[serde(try_from = "f64", into = "f64")]
@@ -338,6 +397,9 @@ pub struct TopicConfig {
     /// Compaction runs once this share of the compactable log is new
     /// (`min.cleanable.dirty.ratio`).
     pub min_cleanable_dirty_ratio: Ratio,
+    /// `producer` (keep each batch as sent) or the codec batches are stored in, recompressing
+    /// those that differ (Kafka's `compression.type`).
+    pub compression_type: CompressionType,
 }
 
 impl Default for TopicConfig {
@@ -356,6 +418,7 @@ impl Default for TopicConfig {
             min_compaction_lag_ms: 0,
             delete_retention_ms: 86_400_000,
             min_cleanable_dirty_ratio: Ratio(0.5),
+            compression_type: CompressionType::Producer,
         }
     }
 }
@@ -450,6 +513,15 @@ impl TopicConfig {
             "delete_retention_ms" => {
                 self.delete_retention_ms = num("delete.retention.ms", value)?;
             }
+            "compression_type" => {
+                self.compression_type =
+                    CompressionType::parse(value).ok_or_else(|| ConfigError::Invalid {
+                        key: "compression.type",
+                        message: format!(
+                            "{value:?}: expected producer, uncompressed, gzip, snappy, lz4 or zstd"
+                        ),
+                    })?;
+            }
             "min_cleanable_dirty_ratio" => {
                 let v: f64 = num("min.cleanable.dirty.ratio", value)?;
                 self.min_cleanable_dirty_ratio =
@@ -536,6 +608,10 @@ impl TopicConfig {
             (
                 "min.cleanable.dirty.ratio",
                 self.min_cleanable_dirty_ratio.get().to_string(),
+            ),
+            (
+                "compression.type",
+                self.compression_type.as_str().to_string(),
             ),
         ]
     }
@@ -968,6 +1044,12 @@ mod tests {
         // A topic record written before these settings existed still loads.
         let old: TopicConfig = toml::from_str("retention_ms = 5").expect("old record");
         assert_eq!(old.cleanup_policy, CleanupPolicy::Delete);
+        assert_eq!(old.compression_type, CompressionType::Producer);
+        for v in ["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"] {
+            c.set("compression.type", v).expect(v);
+            assert_eq!(c.compression_type.as_str(), v);
+        }
+        assert!(c.set("compression.type", "brotli").is_err());
         let bad = TopicConfig {
             delete_retention_ms: -1,
             ..TopicConfig::default()

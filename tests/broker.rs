@@ -1190,3 +1190,58 @@ async fn compacted_topics_keep_each_keys_latest_value() {
         }
     }
 }
+
+/// A topic's `compression.type` other than `producer`: every batch is stored in that codec,
+/// whatever the producer used, with its offsets, producer identity and records unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_compression_type_recompresses_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(Backend::Segment, dir.path()).await;
+    h.create_topic(
+        "zipped",
+        Some(1),
+        vec![("compression.type".into(), "zstd".into())],
+    )
+    .await
+    .expect("create");
+    let sent: Vec<Batch> = Compression::ALL
+        .iter()
+        .map(|&c| batch_of(4, 1_000, 200, c))
+        .collect();
+    for b in &sent {
+        h.publish("zipped", Some(0), vec![b.clone()], Acks::All)
+            .await
+            .expect("publish");
+    }
+    let stored = read_all(&h, "zipped", 0).await;
+    assert_eq!(stored.len(), sent.len());
+    for (s, b) in stored.iter().zip(&sent) {
+        assert_eq!(s.compression(), Ok(Compression::Zstd));
+        let records = |b: &Batch| -> Vec<_> {
+            b.records()
+                .expect("decode")
+                .into_iter()
+                .map(|r| r.record)
+                .collect()
+        };
+        assert_eq!(records(s), records(b));
+    }
+    assert_eq!(h.offsets("zipped", 0).await.expect("offsets").end, 20);
+    // `producer` keeps each batch as sent.
+    h.alter_topic_config(
+        "zipped",
+        vec![("compression.type".into(), "producer".into())],
+    )
+    .await
+    .expect("alter");
+    let lz4 = batch_of(2, 1_000, 50, Compression::Lz4);
+    h.publish("zipped", Some(0), vec![lz4], Acks::All)
+        .await
+        .expect("publish");
+    let last = h
+        .fetch("zipped", 0, 20, 1 << 20, 1, Duration::ZERO)
+        .await
+        .expect("fetch");
+    assert_eq!(last.batches[0].compression(), Ok(Compression::Lz4));
+    h.shutdown().await.expect("shutdown");
+}

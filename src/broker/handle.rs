@@ -397,6 +397,7 @@ impl BrokerHandle {
     ) -> Result<(i32, PublishAck), BrokerError> {
         let route = self.route_or_create(topic, true).await?;
         check_keys(&route, &batches)?;
+        let batches = recompress(&route, batches)?;
         match partition {
             Some(p) => {
                 let ack = route
@@ -427,8 +428,11 @@ impl BrokerHandle {
             let topic = topic.to_string();
             return async move { h.publish(&topic, partition, batches, acks).await }.boxed();
         };
-        let addr = match check_keys(&route, &batches).and_then(|()| route.partition(p)) {
-            Ok(a) => a.clone(),
+        let checked = check_keys(&route, &batches)
+            .and_then(|()| recompress(&route, batches))
+            .and_then(|b| Ok((b, route.partition(p)?.clone())));
+        let (batches, addr) = match checked {
+            Ok(ok) => ok,
             Err(e) => return futures::future::ready(Err(e)).boxed(),
         };
         let (reply, rx) = oneshot::channel();
@@ -898,4 +902,20 @@ fn check_keys(route: &Route, batches: &[Batch]) -> Result<(), BrokerError> {
         }
     }
     Ok(())
+}
+
+/// A topic with a `compression.type` other than `producer` stores every batch in that codec:
+/// those the producer compressed otherwise are recompressed here, on the caller's task, as
+/// Kafka's broker does. Offsets, producer identity and timestamps stay.
+fn recompress(route: &Route, batches: Vec<Batch>) -> Result<Vec<Batch>, BrokerError> {
+    let Some(codec) = route.config.compression_type.codec() else {
+        return Ok(batches);
+    };
+    batches
+        .into_iter()
+        .map(|b| {
+            b.recompressed(codec)
+                .map_err(|e| BrokerError::InvalidBatch(e.to_string()))
+        })
+        .collect()
 }

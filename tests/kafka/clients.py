@@ -238,6 +238,24 @@ def scenario_compression():
         p.close()
         got = consume_ck(t2, 500)
         check([m.value() for m in got] == values, f"{codec}: kafka-python -> confluent")
+    # A topic's compression.type: the broker recompresses what producers send in another codec
+    # (uncompressed from kafka-python, gzip from confluent-kafka); both clients read it back.
+    create("comp-topic-zstd", 1, {"compression.type": "zstd"})
+    values = [f"t-{i}-".encode() * 20 for i in range(300)]
+    p = kafka.KafkaProducer(bootstrap_servers=BOOT, linger_ms=5)
+    for v in values[:150]:
+        p.send("comp-topic-zstd", v, key=b"k", partition=0)
+    p.flush(TIMEOUT)
+    p.close()
+    produce_ck("comp-topic-zstd", [(b"k", v, None, 0) for v in values[150:]], **{"compression.type": "gzip"})
+    got = consume_ck("comp-topic-zstd", 300)
+    check([m.value() for m in got] == values, "compression.type=zstd: confluent-kafka reads it")
+    check([m.offset() for m in got] == list(range(300)), "offsets unchanged")
+    got = consume_kp("comp-topic-zstd", 300)
+    check([m.value for m in got] == values, "compression.type=zstd: kafka-python reads it")
+    res = ConfigResource("topic", "comp-topic-zstd")
+    cfg = admin().describe_configs([res])[res].result(TIMEOUT)
+    check(cfg["compression.type"].value == "zstd", f"compression.type {cfg['compression.type'].value}")
 
 
 def scenario_group():

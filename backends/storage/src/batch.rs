@@ -641,6 +641,24 @@ impl Batch {
     /// record's offset is not inside this batch or the offsets do not ascend; a compression
     /// failure.
     pub fn retain(&self, kept: &[LogRecord]) -> Result<Batch, BatchError> {
+        self.rebuild(kept, self.compression()?)
+    }
+
+    /// This batch with its records compressed by `codec` instead (a topic's
+    /// `compression.type`): everything else as [`Batch::retain`] keeps it, every record
+    /// included. The same batch when it already uses `codec`.
+    ///
+    /// # Errors
+    /// Records that do not decode (within [`DEFAULT_MAX_UNCOMPRESSED_BYTES`]) or whose offsets
+    /// do not ascend inside the batch; a compression failure.
+    pub fn recompressed(&self, codec: Compression) -> Result<Batch, BatchError> {
+        if self.compression()? == codec {
+            return Ok(self.clone());
+        }
+        self.rebuild(&self.records()?, codec)
+    }
+
+    fn rebuild(&self, kept: &[LogRecord], codec: Compression) -> Result<Batch, BatchError> {
         let first = kept.first().ok_or(BatchError::Empty)?;
         let (base, last) = (self.base_offset(), self.last_offset());
         let mut prev: Option<Offset> = None;
@@ -668,7 +686,7 @@ impl Batch {
         let header = BatchHeader {
             base_offset: base,
             partition_leader_epoch: self.partition_leader_epoch(),
-            attributes: self.attributes(),
+            attributes: (self.attributes() & !ATTR_COMPRESSION_MASK) | codec as i16,
             last_offset_delta: self.last_offset_delta(),
             base_timestamp: base_ts,
             max_timestamp: max_ts,
@@ -688,7 +706,7 @@ impl Batch {
             // In range: checked above against `base..=last`, and `last - base` is an i32.
             (&r.record, ts_delta, (r.offset - base) as i32)
         });
-        encode_batch(&header, self.compression()?, size, records)
+        encode_batch(&header, codec, size, records)
     }
 }
 
@@ -1144,6 +1162,40 @@ mod tests {
             );
             // Re-encoding the decoded records gives the same bytes.
             assert_eq!(build(c, &back).as_bytes(), b.as_bytes(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn recompressed_batches_keep_records_offsets_and_producer() {
+        let mut b = BatchBuilder::new(Compression::None).producer(4, 1, 17);
+        for r in sample() {
+            b.push(r);
+        }
+        let mut original = b.build(0).expect("build");
+        original.set_base_offset(300);
+        for c in Compression::ALL {
+            let r = original.recompressed(c).expect("recompress");
+            assert_eq!(r.compression(), Ok(c));
+            Batch::new(r.as_bytes().clone()).expect("valid");
+            assert_eq!(
+                (r.base_offset(), r.last_offset_delta(), r.record_count()),
+                (300, 2, 3)
+            );
+            assert_eq!(
+                (r.producer_id(), r.producer_epoch(), r.base_sequence()),
+                (4, 1, 17)
+            );
+            assert_eq!(r.first_timestamp(), original.first_timestamp());
+            assert_eq!(r.max_timestamp(), original.max_timestamp());
+            assert_eq!(
+                r.records().expect("decode"),
+                original.records().expect("decode")
+            );
+            // And back: the original bytes, except the CRC-covered codec bits.
+            assert_eq!(
+                r.recompressed(Compression::None).expect("back").as_bytes(),
+                original.as_bytes()
+            );
         }
     }
 
