@@ -400,6 +400,20 @@ pub struct TopicConfig {
     /// `producer` (keep each batch as sent) or the codec batches are stored in, recompressing
     /// those that differ (Kafka's `compression.type`).
     pub compression_type: CompressionType,
+    /// A record is compacted at the latest this long after it was written, however little of
+    /// the log is dirty; the active segment also rolls after this long
+    /// (`max.compaction.lag.ms`).
+    pub max_compaction_lag_ms: i64,
+    /// Bytes between two entries of a segment's offset and time index
+    /// (`index.interval.bytes`).
+    pub index_interval_bytes: u32,
+    /// Replicas that must have a write before acks=all answers (`min.insync.replicas`). Weir
+    /// is one broker: above 1, acks=all produces fail with `NotEnoughReplicas`, as on a Kafka
+    /// cluster with one live replica.
+    pub min_insync_replicas: u32,
+    /// Kafka's `unclean.leader.election.enable`: with a single broker there is never another
+    /// replica to elect, so it changes nothing; kept and reported for tools that set it.
+    pub unclean_leader_election_enable: bool,
 }
 
 impl Default for TopicConfig {
@@ -419,6 +433,10 @@ impl Default for TopicConfig {
             delete_retention_ms: 86_400_000,
             min_cleanable_dirty_ratio: Ratio(0.5),
             compression_type: CompressionType::Producer,
+            max_compaction_lag_ms: i64::MAX,
+            index_interval_bytes: 4096,
+            min_insync_replicas: 1,
+            unclean_leader_election_enable: false,
         }
     }
 }
@@ -435,13 +453,21 @@ impl TopicConfig {
         }
     }
 
-    /// The log settings of one of this topic's partitions.
+    /// The log settings of one of this topic's partitions. A compacted topic's active segment
+    /// rolls after `max_compaction_lag_ms` at the latest, so that its records become
+    /// compactable in time.
     pub fn log_config(&self) -> LogConfig {
+        let segment_ms = if self.cleanup_policy.compacts() {
+            let lag = u64::try_from(self.max_compaction_lag_ms).unwrap_or(u64::MAX);
+            self.segment_ms.min(lag.max(1))
+        } else {
+            self.segment_ms
+        };
         LogConfig {
             durability: self.durability(),
             segment_bytes: self.segment_bytes,
-            segment_ms: self.segment_ms,
-            ..LogConfig::default()
+            segment_ms,
+            index_interval_bytes: self.index_interval_bytes,
         }
     }
 
@@ -461,6 +487,7 @@ impl TopicConfig {
         self.cleanup_policy.compacts().then_some(CompactionPolicy {
             min_cleanable_dirty_ratio: self.min_cleanable_dirty_ratio.get(),
             min_lag_ms: self.min_compaction_lag_ms,
+            max_lag_ms: self.max_compaction_lag_ms,
             delete_retention_ms: self.delete_retention_ms,
             max_keys,
         })
@@ -512,6 +539,27 @@ impl TopicConfig {
             }
             "delete_retention_ms" => {
                 self.delete_retention_ms = num("delete.retention.ms", value)?;
+            }
+            "max_compaction_lag_ms" => {
+                self.max_compaction_lag_ms = num("max.compaction.lag.ms", value)?;
+            }
+            "index_interval_bytes" => {
+                self.index_interval_bytes = num("index.interval.bytes", value)?;
+            }
+            "min_insync_replicas" => {
+                self.min_insync_replicas = num("min.insync.replicas", value)?;
+            }
+            "unclean_leader_election_enable" => {
+                self.unclean_leader_election_enable = match value {
+                    "true" => true,
+                    "false" => false,
+                    other => {
+                        return Err(ConfigError::Invalid {
+                            key: "unclean.leader.election.enable",
+                            message: format!("{other:?}: expected true or false"),
+                        })
+                    }
+                };
             }
             "compression_type" => {
                 self.compression_type =
@@ -654,6 +702,12 @@ impl TopicConfig {
         }
         if self.delete_retention_ms < 0 {
             return bad("delete_retention_ms", "must not be negative".into());
+        }
+        if self.max_compaction_lag_ms < 1 {
+            return bad("max_compaction_lag_ms", "must be positive".into());
+        }
+        if self.min_insync_replicas < 1 {
+            return bad("min_insync_replicas", "must be at least 1".into());
         }
         if self.max_message_bytes < 128 {
             return bad(
@@ -1050,6 +1104,23 @@ mod tests {
             assert_eq!(c.compression_type.as_str(), v);
         }
         assert!(c.set("compression.type", "brotli").is_err());
+        // A compacted topic's segments roll after max.compaction.lag.ms at the latest.
+        c.set("max.compaction.lag.ms", "5000").expect("set");
+        c.set("index.interval.bytes", "128").expect("set");
+        let log = c.log_config();
+        assert_eq!((log.segment_ms, log.index_interval_bytes), (5000, 128));
+        c.set("cleanup.policy", "delete").expect("set");
+        assert_eq!(c.log_config().segment_ms, c.segment_ms);
+        c.set("min.insync.replicas", "2").expect("set");
+        c.set("unclean.leader.election.enable", "true")
+            .expect("set");
+        assert!(c.set("unclean.leader.election.enable", "yes").is_err());
+        assert!(TopicConfig {
+            min_insync_replicas: 0,
+            ..TopicConfig::default()
+        }
+        .validate()
+        .is_err());
         let bad = TopicConfig {
             delete_retention_ms: -1,
             ..TopicConfig::default()

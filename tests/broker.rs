@@ -1245,3 +1245,64 @@ async fn a_topic_compression_type_recompresses_batches() {
     assert_eq!(last.batches[0].compression(), Ok(Compression::Lz4));
     h.shutdown().await.expect("shutdown");
 }
+
+/// `min.insync.replicas` above the one replica of a single broker fails acks=all publishes
+/// with NotEnoughReplicas (Kafka's 19), not acks=1; `max.compaction.lag.ms` rolls a compacted
+/// topic's active segment (here long before `segment.ms`), so its records get compacted. (That
+/// a little dirt past the lag makes a pass due is the conformance model check's part.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_insync_replicas_and_max_compaction_lag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(Backend::Segment, dir.path());
+    cfg.broker.retention_check_interval_ms = 50;
+    let h = Broker::start(cfg).await.expect("start");
+    h.create_topic(
+        "replicated",
+        Some(1),
+        vec![("min.insync.replicas".into(), "2".into())],
+    )
+    .await
+    .expect("create");
+    let err = h
+        .publish("replicated", Some(0), vec![one("x")], Acks::All)
+        .await
+        .expect_err("acks=all");
+    assert!(
+        matches!(err, BrokerError::NotEnoughReplicas { required: 2 }),
+        "{err:?}"
+    );
+    assert_eq!(err.kafka_code(), 19);
+    h.publish("replicated", Some(0), vec![one("x")], Acks::Leader)
+        .await
+        .expect("acks=1 needs only the leader");
+    assert_eq!(h.offsets("replicated", 0).await.expect("offsets").end, 1);
+
+    h.create_topic(
+        "lagged",
+        Some(1),
+        vec![
+            ("cleanup.policy".into(), "compact".into()),
+            ("min.cleanable.dirty.ratio".into(), "0.99".into()),
+            ("max.compaction.lag.ms".into(), "100".into()),
+        ],
+    )
+    .await
+    .expect("create");
+    for i in 0..5 {
+        let b = keyed("a", Some(&format!("v{i}")));
+        h.publish("lagged", Some(0), vec![b], Acks::All)
+            .await
+            .expect("publish");
+    }
+    // The active segment rolls after max.compaction.lag.ms: a later append starts a new one.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    h.publish("lagged", Some(0), vec![keyed("b", Some("head"))], Acks::All)
+        .await
+        .expect("publish");
+    let only_latest = |h: BrokerHandle| async move {
+        let r = keyed_records(&h, "lagged").await;
+        r.iter().map(|r| r.0).collect::<Vec<_>>() == vec![4, 5]
+    };
+    wait_until(|| only_latest(h.clone())).await;
+    h.shutdown().await.expect("shutdown");
+}

@@ -145,6 +145,15 @@ pub enum BrokerError {
     /// transactional or control batch. The text says which.
     #[error("transactions are not supported: {0}")]
     TransactionsUnsupported(String),
+    /// An acks=all publish to a topic whose `min.insync.replicas` is more than the one replica
+    /// a single broker has (Kafka's NOT_ENOUGH_REPLICAS). Nothing was written.
+    #[error(
+        "acks=all needs {required} in-sync replicas (min.insync.replicas); Weir is one broker"
+    )]
+    NotEnoughReplicas {
+        /// The topic's `min.insync.replicas`.
+        required: u32,
+    },
     /// A record the topic cannot take: on a compacted topic, one without a key.
     #[error("invalid record: {0}")]
     InvalidRecord(String),
@@ -190,6 +199,7 @@ impl BrokerError {
             BrokerError::TransactionsUnsupported(_) => 26,
             BrokerError::GroupSubscribedToTopic { .. } => 27,
             BrokerError::InvalidRecord(_) => 28,
+            BrokerError::NotEnoughReplicas { .. } => 29,
         }
     }
 
@@ -226,6 +236,8 @@ impl BrokerError {
             BrokerError::TransactionsUnsupported(_) => 35,
             BrokerError::GroupSubscribedToTopic { .. } => 86,
             BrokerError::InvalidRecord(_) => 87, // INVALID_RECORD
+            // NOT_ENOUGH_REPLICAS: Kafka clients retry it until their delivery timeout.
+            BrokerError::NotEnoughReplicas { .. } => 19,
         }
     }
 

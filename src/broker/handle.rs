@@ -396,6 +396,7 @@ impl BrokerHandle {
         acks: Acks,
     ) -> Result<(i32, PublishAck), BrokerError> {
         let route = self.route_or_create(topic, true).await?;
+        check_replicas(&route, acks)?;
         check_keys(&route, &batches)?;
         let batches = recompress(&route, batches)?;
         match partition {
@@ -428,7 +429,8 @@ impl BrokerHandle {
             let topic = topic.to_string();
             return async move { h.publish(&topic, partition, batches, acks).await }.boxed();
         };
-        let checked = check_keys(&route, &batches)
+        let checked = check_replicas(&route, acks)
+            .and_then(|()| check_keys(&route, &batches))
             .and_then(|()| recompress(&route, batches))
             .and_then(|b| Ok((b, route.partition(p)?.clone())));
         let (batches, addr) = match checked {
@@ -876,6 +878,16 @@ impl BrokerHandle {
         .await;
         result
     }
+}
+
+/// Kafka answers acks=all with NOT_ENOUGH_REPLICAS when fewer replicas than the topic's
+/// `min.insync.replicas` are in sync; a single broker has one.
+fn check_replicas(route: &Route, acks: Acks) -> Result<(), BrokerError> {
+    let required = route.config.min_insync_replicas;
+    if acks == Acks::All && required > 1 {
+        return Err(BrokerError::NotEnoughReplicas { required });
+    }
+    Ok(())
 }
 
 /// A compacted topic takes only records with a key, as Kafka's (INVALID_RECORD otherwise):

@@ -695,6 +695,7 @@ struct Closed {
     base: Offset,
     next: Offset,
     len: u64,
+    max_ts: i64,
     plan: ReadPlan,
 }
 
@@ -726,6 +727,7 @@ impl Inner {
                     base: s.base,
                     next: s.next,
                     len: s.len,
+                    max_ts: s.max_ts,
                     plan: st.read_plan(s, s.base),
                 })
                 .collect();
@@ -735,12 +737,10 @@ impl Inner {
             return Ok(None);
         };
         let closed_bytes = closed.iter().map(|c| c.len).sum();
-        let dirty_bytes = closed
-            .iter()
-            .filter(|c| c.next > checkpoint.cleaned_upto)
-            .map(|c| c.len)
-            .sum();
-        if !checkpoint.is_due(&policy, closed_bytes, dirty_bytes, now_ms) {
+        let dirty = || closed.iter().filter(|c| c.next > checkpoint.cleaned_upto);
+        let dirty_bytes = dirty().map(|c| c.len).sum();
+        let oldest_dirty_ms = dirty().next().map(|c| c.max_ts);
+        if !checkpoint.is_due(&policy, closed_bytes, dirty_bytes, oldest_dirty_ms, now_ms) {
             return Ok(None);
         }
 

@@ -59,6 +59,9 @@ pub struct CompactionPolicy {
     pub min_cleanable_dirty_ratio: f64,
     /// A batch is compacted only once its newest timestamp is at least this old.
     pub min_lag_ms: i64,
+    /// A pass is due, however little is dirty, once the oldest dirty unit's newest timestamp
+    /// is this old (`max.compaction.lag.ms`; `i64::MAX`: never).
+    pub max_lag_ms: i64,
     /// A latest tombstone stays this long after its timestamp.
     pub delete_retention_ms: i64,
     /// The most distinct keys one pass maps; a pass stops before the batch that could exceed it
@@ -67,12 +70,13 @@ pub struct CompactionPolicy {
 }
 
 impl Default for CompactionPolicy {
-    /// Kafka's defaults: half the closed part dirty, no lag, tombstones kept a day; four
-    /// million keys per pass.
+    /// Kafka's defaults: half the closed part dirty, no lag either way, tombstones kept a day;
+    /// four million keys per pass.
     fn default() -> Self {
         CompactionPolicy {
             min_cleanable_dirty_ratio: 0.5,
             min_lag_ms: 0,
+            max_lag_ms: i64::MAX,
             delete_retention_ms: 24 * 60 * 60 * 1000,
             max_keys: 4 * 1024 * 1024,
         }
@@ -137,17 +141,21 @@ pub struct CleanerCheckpoint {
 
 impl CleanerCheckpoint {
     /// Whether a pass is worth running: the closed part holds `closed_bytes`, of which
-    /// `dirty_bytes` lie at or after [`CleanerCheckpoint::cleaned_upto`].
+    /// `dirty_bytes` lie at or after [`CleanerCheckpoint::cleaned_upto`], the oldest of them in a
+    /// unit whose newest timestamp is `oldest_dirty_ms`.
     pub fn is_due(
         &self,
         policy: &CompactionPolicy,
         closed_bytes: u64,
         dirty_bytes: u64,
+        oldest_dirty_ms: Option<i64>,
         now_ms: i64,
     ) -> bool {
         let dirty = dirty_bytes > 0
             && dirty_bytes as f64 >= policy.min_cleanable_dirty_ratio * closed_bytes as f64;
-        dirty || self.tombstone_due_ms.is_some_and(|t| t <= now_ms)
+        let overdue = dirty_bytes > 0
+            && oldest_dirty_ms.is_some_and(|t| t <= now_ms.saturating_sub(policy.max_lag_ms));
+        dirty || overdue || self.tombstone_due_ms.is_some_and(|t| t <= now_ms)
     }
 
     /// The checkpoint after a pass that did `stats`.
@@ -385,12 +393,14 @@ where
         return Ok(None);
     };
     let closed_bytes = closed.iter().map(|&(_, len, _)| len).sum();
-    let dirty_bytes = closed
-        .iter()
-        .filter(|&&(next, _, _)| next > checkpoint.cleaned_upto)
-        .map(|&(_, len, _)| len)
-        .sum();
-    if !checkpoint.is_due(policy, closed_bytes, dirty_bytes, now_ms) {
+    let dirty = || {
+        closed
+            .iter()
+            .filter(|&&(next, _, _)| next > checkpoint.cleaned_upto)
+    };
+    let dirty_bytes = dirty().map(|&(_, len, _)| len).sum();
+    let oldest_dirty_ms = dirty().next().map(|&(_, _, ts)| ts);
+    if !checkpoint.is_due(policy, closed_bytes, dirty_bytes, oldest_dirty_ms, now_ms) {
         return Ok(None);
     }
     let mut map = KeyMap::new(policy.max_keys);
@@ -680,14 +690,28 @@ mod tests {
         let c = CleanerCheckpoint::after(&s, &p);
         assert_eq!(c.cleaned_upto, 4);
         assert!(
-            !c.is_due(&p, 1000, 0, NOW + 107),
-            "nothing dirty, tombstone not expired"
+            !c.is_due(&p, 1000, 0, None, NOW + 107),
+            "nothing dirty, tombstone alive"
         );
-        assert!(c.is_due(&p, 1000, 0, NOW + 108), "the tombstone expired");
+        assert!(
+            c.is_due(&p, 1000, 0, None, NOW + 108),
+            "the tombstone expired"
+        );
         let clean = CleanerCheckpoint::default();
-        assert!(!clean.is_due(&p, 1000, 499, NOW));
-        assert!(clean.is_due(&p, 1000, 500, NOW));
-        assert!(!clean.is_due(&p, 0, 0, NOW), "an empty closed part");
+        assert!(!clean.is_due(&p, 1000, 499, Some(NOW), NOW));
+        assert!(clean.is_due(&p, 1000, 500, Some(NOW), NOW));
+        assert!(!clean.is_due(&p, 0, 0, None, NOW), "an empty closed part");
+        // max.compaction.lag.ms: a little dirt is due once its oldest unit is old enough.
+        let max_lag = CompactionPolicy {
+            max_lag_ms: 60,
+            ..p
+        };
+        assert!(!clean.is_due(&max_lag, 1000, 10, Some(NOW), NOW + 59));
+        assert!(clean.is_due(&max_lag, 1000, 10, Some(NOW), NOW + 60));
+        assert!(
+            !clean.is_due(&max_lag, 1000, 0, None, NOW + 600),
+            "nothing dirty"
+        );
     }
 
     /// Runs `pass_over_batches` on `log` and applies the changes, as a backend would.

@@ -1105,6 +1105,7 @@ fn policy(ratio: f64, lag_ms: i64, delete_retention_ms: i64, max_keys: usize) ->
     CompactionPolicy {
         min_cleanable_dirty_ratio: ratio,
         min_lag_ms: lag_ms,
+        max_lag_ms: i64::MAX,
         delete_retention_ms,
         max_keys,
     }
@@ -1435,12 +1436,15 @@ pub async fn compaction_model_check(
                     model.push(b);
                 }
                 4..=5 => {
-                    let p = policy(
-                        [0.0, 0.5, 0.9][rng.below(3) as usize],
-                        [0, 20][rng.below(2) as usize],
-                        [0, 30, i64::MAX][rng.below(3) as usize],
-                        [2, 1000][rng.below(2) as usize],
-                    );
+                    let p = CompactionPolicy {
+                        max_lag_ms: [i64::MAX, 40][rng.below(2) as usize],
+                        ..policy(
+                            [0.0, 0.5, 0.9][rng.below(3) as usize],
+                            [0, 20][rng.below(2) as usize],
+                            [0, 30, i64::MAX][rng.below(3) as usize],
+                            [2, 1000][rng.below(2) as usize],
+                        )
+                    };
                     let snapshot = model.clone();
                     let expected = pass_over_batches(
                         || snapshot.iter().cloned().map(Ok),

@@ -83,7 +83,9 @@ fn topic_configs(config: &TopicConfig, defaults: &TopicConfig) -> Vec<ConfigEntr
             } else {
                 SOURCE_TOPIC
             };
-            let kind = if v.parse::<i64>().is_ok() {
+            let kind = if v == "true" || v == "false" {
+                TYPE_BOOLEAN
+            } else if v.parse::<i64>().is_ok() {
                 TYPE_LONG
             } else if v.parse::<f64>().is_ok() {
                 TYPE_DOUBLE
