@@ -9,15 +9,15 @@
 
 #![no_main]
 
+#[path = "crc.rs"]
+mod crc;
+
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use weir_storage::{Batch, BatchError};
 
 /// The decompression bound the broker would use for a fetch-sized batch.
 const MAX_UNCOMPRESSED: usize = 1 << 20;
-/// Where the CRC sits, and where the bytes it covers start.
-const CRC_OFFSET: usize = 17;
-const CRC_START: usize = 21;
 
 fn decode(data: &[u8]) -> Result<usize, BatchError> {
     let batch = Batch::new(Bytes::copy_from_slice(data))?;
@@ -35,24 +35,7 @@ fn decode(data: &[u8]) -> Result<usize, BatchError> {
 fuzz_target!(|data: &[u8]| {
     if let Err(BatchError::CrcMismatch { .. }) = decode(data) {
         let mut fixed = data.to_vec();
-        let crc = crc32c(&fixed[CRC_START..]);
-        fixed[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
+        crc::fix_crc(&mut fixed);
         let _ = decode(&fixed);
     }
 });
-
-/// CRC-32C (Castagnoli), bitwise: the fuzz target needs no speed and no extra dependency.
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}

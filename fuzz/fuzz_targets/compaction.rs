@@ -10,13 +10,14 @@
 
 #![no_main]
 
+#[path = "crc.rs"]
+mod crc;
+
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use weir_storage::compaction::{Cleaned, CompactionStats, KeyMap};
 use weir_storage::Batch;
 
-const CRC_OFFSET: usize = 17;
-const CRC_START: usize = 21;
 
 fn batches(data: &[u8]) -> Vec<Batch> {
     let mut out = Vec::new();
@@ -26,10 +27,7 @@ fn batches(data: &[u8]) -> Vec<Batch> {
             break;
         };
         let mut fixed = rest[..len].to_vec();
-        if fixed.len() > CRC_START {
-            let crc = crc32c(&fixed[CRC_START..]);
-            fixed[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
-        }
+        crc::fix_crc(&mut fixed);
         if let Ok(b) = Batch::new(Bytes::from(fixed)) {
             out.push(b);
         }
@@ -81,19 +79,3 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
-
-/// CRC-32C (Castagnoli), bitwise: the fuzz target needs no speed and no extra dependency.
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}

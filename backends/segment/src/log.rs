@@ -760,16 +760,8 @@ impl Inner {
                 break;
             }
         }
-        let upto = map
-            .upto()
-            .unwrap_or(checkpoint.cleaned_upto)
-            .max(checkpoint.cleaned_upto);
-        let mut stats = CompactionStats {
-            cleaned_upto: upto,
-            records_read: map.records_read(),
-            unreadable_batches: map.unreadable_batches(),
-            ..CompactionStats::default()
-        };
+        let mut stats = map.pass_stats(&checkpoint);
+        let upto = stats.cleaned_upto;
 
         // Second pass: each segment below `upto` that loses anything is rewritten and swapped.
         let horizon = policy.tombstone_horizon(now_ms);

@@ -10,11 +10,11 @@
 //! A plain `main` (harness = false): the same binary is the parent and, with `--child DIR
 //! SEED`, the child.
 
+mod support;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use weir_segment::SegmentStorage;
@@ -142,62 +142,20 @@ fn verify(dir: &Path, latest_acked: &HashMap<u64, Offset>, iteration: usize, see
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--child") {
-        let dir = args.get(2).expect("--child DIR SEED");
-        let seed = args
-            .get(3)
-            .and_then(|s| s.parse().ok())
-            .expect("--child DIR SEED");
-        child(Path::new(dir), seed);
+    if let Some((dir, seed)) = support::child_args() {
+        child(&dir, seed);
         return;
     }
-    let iterations: usize = std::env::var("WEIR_KILL9_ITERATIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
+    let iterations = support::iterations();
     let seed = Rng::seed_from_env("kill9_compaction");
     let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().expect("tempdir");
-    let exe = std::env::current_exe().expect("current exe");
     let mut latest_acked: HashMap<u64, Offset> = HashMap::new();
     let started = Instant::now();
     for iteration in 0..iterations {
-        let mut proc = Command::new(&exe)
-            .arg("--child")
-            .arg(dir.path())
-            .arg(rng.next_u64().to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn child");
-        let stdout = proc.stdout.take().expect("child stdout");
-        let (tx, rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let first = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => line,
-            Err(e) => {
-                let _ = proc.kill();
-                let _ = proc.wait();
-                panic!("iteration {iteration} (seed {seed}): child acknowledged nothing: {e}");
-            }
-        };
-        let mut lines = vec![first];
-        std::thread::sleep(Duration::from_millis(rng.below(200)));
-        proc.kill().expect("kill -9");
-        proc.wait().expect("reap");
-        reader.join().expect("reader");
-        lines.extend(rx.try_iter());
-        // A final line cut by the kill is dropped.
-        let complete = lines.len().saturating_sub(1);
-        for line in &lines[..complete] {
+        let what = format!("iteration {iteration} (seed {seed})");
+        let lines = support::run_and_kill(dir.path(), rng.next_u64(), rng.below(200), &what);
+        for line in &lines {
             let mut it = line.strip_prefix("ACK ").unwrap_or_default().split(' ');
             let (Some(k), Some(o)) = (it.next(), it.next()) else {
                 continue;

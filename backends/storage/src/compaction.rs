@@ -262,9 +262,18 @@ impl KeyMap {
         self.upto
     }
 
-    /// Records read by the first pass.
-    pub fn records_read(&self) -> u64 {
-        self.records
+    /// The stats of the pass this map ends: it compacts below the end of what the map took
+    /// (never below where the pass before it stopped, `checkpoint`), and the records and
+    /// unreadable batches the first pass met. The second pass adds its part
+    /// ([`KeyMap::clean`]).
+    pub fn pass_stats(&self, checkpoint: &CleanerCheckpoint) -> CompactionStats {
+        let upto = self.upto.unwrap_or(checkpoint.cleaned_upto);
+        CompactionStats {
+            cleaned_upto: upto.max(checkpoint.cleaned_upto),
+            records_read: self.records,
+            unreadable_batches: self.unreadable,
+            ..CompactionStats::default()
+        }
     }
 
     /// Batches the first pass could not decode (kept unchanged by [`KeyMap::clean`]).
@@ -410,16 +419,8 @@ where
             break;
         }
     }
-    let upto = map
-        .upto()
-        .unwrap_or(checkpoint.cleaned_upto)
-        .max(checkpoint.cleaned_upto);
-    let mut stats = CompactionStats {
-        cleaned_upto: upto,
-        records_read: map.records_read(),
-        unreadable_batches: map.unreadable_batches(),
-        ..CompactionStats::default()
-    };
+    let mut stats = map.pass_stats(checkpoint);
+    let upto = stats.cleaned_upto;
     let horizon = policy.tombstone_horizon(now_ms);
     let mut changes = Vec::new();
     for b in scan() {
