@@ -21,10 +21,9 @@
 //! Timers: every `retention_check_interval_ms`, retention (for `delete` topics), a compaction
 //! pass (for `compact` topics: [`PartitionLog::compact`], one at a time across the broker), the
 //! expiry of idempotent producers idle for `producer_id_expiration_ms` and a producer-state
-//! snapshot when due; under
-//! `interval` durability, a sync every `flush_interval_ms` when something was appended since
-//! the last one, and sooner once [`SYNC_AFTER_BYTES`] are unsynced (small fsyncs do not stall
-//! the appends; big ones do).
+//! snapshot when due; under `interval` durability, a sync every `flush_interval_ms` when
+//! something was appended since the last one, and sooner once [`SYNC_AFTER_BYTES`] are unsynced
+//! (small fsyncs do not stall the appends; big ones do).
 //!
 //! # Idempotent producers
 //! Publishes whose batches carry a producer id are checked by [`ProducerStates`] (the rules
@@ -596,10 +595,9 @@ impl Partition {
                 act.compaction_running = false;
                 match r {
                     Ok(Some(stats)) if stats.records_removed > 0 => eprintln!(
-                        "weir: compacted {tp} below offset {}: {} of {} records removed, {} -> {} bytes",
+                        "weir: compacted {tp} below offset {}: {} records removed, {} -> {} bytes",
                         stats.cleaned_upto,
                         stats.records_removed,
-                        stats.records_read,
                         stats.bytes_before,
                         stats.bytes_after
                     ),

@@ -29,16 +29,22 @@
 //! - Control batches, and batches whose records do not decode or whose record offsets do not
 //!   ascend inside the batch, are kept unchanged (the latter counted in
 //!   [`CompactionStats::unreadable_batches`]) and their keys are not mapped.
+//! - A pass runs when at least [`CompactionPolicy::min_cleanable_dirty_ratio`] of the closed
+//!   part is dirty (not compacted by an earlier pass), when a tombstone an earlier pass kept has
+//!   expired, or when the oldest dirty unit is older than [`CompactionPolicy::max_lag_ms`]
+//!   (`max.compaction.lag.ms`).
 //!
-//! Data flow: a backend picks its closed part and asks [`CleanerCheckpoint::is_due`] whether
-//! enough of it is dirty (not compacted by an earlier pass) to be worth a pass. The first pass
+//! Data flow: a backend picks its closed part and asks [`CleanerCheckpoint::is_due`] whether a
+//! pass is due. The first pass
 //! feeds the closed part's batches from the log start to a [`KeyMap`]
 //! ([`KeyMap::add_from_start`]): the dirty batches' keys, every batch's producer, up to where
 //! the map is full ([`KeyMap::upto`]). The second pass sends every batch below that through
 //! [`KeyMap::clean`] (the part compacted before loses the keys the dirty part overwrote) and
 //! the backend replaces what changed, atomically per unit (a segment, or a batch). The map
-//! holds 128-bit hashes of the keys, not the keys (as Kafka's cleaner holds digests), so its
-//! memory is bounded by [`CompactionPolicy::max_keys`] whatever the keys' size.
+//! holds 128-bit hashes of the keys (two SipHash keyed at random per pass), not the keys, as
+//! Kafka's cleaner holds digests: its memory is bounded by [`CompactionPolicy::max_keys`]
+//! whatever the keys' size, and two keys would have to collide in all 128 bits for one to lose
+//! a record it should keep.
 //! [`pass_over_batches`] is the whole pass for a backend without segments, and the reference
 //! the conformance suite holds every backend to.
 
@@ -98,17 +104,19 @@ impl CompactionPolicy {
 /// What one compaction pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CompactionStats {
-    /// The offset after the last batch the pass compacted (the log start when it did nothing).
+    /// Below this offset the log is now compacted: the end of the last batch the pass mapped,
+    /// or where the pass before it stopped when it mapped nothing new.
     pub cleaned_upto: Offset,
-    /// Records read in the compacted range.
+    /// Records the first pass mapped (those of the dirty part).
     pub records_read: u64,
     /// Records removed.
     pub records_removed: u64,
-    /// Bytes of the compacted range before and after.
+    /// Bytes of the batches below `cleaned_upto` before and after the pass.
     pub bytes_before: u64,
     /// See `bytes_before`.
     pub bytes_after: u64,
-    /// Batches kept unchanged because their records do not decode.
+    /// Dirty batches the first pass could not map (records that do not decode, or offsets
+    /// that do not ascend inside the batch); they stay unchanged.
     pub unreadable_batches: u64,
     /// The oldest timestamp of a tombstone the pass kept (it expires `delete_retention_ms`
     /// later).
