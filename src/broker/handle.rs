@@ -897,20 +897,23 @@ fn check_keys(route: &Route, batches: &[Batch]) -> Result<(), BrokerError> {
     if !route.config.cleanup_policy.compacts() {
         return Ok(());
     }
+    use weir_storage::compaction::{check_keys as keys_of, KeyCheck};
     for b in batches {
-        // Compaction maps keys to offsets: records must decode and sit at their own offsets.
-        let records = weir_storage::compaction::well_formed_records(b).ok_or_else(|| {
-            BrokerError::InvalidBatch(
-                "records that do not decode, or whose offsets do not ascend inside the batch"
-                    .into(),
-            )
-        })?;
-        if let Some(r) = records.iter().find(|r| r.record.key.is_none()) {
-            return Err(BrokerError::InvalidRecord(format!(
-                "compacted topic {:?} cannot take a record without a key (record {} of its batch)",
-                route.name,
-                r.offset - b.base_offset()
-            )));
+        match keys_of(b) {
+            KeyCheck::Keyed => {}
+            // Compaction maps keys to offsets: records must decode and sit at their offsets.
+            KeyCheck::NotWellFormed => {
+                return Err(BrokerError::InvalidBatch(
+                    "records that do not decode, or whose offsets do not ascend inside the batch"
+                        .into(),
+                ))
+            }
+            KeyCheck::Keyless { offset_delta } => {
+                return Err(BrokerError::InvalidRecord(format!(
+                    "compacted topic {:?} cannot take a record without a key (record {offset_delta} of its batch)",
+                    route.name
+                )))
+            }
         }
     }
     Ok(())

@@ -576,6 +576,10 @@ impl Batch {
 
     /// Decodes every record; a compressed payload may expand to at most `max_uncompressed` bytes.
     ///
+    /// The decoded records take several times the bytes they were encoded in (a record of 7
+    /// bytes becomes a [`LogRecord`] of about 120): code that only looks at each record once
+    /// uses [`Batch::for_each_record`], which holds one at a time.
+    ///
     /// # Errors
     /// Unknown codec, a payload that does not decompress or exceeds the bound, or a malformed
     /// record (bad varint, a length past the end, invalid UTF-8 in a header key, trailing bytes).
@@ -583,6 +587,28 @@ impl Batch {
         &self,
         max_uncompressed: usize,
     ) -> Result<Vec<LogRecord>, BatchError> {
+        // Start small and grow: the count is bounded by the bytes present, but a record's decoded
+        // form is larger than its 7-byte minimum encoding, so reserving `count` up front would
+        // let a small compressed batch reserve far more than it will ever fill.
+        let mut out =
+            Vec::with_capacity(usize::try_from(self.record_count()).unwrap_or(0).min(1024));
+        self.for_each_record(max_uncompressed, |r| {
+            out.push(r);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with each record in order, decoded one at a time, until `f` returns `false`;
+    /// memory: the decompressed payload (at most `max_uncompressed` bytes) and one record.
+    ///
+    /// # Errors
+    /// As [`Batch::records_with_limit`]; trailing bytes only when `f` saw every record.
+    pub fn for_each_record(
+        &self,
+        max_uncompressed: usize,
+        mut f: impl FnMut(LogRecord) -> bool,
+    ) -> Result<(), BatchError> {
         let codec = self.compression()?;
         let payload = self.buf.slice(HEADER_LEN..);
         let data = match codec {
@@ -603,10 +629,6 @@ impl Batch {
         let first_ts = self.first_timestamp();
         let append_time =
             (self.timestamp_type() == TimestampType::LogAppendTime).then(|| self.max_timestamp());
-        // Start small and grow: the count is bounded by the bytes present, but a record's decoded
-        // form is larger than its 7-byte minimum encoding, so reserving `count` up front would
-        // let a small compressed batch reserve far more than it will ever fill.
-        let mut out = Vec::with_capacity(count.min(1024));
         let mut r = Reader {
             data: &data,
             pos: 0,
@@ -614,7 +636,9 @@ impl Batch {
         for index in 0..count {
             let rec = decode_record(&mut r, &data, base, first_ts, append_time)
                 .map_err(|detail| BatchError::MalformedRecord { index, detail })?;
-            out.push(rec);
+            if !f(rec) {
+                return Ok(());
+            }
         }
         if r.pos != data.len() {
             return Err(BatchError::MalformedRecord {
@@ -625,88 +649,116 @@ impl Batch {
                 ),
             });
         }
-        Ok(out)
+        Ok(())
     }
 }
 
 impl Batch {
-    /// This batch with only `kept` of its records, as compaction rewrites it: the same base
+    /// This batch with only the records `keep` accepts, as compaction rewrites it: the same base
     /// offset and last offset delta (so the offsets it covers, and the producer's last sequence,
     /// survive), producer identity, partition leader epoch, attributes and codec; every record
     /// keeps its offset. The base timestamp becomes the first kept record's and the max timestamp
-    /// the largest kept one, except under `LogAppendTime`, where both stay.
-    ///
-    /// # Errors
-    /// [`BatchError::Empty`] when `kept` is empty; [`BatchError::InconsistentHeader`] when a
-    /// record's offset is not inside this batch or the offsets do not ascend; a compression
-    /// failure.
-    pub fn retain(&self, kept: &[LogRecord]) -> Result<Batch, BatchError> {
-        self.rebuild(kept, self.compression()?)
-    }
-
-    /// This batch with its records compressed by `codec` instead (a topic's
-    /// `compression.type`): everything else as [`Batch::retain`] keeps it, every record
-    /// included. The same batch when it already uses `codec`.
+    /// the largest kept one, except under `LogAppendTime`, where both stay. `None` when `keep`
+    /// accepts no record. Records are decoded and re-encoded one at a time.
     ///
     /// # Errors
     /// Records that do not decode (within [`DEFAULT_MAX_UNCOMPRESSED_BYTES`]) or whose offsets
-    /// do not ascend inside the batch; a compression failure.
+    /// do not ascend inside the batch ([`BatchError::InconsistentHeader`]); a compression
+    /// failure.
+    pub fn filtered(
+        &self,
+        keep: impl FnMut(&LogRecord) -> bool,
+    ) -> Result<Option<Batch>, BatchError> {
+        self.rebuild(self.compression()?, keep)
+    }
+
+    /// This batch with its records compressed by `codec` instead (a topic's
+    /// `compression.type`): everything else as [`Batch::filtered`] keeps it, every record
+    /// included. The same batch when it already uses `codec`.
+    ///
+    /// # Errors
+    /// As [`Batch::filtered`].
     pub fn recompressed(&self, codec: Compression) -> Result<Batch, BatchError> {
         if self.compression()? == codec {
             return Ok(self.clone());
         }
-        self.rebuild(&self.records()?, codec)
+        self.rebuild(codec, |_| true)?.ok_or(BatchError::Empty)
     }
 
-    fn rebuild(&self, kept: &[LogRecord], codec: Compression) -> Result<Batch, BatchError> {
-        let first = kept.first().ok_or(BatchError::Empty)?;
+    fn rebuild(
+        &self,
+        codec: Compression,
+        mut keep: impl FnMut(&LogRecord) -> bool,
+    ) -> Result<Option<Batch>, BatchError> {
         let (base, last) = (self.base_offset(), self.last_offset());
+        let append_time = self.timestamp_type() == TimestampType::LogAppendTime;
+        let mut records = BytesMut::new();
         let mut prev: Option<Offset> = None;
-        for r in kept {
+        let mut first_ts: Option<i64> = None;
+        let mut max_ts = i64::MIN;
+        let mut count = 0i32;
+        let mut failed: Option<BatchError> = None;
+        self.for_each_record(DEFAULT_MAX_UNCOMPRESSED_BYTES, |r| {
             if r.offset < base || r.offset > last || prev.is_some_and(|p| r.offset <= p) {
-                return Err(BatchError::InconsistentHeader(format!(
+                failed = Some(BatchError::InconsistentHeader(format!(
                     "record offset {} outside {base}..={last} or not ascending",
                     r.offset
                 )));
+                return false;
             }
             prev = Some(r.offset);
+            if !keep(&r) {
+                return true;
+            }
+            let ts = r.record.timestamp_ms;
+            let base_ts = *first_ts.get_or_insert(ts);
+            max_ts = max_ts.max(ts);
+            // Under LogAppendTime the decoded timestamps are the batch's; the deltas are unused.
+            let ts_delta = if append_time {
+                0
+            } else {
+                ts.wrapping_sub(base_ts)
+            };
+            // In range: checked above against `base..=last`, and `last - base` is an i32.
+            if let Err(e) = put_record(&mut records, &r.record, ts_delta, (r.offset - base) as i32)
+            {
+                failed = Some(e);
+                return false;
+            }
+            count += 1;
+            true
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
         }
-        let count = i32::try_from(kept.len())
-            .map_err(|_| BatchError::TooLarge(format!("{} records", kept.len())))?;
-        let append_time = self.timestamp_type() == TimestampType::LogAppendTime;
-        let (base_ts, max_ts) = if append_time {
+        let Some(first_ts) = first_ts else {
+            return Ok(None);
+        };
+        let (base_timestamp, max_timestamp) = if append_time {
             (self.first_timestamp(), self.max_timestamp())
         } else {
-            let max = kept.iter().map(|r| r.record.timestamp_ms).max();
-            (
-                first.record.timestamp_ms,
-                max.unwrap_or(first.record.timestamp_ms),
-            )
+            (first_ts, max_ts)
         };
         let header = BatchHeader {
             base_offset: base,
             partition_leader_epoch: self.partition_leader_epoch(),
             attributes: (self.attributes() & !ATTR_COMPRESSION_MASK) | codec as i16,
             last_offset_delta: self.last_offset_delta(),
-            base_timestamp: base_ts,
-            max_timestamp: max_ts,
+            base_timestamp,
+            max_timestamp,
             producer_id: self.producer_id(),
             producer_epoch: self.producer_epoch(),
             base_sequence: self.base_sequence(),
             record_count: count,
         };
-        let size = kept.iter().map(|r| size_estimate(&r.record)).sum();
-        let records = kept.iter().map(|r| {
-            // Under LogAppendTime the decoded timestamps are the batch's; the deltas are unused.
-            let ts_delta = if append_time {
-                0
-            } else {
-                r.record.timestamp_ms.wrapping_sub(base_ts)
-            };
-            // In range: checked above against `base..=last`, and `last - base` is an i32.
-            (&r.record, ts_delta, (r.offset - base) as i32)
-        });
-        encode_batch(&header, codec, size, records)
+        let mut out = BytesMut::with_capacity(HEADER_LEN + records.len());
+        out.put_bytes(0, HEADER_LEN);
+        if codec == Compression::None {
+            out.put_slice(&records);
+        } else {
+            out.put_slice(&compression::compress(codec, &records)?);
+        }
+        finish_batch(out, &header).map(Some)
     }
 }
 
@@ -1062,6 +1114,12 @@ fn encode_batch<'a>(
         let payload = compression::compress(compression, &scratch)?;
         out.put_slice(&payload);
     }
+    finish_batch(out, header)
+}
+
+/// Writes `header`, the batch length and the CRC into the first [`HEADER_LEN`] bytes of `out`,
+/// which holds a placeholder there followed by the (compressed) records.
+fn finish_batch(mut out: BytesMut, header: &BatchHeader) -> Result<Batch, BatchError> {
     let total = out.len();
     let batch_length = i32::try_from(total - LOG_OVERHEAD)
         .map_err(|_| BatchError::TooLarge(format!("batch of {total} bytes")))?;
@@ -1163,6 +1221,44 @@ mod tests {
             // Re-encoding the decoded records gives the same bytes.
             assert_eq!(build(c, &back).as_bytes(), b.as_bytes(), "{c:?}");
         }
+    }
+
+    #[test]
+    fn filtered_keeps_offsets_and_is_none_when_nothing_stays() {
+        let b = build(Compression::Zstd, &sample());
+        assert_eq!(b.filtered(|_| false), Ok(None));
+        let kept = b
+            .filtered(|r| r.offset != 1)
+            .expect("filter")
+            .expect("kept");
+        let offsets: Vec<Offset> = kept
+            .records()
+            .expect("decode")
+            .iter()
+            .map(|r| r.offset)
+            .collect();
+        assert_eq!(offsets, vec![0, 2]);
+        assert_eq!((kept.last_offset_delta(), kept.record_count()), (2, 2));
+        assert_eq!(kept.compression(), Ok(Compression::Zstd));
+        // A small compressed batch of many tiny records (about 20 bytes each when decoded
+        // together, far more as `LogRecord`s): filtered one record at a time.
+        let mut many = BatchBuilder::new(Compression::Zstd);
+        for _ in 0..200_000 {
+            many.push(Record {
+                timestamp_ms: 1,
+                key: Some(Bytes::from_static(b"k")),
+                value: None,
+                headers: Vec::new(),
+            });
+        }
+        let many = many.build(0).expect("build");
+        assert!(many.len() < 256 * 1024, "{} bytes", many.len());
+        let last = many
+            .filtered(|r| r.offset == 199_999)
+            .expect("filter")
+            .expect("kept");
+        assert_eq!(last.record_count(), 1);
+        assert_eq!(last.last_offset_delta(), 199_999);
     }
 
     #[test]

@@ -54,7 +54,7 @@ use std::hash::BuildHasher;
 
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{Batch, LogRecord};
+use crate::batch::{Batch, LogRecord, DEFAULT_MAX_UNCOMPRESSED_BYTES};
 use crate::{BatchError, Offset};
 
 /// How a compacted log is cleaned.
@@ -236,18 +236,24 @@ impl KeyMap {
         if batch.is_control() {
             return true;
         }
-        match well_formed_records(batch) {
-            Some(records) => {
-                self.records += records.len() as u64;
-                for r in records {
-                    if let Some(key) = &r.record.key {
-                        let h = self.hash(key);
-                        self.latest.insert(h, r.offset);
-                    }
-                }
-            }
-            None => self.unreadable += 1,
+        if !is_well_formed(batch) {
+            self.unreadable += 1;
+            return true;
         }
+        // Two streams over the records (the check above, then the keys): the decoded records of
+        // a small compressed batch could take far more memory than the batch, so they are never
+        // all held at once.
+        let mut records = 0u64;
+        let decoded = batch.for_each_record(DEFAULT_MAX_UNCOMPRESSED_BYTES, |r| {
+            records += 1;
+            if let Some(key) = &r.record.key {
+                let h = self.hash(key);
+                self.latest.insert(h, r.offset);
+            }
+            true
+        });
+        debug_assert!(decoded.is_ok(), "checked just before");
+        self.records += records;
         true
     }
 
@@ -338,42 +344,82 @@ impl KeyMap {
         {
             return Ok(Cleaned::Unchanged);
         }
-        let Some(records) = well_formed_records(batch) else {
+        if !is_well_formed(batch) {
             return Ok(Cleaned::Unchanged);
-        };
-        let total = records.len();
-        let kept: Vec<LogRecord> = records
-            .into_iter()
-            .filter(|r| self.survives(r, tombstone_horizon_ms))
-            .collect();
-        for r in kept.iter().filter(|r| r.record.value.is_none()) {
-            let ts = r.record.timestamp_ms;
-            stats.oldest_tombstone_ms = Some(stats.oldest_tombstone_ms.map_or(ts, |o| o.min(ts)));
         }
-        Ok(if kept.len() == total {
-            Cleaned::Unchanged
-        } else if kept.is_empty() {
-            Cleaned::Removed
-        } else {
-            Cleaned::Rewritten(batch.retain(&kept)?)
-        })
+        // A first stream decides (and notes the tombstones that stay); only a batch that loses
+        // records is re-encoded, by a second one.
+        let mut removed = false;
+        let mut oldest_tombstone = stats.oldest_tombstone_ms;
+        batch.for_each_record(DEFAULT_MAX_UNCOMPRESSED_BYTES, |r| {
+            let survives = self.survives(&r, tombstone_horizon_ms);
+            removed |= !survives;
+            if survives && r.record.value.is_none() {
+                let ts = r.record.timestamp_ms;
+                oldest_tombstone = Some(oldest_tombstone.map_or(ts, |o| o.min(ts)));
+            }
+            true
+        })?;
+        stats.oldest_tombstone_ms = oldest_tombstone;
+        if !removed {
+            return Ok(Cleaned::Unchanged);
+        }
+        Ok(
+            match batch.filtered(|r| self.survives(r, tombstone_horizon_ms))? {
+                None => Cleaned::Removed,
+                Some(b) => Cleaned::Rewritten(b),
+            },
+        )
     }
 }
 
-/// The records of `batch`, if they decode and their offsets ascend strictly inside the batch's
-/// range (a producer's batch need not be: the broker stores it unread). A batch that is not
-/// well formed is neither mapped nor cleaned: its keys could claim offsets it does not cover.
-pub fn well_formed_records(batch: &Batch) -> Option<Vec<LogRecord>> {
-    let records = batch.records().ok()?;
+/// Whether `batch`'s records decode and their offsets ascend strictly inside the batch's range
+/// (a producer's batch need not: the broker stores it unread). A batch that is not well formed
+/// is neither mapped nor cleaned: its keys could claim offsets it does not cover. Decodes one
+/// record at a time.
+pub fn is_well_formed(batch: &Batch) -> bool {
     let (base, last) = (batch.base_offset(), batch.last_offset());
     let mut prev: Option<Offset> = None;
-    for r in &records {
-        if r.offset < base || r.offset > last || prev.is_some_and(|p| r.offset <= p) {
-            return None;
-        }
+    let mut ok = true;
+    let decoded = batch.for_each_record(DEFAULT_MAX_UNCOMPRESSED_BYTES, |r| {
+        ok = r.offset >= base && r.offset <= last && prev.is_none_or(|p| r.offset > p);
         prev = Some(r.offset);
+        ok
+    });
+    decoded.is_ok() && ok
+}
+
+/// What a compacted topic checks of a produced batch (one record decoded at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// Well formed, and every record has a key.
+    Keyed,
+    /// The record at this offset delta has no key.
+    Keyless {
+        /// Its position in the batch.
+        offset_delta: i64,
+    },
+    /// Not [`is_well_formed`].
+    NotWellFormed,
+}
+
+/// Checks `batch` for a compacted topic: well formed, and a key on every record.
+pub fn check_keys(batch: &Batch) -> KeyCheck {
+    if !is_well_formed(batch) {
+        return KeyCheck::NotWellFormed;
     }
-    Some(records)
+    let mut keyless = None;
+    let decoded = batch.for_each_record(DEFAULT_MAX_UNCOMPRESSED_BYTES, |r| {
+        if r.record.key.is_none() {
+            keyless = Some(r.offset - batch.base_offset());
+        }
+        keyless.is_none()
+    });
+    match (decoded, keyless) {
+        (Err(_), _) => KeyCheck::NotWellFormed,
+        (Ok(()), Some(offset_delta)) => KeyCheck::Keyless { offset_delta },
+        (Ok(()), None) => KeyCheck::Keyed,
+    }
 }
 
 /// What a pass decided: the batches that change, by base offset, and the stats.
@@ -665,8 +711,8 @@ mod tests {
             NOW,
             &[(Some("a"), Some("1")), (Some("a"), Some("2"))],
         );
-        let records = well_formed_records(&low).expect("well formed");
-        assert_eq!(records[0].offset, i64::MIN);
+        assert!(is_well_formed(&low));
+        assert_eq!(check_keys(&low), KeyCheck::Keyed);
         let m = map_of(std::slice::from_ref(&low));
         let Ok(Cleaned::Rewritten(r)) = clean(&m, &low, 0) else {
             panic!("the first a goes");
