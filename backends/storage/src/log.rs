@@ -346,11 +346,14 @@ pub fn offset_for_time_in<'a>(
         if b.max_timestamp() < timestamp_ms || b.next_offset() <= start {
             continue;
         }
-        let found = b
-            .records()?
-            .into_iter()
-            .find(|r| r.offset >= start && r.record.timestamp_ms >= timestamp_ms)
-            .map(|r| r.offset);
+        // One record at a time: a stored batch's records may decode to far more than its size.
+        let mut found = None;
+        b.for_each_record(crate::batch::DEFAULT_MAX_UNCOMPRESSED_BYTES, |r| {
+            if r.offset >= start && r.record.timestamp_ms >= timestamp_ms {
+                found = Some(r.offset);
+            }
+            found.is_none()
+        })?;
         if found.is_some() {
             return Ok(found);
         }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use weir_storage::batch::split_batches;
+use weir_storage::batch::{split_batches, DEFAULT_MAX_UNCOMPRESSED_BYTES};
 use weir_storage::{Batch, BatchError};
 
 use crate::broker::{Acks, BrokerError, FetchResult, OffsetSpec, PublishAck};
@@ -380,14 +380,20 @@ async fn record_timestamp(
         .broker
         .fetch(topic, partition, offset, 1, 0, Duration::ZERO)
         .await?;
+    // One record at a time: a stored batch's records may decode to far more than its size.
+    let mut found = None;
     for b in read.batches {
-        for r in b.records()? {
+        b.for_each_record(DEFAULT_MAX_UNCOMPRESSED_BYTES, |r| {
             if r.offset == offset {
-                return Ok(Some(r.record.timestamp_ms));
+                found = Some(r.record.timestamp_ms);
             }
+            found.is_none()
+        })?;
+        if found.is_some() {
+            break;
         }
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// The offset and timestamp of the record with the largest timestamp (the first such record),
@@ -426,10 +432,12 @@ async fn max_timestamp(
     let Some((ts, batch)) = best else {
         return Ok((-1, -1));
     };
-    let offset = batch
-        .records()?
-        .into_iter()
-        .find(|r| r.record.timestamp_ms == ts)
-        .map_or(batch.next_offset() - 1, |r| r.offset);
-    Ok((offset, ts))
+    let mut offset = None;
+    batch.for_each_record(DEFAULT_MAX_UNCOMPRESSED_BYTES, |r| {
+        if r.record.timestamp_ms == ts {
+            offset = Some(r.offset);
+        }
+        offset.is_none()
+    })?;
+    Ok((offset.unwrap_or(batch.next_offset() - 1), ts))
 }
