@@ -233,44 +233,36 @@ impl LogShared {
             return Ok(Vec::new());
         }
         let sled_err = |e| self.engine("reading batches", e);
-        // The batch at or before `from`; with a gap at the start, the first one after it.
+        let compacted_upto = self.compacted_upto.load(Ordering::Acquire);
         let at_or_before = h
             .data
             .range(..=offset_key(from))
             .next_back()
             .transpose()
-            .map_err(sled_err)?;
-        let Some((key, value)) = at_or_before.map_or_else(
-            || {
-                h.data
-                    .range(offset_key(from)..)
+            .map_err(sled_err)?
+            .map(|(key, value)| self.decode(&key, &value))
+            .transpose()?
+            .filter(|b| b.next_offset() > from);
+        let first = match at_or_before {
+            Some(b) => b,
+            None => {
+                // Compaction removed what held `from`: serve the batch after the gap (never one
+                // at or past the published end, which may be an append in flight).
+                if from >= compacted_upto {
+                    return Err(self.missing(from, from));
+                }
+                let after = h
+                    .data
+                    .range(offset_key(from + 1)..offset_key(offsets.end))
                     .next()
                     .transpose()
-                    .map_err(sled_err)
-            },
-            |kv| Ok(Some(kv)),
-        )?
-        else {
-            return Err(self.missing(from, from));
-        };
-        let compacted_upto = self.compacted_upto.load(Ordering::Acquire);
-        let mut first = self.decode(&key, &value)?;
-        if first.next_offset() <= from {
-            // Compaction removed what held `from`: serve the batch after the gap.
-            if from >= compacted_upto {
-                return Err(self.missing(from, from));
+                    .map_err(sled_err)?;
+                let Some((key, value)) = after else {
+                    return Err(self.missing(from, from));
+                };
+                self.decode(&key, &value)?
             }
-            let after = h
-                .data
-                .range(offset_key(from + 1)..offset_key(offsets.end))
-                .next()
-                .transpose()
-                .map_err(sled_err)?;
-            let Some((key, value)) = after else {
-                return Err(self.missing(from, from));
-            };
-            first = self.decode(&key, &value)?;
-        }
+        };
         let mut next = first.next_offset();
         let mut total = first.len();
         let mut out = vec![first];
