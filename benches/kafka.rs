@@ -10,7 +10,8 @@
 //! native listeners on free ports). Per run, on fresh single-partition topics:
 //! - librdkafka (the `rdkafka` crate): produce N records of 100 bytes (`linger.ms=5`,
 //!   `batch.size=1000000`, acks=all), then consume them with librdkafka's default fetch
-//!   settings, and again with `fetch.queue.backoff.ms=10`;
+//!   settings (printing the longest wait between two records and where it came: librdkafka's
+//!   1 s fetch backoff), and again with `fetch.queue.backoff.ms=10`;
 //! - kcat (Debian's package, its own librdkafka): `kcat -P -l` from a file of N lines with
 //!   the same producer settings, then `kcat -C` with librdkafka's defaults;
 //! - a lean Kafka client built on Weir's own codec (batches of 9,000 records, 5 produce
@@ -184,11 +185,23 @@ impl ClientContext for RoundTrips {
 
 impl ConsumerContext for RoundTrips {}
 
-/// Records/s consuming `n` records from the beginning, timed from the first record (a new
-/// librdkafka consumer spends ~0.5 s on its offset-query timer before its first fetch, whatever
-/// the broker), with librdkafka's defaults plus `extra`; and the median of librdkafka's
-/// median round trips to the broker in each 100 ms, in µs (fetches, mostly).
-fn consume(boot: &str, topic: &str, n: u64, extra: &[(&str, &str)]) -> (f64, f64) {
+/// What [`consume`] measured.
+struct Consumed {
+    /// Records/s, from the first record to the last.
+    rate: f64,
+    /// The median of librdkafka's median round trips to the broker in each 100 ms, in µs
+    /// (fetches, mostly).
+    round_trip_us: f64,
+    /// The longest wait between two records the application saw (ms), and how many records
+    /// it had then: librdkafka's 1 s fetch backoff shows here.
+    longest_pause_ms: f64,
+    pause_after: f64,
+}
+
+/// Consumes `n` records from the beginning, timed from the first record (a new librdkafka
+/// consumer spends ~0.5 s on its offset-query timer before its first fetch, whatever the
+/// broker), with librdkafka's defaults plus `extra`.
+fn consume(boot: &str, topic: &str, n: u64, extra: &[(&str, &str)]) -> Consumed {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", boot)
@@ -207,10 +220,17 @@ fn consume(boot: &str, topic: &str, n: u64, extra: &[(&str, &str)]) -> (f64, f64
     consumer.assign(&tpl).expect("assign");
     let mut start = None;
     let mut got = 0;
+    let mut last = Instant::now();
+    let (mut longest, mut pause_after) = (Duration::ZERO, 0);
     while got < n {
         match consumer.poll(Duration::from_secs(10)) {
             Some(Ok(_)) => {
-                start.get_or_insert_with(Instant::now);
+                let now = Instant::now();
+                if start.is_some() && now - last > longest {
+                    (longest, pause_after) = (now - last, got);
+                }
+                start.get_or_insert(now);
+                last = now;
                 got += 1;
             }
             Some(Err(e)) => panic!("consume: {e}"),
@@ -219,12 +239,17 @@ fn consume(boot: &str, topic: &str, n: u64, extra: &[(&str, &str)]) -> (f64, f64
     }
     let elapsed = start.map_or(Duration::ZERO, |s| s.elapsed());
     let rtts = consumer.context().0.lock().expect("lock").clone();
-    let rtt = if rtts.is_empty() {
+    let round_trip_us = if rtts.is_empty() {
         f64::NAN
     } else {
         median(rtts.into_iter().map(|v| v as f64).collect())
     };
-    ((n - 1) as f64 / elapsed.as_secs_f64().max(1e-9), rtt)
+    Consumed {
+        rate: (n - 1) as f64 / elapsed.as_secs_f64().max(1e-9),
+        round_trip_us,
+        longest_pause_ms: longest.as_secs_f64() * 1e3,
+        pause_after: pause_after as f64,
+    }
 }
 
 /// Records/s of the application's poll loop alone: the consumer may first fetch all `n`
@@ -567,7 +592,7 @@ async fn kafka_phases(
         .expect("produce");
     let (s1, m1) = cpu();
     let (b2, t2) = (boot.to_string(), topic.clone());
-    let (kc, _) = tokio::task::spawn_blocking(move || consume(&b2, &t2, n, &[]))
+    let defaults = tokio::task::spawn_blocking(move || consume(&b2, &t2, n, &[]))
         .await
         .expect("consume");
     let (s2, m2) = cpu();
@@ -575,11 +600,12 @@ async fn kafka_phases(
     // `queued.min.messages` (100,000): a broker that fetches faster than the application
     // consumes meets that pause. The same consumer with a 10 ms backoff:
     let (b2, t2) = (boot.to_string(), topic.clone());
-    let (kt, rtt) = tokio::task::spawn_blocking(move || {
+    let backoff = tokio::task::spawn_blocking(move || {
         consume(&b2, &t2, n, &[("fetch.queue.backoff.ms", "10")])
     })
     .await
     .expect("consume");
+    let (kt, rtt) = (backoff.rate, backoff.round_trip_us);
     let (b2, t2) = (boot.to_string(), topic.clone());
     let kl = tokio::task::spawn_blocking(move || consume_poll_loop(&b2, &t2, n, kt))
         .await
@@ -588,7 +614,15 @@ async fn kafka_phases(
     let mut row: Row = vec![
         (format!("{name} rdkafka produce"), kp),
         (format!("{name} rdkafka produce: send loop alone"), ks),
-        (format!("{name} rdkafka consume"), kc),
+        (format!("{name} rdkafka consume"), defaults.rate),
+        (
+            format!("{name} rdkafka consume: longest pause ms"),
+            defaults.longest_pause_ms,
+        ),
+        (
+            format!("{name} rdkafka consume: paused after record"),
+            defaults.pause_after,
+        ),
         (format!("{name} rdkafka consume, backoff 10 ms"), kt),
         (format!("{name} rdkafka consume: poll loop alone"), kl),
         (
@@ -816,7 +850,7 @@ fn print_row(row: &Row) {
     for (label, value) in row {
         if label.contains("CPU") {
             println!("  {label:<50} {value:>10.3}");
-        } else if label.ends_with("µs") {
+        } else if label.ends_with("µs") || label.ends_with(" ms") || label.ends_with("record") {
             println!("  {label:<50} {value:>10.0}");
         } else {
             println!("  {label:<50} {value:>10.0}/s");
