@@ -21,7 +21,7 @@
 //!   no extra state and equals it for producers that stamp records with the time they send.)
 //! - Offsets stay as they were. A batch whose records partly survive is rewritten with the same
 //!   base offset and last offset delta (so a producer's last sequence number survives), its
-//!   producer identity and its codec ([`Batch::retain`]); a batch with no survivor goes, except
+//!   producer identity and its codec ([`Batch::filtered`]); a batch with no survivor goes, except
 //!   the last batch of each idempotent producer in the range, which is kept whole so that the
 //!   producer's sequence state can still be rebuilt from the log after a restart. The log
 //!   therefore has gaps between batches after compaction; readers serve the batch holding an
