@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
-use weir_storage::compaction::{pass_over_batches, Cleaned, CleanerCheckpoint};
+use weir_storage::compaction::{apply_changes, pass_over_batches, CleanerCheckpoint};
 use weir_storage::log::{assign_offsets, check_range, offset_for_time_in};
 use weir_storage::retention::{retention_cut, Unit};
 use weir_storage::{
@@ -288,17 +288,10 @@ impl PartitionLog for MemoryLog {
         let Some((changes, stats)) = pass_over_batches(scan, &checkpoint, &policy, now_ms)? else {
             return Ok(None);
         };
-        let mut changes: BTreeMap<Offset, Cleaned> = changes.into_iter().collect();
         let mut st = self.write_state();
         // Retention may have dropped batches meanwhile, and appends only add after them.
         let old = std::mem::take(&mut st.batches);
-        for b in old {
-            match changes.remove(&b.base_offset()) {
-                Some(Cleaned::Removed) => {}
-                Some(Cleaned::Rewritten(nb)) => st.batches.push_back(nb),
-                Some(Cleaned::Unchanged) | None => st.batches.push_back(b),
-            }
-        }
+        st.batches = apply_changes(old, changes).collect();
         st.size_bytes = st.batches.iter().map(|b| b.len() as u64).sum();
         *checkpoint = CleanerCheckpoint::after(&stats, &policy);
         Ok(Some(stats))

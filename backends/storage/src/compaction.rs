@@ -422,6 +422,22 @@ pub fn check_keys(batch: &Batch) -> KeyCheck {
     }
 }
 
+/// `batches` (in offset order) with `changes` applied: rewritten batches in place of the
+/// originals, removed ones left out, batches not named (or no longer there) as they were.
+pub fn apply_changes(
+    batches: impl IntoIterator<Item = Batch>,
+    changes: Vec<(Offset, Cleaned)>,
+) -> impl Iterator<Item = Batch> {
+    let mut changes: HashMap<Offset, Cleaned> = changes.into_iter().collect();
+    batches
+        .into_iter()
+        .filter_map(move |b| match changes.remove(&b.base_offset()) {
+            Some(Cleaned::Removed) => None,
+            Some(Cleaned::Rewritten(nb)) => Some(nb),
+            Some(Cleaned::Unchanged) | None => Some(b),
+        })
+}
+
 /// What a pass decided: the batches that change, by base offset, and the stats.
 pub type PassOutcome = (Vec<(Offset, Cleaned)>, CompactionStats);
 
@@ -776,19 +792,7 @@ mod tests {
         let Some((changes, stats)) = pass_over_batches(scan, cp, p, NOW).expect("pass") else {
             return false;
         };
-        for (base, c) in changes {
-            let i = log
-                .iter()
-                .position(|b| b.base_offset() == base)
-                .expect("batch");
-            match c {
-                Cleaned::Rewritten(b) => log[i] = b,
-                Cleaned::Removed => {
-                    log.remove(i);
-                }
-                Cleaned::Unchanged => {}
-            }
-        }
+        *log = apply_changes(log.drain(..), changes).collect();
         *cp = CleanerCheckpoint::after(&stats, p);
         true
     }

@@ -862,6 +862,24 @@ pub async fn reopen_many_segments(f: &dyn StorageFactory) {
     assert_eq!(log.offset_for_time(150).await.expect("time"), expected);
 }
 
+/// Closes `log` and `storage` and opens both again, as a restart would.
+async fn reopened(
+    f: &dyn StorageFactory,
+    storage: Arc<dyn Storage>,
+    log: Arc<dyn PartitionLog>,
+    tp: &TopicPartition,
+    cfg: &LogConfig,
+    ctx: &str,
+) -> (Arc<dyn Storage>, Arc<dyn PartitionLog>) {
+    log.close().await.expect(ctx);
+    storage.close().await.expect(ctx);
+    drop(log);
+    drop(storage);
+    let storage = f.open().await;
+    let log = storage.open_log(tp, cfg).await.expect(ctx);
+    (storage, log)
+}
+
 /// The model check without reopens.
 pub async fn model_check_no_reopen(f: &dyn StorageFactory) {
     model_check(f, false, 12, 120).await;
@@ -1028,12 +1046,7 @@ pub async fn model_check(f: &dyn StorageFactory, reopen: bool, cases: usize, ste
                 }
                 _ => {
                     if reopen {
-                        log.close().await.expect(&ctx);
-                        storage.close().await.expect(&ctx);
-                        drop(log);
-                        drop(storage);
-                        storage = f.open().await;
-                        log = storage.open_log(&tp, &cfg).await.expect(&ctx);
+                        (storage, log) = reopened(f, storage, log, &tp, &cfg, &ctx).await;
                     }
                 }
             }
@@ -1389,7 +1402,7 @@ pub async fn compaction_model_check(
     cases: usize,
     steps: usize,
 ) {
-    use crate::compaction::{pass_over_batches, Cleaned, CleanerCheckpoint};
+    use crate::compaction::{apply_changes, pass_over_batches, CleanerCheckpoint};
     let seed = Rng::seed_from_env("compaction_model_check");
     let mut rng = Rng::new(seed);
     let cfg = compaction_config();
@@ -1458,19 +1471,7 @@ pub async fn compaction_model_check(
                         None => assert_eq!(got, None, "{ctx}: {p:?}"),
                         Some((changes, stats)) => {
                             assert_eq!(got, Some(stats), "{ctx}: {p:?}");
-                            for (base, c) in changes {
-                                let i = model
-                                    .iter()
-                                    .position(|b| b.base_offset() == base)
-                                    .expect("changed batch");
-                                match c {
-                                    Cleaned::Rewritten(b) => model[i] = b,
-                                    Cleaned::Removed => {
-                                        model.remove(i);
-                                    }
-                                    Cleaned::Unchanged => {}
-                                }
-                            }
+                            model = apply_changes(model, changes).collect();
                             checkpoint = CleanerCheckpoint::after(&stats, &p);
                         }
                     }
@@ -1496,12 +1497,7 @@ pub async fn compaction_model_check(
                 }
                 _ => {
                     if reopen {
-                        log.close().await.expect(&ctx);
-                        storage.close().await.expect(&ctx);
-                        drop(log);
-                        drop(storage);
-                        storage = f.open().await;
-                        log = storage.open_log(&tp, &cfg).await.expect(&ctx);
+                        (storage, log) = reopened(f, storage, log, &tp, &cfg, &ctx).await;
                         checkpoint = CleanerCheckpoint::default();
                     }
                 }
