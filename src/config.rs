@@ -181,6 +181,15 @@ pub struct BrokerSection {
     /// The most distinct keys one compaction pass maps (about 40 bytes each); a pass over more
     /// compacts what fits and leaves the rest to the next one. One pass runs at a time.
     pub compaction_max_keys: usize,
+    /// The longest `transaction.timeout.ms` a transactional producer may ask for (Kafka's
+    /// `transaction.max.timeout.ms`).
+    pub transaction_max_timeout_ms: u64,
+    /// How often the coordinator aborts transactions open past their timeout (Kafka's
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
+    pub transaction_abort_check_interval_ms: u64,
+    /// A transactional id idle this long (no transaction open) is forgotten (Kafka's
+    /// `transactional.id.expiration.ms`).
+    pub transactional_id_expiration_ms: u64,
 }
 
 impl Default for BrokerSection {
@@ -194,6 +203,9 @@ impl Default for BrokerSection {
             auto_create_topics: true,
             producer_id_expiration_ms: 86_400_000,
             compaction_max_keys: 1 << 20,
+            transaction_max_timeout_ms: 900_000,
+            transaction_abort_check_interval_ms: 10_000,
+            transactional_id_expiration_ms: 604_800_000,
         }
     }
 }
@@ -874,6 +886,28 @@ impl Config {
                 key: "broker.producer_id_expiration_ms",
                 message: "must be between 1 and 2147483647".into(),
             });
+        }
+        // Ints in Kafka (transaction timeouts are i32 on the wire).
+        for (key, value) in [
+            (
+                "broker.transaction_max_timeout_ms",
+                b.transaction_max_timeout_ms,
+            ),
+            (
+                "broker.transaction_abort_check_interval_ms",
+                b.transaction_abort_check_interval_ms,
+            ),
+            (
+                "broker.transactional_id_expiration_ms",
+                b.transactional_id_expiration_ms,
+            ),
+        ] {
+            if !(1..=i32::MAX as u64).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be between 1 and 2147483647".into(),
+                });
+            }
         }
         if self.server.max_frame_bytes < 1024 || self.server.max_connections == 0 {
             return Err(ConfigError::Invalid {

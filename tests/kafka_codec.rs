@@ -305,7 +305,7 @@ fn oracle_decodes_what_we_encode_and_encodes_it_back_identically() {
         }
     }
     assert_eq!(unverified, vec!["Produce v0", "Produce v1", "Produce v2"]);
-    assert_eq!(checked.values().sum::<usize>(), 167 - 3);
+    assert_eq!(checked.values().sum::<usize>(), 183 - 3);
 }
 
 /// Builds kafka-protocol's default value of every request and response type.
@@ -342,6 +342,10 @@ kp_defaults! {
     DeleteRecords: DeleteRecordsRequest, DeleteRecordsResponse;
     DeleteGroups: DeleteGroupsRequest, DeleteGroupsResponse;
     InitProducerId: InitProducerIdRequest, InitProducerIdResponse;
+    AddPartitionsToTxn: AddPartitionsToTxnRequest, AddPartitionsToTxnResponse;
+    AddOffsetsToTxn: AddOffsetsToTxnRequest, AddOffsetsToTxnResponse;
+    EndTxn: EndTxnRequest, EndTxnResponse;
+    TxnOffsetCommit: TxnOffsetCommitRequest, TxnOffsetCommitResponse;
     DescribeConfigs: DescribeConfigsRequest, DescribeConfigsResponse;
     AlterConfigs: AlterConfigsRequest, AlterConfigsResponse;
     DescribeLogDirs: DescribeLogDirsRequest, DescribeLogDirsResponse;
@@ -389,7 +393,7 @@ fn we_decode_what_the_oracle_encodes_from_its_own_defaults_and_reencode_it_ident
             checked += 1;
         }
     }
-    assert_eq!(checked, 167 - 3);
+    assert_eq!(checked, 183 - 3);
 }
 
 #[test]

@@ -141,10 +141,27 @@ pub enum BrokerError {
         /// The batch's epoch.
         got: i16,
     },
-    /// Transactions are not supported: a transactional id in InitProducerId, or a
-    /// transactional or control batch. The text says which.
-    #[error("transactions are not supported: {0}")]
-    TransactionsUnsupported(String),
+    /// A transaction request that does not fit the transaction's state: ending one that is not
+    /// open, committing what is being aborted, a transactional write to a partition not added
+    /// to the transaction (Kafka's INVALID_TXN_STATE). The text says which.
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
+    /// A producer id that is not the one of the transactional id named (Kafka's
+    /// INVALID_PRODUCER_ID_MAPPING): an unknown transactional id, or one re-initialised since.
+    #[error("invalid producer id mapping: {0}")]
+    InvalidProducerIdMapping(String),
+    /// The transaction is being completed; retry shortly (Kafka's CONCURRENT_TRANSACTIONS).
+    #[error("concurrent transactions: {0}")]
+    ConcurrentTransactions(String),
+    /// A transaction timeout outside `1..=transaction_max_timeout_ms` (Kafka's
+    /// INVALID_TRANSACTION_TIMEOUT).
+    #[error("transaction timeout {got} ms is not within 1..={max} ms")]
+    InvalidTransactionTimeout {
+        /// The timeout asked for.
+        got: i64,
+        /// The broker's `transaction_max_timeout_ms`.
+        max: u64,
+    },
     /// An acks=all publish to a topic whose `min.insync.replicas` is more than the one replica
     /// a single broker has (Kafka's NOT_ENOUGH_REPLICAS). Nothing was written.
     #[error(
@@ -196,10 +213,14 @@ impl BrokerError {
             BrokerError::ConnectionLost(_) => 23,
             BrokerError::OutOfOrderSequence { .. } => 24,
             BrokerError::InvalidProducerEpoch { .. } => 25,
-            BrokerError::TransactionsUnsupported(_) => 26,
+            // 26 was "transactions unsupported", retired when transactions came.
             BrokerError::GroupSubscribedToTopic { .. } => 27,
             BrokerError::InvalidRecord(_) => 28,
             BrokerError::NotEnoughReplicas { .. } => 29,
+            BrokerError::InvalidTxnState(_) => 30,
+            BrokerError::InvalidProducerIdMapping(_) => 31,
+            BrokerError::ConcurrentTransactions(_) => 32,
+            BrokerError::InvalidTransactionTimeout { .. } => 33,
         }
     }
 
@@ -231,9 +252,10 @@ impl BrokerError {
             BrokerError::Storage { .. } => 56, // KAFKA_STORAGE_ERROR
             BrokerError::OutOfOrderSequence { .. } => 45, // OUT_OF_ORDER_SEQUENCE_NUMBER
             BrokerError::InvalidProducerEpoch { .. } => 47, // INVALID_PRODUCER_EPOCH
-            // UNSUPPORTED_VERSION: not retriable, so a transactional client stops with an error
-            // instead of retrying; Weir advertises no transaction API.
-            BrokerError::TransactionsUnsupported(_) => 35,
+            BrokerError::InvalidTxnState(_) => 48, // INVALID_TXN_STATE
+            BrokerError::InvalidProducerIdMapping(_) => 49, // INVALID_PRODUCER_ID_MAPPING
+            BrokerError::InvalidTransactionTimeout { .. } => 50, // INVALID_TRANSACTION_TIMEOUT
+            BrokerError::ConcurrentTransactions(_) => 51, // CONCURRENT_TRANSACTIONS
             BrokerError::GroupSubscribedToTopic { .. } => 86,
             BrokerError::InvalidRecord(_) => 87, // INVALID_RECORD
             // NOT_ENOUGH_REPLICAS: Kafka clients retry it until their delivery timeout.
@@ -245,7 +267,10 @@ impl BrokerError {
     pub fn is_retriable(&self) -> bool {
         matches!(
             self,
-            BrokerError::Busy { .. } | BrokerError::ShuttingDown | BrokerError::RebalanceInProgress
+            BrokerError::Busy { .. }
+                | BrokerError::ShuttingDown
+                | BrokerError::RebalanceInProgress
+                | BrokerError::ConcurrentTransactions(_)
         )
     }
 }
@@ -346,7 +371,12 @@ mod tests {
                 current: 0,
                 got: 0,
             },
-            BrokerError::TransactionsUnsupported(String::new()),
+            BrokerError::InvalidTxnState(String::new()),
+            BrokerError::InvalidProducerIdMapping(String::new()),
+            BrokerError::ConcurrentTransactions(String::new()),
+            BrokerError::InvalidTransactionTimeout { got: 0, max: 0 },
+            BrokerError::InvalidRecord(String::new()),
+            BrokerError::NotEnoughReplicas { required: 2 },
             BrokerError::GroupSubscribedToTopic {
                 group: String::new(),
                 topic: String::new(),

@@ -731,6 +731,58 @@ impl Handler<CommitOffsets> for ConsumerGroup {
     }
 }
 
+/// Commits the offsets a transaction staged, as its commit completes: the member checks were
+/// made when they were staged (TxnOffsetCommit), and the transaction's commit is decided.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct CommitTxnOffsets {
+    /// The offsets.
+    pub offsets: Vec<(TopicPartition, CommittedOffset)>,
+}
+
+impl Handler<CommitTxnOffsets> for ConsumerGroup {
+    type Result = AtomicResponse<Self, Result<(), BrokerError>>;
+
+    fn handle(&mut self, msg: CommitTxnOffsets, _: &mut Self::Context) -> Self::Result {
+        let storage = self.storage.clone();
+        let group = self.id.clone();
+        let offsets = msg.offsets;
+        AtomicResponse::new(Box::pin(
+            async move {
+                storage.commit_offsets(&group, &offsets).await?;
+                Ok(offsets)
+            }
+            .into_actor(self)
+            .map(|r: Result<_, BrokerError>, act, _| {
+                for (tp, o) in r? {
+                    act.offsets.insert(tp, o);
+                }
+                Ok(())
+            }),
+        ))
+    }
+}
+
+/// Checks that `member_id` belongs to the group's current generation `generation` (a
+/// transactional offset commit from a consumer-driven producer, KIP-447).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct CheckMember {
+    /// The member.
+    pub member_id: String,
+    /// Its generation.
+    pub generation: i32,
+}
+
+impl Handler<CheckMember> for ConsumerGroup {
+    type Result = Result<(), BrokerError>;
+
+    fn handle(&mut self, msg: CheckMember, _: &mut Self::Context) -> Self::Result {
+        self.check_member(&msg.member_id, msg.generation)
+            .map(|_| ())
+    }
+}
+
 /// Committed offsets of the listed partitions (all when `None`).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Vec<(TopicPartition, CommittedOffset)>")]

@@ -10,19 +10,20 @@ use weir_storage::{Batch, CommittedOffset, LogOffsets, Offset, Storage, TopicPar
 
 pub use super::error::BrokerError;
 use super::group::{
-    CommitOffsets, ConsumerGroup, DeleteGroup, DescribeGroup, FetchOffsets, ForgetPartitions,
-    Heartbeat, LeaveGroup, StopGroup, SyncGroup,
+    CheckMember, CommitOffsets, CommitTxnOffsets, ConsumerGroup, DeleteGroup, DescribeGroup,
+    FetchOffsets, ForgetPartitions, Heartbeat, LeaveGroup, StopGroup, SyncGroup,
 };
-use super::messages::{Fetch, GetOffsets, ListOffset, Publish, TrimLog};
+use super::messages::{Fetch, GetOffsets, ListOffset, Publish, TrimLog, WriteTxnMarker};
 use super::partition::PartitionLimits;
 use super::registry::{
     AlterTopicConfig, CreatePartitions, CreateTopic, DeleteTopic, RecoverTopics, Routes,
     ShutdownRegistry, TopicRegistry,
 };
 use super::topic::{PublishKeyless, Route};
+use super::transactions::TxnCoordinator;
 use super::types::{
-    Acks, FetchResult, GroupDescription, GroupState, JoinGroup, JoinResult, OffsetSpec, PublishAck,
-    ResetTo, SyncResult, TopicDescription,
+    Acks, FetchResult, GroupDescription, GroupState, Isolation, JoinGroup, JoinResult, OffsetSpec,
+    PublishAck, ResetTo, SyncResult, TopicDescription,
 };
 use super::{group, idempotence, messages};
 use crate::config::Config;
@@ -63,6 +64,8 @@ struct Shared {
     groups: Mutex<HashMap<String, Addr<ConsumerGroup>>>,
     /// Async: allocating may write a block reservation to storage under the lock.
     producer_ids: tokio::sync::Mutex<idempotence::ProducerIdAllocator>,
+    /// Transactional ids and their transactions.
+    txns: TxnCoordinator,
 }
 
 /// The one API of a running broker. Cheap to clone; `Send + Sync`.
@@ -122,6 +125,14 @@ impl Broker {
                 return Err(e);
             }
         };
+        let txns = match TxnCoordinator::load(storage.as_ref()).await {
+            Ok(t) => t,
+            Err(e) => {
+                system.stop();
+                let _ = thread.join();
+                return Err(e.into());
+            }
+        };
         let handle = BrokerHandle {
             shared: Arc::new(Shared {
                 registry,
@@ -133,6 +144,7 @@ impl Broker {
                 next_arbiter: std::sync::atomic::AtomicUsize::new(0),
                 groups: Mutex::new(HashMap::new()),
                 producer_ids: tokio::sync::Mutex::new(idempotence::ProducerIdAllocator::new()),
+                txns,
             }),
         };
         handle
@@ -141,6 +153,7 @@ impl Broker {
             .send(RecoverTopics)
             .await
             .map_err(BrokerError::from)??;
+        handle.start_transaction_timer();
         Ok(handle)
     }
 }
@@ -398,6 +411,8 @@ impl BrokerHandle {
         let route = self.route_or_create(topic, true).await?;
         check_replicas(&route, acks)?;
         check_keys(&route, &batches)?;
+        self.verify_transactional(topic, partition, &batches)
+            .await?;
         let batches = recompress(&route, batches)?;
         match partition {
             Some(p) => {
@@ -429,6 +444,9 @@ impl BrokerHandle {
             let topic = topic.to_string();
             return async move { h.publish(&topic, partition, batches, acks).await }.boxed();
         };
+        if let Err(e) = self.verify_transactional(topic, partition, &batches).await {
+            return futures::future::ready(Err(e)).boxed();
+        }
         let checked = check_replicas(&route, acks)
             .and_then(|()| check_keys(&route, &batches))
             .and_then(|()| recompress(&route, batches))
@@ -461,18 +479,21 @@ impl BrokerHandle {
         .boxed()
     }
 
-    /// Kafka's InitProducerId for idempotent producers: returns `(producer id, epoch)`.
+    /// Kafka's InitProducerId: returns `(producer id, epoch)`.
     ///
-    /// Without a producer id (`producer_id == -1`): a fresh id, unique across restarts, with
-    /// epoch 0. With an id this broker issued and its current epoch (KIP-360, InitProducerId
-    /// v3+, sent after a sequence error): the same id with the next epoch, which fences the
-    /// older epoch in every partition once the producer writes with it; a fresh id with epoch 0
-    /// when the epoch would pass `i16::MAX`.
+    /// With a transactional id, the transaction coordinator's answer
+    /// ([`BrokerHandle::init_transactional_producer`] with Kafka's default transaction timeout
+    /// of 60 s). Without one (idempotence only) and without a producer
+    /// id (`producer_id == -1`): a fresh id, unique across restarts, with epoch 0. With an id
+    /// this broker issued and its current epoch (KIP-360, InitProducerId v3+, sent after a
+    /// sequence error): the same id with the next epoch, which fences the older epoch in every
+    /// partition once the producer writes with it; a fresh id with epoch 0 when the epoch would
+    /// pass `i16::MAX`.
     ///
     /// # Errors
-    /// [`BrokerError::TransactionsUnsupported`] for a transactional id (Weir has no
-    /// transactions); [`BrokerError::InvalidRequest`] for an id below -1, a negative epoch with
-    /// an id, or an id this broker never issued; a storage failure while reserving ids.
+    /// [`BrokerError::InvalidRequest`] for an id below -1, a negative epoch with an id, or an
+    /// id this broker never issued; the coordinator's errors for a transactional id; a storage
+    /// failure while reserving ids.
     pub async fn init_producer_id(
         &self,
         transactional_id: Option<&str>,
@@ -480,9 +501,9 @@ impl BrokerHandle {
         producer_epoch: i16,
     ) -> Result<(i64, i16), BrokerError> {
         if let Some(id) = transactional_id {
-            return Err(BrokerError::TransactionsUnsupported(format!(
-                "InitProducerId with transactional id {id:?}"
-            )));
+            return self
+                .init_transactional_producer(id, 60_000, producer_id, producer_epoch)
+                .await;
         }
         let storage = self.shared.storage.as_ref();
         let mut ids = self.shared.producer_ids.lock().await;
@@ -499,8 +520,148 @@ impl BrokerHandle {
         }
     }
 
-    /// Reads from `topic`/`partition` at `from`: up to `max_bytes` (at least one batch), waiting
-    /// up to `max_wait` until `min_bytes` are available.
+    /// InitProducerId with a transactional id and the producer's `transaction.timeout.ms`:
+    /// the id's producer id with a new epoch, after ending what its previous instance left
+    /// open ([`TxnCoordinator::init`]).
+    ///
+    /// # Errors
+    /// As [`TxnCoordinator::init`].
+    pub async fn init_transactional_producer(
+        &self,
+        transactional_id: &str,
+        timeout_ms: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<(i64, i16), BrokerError> {
+        self.shared
+            .txns
+            .init(
+                self,
+                transactional_id,
+                timeout_ms,
+                producer_id,
+                producer_epoch,
+            )
+            .await
+    }
+
+    /// The transaction coordinator (AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit,
+    /// EndTxn, and the state admin tools list).
+    pub fn transactions(&self) -> &TxnCoordinator {
+        &self.shared.txns
+    }
+
+    /// A fresh producer id, unique across restarts.
+    pub(crate) async fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
+        let mut ids = self.shared.producer_ids.lock().await;
+        ids.allocate(self.shared.storage.as_ref()).await
+    }
+
+    /// Appends a transaction marker to one partition, behind everything queued there.
+    pub(crate) async fn write_txn_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<Offset, BrokerError> {
+        let route = self
+            .route(topic)
+            .ok_or_else(|| BrokerError::UnknownTopic(topic.to_string()))?;
+        route
+            .partition(partition)?
+            .send(WriteTxnMarker {
+                producer_id,
+                epoch,
+                commit,
+            })
+            .await?
+    }
+
+    /// Commits offsets a committed transaction staged.
+    pub(crate) async fn commit_txn_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<(TopicPartition, CommittedOffset)>,
+    ) -> Result<(), BrokerError> {
+        self.group(group)?
+            .send(CommitTxnOffsets { offsets })
+            .await?
+    }
+
+    /// Checks that a member belongs to a group's current generation.
+    pub(crate) async fn check_group_member(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> Result<(), BrokerError> {
+        self.group(group)?
+            .send(CheckMember {
+                member_id: member_id.to_string(),
+                generation,
+            })
+            .await?
+    }
+
+    /// Checks the transactional batches of a publish with the coordinator (see
+    /// [`TxnCoordinator::verify_produce`]); publishes without any cost one header read per
+    /// batch.
+    async fn verify_transactional(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        batches: &[Batch],
+    ) -> Result<(), BrokerError> {
+        let mut checked: Option<(i64, i16)> = None;
+        for b in batches.iter().filter(|b| b.is_transactional()) {
+            let producer = (b.producer_id(), b.producer_epoch());
+            if checked == Some(producer) {
+                continue;
+            }
+            let Some(p) = partition else {
+                return Err(BrokerError::InvalidTxnState(
+                    "a transactional batch needs an explicit partition".into(),
+                ));
+            };
+            self.shared
+                .txns
+                .verify_produce(producer.0, producer.1, topic, p)
+                .await?;
+            checked = Some(producer);
+        }
+        Ok(())
+    }
+
+    /// Runs the coordinator's timer ([`TxnCoordinator::tick`]) on the actor system until the
+    /// broker stops.
+    fn start_transaction_timer(&self) {
+        let period = Duration::from_millis(
+            self.shared
+                .config
+                .broker
+                .transaction_abort_check_interval_ms,
+        );
+        let weak = Arc::downgrade(&self.shared);
+        let Some(arbiter) = self.shared.arbiters.first() else {
+            return;
+        };
+        arbiter.spawn(async move {
+            loop {
+                // Decided transactions left by a crash are finished at once.
+                let Some(shared) = weak.upgrade() else { break };
+                let h = BrokerHandle { shared };
+                h.shared.txns.tick(&h).await;
+                drop(h);
+                tokio::time::sleep(period).await;
+            }
+        });
+    }
+
+    /// Reads decided data ([`Isolation::ReadCommitted`]) from `topic`/`partition` at `from`: up
+    /// to `max_bytes` (at least one batch), waiting up to `max_wait` until `min_bytes` are
+    /// available. The answer lists the aborted transactions its batches may hold.
     ///
     /// # Errors
     /// Unknown topic or partition, an offset out of range, a storage failure.
@@ -513,6 +674,31 @@ impl BrokerHandle {
         min_bytes: usize,
         max_wait: Duration,
     ) -> Result<FetchResult, BrokerError> {
+        let isolation = Isolation::ReadCommitted;
+        self.fetch_isolated(
+            topic,
+            partition,
+            from,
+            (max_bytes, min_bytes),
+            max_wait,
+            isolation,
+        )
+        .await
+    }
+
+    /// [`BrokerHandle::fetch`] with a choice of isolation; `(max, min)` bytes.
+    ///
+    /// # Errors
+    /// As [`BrokerHandle::fetch`].
+    pub async fn fetch_isolated(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: Offset,
+        (max_bytes, min_bytes): (usize, usize),
+        max_wait: Duration,
+        isolation: Isolation,
+    ) -> Result<FetchResult, BrokerError> {
         let route = self.route_or_create(topic, false).await?;
         route
             .partition(partition)?
@@ -521,11 +707,13 @@ impl BrokerHandle {
                 max_bytes,
                 min_bytes,
                 max_wait,
+                isolation,
             })
             .await?
     }
 
-    /// Looks up the earliest, the latest, or the first offset at or after a timestamp.
+    /// Looks up the earliest, the latest (the last stable offset: [`Isolation::ReadCommitted`]),
+    /// or the first offset at or after a timestamp.
     ///
     /// # Errors
     /// Unknown topic or partition, a storage failure.
@@ -535,10 +723,26 @@ impl BrokerHandle {
         partition: i32,
         spec: OffsetSpec,
     ) -> Result<Option<Offset>, BrokerError> {
+        self.list_offset_isolated(topic, partition, spec, Isolation::ReadCommitted)
+            .await
+    }
+
+    /// [`BrokerHandle::list_offset`] with a choice of isolation: the latest offset is the high
+    /// watermark under [`Isolation::ReadUncommitted`].
+    ///
+    /// # Errors
+    /// As [`BrokerHandle::list_offset`].
+    pub async fn list_offset_isolated(
+        &self,
+        topic: &str,
+        partition: i32,
+        spec: OffsetSpec,
+        isolation: Isolation,
+    ) -> Result<Option<Offset>, BrokerError> {
         let route = self.route_or_create(topic, false).await?;
         route
             .partition(partition)?
-            .send(ListOffset { spec })
+            .send(ListOffset { spec, isolation })
             .await?
     }
 

@@ -31,8 +31,11 @@
 //!   all their batches. That is Kafka's behaviour (≥ 2.5) for producers whose state was lost;
 //!   where Weir knows its state is complete, a non-zero first sequence from a stranger is a
 //!   gap and refused with OUT_OF_ORDER_SEQUENCE_NUMBER.
-//! - Transactional and control batches are refused ([`BrokerError::TransactionsUnsupported`]):
-//!   Weir has no transaction coordinator, and such batches would be visible before a commit.
+//! - Transactional batches follow the same sequence rules; they are also refused from an epoch
+//!   below the producer's last transaction marker in the partition ([`PartitionTxns`]).
+//!   Control batches are written by the broker only: one in a publish is
+//!   [`BrokerError::InvalidBatch`]. Markers carry no sequence and leave the sequence state
+//!   alone.
 //!
 //! # Pending state, commits and failures
 //! A producer's state has two parts: `written`, the last [`TRACKED_BATCHES`] batches the log
@@ -69,6 +72,7 @@ use serde::{Deserialize, Serialize};
 use weir_storage::{Batch, Offset, Storage};
 
 use super::error::BrokerError;
+use super::txn_state::{PartitionTxns, TxnSnapshot};
 
 /// How many of a producer's most recent batches are remembered for duplicate detection
 /// (Kafka's five in-flight requests per connection).
@@ -91,8 +95,10 @@ pub struct ProducerBatch {
     pub first_seq: i32,
     /// The sequence of the last record (wrapped past `i32::MAX`).
     pub last_seq: i32,
-    /// A transactional or control batch.
+    /// A transactional batch (data or control).
     pub transactional: bool,
+    /// A control batch (a transaction marker).
+    pub control: bool,
 }
 
 impl ProducerBatch {
@@ -108,7 +114,8 @@ impl ProducerBatch {
             epoch: batch.producer_epoch(),
             first_seq,
             last_seq: seq_add(first_seq, batch.last_offset_delta()),
-            transactional: batch.is_transactional() || batch.is_control(),
+            transactional: batch.is_transactional(),
+            control: batch.is_control(),
         })
     }
 }
@@ -251,6 +258,8 @@ pub struct ProducerStates {
     lenient_unknown: bool,
     next_ticket: Ticket,
     pending: usize,
+    /// The partition's transactions, rebuilt and saved with the producers.
+    txns: PartitionTxns,
 }
 
 impl ProducerStates {
@@ -278,6 +287,17 @@ impl ProducerStates {
         self.producers.len()
     }
 
+    /// The partition's transaction state.
+    pub fn txns(&self) -> &PartitionTxns {
+        &self.txns
+    }
+
+    /// The partition's transaction state, to open and close transactions as batches are
+    /// written.
+    pub fn txns_mut(&mut self) -> &mut PartitionTxns {
+        &mut self.txns
+    }
+
     /// True while some accepted batch awaits its append.
     pub fn has_pending(&self) -> bool {
         self.pending > 0
@@ -289,9 +309,9 @@ impl ProducerStates {
     ///
     /// # Errors
     /// [`BrokerError::OutOfOrderSequence`], [`BrokerError::InvalidProducerEpoch`],
-    /// [`BrokerError::TransactionsUnsupported`], [`BrokerError::InvalidBatch`] (a producer id
-    /// with a negative epoch or sequence), [`BrokerError::InvalidRequest`] (duplicates mixed
-    /// with new batches). The state is then unchanged.
+    /// [`BrokerError::InvalidBatch`] (a producer id with a negative epoch or sequence, a control
+    /// batch), [`BrokerError::InvalidRequest`] (duplicates mixed with new batches). The state is
+    /// then unchanged.
     pub fn check_publish(&mut self, batches: &[Batch]) -> Result<Verdict, BrokerError> {
         self.check_all(batches.iter().map(ProducerBatch::of))
     }
@@ -346,11 +366,14 @@ impl ProducerStates {
     }
 
     fn check_one(&self, pb: &ProducerBatch) -> Result<Verdict, BrokerError> {
-        if pb.transactional {
-            return Err(BrokerError::TransactionsUnsupported(format!(
-                "a transactional batch from producer {}",
+        if pb.control {
+            return Err(BrokerError::InvalidBatch(format!(
+                "a control batch from producer {}: transaction markers are written by the broker",
                 pb.producer_id
             )));
+        }
+        if pb.transactional {
+            self.txns.check(pb.producer_id, pb.epoch)?;
         }
         if pb.epoch < 0 || pb.first_seq < 0 {
             return Err(BrokerError::InvalidBatch(format!(
@@ -454,7 +477,8 @@ impl ProducerStates {
     /// Records a batch read from the log (rebuild after a restart). No checks: the log is the
     /// truth.
     pub fn replay(&mut self, batch: &Batch) {
-        if let Some(pb) = ProducerBatch::of(batch) {
+        self.txns.replay(batch);
+        if let Some(pb) = ProducerBatch::of(batch).filter(|pb| !pb.control) {
             self.producers.entry(pb.producer_id).or_default().write(
                 pb.epoch,
                 pb.first_seq,
@@ -469,6 +493,7 @@ impl ProducerStates {
     /// them) and that have nothing pending; unknown producers are then accepted leniently.
     /// Returns how many were forgotten.
     pub fn expire_before(&mut self, log_start: Offset) -> usize {
+        self.txns.expire_before(log_start);
         self.forget(|last| last.base_offset < log_start)
     }
 
@@ -488,6 +513,15 @@ impl ProducerStates {
         self.producers
             .retain(|_, p| !p.pending.is_empty() || p.written.back().is_some_and(|w| !stale(w)));
         let forgotten = before - self.producers.len();
+        // A fence outlives its producer's sequence state only while the producer is tracked.
+        let gone: Vec<i64> = self
+            .txns
+            .producers()
+            .filter(|p| !self.producers.contains_key(p))
+            .collect();
+        for p in gone {
+            self.txns.forget(p);
+        }
         if forgotten > 0 {
             self.lenient_unknown = true;
         }
@@ -505,6 +539,9 @@ struct Snapshot {
     lenient: bool,
     /// Per producer: id, epoch, written batches oldest first.
     producers: Vec<(i64, i16, Vec<SnapshotBatch>)>,
+    /// The partition's transactions (absent in snapshots written before transactions).
+    #[serde(default)]
+    txns: TxnSnapshot,
 }
 
 /// One written batch in a snapshot: `(first_seq, last_seq, base_offset, time_ms)`.
@@ -539,6 +576,7 @@ impl ProducerStates {
             end,
             lenient: self.lenient_unknown,
             producers,
+            txns: self.txns.to_snapshot(),
         })
         .ok()
     }
@@ -554,6 +592,7 @@ impl ProducerStates {
             return Err(format!("snapshot version {}", s.version));
         }
         let mut states = ProducerStates::new(s.lenient);
+        states.txns = PartitionTxns::from_snapshot(s.txns);
         for (id, epoch, written) in s.producers {
             if id < 0 || epoch < 0 || written.is_empty() || written.len() > TRACKED_BATCHES {
                 return Err(format!(
@@ -679,6 +718,7 @@ mod tests {
             first_seq: first,
             last_seq: seq_add(first, count - 1),
             transactional: false,
+            control: false,
         })
     }
 
@@ -835,15 +875,18 @@ mod tests {
     }
 
     #[test]
-    fn transactional_and_malformed_batches_are_refused() {
+    fn control_batches_and_fenced_transactional_batches_are_refused() {
         let mut s = ProducerStates::new(false);
-        let mut t = pb(1, 0, 0, 1);
-        if let Some(b) = t.as_mut() {
-            b.transactional = true;
-        }
+        let with = |b: Option<ProducerBatch>, transactional: bool, control: bool| {
+            b.map(|b| ProducerBatch {
+                transactional,
+                control,
+                ..b
+            })
+        };
         assert!(matches!(
-            check(&mut s, t),
-            Err(BrokerError::TransactionsUnsupported(_))
+            check(&mut s, with(pb(1, 0, 0, 1), true, true)),
+            Err(BrokerError::InvalidBatch(_))
         ));
         assert!(matches!(
             check(&mut s, pb(1, -1, 0, 1)),
@@ -851,6 +894,16 @@ mod tests {
         ));
         assert_eq!(check(&mut s, None), Ok(Verdict::Append));
         assert!(!s.has_pending());
+        // A marker of epoch 2 fences transactional batches of epoch 1, not of epoch 2.
+        s.txns_mut().end(1, 2, 0, false);
+        assert!(matches!(
+            check(&mut s, with(pb(1, 1, 0, 1), true, false)),
+            Err(BrokerError::InvalidProducerEpoch { current: 2, .. })
+        ));
+        assert_eq!(
+            check(&mut s, with(pb(1, 2, 0, 1), true, false)),
+            Ok(Verdict::Append)
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use actix::prelude::*;
 use weir_storage::{Batch, LogOffsets, Offset};
 
 use super::error::BrokerError;
-use super::types::{Acks, FetchResult, OffsetSpec, PublishAck};
+use super::types::{Acks, FetchResult, Isolation, OffsetSpec, PublishAck};
 use crate::config::TopicConfig;
 
 /// Appends batches to one partition.
@@ -45,6 +45,8 @@ pub struct Fetch {
     pub min_bytes: usize,
     /// ... or this long.
     pub max_wait: Duration,
+    /// Up to the high watermark, or only decided data.
+    pub isolation: Isolation,
 }
 
 /// Looks up an offset.
@@ -53,6 +55,21 @@ pub struct Fetch {
 pub struct ListOffset {
     /// Which offset.
     pub spec: OffsetSpec,
+    /// [`OffsetSpec::Latest`] is the last stable offset under `ReadCommitted`.
+    pub isolation: Isolation,
+}
+
+/// Ends a producer's transaction in one partition: appends a commit or abort marker (a
+/// control batch) after everything queued before it. Answers the marker's offset.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<Offset, BrokerError>")]
+pub struct WriteTxnMarker {
+    /// The producer.
+    pub producer_id: i64,
+    /// The epoch the marker carries (the coordinator's current one for the producer).
+    pub epoch: i16,
+    /// Commit, or abort.
+    pub commit: bool,
 }
 
 /// The partition's current offsets.

@@ -40,12 +40,16 @@ pub mod partition;
 pub mod registry;
 #[cfg(feature = "broker")]
 pub mod topic;
+#[cfg(feature = "broker")]
+pub mod transactions;
+#[cfg(feature = "broker")]
+pub mod txn_state;
 
 pub use self::error::BrokerError;
 #[cfg(feature = "broker")]
 pub use self::handle::{Broker, BrokerHandle, StartError};
 pub use self::types::{
-    now_ms, Acks, FetchResult, GroupDescription, GroupState, JoinGroup, JoinResult, JoinedMember,
-    MemberDescription, OffsetSpec, PublishAck, ResetTo, SyncResult, TopicDescription,
-    WEIR_PROTOCOL_TYPE,
+    now_ms, AbortedFilter, AbortedTxn, Acks, FetchResult, GroupDescription, GroupState, Isolation,
+    JoinGroup, JoinResult, JoinedMember, MemberDescription, OffsetSpec, PublishAck, ResetTo,
+    SyncResult, TopicDescription, WEIR_PROTOCOL_TYPE,
 };

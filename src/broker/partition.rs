@@ -65,13 +65,15 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 use weir_storage::{
-    AppendDone, Batch, Durability, LogOffsets, Offset, PartitionLog, TopicPartition,
+    AppendDone, Batch, Durability, LogOffsets, Offset, PartitionLog, TopicPartition, TxnMarker,
 };
 
 use super::error::BrokerError;
 use super::idempotence::{Position, ProducerStates, Ticket, Verdict};
-use super::messages::{Fetch, ListOffset, Publish, StopPartition, TrimLog, UpdateTopicConfig};
-use super::types::{now_ms, Acks, FetchResult, OffsetSpec, PublishAck};
+use super::messages::{
+    Fetch, ListOffset, Publish, StopPartition, TrimLog, UpdateTopicConfig, WriteTxnMarker,
+};
+use super::types::{now_ms, Acks, FetchResult, Isolation, OffsetSpec, PublishAck};
 use crate::config::{TimestampMode, TopicConfig};
 
 /// Broker-wide limits a partition enforces.
@@ -102,7 +104,22 @@ struct PendingPublish {
     reply: Option<Reply>,
     /// Some batch carries a producer id (its pending state must be committed or dropped).
     idempotent: bool,
+    /// Some batch is transactional (data or a marker): the append opens or closes
+    /// transactions.
+    txn: bool,
 }
+
+/// The transactions an append opens (producer ids, to take back if it fails) and the markers
+/// it writes (`(index in the append, producer, epoch, commit)`).
+#[derive(Default)]
+struct TxnAppend {
+    opened: Vec<i64>,
+    markers: Vec<(usize, i64, i16, bool)>,
+}
+
+/// Work that waits for the producer and transaction state to load (a `read_committed` fetch,
+/// a marker), run in arrival order once it has.
+type Deferred = Box<dyn FnOnce(&mut Partition, &mut Context<Partition>)>;
 
 /// A publish that arrived while the producer state was being rebuilt, validated but not yet
 /// checked or queued.
@@ -143,6 +160,7 @@ struct Waiter {
     from: Offset,
     max_bytes: usize,
     min_bytes: usize,
+    isolation: Isolation,
     reply: oneshot::Sender<Result<FetchResult, BrokerError>>,
 }
 
@@ -185,6 +203,10 @@ pub struct Partition {
     parked_bytes: usize,
     /// Replies of duplicates whose original is still pending, by the original's ticket.
     duplicate_waiters: HashMap<Ticket, Vec<Reply>>,
+    /// Waiting for the state to load.
+    deferred: Vec<Deferred>,
+    /// Compaction was skipped for open or aborted transactions (said once).
+    compaction_deferred_said: bool,
 }
 
 impl Partition {
@@ -223,6 +245,40 @@ impl Partition {
             parked: VecDeque::new(),
             parked_bytes: 0,
             duplicate_waiters: HashMap::new(),
+            deferred: Vec::new(),
+            compaction_deferred_said: false,
+        }
+    }
+
+    /// Whether the producer and transaction state is loaded (or failed to load); starts
+    /// loading it when not.
+    fn ensure_loaded(&mut self, ctx: &mut Context<Self>) -> bool {
+        match self.load {
+            Load::Ready | Load::Failed(_) => true,
+            Load::Loading => false,
+            Load::Unloaded => {
+                self.load = Load::Loading;
+                self.start_rebuild(ctx);
+                matches!(self.load, Load::Ready)
+            }
+        }
+    }
+
+    /// The last stable offset: the log end unless a transaction is open. Before the state is
+    /// loaded, the log end (only `read_uncommitted` answers are given then).
+    fn last_stable(&self) -> Offset {
+        let end = self.offsets().end;
+        match self.load {
+            Load::Ready => self.producers.txns().last_stable(end),
+            _ => end,
+        }
+    }
+
+    /// How far a fetch with `isolation` may read.
+    fn visible_end(&self, isolation: Isolation) -> Offset {
+        match isolation {
+            Isolation::ReadCommitted => self.last_stable(),
+            Isolation::ReadUncommitted => self.offsets().end,
         }
     }
 
@@ -277,6 +333,11 @@ impl Partition {
             .iter_mut()
             .flat_map(|p| std::mem::take(&mut p.batches))
             .collect();
+        let txns = if group.iter().any(|p| p.txn) {
+            self.open_transactions(&batches)
+        } else {
+            TxnAppend::default()
+        };
         // A `LogAppendTime` topic's batches carry the time of their append (Kafka restamps
         // them the same way: attribute, max timestamp, CRC).
         let append_time = match self.config.message_timestamp_type {
@@ -334,6 +395,7 @@ impl Partition {
                         Ok(info) => {
                             let start = act.offsets().start;
                             act.commit_producers(&idempotent, &info.base_offsets, start);
+                            act.close_transactions(&txns, &info.base_offsets);
                             act.appended_bytes += bytes as u64;
                             act.marks.push_back((info.end, act.appended_bytes));
                             if act.marks.len() > MARKS {
@@ -352,12 +414,51 @@ impl Partition {
                             }
                             act.wake_waiters(false);
                         }
-                        Err(e) => act.abandon_producers(&BrokerError::from(e)),
+                        Err(e) => {
+                            for &producer_id in &txns.opened {
+                                act.producers.txns_mut().cancel(producer_id);
+                            }
+                            act.abandon_producers(&BrokerError::from(e));
+                        }
                     }
                     act.start_append(ctx);
                     act.maybe_finish_stop(ctx);
                 }),
         );
+    }
+
+    /// Opens the transactions of `batches` (about to be appended at the log end) that start
+    /// there, before the append: the LSO must never pass their first offset. Notes the markers
+    /// among them, which close transactions once written.
+    fn open_transactions(&mut self, batches: &[Batch]) -> TxnAppend {
+        let mut out = TxnAppend::default();
+        let mut offset = self.offsets().end;
+        for (i, b) in batches.iter().enumerate() {
+            if b.is_transactional() && b.producer_id() >= 0 {
+                if b.is_control() {
+                    if let Some(m) = TxnMarker::of(b) {
+                        out.markers
+                            .push((i, b.producer_id(), b.producer_epoch(), m.commit));
+                    }
+                } else if self.producers.txns_mut().begin(b.producer_id(), offset) {
+                    out.opened.push(b.producer_id());
+                }
+            }
+            offset += i64::from(b.last_offset_delta()) + 1;
+        }
+        out
+    }
+
+    /// Closes the transactions whose markers were just written at `base_offsets`.
+    fn close_transactions(&mut self, txns: &TxnAppend, base_offsets: &[Offset]) {
+        for &(i, producer_id, epoch, commit) in &txns.markers {
+            if let Some(&offset) = base_offsets.get(i) {
+                self.producers
+                    .txns_mut()
+                    .end(producer_id, epoch, offset, commit);
+                self.snapshot_dirty = true;
+            }
+        }
     }
 
     /// Commits the pending producer state of the idempotent batches just written (`(producer
@@ -456,42 +557,69 @@ impl Partition {
         for p in std::mem::take(&mut self.parked) {
             self.enqueue(p.batches, p.bytes, p.idempotent, p.acks, p.reply, ctx);
         }
+        for work in std::mem::take(&mut self.deferred) {
+            work(self, ctx);
+        }
     }
 
     /// Answers parked fetches that now have enough data (or all, on `expire_all`).
     fn wake_waiters(&mut self, expire_all: bool) {
         let end = self.offsets().end;
+        let stable = self.last_stable();
         let mut i = 0;
         while i < self.waiters.len() {
             let w = &self.waiters[i];
+            let visible = match w.isolation {
+                Isolation::ReadCommitted => stable,
+                Isolation::ReadUncommitted => end,
+            };
             let ready =
-                expire_all || (w.from < end && self.bytes_after(w.from) >= w.min_bytes as u64);
+                expire_all || (w.from < visible && self.bytes_after(w.from) >= w.min_bytes as u64);
             if ready {
                 let w = self.waiters.swap_remove(i);
-                self.answer(w.from, w.max_bytes, w.reply);
+                self.answer(w.from, w.max_bytes, w.isolation, w.reply);
             } else {
                 i += 1;
             }
         }
     }
 
-    /// Reads and replies in a task of its own.
+    /// Reads and replies in a task of its own. A `read_committed` answer stops at the last
+    /// stable offset as it is now and lists the aborted transactions below it.
     fn answer(
         &self,
         from: Offset,
         max_bytes: usize,
+        isolation: Isolation,
         reply: oneshot::Sender<Result<FetchResult, BrokerError>>,
     ) {
+        if let (Isolation::ReadCommitted, Load::Failed(e)) = (isolation, &self.load) {
+            let _ = reply.send(Err(e.clone()));
+            return;
+        }
+        let stable = self.last_stable();
+        let (upto, aborted) = match isolation {
+            Isolation::ReadCommitted if matches!(self.load, Load::Ready) => (
+                Some(stable),
+                self.producers.txns().aborted_overlapping(from, stable),
+            ),
+            _ => (None, Vec::new()),
+        };
         let log = self.log.clone();
         actix::spawn(async move {
-            let _ = reply.send(read(log.as_ref(), from, max_bytes).await);
+            let result = read(log.as_ref(), from, max_bytes, upto).await;
+            let _ = reply.send(result.map(|r| FetchResult {
+                last_stable_offset: stable.min(r.high_watermark),
+                aborted,
+                ..r
+            }));
         });
     }
 
     fn expire_waiter(&mut self, id: u64) {
         if let Some(pos) = self.waiters.iter().position(|w| w.id == id) {
             let w = self.waiters.swap_remove(pos);
-            self.answer(w.from, w.max_bytes, w.reply);
+            self.answer(w.from, w.max_bytes, w.isolation, w.reply);
         }
     }
 
@@ -581,6 +709,22 @@ impl Partition {
         let Some(policy) = self.config.compaction(self.limits.compaction_max_keys) else {
             return;
         };
+        // The cleaner does not know transactions: it would keep an aborted record as a key's
+        // latest, or clean below an open one. It waits until the partition holds neither.
+        if !self.ensure_loaded(ctx) {
+            return;
+        }
+        if self.producers.txns().has_transactions() {
+            if !self.compaction_deferred_said {
+                self.compaction_deferred_said = true;
+                eprintln!(
+                    "weir: {}: compaction waits: the partition holds open or aborted \
+                     transactions",
+                    self.tp
+                );
+            }
+            return;
+        }
         self.compaction_running = true;
         let log = self.log.clone();
         let tp = self.tp.clone();
@@ -679,17 +823,21 @@ fn rebuild_from(o: LogOffsets) -> Offset {
 /// The producer state of the log up to `o.end`: from the log's snapshot when it has one that
 /// fits (a snapshot of an end at most `opened_end`, then only the batches after it are read, at
 /// most about [`REBUILD_TAIL_BYTES`] of them), else by replaying the batches from
-/// [`rebuild_from`].
+/// [`rebuild_from`], or from the log start when the snapshot or that tail holds transactions.
 async fn rebuild(
     log: &dyn PartitionLog,
     o: LogOffsets,
     opened_end: Offset,
     tp: &TopicPartition,
 ) -> Result<ProducerStates, weir_storage::StorageError> {
+    // Transactions make a partial replay unsafe: an aborted transaction before the part
+    // replayed would be served as committed. A log that shows any reads all of it.
+    let mut transactional = false;
     let snapshot = match log.load_snapshot().await {
         Ok(Some(bytes)) => match ProducerStates::from_snapshot(&bytes) {
             Ok((states, end)) if end <= opened_end => Some((states, end)),
-            Ok((_, end)) => {
+            Ok((states, end)) => {
+                transactional = !states.txns().is_empty();
                 eprintln!(
                     "weir: {tp}: the producer-state snapshot describes offsets up to {end}, \
                      beyond the log's end at start {opened_end} (a crash cut the log); \
@@ -712,6 +860,7 @@ async fn rebuild(
         }
     };
     if let Some((mut states, end)) = snapshot {
+        transactional |= !states.txns().is_empty();
         if end < o.start {
             // Retention removed batches the snapshot remembers.
             states.expire_before(o.start);
@@ -729,10 +878,18 @@ async fn rebuild(
         }
         // More was written after the snapshot than a rebuild reads: the tail, as without one.
     }
-    let from = rebuild_from(o);
+    let from = if transactional {
+        o.start
+    } else {
+        rebuild_from(o)
+    };
     // Reading from above offset 0 may miss producers: unknown ones are then treated leniently.
     let mut states = ProducerStates::new(from > 0);
     replay(log, &mut states, from, o.end, None).await?;
+    if from > o.start && !states.txns().is_empty() {
+        states = ProducerStates::new(o.start > 0);
+        replay(log, &mut states, o.start, o.end, None).await?;
+    }
     Ok(states)
 }
 
@@ -770,17 +927,29 @@ async fn replay(
     Ok(true)
 }
 
+/// Reads from `from`; with `upto`, only batches that start below it (transactions end at
+/// batch boundaries, so no batch straddles a last stable offset).
 async fn read(
     log: &dyn PartitionLog,
     from: Offset,
     max_bytes: usize,
+    upto: Option<Offset>,
 ) -> Result<FetchResult, BrokerError> {
-    let batches = log.read(from, max_bytes).await?;
     let o = log.offsets();
+    let mut batches = match upto {
+        Some(upto) if from >= upto => Vec::new(),
+        _ => log.read(from, max_bytes).await?,
+    };
+    if let Some(upto) = upto {
+        batches.retain(|b| b.base_offset() < upto);
+    }
+    let o = if batches.is_empty() { o } else { log.offsets() };
     Ok(FetchResult {
         batches,
         high_watermark: o.end,
         log_start_offset: o.start,
+        last_stable_offset: o.end,
+        aborted: Vec::new(),
     })
 }
 
@@ -909,11 +1078,13 @@ impl Partition {
             }
             Acks::Leader | Acks::All => Some(reply),
         };
+        let txn = idempotent && batches.iter().any(Batch::is_transactional);
         self.pending.push_back(PendingPublish {
             batches,
             bytes,
             reply,
             idempotent,
+            txn,
         });
         self.pending_bytes += bytes;
         self.start_append(ctx);
@@ -966,24 +1137,35 @@ impl Handler<super::messages::PublishTo> for Partition {
     }
 }
 
-impl Handler<Fetch> for Partition {
-    type Result = ResponseFuture<Result<FetchResult, BrokerError>>;
-
-    fn handle(&mut self, msg: Fetch, ctx: &mut Self::Context) -> Self::Result {
+impl Partition {
+    /// Answers a fetch now, or parks it until enough data is visible or its wait is over. A
+    /// `read_committed` fetch first waits for the transaction state to load.
+    fn fetch(
+        &mut self,
+        msg: Fetch,
+        reply: oneshot::Sender<Result<FetchResult, BrokerError>>,
+        ctx: &mut Context<Self>,
+    ) {
+        if msg.isolation == Isolation::ReadCommitted && !self.ensure_loaded(ctx) {
+            self.deferred
+                .push(Box::new(move |act, ctx| act.fetch(msg, reply, ctx)));
+            return;
+        }
         let o = self.offsets();
         if msg.from < o.start || msg.from > o.end {
-            let e = BrokerError::OffsetOutOfRange {
+            let _ = reply.send(Err(BrokerError::OffsetOutOfRange {
                 requested: msg.from,
                 start: o.start,
                 end: o.end,
-            };
-            return Box::pin(async move { Err(e) });
+            }));
+            return;
         }
         let wait = msg.max_wait.min(self.limits.max_fetch_wait);
-        let (tx, rx) = oneshot::channel();
-        let enough = msg.from < o.end && self.bytes_after(msg.from) >= msg.min_bytes.max(1) as u64;
+        let visible = self.visible_end(msg.isolation);
+        let enough =
+            msg.from < visible && self.bytes_after(msg.from) >= msg.min_bytes.max(1) as u64;
         if enough || wait.is_zero() || self.stop.is_some() {
-            self.answer(msg.from, msg.max_bytes, tx);
+            self.answer(msg.from, msg.max_bytes, msg.isolation, reply);
         } else {
             let id = self.next_waiter;
             self.next_waiter += 1;
@@ -992,10 +1174,101 @@ impl Handler<Fetch> for Partition {
                 from: msg.from,
                 max_bytes: msg.max_bytes,
                 min_bytes: msg.min_bytes.max(1),
-                reply: tx,
+                isolation: msg.isolation,
+                reply,
             });
             ctx.run_later(wait, move |act, _| act.expire_waiter(id));
         }
+    }
+
+    /// Looks an offset up; the latest `read_committed` offset is the last stable one, known
+    /// once the transaction state is loaded.
+    fn list_offset(
+        &mut self,
+        msg: ListOffset,
+        reply: oneshot::Sender<Result<Option<Offset>, BrokerError>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let committed = msg.isolation == Isolation::ReadCommitted;
+        if committed && msg.spec == OffsetSpec::Latest && !self.ensure_loaded(ctx) {
+            self.deferred
+                .push(Box::new(move |act, ctx| act.list_offset(msg, reply, ctx)));
+            return;
+        }
+        let o = self.offsets();
+        let answer = match msg.spec {
+            OffsetSpec::Earliest => Ok(Some(o.start)),
+            OffsetSpec::Latest => match (&self.load, committed) {
+                (Load::Failed(e), true) => Err(e.clone()),
+                _ => Ok(Some(self.visible_end(msg.isolation))),
+            },
+            OffsetSpec::Timestamp(ts) => {
+                let log = self.log.clone();
+                actix::spawn(async move {
+                    let _ = reply.send(log.offset_for_time(ts).await.map_err(Into::into));
+                });
+                return;
+            }
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// Queues a transaction marker behind everything queued for the partition. Markers skip
+    /// the queue's byte bound (the coordinator must be able to end what it started).
+    fn write_marker(
+        &mut self,
+        msg: WriteTxnMarker,
+        reply: oneshot::Sender<Result<Offset, BrokerError>>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.stop.is_some() {
+            let _ = reply.send(Err(BrokerError::ShuttingDown));
+            return;
+        }
+        if !self.ensure_loaded(ctx) {
+            self.deferred
+                .push(Box::new(move |act, ctx| act.write_marker(msg, reply, ctx)));
+            return;
+        }
+        if let Load::Failed(e) = &self.load {
+            let _ = reply.send(Err(e.clone()));
+            return;
+        }
+        let marker = TxnMarker {
+            commit: msg.commit,
+            coordinator_epoch: 0,
+        };
+        let batch = match marker.batch(msg.producer_id, msg.epoch, now_ms()) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = reply.send(Err(BrokerError::InvalidBatch(e.to_string())));
+                return;
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        let bytes = batch.len();
+        self.pending.push_back(PendingPublish {
+            batches: vec![batch],
+            bytes,
+            reply: Some(tx),
+            idempotent: false,
+            txn: true,
+        });
+        self.pending_bytes += bytes;
+        self.start_append(ctx);
+        actix::spawn(async move {
+            let result = rx.await.unwrap_or(Err(BrokerError::ShuttingDown));
+            let _ = reply.send(result.map(|ack| ack.base_offset));
+        });
+    }
+}
+
+impl Handler<Fetch> for Partition {
+    type Result = ResponseFuture<Result<FetchResult, BrokerError>>;
+
+    fn handle(&mut self, msg: Fetch, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.fetch(msg, tx, ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(BrokerError::ShuttingDown)) })
     }
 }
@@ -1003,16 +1276,20 @@ impl Handler<Fetch> for Partition {
 impl Handler<ListOffset> for Partition {
     type Result = ResponseFuture<Result<Option<Offset>, BrokerError>>;
 
-    fn handle(&mut self, msg: ListOffset, _: &mut Self::Context) -> Self::Result {
-        let o = self.offsets();
-        let log = self.log.clone();
-        Box::pin(async move {
-            match msg.spec {
-                OffsetSpec::Earliest => Ok(Some(o.start)),
-                OffsetSpec::Latest => Ok(Some(o.end)),
-                OffsetSpec::Timestamp(ts) => Ok(log.offset_for_time(ts).await?),
-            }
-        })
+    fn handle(&mut self, msg: ListOffset, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.list_offset(msg, tx, ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(BrokerError::ShuttingDown)) })
+    }
+}
+
+impl Handler<WriteTxnMarker> for Partition {
+    type Result = ResponseFuture<Result<Offset, BrokerError>>;
+
+    fn handle(&mut self, msg: WriteTxnMarker, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.write_marker(msg, tx, ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(BrokerError::ShuttingDown)) })
     }
 }
 
@@ -1054,6 +1331,8 @@ impl Handler<StopPartition> for Partition {
         for p in std::mem::take(&mut self.parked) {
             let _ = p.reply.send(Err(BrokerError::ShuttingDown));
         }
+        // Fetches and markers waiting for the state: their replies drop (ShuttingDown).
+        self.deferred.clear();
         self.maybe_finish_stop(ctx);
         Box::pin(async move { rx.await.unwrap_or(Ok(())) })
     }

@@ -48,6 +48,83 @@ pub struct FetchResult {
     pub high_watermark: Offset,
     /// The log start offset when the read ran.
     pub log_start_offset: Offset,
+    /// The last stable offset: below it every transaction is decided (the high watermark
+    /// when none is open). A `read_committed` fetch returns no batch at or above it.
+    /// Absent from older brokers' frames.
+    #[serde(default = "unknown_offset")]
+    pub last_stable_offset: Offset,
+    /// For a `read_committed` fetch: the aborted transactions the batches may hold (a reader
+    /// skips the producer's transactional batches from the first offset up to its abort
+    /// marker). Empty for `read_uncommitted`.
+    #[serde(default)]
+    pub aborted: Vec<AbortedTxn>,
+}
+
+fn unknown_offset() -> Offset {
+    -1
+}
+
+/// One aborted transaction in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AbortedTxn {
+    /// The producer.
+    pub producer_id: i64,
+    /// The offset of its first batch in the partition.
+    pub first_offset: Offset,
+    /// The offset of its abort marker.
+    pub last_offset: Offset,
+}
+
+/// Drops the batches of aborted transactions from a `read_committed` answer, as Kafka's
+/// consumers do: a transaction listed in [`FetchResult::aborted`] applies to its producer's
+/// transactional batches from its first offset until that producer's abort marker. Control
+/// batches (markers) hold no records to deliver.
+#[derive(Debug, Default)]
+pub struct AbortedFilter {
+    /// Not reached yet, the lowest first offset last.
+    pending: Vec<AbortedTxn>,
+    /// Producers inside an aborted transaction.
+    active: std::collections::HashSet<i64>,
+}
+
+impl AbortedFilter {
+    /// A filter for one answer's batches, given in offset order to [`AbortedFilter::keep`].
+    pub fn new(aborted: &[AbortedTxn]) -> Self {
+        let mut pending = aborted.to_vec();
+        pending.sort_by_key(|a| std::cmp::Reverse(a.first_offset));
+        AbortedFilter {
+            pending,
+            active: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Whether `batch` holds records to deliver.
+    pub fn keep(&mut self, batch: &Batch) -> bool {
+        while let Some(a) = self.pending.last() {
+            if a.first_offset > batch.last_offset() {
+                break;
+            }
+            self.active.insert(a.producer_id);
+            self.pending.pop();
+        }
+        if batch.is_control() {
+            if weir_storage::TxnMarker::of(batch).is_some_and(|m| !m.commit) {
+                self.active.remove(&batch.producer_id());
+            }
+            return false;
+        }
+        !(batch.is_transactional() && self.active.contains(&batch.producer_id()))
+    }
+}
+
+/// Which records a fetch may return (Kafka's `isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Isolation {
+    /// Everything written, open and aborted transactions included, up to the high watermark.
+    ReadUncommitted,
+    /// Only decided data: up to the last stable offset, with the aborted transactions listed.
+    #[default]
+    ReadCommitted,
 }
 
 /// Which offset a list-offsets lookup finds.

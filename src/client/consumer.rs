@@ -27,7 +27,9 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use weir_storage::{CommittedOffset, Header, Offset, TopicPartition};
 
 use super::Transport;
-use crate::broker::{BrokerError, FetchResult, JoinGroup, OffsetSpec, WEIR_PROTOCOL_TYPE};
+use crate::broker::{
+    AbortedFilter, BrokerError, FetchResult, JoinGroup, OffsetSpec, WEIR_PROTOCOL_TYPE,
+};
 
 /// Where a partition without a committed offset starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -594,8 +596,9 @@ impl Consumer {
             Ok(r) => {
                 let topic: Arc<str> = Arc::from(tp.topic.as_str());
                 let mut next = from;
+                let mut aborted = AbortedFilter::new(&r.aborted);
                 for b in &r.batches {
-                    if !b.is_control() {
+                    if aborted.keep(b) {
                         for rec in b.records()? {
                             if rec.offset >= from {
                                 self.buffer.push_back(ConsumerRecord {

@@ -600,6 +600,7 @@ mod tests {
                 batches: vec![big1.clone(), small, big2.clone()],
                 high_watermark: 60,
                 log_start_offset: 0,
+                ..FetchResult::default()
             })),
         };
         let frame = resp.encode().expect("encode");

@@ -24,7 +24,9 @@ pub mod retention;
 pub mod testkit;
 pub mod types;
 
-pub use batch::{Batch, BatchBuilder, Compression, Header, LogRecord, Record, TimestampType};
+pub use batch::{
+    Batch, BatchBuilder, Compression, Header, LogRecord, Record, TimestampType, TxnMarker,
+};
 pub use compaction::{CompactionPolicy, CompactionStats};
 pub use error::{BatchError, Result, StorageError};
 pub use log::{AppendDone, PartitionLog, Storage};

@@ -323,6 +323,19 @@ apis! {
     /// A producer id (and epoch) for idempotence or transactions.
     InitProducerId = 22, init_producer_id::{InitProducerIdRequest, InitProducerIdResponse},
         decode 0..=5, supported 0..=4, flexible 2;
+    /// Add partitions to a transaction (the producer's, before it writes to them).
+    AddPartitionsToTxn = 24,
+        add_partitions_to_txn::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse},
+        decode 0..=3, supported 0..=3, flexible 3;
+    /// Add a consumer group's offsets to a transaction (before TxnOffsetCommit).
+    AddOffsetsToTxn = 25, add_offsets_to_txn::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse},
+        decode 0..=3, supported 0..=3, flexible 3;
+    /// Commit or abort a transaction.
+    EndTxn = 26, end_txn::{EndTxnRequest, EndTxnResponse},
+        decode 0..=3, supported 0..=3, flexible 3;
+    /// Commit a group's offsets as part of a transaction.
+    TxnOffsetCommit = 28, txn_offset_commit::{TxnOffsetCommitRequest, TxnOffsetCommitResponse},
+        decode 0..=3, supported 0..=3, flexible 3;
     /// Describe broker and topic configs.
     DescribeConfigs = 32, describe_configs::{DescribeConfigsRequest, DescribeConfigsResponse},
         decode 1..=4, supported 1..=4, flexible 4;
@@ -609,7 +622,9 @@ mod tests {
     use messages::metadata::{MetadataRequest, MetadataRequestTopic};
 
     /// The table, plus DeleteRecords (21) 0–2, AlterConfigs (33) 0–2, DescribeLogDirs
-    /// (35) 1–4, DeleteGroups (42) 0–2, IncrementalAlterConfigs (44) 0–1 and OffsetDelete (47) 0.
+    /// (35) 1–4, DeleteGroups (42) 0–2, IncrementalAlterConfigs (44) 0–1, OffsetDelete (47) 0
+    /// and the transaction APIs AddPartitionsToTxn (24), AddOffsetsToTxn (25), EndTxn (26) and
+    /// TxnOffsetCommit (28) 0–3.
     #[test]
     fn supported_table_is_the_advertised_one() {
         let expected: &[(i16, i16, i16)] = &[
@@ -631,6 +646,10 @@ mod tests {
             (20, 1, 6),
             (21, 0, 2),
             (22, 0, 4),
+            (24, 0, 3),
+            (25, 0, 3),
+            (26, 0, 3),
+            (28, 0, 3),
             (32, 1, 4),
             (33, 0, 2),
             (35, 1, 4),

@@ -707,20 +707,29 @@ fn resource_response(
     }
 }
 
-/// A producer id and epoch for an idempotent producer.
+/// A producer id and epoch for an idempotent or a transactional producer.
 pub(super) async fn init_producer_id(
     s: &Session,
     r: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
-    match s
-        .broker
-        .init_producer_id(
-            r.transactional_id.as_deref(),
-            r.producer_id,
-            r.producer_epoch,
-        )
-        .await
-    {
+    let result = match r.transactional_id.as_deref() {
+        Some(id) => {
+            s.broker
+                .init_transactional_producer(
+                    id,
+                    r.transaction_timeout_ms,
+                    r.producer_id,
+                    r.producer_epoch,
+                )
+                .await
+        }
+        None => {
+            s.broker
+                .init_producer_id(None, r.producer_id, r.producer_epoch)
+                .await
+        }
+    };
+    match result {
         Ok((producer_id, producer_epoch)) => InitProducerIdResponse {
             error_code: 0,
             producer_id,

@@ -116,22 +116,20 @@ pub(super) fn describe_cluster(s: &Session) -> DescribeClusterResponse {
     }
 }
 
-/// Key type 0 is a group (this broker coordinates every group); 1, a transaction, is refused:
-/// transactions are not implemented.
+/// Key type 0 is a group, 1 a transactional id: this broker coordinates every one of both.
 pub(super) fn find_coordinator(
     s: &Session,
     r: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     const INVALID_REQUEST: i16 = 42;
     let answer = |key: String| {
         let (code, message) = match r.key_type {
-            0 if !key.is_empty() => (0, None),
+            0 | 1 if !key.is_empty() => (0, None),
             0 => (INVALID_REQUEST, Some("an empty group id".to_string())),
             1 => (
-                COORDINATOR_NOT_AVAILABLE,
-                Some("transactions are not supported".to_string()),
+                INVALID_REQUEST,
+                Some("an empty transactional id".to_string()),
             ),
             t => (INVALID_REQUEST, Some(format!("unknown key type {t}"))),
         };

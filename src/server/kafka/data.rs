@@ -19,9 +19,9 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use weir_storage::batch::{split_batches, DEFAULT_MAX_UNCOMPRESSED_BYTES};
 use weir_storage::{Batch, BatchError};
 
-use crate::broker::{Acks, BrokerError, FetchResult, OffsetSpec, PublishAck};
+use crate::broker::{Acks, BrokerError, FetchResult, Isolation, OffsetSpec, PublishAck};
 use crate::protocol::kafka::messages::fetch::{
-    FetchRequest, FetchResponse, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, FetchRequest, FetchResponse, FetchableTopicResponse, PartitionData,
 };
 use crate::protocol::kafka::messages::list_offsets::{
     ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopicResponse,
@@ -176,16 +176,32 @@ struct Want {
 
 type Read = Result<FetchResult, BrokerError>;
 
+/// Kafka's `isolation_level`: 1 reads committed data only, anything else everything.
+fn isolation(level: i8) -> Isolation {
+    if level == 1 {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    }
+}
+
 /// Reads every wanted partition at once, waiting up to `wait` per partition.
-async fn read_all(s: &Session, topics: &[String], wants: &[Want], wait: Duration) -> Vec<Read> {
+async fn read_all(
+    s: &Session,
+    topics: &[String],
+    wants: &[Want],
+    wait: Duration,
+    isolation: Isolation,
+) -> Vec<Read> {
     futures::future::join_all(wants.iter().map(|w| {
-        s.broker.fetch(
+        let min_bytes = if wait.is_zero() { 0 } else { 1 };
+        s.broker.fetch_isolated(
             &topics[w.topic],
             w.partition,
             w.offset,
-            w.max_bytes,
-            if wait.is_zero() { 0 } else { 1 },
+            (w.max_bytes, min_bytes),
             wait,
+            isolation,
         )
     }))
     .await
@@ -214,7 +230,8 @@ pub(super) async fn fetch(s: &Session, r: FetchRequest) -> FetchResponse {
         .collect();
     let min_bytes = r.min_bytes.max(0) as usize;
     let max_wait = Duration::from_millis(r.max_wait_ms.max(0) as u64);
-    let mut reads = read_all(s, &topics, &wants, Duration::ZERO).await;
+    let isolation = isolation(r.isolation_level);
+    let mut reads = read_all(s, &topics, &wants, Duration::ZERO, isolation).await;
     let have: usize = reads.iter().map(read_bytes).sum();
     let failed = reads.iter().any(Result::is_err);
     if have < min_bytes.max(1) && !max_wait.is_zero() && !failed && !wants.is_empty() {
@@ -222,8 +239,14 @@ pub(super) async fn fetch(s: &Session, r: FetchRequest) -> FetchResponse {
         let mut polls: FuturesUnordered<_> = wants
             .iter()
             .map(|w| {
-                s.broker
-                    .fetch(&topics[w.topic], w.partition, w.offset, 1, 1, max_wait)
+                s.broker.fetch_isolated(
+                    &topics[w.topic],
+                    w.partition,
+                    w.offset,
+                    (1, 1),
+                    max_wait,
+                    isolation,
+                )
             })
             .collect();
         while let Some(r) = polls.next().await {
@@ -232,7 +255,7 @@ pub(super) async fn fetch(s: &Session, r: FetchRequest) -> FetchResponse {
             }
         }
         drop(polls);
-        reads = read_all(s, &topics, &wants, Duration::ZERO).await;
+        reads = read_all(s, &topics, &wants, Duration::ZERO, isolation).await;
     }
     // Assemble in request order within the response's byte budget.
     let mut budget = r.max_bytes.max(0) as usize;
@@ -251,6 +274,15 @@ pub(super) async fn fetch(s: &Session, r: FetchRequest) -> FetchResponse {
             Ok(f) => {
                 let size: usize = f.batches.iter().map(Batch::len).sum();
                 let include = !sent_any || size <= budget;
+                let aborted_transactions = (isolation == Isolation::ReadCommitted).then(|| {
+                    f.aborted
+                        .iter()
+                        .map(|a| AbortedTransaction {
+                            producer_id: a.producer_id,
+                            first_offset: a.first_offset,
+                        })
+                        .collect()
+                });
                 let records = if include && size > 0 {
                     sent_any = true;
                     budget = budget.saturating_sub(size);
@@ -263,9 +295,9 @@ pub(super) async fn fetch(s: &Session, r: FetchRequest) -> FetchResponse {
                     partition_index: w.partition,
                     error_code: 0,
                     high_watermark: f.high_watermark,
-                    last_stable_offset: f.high_watermark,
+                    last_stable_offset: f.last_stable_offset,
                     log_start_offset: f.log_start_offset,
-                    aborted_transactions: None,
+                    aborted_transactions,
                     preferred_read_replica: -1,
                     records: Some(records),
                     ..PartitionData::default()
@@ -300,7 +332,14 @@ pub(super) async fn list_offsets(s: &Session, r: ListOffsetsRequest) -> ListOffs
     for t in r.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let found = lookup(s, &t.name, p.partition_index, p.timestamp).await;
+            let found = lookup(
+                s,
+                &t.name,
+                p.partition_index,
+                p.timestamp,
+                r.isolation_level,
+            )
+            .await;
             partitions.push(match found {
                 Ok((offset, timestamp)) => ListOffsetsPartitionResponse {
                     partition_index: p.partition_index,
@@ -333,7 +372,9 @@ async fn lookup(
     topic: &str,
     partition: i32,
     ts: i64,
+    isolation_level: i8,
 ) -> Result<(i64, i64), BrokerError> {
+    let isolation = isolation(isolation_level);
     match ts {
         -2 => Ok((
             s.broker
@@ -344,12 +385,12 @@ async fn lookup(
         )),
         -1 => Ok((
             s.broker
-                .list_offset(topic, partition, OffsetSpec::Latest)
+                .list_offset_isolated(topic, partition, OffsetSpec::Latest, isolation)
                 .await?
                 .unwrap_or(0),
             -1,
         )),
-        -3 => max_timestamp(s, topic, partition).await,
+        -3 => max_timestamp(s, topic, partition, isolation).await,
         ts if ts < 0 => Err(BrokerError::InvalidRequest(format!(
             "timestamp {ts} is not a time nor -1, -2, -3"
         ))),
@@ -378,7 +419,14 @@ async fn record_timestamp(
 ) -> Result<Option<i64>, BrokerError> {
     let read = s
         .broker
-        .fetch(topic, partition, offset, 1, 0, Duration::ZERO)
+        .fetch_isolated(
+            topic,
+            partition,
+            offset,
+            (1, 0),
+            Duration::ZERO,
+            Isolation::ReadUncommitted,
+        )
         .await?;
     // One record at a time: a stored batch's records may decode to far more than its size.
     let mut found = None;
@@ -402,10 +450,11 @@ async fn max_timestamp(
     s: &Session,
     topic: &str,
     partition: i32,
+    isolation: Isolation,
 ) -> Result<(i64, i64), BrokerError> {
     let end = s
         .broker
-        .list_offset(topic, partition, OffsetSpec::Latest)
+        .list_offset_isolated(topic, partition, OffsetSpec::Latest, isolation)
         .await?
         .unwrap_or(0);
     let mut at = s
@@ -417,12 +466,19 @@ async fn max_timestamp(
     while at < end {
         let read = s
             .broker
-            .fetch(topic, partition, at, 4 << 20, 0, Duration::ZERO)
+            .fetch_isolated(
+                topic,
+                partition,
+                at,
+                (4 << 20, 0),
+                Duration::ZERO,
+                Isolation::ReadUncommitted,
+            )
             .await?;
         if read.batches.is_empty() {
             break;
         }
-        for b in read.batches {
+        for b in read.batches.into_iter().filter(|b| b.base_offset() < end) {
             at = at.max(b.next_offset());
             if best.as_ref().is_none_or(|(ts, _)| b.max_timestamp() > *ts) {
                 best = Some((b.max_timestamp(), b));

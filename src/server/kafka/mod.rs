@@ -28,6 +28,7 @@ mod admin;
 mod cluster;
 mod data;
 mod groups;
+mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -368,6 +369,14 @@ async fn handle(s: &Session, request: Request, version: i16) -> Response {
             Response::IncrementalAlterConfigs(admin::incremental_alter_configs(s, r).await)
         }
         Request::InitProducerId(r) => Response::InitProducerId(admin::init_producer_id(s, r).await),
+        Request::AddPartitionsToTxn(r) => {
+            Response::AddPartitionsToTxn(txn::add_partitions(s, r).await)
+        }
+        Request::AddOffsetsToTxn(r) => Response::AddOffsetsToTxn(txn::add_offsets(s, r).await),
+        Request::EndTxn(r) => Response::EndTxn(txn::end_txn(s, r).await),
+        Request::TxnOffsetCommit(r) => {
+            Response::TxnOffsetCommit(txn::txn_offset_commit(s, r).await)
+        }
         Request::Produce(_) => unreachable_produce(),
     }
 }

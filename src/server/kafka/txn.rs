@@ -1,0 +1,185 @@
+//! Transactions: AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit and EndTxn, answered by
+//! the broker's transaction coordinator ([`crate::broker::transactions`]). Request fields in,
+//! Kafka error codes out; the rules live in the coordinator.
+
+use weir_storage::{CommittedOffset, TopicPartition};
+
+use crate::broker::{now_ms, BrokerError};
+use crate::protocol::kafka::messages::add_offsets_to_txn::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse,
+};
+use crate::protocol::kafka::messages::add_partitions_to_txn::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
+    AddPartitionsToTxnTopicResult,
+};
+use crate::protocol::kafka::messages::end_txn::{EndTxnRequest, EndTxnResponse};
+use crate::protocol::kafka::messages::txn_offset_commit::{
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse, TxnOffsetCommitResponsePartition,
+    TxnOffsetCommitResponseTopic,
+};
+
+use super::Session;
+
+/// OPERATION_NOT_ATTEMPTED: the partitions of a request that failed for another partition.
+const OPERATION_NOT_ATTEMPTED: i16 = 55;
+
+/// AddPartitionsToTxn (v0–3): every partition's outcome; when one is unknown, nothing is added
+/// and the others are OPERATION_NOT_ATTEMPTED.
+pub(super) async fn add_partitions(
+    s: &Session,
+    r: AddPartitionsToTxnRequest,
+) -> AddPartitionsToTxnResponse {
+    let wanted: Vec<(String, i32)> = r
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|&p| (t.name.clone(), p)))
+        .collect();
+    let outcome = s
+        .broker
+        .transactions()
+        .add_partitions(
+            &s.broker,
+            &r.transactional_id,
+            r.producer_id,
+            r.producer_epoch,
+            wanted,
+        )
+        .await;
+    let code_of = |topic: &str, partition: i32| -> i16 {
+        match &outcome {
+            Err(e) => e.kafka_code(),
+            Ok(outcomes) => {
+                let failed = outcomes.iter().any(|(_, e)| e.is_some());
+                let mine = outcomes
+                    .iter()
+                    .find(|((t, p), _)| t == topic && *p == partition)
+                    .and_then(|(_, e)| e.as_ref());
+                match (mine, failed) {
+                    (Some(e), _) => e.kafka_code(),
+                    (None, true) => OPERATION_NOT_ATTEMPTED,
+                    (None, false) => 0,
+                }
+            }
+        }
+    };
+    AddPartitionsToTxnResponse {
+        results_by_topic_v3_and_below: r
+            .topics
+            .iter()
+            .map(|t| AddPartitionsToTxnTopicResult {
+                name: t.name.clone(),
+                results_by_partition: t
+                    .partitions
+                    .iter()
+                    .map(|&partition_index| AddPartitionsToTxnPartitionResult {
+                        partition_index,
+                        partition_error_code: code_of(&t.name, partition_index),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        ..AddPartitionsToTxnResponse::default()
+    }
+}
+
+/// AddOffsetsToTxn: the transaction will commit offsets of a group.
+pub(super) async fn add_offsets(s: &Session, r: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
+    let result = s
+        .broker
+        .transactions()
+        .add_offsets(
+            &s.broker,
+            &r.transactional_id,
+            r.producer_id,
+            r.producer_epoch,
+            &r.group_id,
+        )
+        .await;
+    AddOffsetsToTxnResponse {
+        error_code: code(&result),
+        ..AddOffsetsToTxnResponse::default()
+    }
+}
+
+/// TxnOffsetCommit: offsets staged in the transaction; one outcome for every partition.
+pub(super) async fn txn_offset_commit(
+    s: &Session,
+    r: TxnOffsetCommitRequest,
+) -> TxnOffsetCommitResponse {
+    let now = now_ms();
+    let offsets: Vec<(TopicPartition, CommittedOffset)> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                (
+                    TopicPartition::new(t.name.clone(), p.partition_index),
+                    CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p.committed_metadata.clone().unwrap_or_default(),
+                        commit_timestamp_ms: now,
+                    },
+                )
+            })
+        })
+        .collect();
+    let result = if offsets.iter().any(|(_, o)| o.offset < 0) {
+        Err(BrokerError::InvalidRequest("a negative offset".into()))
+    } else {
+        s.broker
+            .transactions()
+            .commit_offsets(
+                &s.broker,
+                &r.transactional_id,
+                r.producer_id,
+                r.producer_epoch,
+                &r.group_id,
+                (&r.member_id, r.generation_id),
+                offsets,
+            )
+            .await
+    };
+    let error_code = code(&result);
+    TxnOffsetCommitResponse {
+        topics: r
+            .topics
+            .iter()
+            .map(|t| TxnOffsetCommitResponseTopic {
+                name: t.name.clone(),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| TxnOffsetCommitResponsePartition {
+                        partition_index: p.partition_index,
+                        error_code,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        ..TxnOffsetCommitResponse::default()
+    }
+}
+
+/// EndTxn: commit or abort; answered once every marker is written.
+pub(super) async fn end_txn(s: &Session, r: EndTxnRequest) -> EndTxnResponse {
+    let result = s
+        .broker
+        .transactions()
+        .end(
+            &s.broker,
+            &r.transactional_id,
+            r.producer_id,
+            r.producer_epoch,
+            r.committed,
+        )
+        .await;
+    EndTxnResponse {
+        error_code: code(&result),
+        ..EndTxnResponse::default()
+    }
+}
+
+fn code(result: &Result<(), BrokerError>) -> i16 {
+    result.as_ref().map_or_else(BrokerError::kafka_code, |()| 0)
+}

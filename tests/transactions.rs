@@ -1,0 +1,475 @@
+//! Transactions through the broker's handle, on every backend: what `read_committed` and
+//! `read_uncommitted` readers see before and after a commit or an abort, the last stable
+//! offset, aborted transactions listed and skipped, restarts with open and aborted
+//! transactions, fencing by re-initialisation and by the timeout, transactional offset
+//! commits, and the coordinator's refusals.
+
+use std::time::Duration;
+
+use weir::broker::transactions::TxnStatus;
+use weir::broker::{AbortedFilter, BrokerError, FetchResult, Isolation, OffsetSpec};
+use weir::config::Config;
+use weir::{Acks, Backend, Broker, BrokerHandle};
+use weir_storage::{Batch, BatchBuilder, CommittedOffset, Compression, Record, TopicPartition};
+
+fn config(backend: Backend, dir: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.storage.backend = backend;
+    c.data_dir = dir.to_path_buf();
+    c.broker.arbiters = 2;
+    c
+}
+
+async fn start_with(c: Config) -> BrokerHandle {
+    Broker::start(c).await.expect("start broker")
+}
+
+/// A transactional batch of one record from `pid` at `epoch`, sequence `seq`.
+fn txn(pid: i64, epoch: i16, seq: i32, value: &str) -> Batch {
+    let mut b = BatchBuilder::new(Compression::None)
+        .producer(pid, epoch, seq)
+        .transactional(true);
+    b.push(Record::new(1, value.to_string()));
+    b.build(0).expect("build")
+}
+
+fn plain(value: &str) -> Batch {
+    let mut b = BatchBuilder::new(Compression::None);
+    b.push(Record::new(1, value.to_string()));
+    b.build(0).expect("build")
+}
+
+async fn publish(h: &BrokerHandle, p: i32, b: Batch) -> Result<i64, BrokerError> {
+    h.publish("t", Some(p), vec![b], Acks::All)
+        .await
+        .map(|(_, ack)| ack.base_offset)
+}
+
+async fn read(h: &BrokerHandle, p: i32, from: i64, isolation: Isolation) -> FetchResult {
+    h.fetch_isolated("t", p, from, (1 << 20, 0), Duration::ZERO, isolation)
+        .await
+        .expect("fetch")
+}
+
+/// The values a reader with `isolation` gets from partition `p`, as Kafka's consumers
+/// deliver them (aborted transactions and markers skipped under `ReadCommitted`).
+async fn values(h: &BrokerHandle, p: i32, isolation: Isolation) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut next = 0;
+    loop {
+        let r = read(h, p, next, isolation).await;
+        let Some(last) = r.batches.last() else {
+            return out;
+        };
+        next = last.next_offset();
+        let mut filter = AbortedFilter::new(&r.aborted);
+        for b in &r.batches {
+            let keep = match isolation {
+                Isolation::ReadCommitted => filter.keep(b),
+                Isolation::ReadUncommitted => !b.is_control(),
+            };
+            if keep {
+                for rec in b.records().expect("decode") {
+                    let v = rec.record.value.expect("value");
+                    out.push(String::from_utf8(v.to_vec()).expect("utf8"));
+                }
+            }
+        }
+    }
+}
+
+async fn stable(h: &BrokerHandle, p: i32) -> (i64, i64) {
+    let committed = h
+        .list_offset_isolated("t", p, OffsetSpec::Latest, Isolation::ReadCommitted)
+        .await
+        .expect("list")
+        .expect("offset");
+    let all = h
+        .list_offset_isolated("t", p, OffsetSpec::Latest, Isolation::ReadUncommitted)
+        .await
+        .expect("list")
+        .expect("offset");
+    (committed, all)
+}
+
+async fn add(h: &BrokerHandle, id: &str, pid: i64, epoch: i16, parts: &[i32]) {
+    let outcomes = h
+        .transactions()
+        .add_partitions(
+            h,
+            id,
+            pid,
+            epoch,
+            parts.iter().map(|&p| ("t".to_string(), p)).collect(),
+        )
+        .await
+        .expect("add partitions");
+    assert!(outcomes.iter().all(|(_, e)| e.is_none()), "{outcomes:?}");
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_become_visible_at_their_marker_and_aborts_never() {
+    for backend in [Backend::Memory, Backend::Segment, Backend::Sled] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = start_with(config(backend, dir.path())).await;
+        h.create_topic("t", Some(2), vec![]).await.expect("create");
+        publish(&h, 0, plain("a")).await.expect("a");
+        let (pid, epoch) = h
+            .init_transactional_producer("tx", 60_000, -1, -1)
+            .await
+            .expect("init");
+        add(&h, "tx", pid, epoch, &[0, 1]).await;
+        assert_eq!(publish(&h, 0, txn(pid, epoch, 0, "c1")).await, Ok(1));
+        publish(&h, 1, txn(pid, epoch, 0, "c2")).await.expect("c2");
+        publish(&h, 0, plain("b")).await.expect("b");
+
+        // Open: committed readers stop at its first offset, the others read on.
+        assert_eq!(stable(&h, 0).await, (1, 3), "{backend:?}");
+        assert_eq!(
+            values(&h, 0, Isolation::ReadCommitted).await,
+            strings(&["a"])
+        );
+        assert_eq!(
+            values(&h, 0, Isolation::ReadUncommitted).await,
+            strings(&["a", "c1", "b"])
+        );
+        assert_eq!(
+            read(&h, 0, 0, Isolation::ReadCommitted)
+                .await
+                .last_stable_offset,
+            1
+        );
+
+        h.transactions()
+            .end(&h, "tx", pid, epoch, true)
+            .await
+            .expect("commit");
+        // Each partition got a commit marker: the offsets move past it.
+        assert_eq!(stable(&h, 0).await, (4, 4));
+        assert_eq!(stable(&h, 1).await, (2, 2));
+        assert_eq!(
+            values(&h, 0, Isolation::ReadCommitted).await,
+            strings(&["a", "c1", "b"])
+        );
+        assert_eq!(
+            values(&h, 1, Isolation::ReadCommitted).await,
+            strings(&["c2"])
+        );
+        // A retried commit succeeds; aborting what committed does not.
+        h.transactions()
+            .end(&h, "tx", pid, epoch, true)
+            .await
+            .expect("commit retried");
+        let e = h.transactions().end(&h, "tx", pid, epoch, false).await;
+        assert!(matches!(e, Err(BrokerError::InvalidTxnState(_))), "{e:?}");
+
+        // The next transaction aborts: listed for committed readers, who skip it.
+        add(&h, "tx", pid, epoch, &[0]).await;
+        assert_eq!(publish(&h, 0, txn(pid, epoch, 1, "x1")).await, Ok(4));
+        h.transactions()
+            .end(&h, "tx", pid, epoch, false)
+            .await
+            .expect("abort");
+        publish(&h, 0, plain("d")).await.expect("d");
+        let r = read(&h, 0, 0, Isolation::ReadCommitted).await;
+        assert_eq!(r.aborted.len(), 1);
+        assert_eq!(
+            (r.aborted[0].producer_id, r.aborted[0].first_offset),
+            (pid, 4)
+        );
+        assert!(read(&h, 0, 6, Isolation::ReadCommitted)
+            .await
+            .aborted
+            .is_empty());
+        let committed = strings(&["a", "c1", "b", "d"]);
+        assert_eq!(values(&h, 0, Isolation::ReadCommitted).await, committed);
+        assert_eq!(
+            values(&h, 0, Isolation::ReadUncommitted).await,
+            strings(&["a", "c1", "b", "x1", "d"])
+        );
+        assert_eq!(
+            h.transactions().describe("tx").await.map(|m| m.status),
+            Some(TxnStatus::CompleteAbort)
+        );
+
+        if backend != Backend::Memory {
+            h.shutdown().await.expect("shutdown");
+            let h = start_with(config(backend, dir.path())).await;
+            assert_eq!(values(&h, 0, Isolation::ReadCommitted).await, committed);
+            assert_eq!(stable(&h, 0).await, (7, 7));
+            // The producer goes on after the restart: the coordinator remembers its id.
+            add(&h, "tx", pid, epoch, &[1]).await;
+            publish(&h, 1, txn(pid, epoch, 1, "c3")).await.expect("c3");
+            h.transactions()
+                .end(&h, "tx", pid, epoch, true)
+                .await
+                .expect("commit");
+            assert_eq!(
+                values(&h, 1, Isolation::ReadCommitted).await,
+                strings(&["c2", "c3"])
+            );
+            h.shutdown().await.expect("shutdown");
+        } else {
+            h.shutdown().await.expect("shutdown");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transaction_holds_the_stable_offset_across_a_restart() {
+    for backend in [Backend::Segment, Backend::Sled] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = start_with(config(backend, dir.path())).await;
+        h.create_topic("t", Some(1), vec![]).await.expect("create");
+        let (pid, epoch) = h
+            .init_transactional_producer("tx", 60_000, -1, -1)
+            .await
+            .expect("init");
+        add(&h, "tx", pid, epoch, &[0]).await;
+        publish(&h, 0, plain("a")).await.expect("a");
+        publish(&h, 0, txn(pid, epoch, 0, "o1")).await.expect("o1");
+        publish(&h, 0, plain("b")).await.expect("b");
+        h.shutdown().await.expect("shutdown");
+
+        let h = start_with(config(backend, dir.path())).await;
+        assert_eq!(stable(&h, 0).await, (1, 3), "{backend:?}");
+        assert_eq!(
+            values(&h, 0, Isolation::ReadCommitted).await,
+            strings(&["a"])
+        );
+        publish(&h, 0, txn(pid, epoch, 1, "o2")).await.expect("o2");
+        h.transactions()
+            .end(&h, "tx", pid, epoch, false)
+            .await
+            .expect("abort");
+        assert_eq!(
+            values(&h, 0, Isolation::ReadCommitted).await,
+            strings(&["a", "b"])
+        );
+        h.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_instance_aborts_what_the_old_one_left_open_and_fences_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start_with(config(Backend::Segment, dir.path())).await;
+    h.create_topic("t", Some(1), vec![]).await.expect("create");
+    let (pid, old) = h
+        .init_transactional_producer("tx", 60_000, -1, -1)
+        .await
+        .expect("init");
+    add(&h, "tx", pid, old, &[0]).await;
+    publish(&h, 0, txn(pid, old, 0, "zombie"))
+        .await
+        .expect("write");
+
+    let (same, new) = h
+        .init_transactional_producer("tx", 60_000, -1, -1)
+        .await
+        .expect("init again");
+    assert_eq!((same, new), (pid, old + 1));
+    assert_eq!(
+        stable(&h, 0).await,
+        (2, 2),
+        "the open transaction was aborted"
+    );
+    assert!(values(&h, 0, Isolation::ReadCommitted).await.is_empty());
+
+    // The old instance is fenced everywhere: at the coordinator and in the partition.
+    let e = h
+        .transactions()
+        .add_partitions(&h, "tx", pid, old, vec![("t".into(), 0)])
+        .await;
+    assert!(
+        matches!(e, Err(BrokerError::InvalidProducerEpoch { .. })),
+        "{e:?}"
+    );
+    let e = publish(&h, 0, txn(pid, old, 1, "late")).await;
+    assert!(
+        matches!(e, Err(BrokerError::InvalidProducerEpoch { .. })),
+        "{e:?}"
+    );
+    let e = h.transactions().end(&h, "tx", pid, old, true).await;
+    assert_eq!(e.map_err(|e| e.kafka_code()), Err(47));
+
+    // The new one transacts from sequence 0 of its epoch.
+    add(&h, "tx", pid, new, &[0]).await;
+    publish(&h, 0, txn(pid, new, 0, "fresh"))
+        .await
+        .expect("write");
+    h.transactions()
+        .end(&h, "tx", pid, new, true)
+        .await
+        .expect("commit");
+    assert_eq!(
+        values(&h, 0, Isolation::ReadCommitted).await,
+        strings(&["fresh"])
+    );
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timer_aborts_a_transaction_past_its_timeout_and_fences_its_producer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(Backend::Memory, dir.path());
+    c.broker.transaction_abort_check_interval_ms = 50;
+    let h = start_with(c).await;
+    h.create_topic("t", Some(1), vec![]).await.expect("create");
+    let e = h.init_transactional_producer("tx", 0, -1, -1).await;
+    assert!(
+        matches!(e, Err(BrokerError::InvalidTransactionTimeout { .. })),
+        "{e:?}"
+    );
+    let e = h.init_transactional_producer("tx", 900_001, -1, -1).await;
+    assert_eq!(e.map_err(|e| e.kafka_code()), Err(50));
+
+    let (pid, epoch) = h
+        .init_transactional_producer("tx", 200, -1, -1)
+        .await
+        .expect("init");
+    add(&h, "tx", pid, epoch, &[0]).await;
+    publish(&h, 0, txn(pid, epoch, 0, "slow"))
+        .await
+        .expect("write");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while h.transactions().describe("tx").await.map(|m| m.status) != Some(TxnStatus::CompleteAbort)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "not aborted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stable(&h, 0).await, (2, 2));
+    assert!(values(&h, 0, Isolation::ReadCommitted).await.is_empty());
+    let e = h.transactions().end(&h, "tx", pid, epoch, true).await;
+    assert!(
+        matches!(e, Err(BrokerError::InvalidProducerEpoch { .. })),
+        "{e:?}"
+    );
+    let e = publish(&h, 0, txn(pid, epoch, 1, "late")).await;
+    assert!(
+        matches!(e, Err(BrokerError::InvalidProducerEpoch { .. })),
+        "{e:?}"
+    );
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_committed_in_a_transaction_reach_the_group_with_the_commit_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start_with(config(Backend::Sled, dir.path())).await;
+    h.create_topic("t", Some(1), vec![]).await.expect("create");
+    let (pid, epoch) = h
+        .init_transactional_producer("tx", 60_000, -1, -1)
+        .await
+        .expect("init");
+    let offset = |n: i64| {
+        vec![(
+            TopicPartition::new("in", 0),
+            CommittedOffset {
+                offset: n,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp_ms: 0,
+            },
+        )]
+    };
+    let coordinator = h.transactions();
+    // Without AddOffsetsToTxn the group is not part of the transaction.
+    let e = coordinator
+        .commit_offsets(&h, "tx", pid, epoch, "g", ("", -1), offset(5))
+        .await;
+    assert!(matches!(e, Err(BrokerError::InvalidTxnState(_))), "{e:?}");
+
+    for (commit, n) in [(false, 5), (true, 7)] {
+        coordinator
+            .add_offsets(&h, "tx", pid, epoch, "g")
+            .await
+            .expect("add offsets");
+        coordinator
+            .commit_offsets(&h, "tx", pid, epoch, "g", ("", -1), offset(n))
+            .await
+            .expect("stage");
+        assert!(h.fetch_offsets("g", None).await.expect("fetch").is_empty());
+        coordinator
+            .end(&h, "tx", pid, epoch, commit)
+            .await
+            .expect("end");
+    }
+    let committed = h.fetch_offsets("g", None).await.expect("fetch");
+    assert_eq!(committed.len(), 1);
+    assert_eq!(committed[0].1.offset, 7, "the aborted 5 never landed");
+    // A member check (KIP-447) with a member the group does not have.
+    coordinator
+        .add_offsets(&h, "tx", pid, epoch, "g")
+        .await
+        .expect("add offsets");
+    let e = coordinator
+        .commit_offsets(&h, "tx", pid, epoch, "g", ("ghost", 3), offset(9))
+        .await;
+    assert!(matches!(e, Err(BrokerError::UnknownMember(_))), "{e:?}");
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_refuses_what_does_not_fit_the_transaction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start_with(config(Backend::Memory, dir.path())).await;
+    h.create_topic("t", Some(2), vec![]).await.expect("create");
+    let (pid, epoch) = h
+        .init_transactional_producer("tx", 60_000, -1, -1)
+        .await
+        .expect("init");
+    let c = h.transactions();
+    // Unknown ids and producer ids.
+    let e = c.end(&h, "nope", pid, epoch, true).await;
+    assert_eq!(e.map_err(|e| e.kafka_code()), Err(49));
+    let e = c.end(&h, "tx", pid + 1, epoch, true).await;
+    assert_eq!(e.map_err(|e| e.kafka_code()), Err(49));
+    // Nothing open: nothing to end.
+    let e = c.end(&h, "tx", pid, epoch, true).await;
+    assert_eq!(e.map_err(|e| e.kafka_code()), Err(48));
+    // An unknown partition adds nothing, and says which.
+    let outcomes = c
+        .add_partitions(
+            &h,
+            "tx",
+            pid,
+            epoch,
+            vec![("t".into(), 0), ("t".into(), 7), ("gone".into(), 0)],
+        )
+        .await
+        .expect("answered");
+    let codes: Vec<Option<i16>> = outcomes
+        .iter()
+        .map(|(_, e)| e.as_ref().map(BrokerError::kafka_code))
+        .collect();
+    assert_eq!(codes, vec![None, Some(3), Some(3)]);
+    // So partition 0 was not added: a transactional write to it is refused.
+    let e = publish(&h, 0, txn(pid, epoch, 0, "v")).await;
+    assert_eq!(e.map_err(|e| e.kafka_code()), Err(48));
+    add(&h, "tx", pid, epoch, &[0]).await;
+    let e = publish(&h, 1, txn(pid, epoch, 0, "v")).await;
+    assert_eq!(
+        e.map_err(|e| e.kafka_code()),
+        Err(48),
+        "partition 1 not added"
+    );
+    publish(&h, 0, txn(pid, epoch, 0, "v"))
+        .await
+        .expect("added");
+    // Markers are the broker's: a client's control batch is refused.
+    let mut marker = weir_storage::TxnMarker {
+        commit: true,
+        coordinator_epoch: 0,
+    }
+    .batch(pid, epoch, 0)
+    .expect("marker");
+    marker.set_base_offset(0);
+    let e = publish(&h, 0, marker).await;
+    assert!(e.is_err(), "{e:?}");
+    h.shutdown().await.expect("shutdown");
+}
