@@ -169,6 +169,25 @@ fn aiokafka_admin() {
     scenario("aiokafka_admin");
 }
 
+/// Transactional producers and read_committed consumers of confluent-kafka and kafka-python;
+/// then kcat (librdkafka 2.0.2, read_committed by default) reads the committed records only.
+#[test]
+fn transactions() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_with(None, "");
+    run_scenario(&server, "transactions");
+    let out = kcat(&server, &["-C", "-t", "tx", "-e", "-f", "%s\n"], None);
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort_unstable();
+    let mut expected: Vec<String> = (0..100)
+        .map(|i| format!("c{i}"))
+        .chain((0..10).map(|i| format!("d{i}")))
+        .chain(["open", "p2", "kp-commit"].map(String::from))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(got, expected, "{out}");
+}
+
 /// kafkajs speaks no flexible version at all (ApiVersions v2, Produce v7, Fetch v11).
 #[test]
 fn kafkajs_creates_produces_and_consumes_in_a_group() {

@@ -473,3 +473,80 @@ async fn the_coordinator_refuses_what_does_not_fit_the_transaction() {
     assert!(e.is_err(), "{e:?}");
     h.shutdown().await.expect("shutdown");
 }
+
+/// Every file named `snapshot` under `dir` (the segment backend's producer-state snapshots).
+fn remove_snapshots(dir: &std::path::Path) -> usize {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            removed += remove_snapshots(&path);
+        } else if path.file_name().is_some_and(|n| n == "snapshot") {
+            std::fs::remove_file(&path).expect("remove snapshot");
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Without a snapshot (a crash before the first, or one that does not fit the log) the state
+/// is replayed from the log: an aborted transaction far before the tail a rebuild reads for
+/// idempotence (64 MiB) is still found, and an open one still holds the stable offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_snapshot_transactions_are_replayed_from_the_whole_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(Backend::Segment, dir.path());
+    c.topic_defaults.durability = weir::config::DurabilityMode::None;
+    let h = start_with(c.clone()).await;
+    h.create_topic("t", Some(2), vec![]).await.expect("create");
+    let (pid, epoch) = h
+        .init_transactional_producer("tx", 60_000, -1, -1)
+        .await
+        .expect("init");
+    add(&h, "tx", pid, epoch, &[0]).await;
+    publish(&h, 0, txn(pid, epoch, 0, "aborted"))
+        .await
+        .expect("write");
+    h.transactions()
+        .end(&h, "tx", pid, epoch, false)
+        .await
+        .expect("abort");
+    // 70 MiB of plain batches after it.
+    let big = "x".repeat(1_000_000);
+    for _ in 0..70 {
+        publish(&h, 0, plain(&big)).await.expect("filler");
+    }
+    add(&h, "tx", pid, epoch, &[1]).await;
+    publish(&h, 1, plain("before")).await.expect("before");
+    publish(&h, 1, txn(pid, epoch, 0, "open"))
+        .await
+        .expect("open");
+    h.shutdown().await.expect("shutdown");
+    assert!(
+        remove_snapshots(dir.path()) >= 2,
+        "snapshots were saved at the stop"
+    );
+
+    let h = start_with(c).await;
+    let r = read(&h, 0, 0, Isolation::ReadCommitted).await;
+    assert_eq!(
+        r.aborted.len(),
+        1,
+        "the aborted transaction at offset 0 is known"
+    );
+    assert_eq!(r.aborted[0].first_offset, 0);
+    assert_eq!(
+        stable(&h, 1).await,
+        (1, 2),
+        "the open transaction holds partition 1"
+    );
+    h.transactions()
+        .end(&h, "tx", pid, epoch, true)
+        .await
+        .expect("commit after the restart");
+    assert_eq!(
+        values(&h, 1, Isolation::ReadCommitted).await,
+        strings(&["before", "open"])
+    );
+    h.shutdown().await.expect("shutdown");
+}

@@ -20,7 +20,7 @@ use super::registry::{
     ShutdownRegistry, TopicRegistry,
 };
 use super::topic::{PublishKeyless, Route};
-use super::transactions::TxnCoordinator;
+use super::transactions::{TxnCoordinator, TxnLogs};
 use super::types::{
     Acks, FetchResult, GroupDescription, GroupState, Isolation, JoinGroup, JoinResult, OffsetSpec,
     PublishAck, ResetTo, SyncResult, TopicDescription,
@@ -66,6 +66,8 @@ struct Shared {
     producer_ids: tokio::sync::Mutex<idempotence::ProducerIdAllocator>,
     /// Transactional ids and their transactions.
     txns: TxnCoordinator,
+    /// The partitions ever added to a transaction.
+    txn_logs: Arc<TxnLogs>,
 }
 
 /// The one API of a running broker. Cheap to clone; `Send + Sync`.
@@ -118,7 +120,7 @@ impl Broker {
         let started = rx
             .await
             .map_err(|_| StartError::Thread("the actor system exited while starting".into()))?;
-        let (registry, routes, storage, system, arbiters) = match started {
+        let (registry, routes, storage, system, arbiters, txn_logs) = match started {
             Ok(parts) => parts,
             Err(e) => {
                 let _ = thread.join();
@@ -145,6 +147,7 @@ impl Broker {
                 groups: Mutex::new(HashMap::new()),
                 producer_ids: tokio::sync::Mutex::new(idempotence::ProducerIdAllocator::new()),
                 txns,
+                txn_logs,
             }),
         };
         handle
@@ -164,6 +167,7 @@ type Started = (
     Arc<dyn Storage>,
     actix_rt::System,
     Vec<Arbiter>,
+    Arc<TxnLogs>,
 );
 
 fn run_system(
@@ -179,6 +183,13 @@ fn run_system(
         };
         let storage = match opened {
             Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Err(e.into()));
+                return false;
+            }
+        };
+        let txn_logs = match TxnLogs::load(storage.as_ref()).await {
+            Ok(t) => Arc::new(t),
             Err(e) => {
                 let _ = tx.send(Err(e.into()));
                 return false;
@@ -200,6 +211,7 @@ fn run_system(
             producer_id_expiration: Duration::from_millis(config.broker.producer_id_expiration_ms),
             compaction_max_keys: config.broker.compaction_max_keys,
             compaction_slots: Arc::new(tokio::sync::Semaphore::new(1)),
+            txn_logs: txn_logs.clone(),
         };
         let routes: Routes = Arc::new(RwLock::new(HashMap::new()));
         let registry = TopicRegistry::new(
@@ -216,6 +228,7 @@ fn run_system(
             storage,
             actix_rt::System::current(),
             arbiters,
+            txn_logs,
         )))
         .is_ok()
     });
@@ -549,6 +562,11 @@ impl BrokerHandle {
     /// EndTxn, and the state admin tools list).
     pub fn transactions(&self) -> &TxnCoordinator {
         &self.shared.txns
+    }
+
+    /// The partitions ever added to a transaction.
+    pub(crate) fn txn_logs(&self) -> &TxnLogs {
+        &self.shared.txn_logs
     }
 
     /// A fresh producer id, unique across restarts.

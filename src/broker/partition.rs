@@ -94,6 +94,9 @@ pub struct PartitionLimits {
     /// Compaction passes of all partitions take a permit here: one runs at a time, which
     /// bounds their memory and their share of the disk (Kafka's one cleaner thread).
     pub compaction_slots: Arc<tokio::sync::Semaphore>,
+    /// The partitions that may hold transactions: without a usable snapshot, they replay
+    /// their whole log ([`super::transactions`]).
+    pub txn_logs: Arc<super::transactions::TxnLogs>,
 }
 
 type Reply = oneshot::Sender<Result<PublishAck, BrokerError>>;
@@ -529,8 +532,9 @@ impl Partition {
         }
         let log = self.log.clone();
         let (tp, opened_end) = (self.tp.clone(), self.opened_end);
+        let transactional = self.limits.txn_logs.contains(&tp);
         ctx.spawn(
-            async move { rebuild(log.as_ref(), o, opened_end, &tp).await }
+            async move { rebuild(log.as_ref(), o, opened_end, &tp, transactional).await }
                 .into_actor(self)
                 .map(|r, act, ctx| act.rebuilt(r, ctx)),
         );
@@ -823,21 +827,22 @@ fn rebuild_from(o: LogOffsets) -> Offset {
 /// The producer state of the log up to `o.end`: from the log's snapshot when it has one that
 /// fits (a snapshot of an end at most `opened_end`, then only the batches after it are read, at
 /// most about [`REBUILD_TAIL_BYTES`] of them), else by replaying the batches from
-/// [`rebuild_from`], or from the log start when the snapshot or that tail holds transactions.
+/// [`rebuild_from`]; from the log start when the log may hold transactions (`transactional`,
+/// or a snapshot or that tail shows some).
 async fn rebuild(
     log: &dyn PartitionLog,
     o: LogOffsets,
     opened_end: Offset,
     tp: &TopicPartition,
+    mut transactional: bool,
 ) -> Result<ProducerStates, weir_storage::StorageError> {
     // Transactions make a partial replay unsafe: an aborted transaction before the part
-    // replayed would be served as committed. A log that shows any reads all of it.
-    let mut transactional = false;
+    // replayed would be served as committed. A log that may hold any reads all of it.
     let snapshot = match log.load_snapshot().await {
         Ok(Some(bytes)) => match ProducerStates::from_snapshot(&bytes) {
             Ok((states, end)) if end <= opened_end => Some((states, end)),
             Ok((states, end)) => {
-                transactional = !states.txns().is_empty();
+                transactional |= !states.txns().is_empty();
                 eprintln!(
                     "weir: {tp}: the producer-state snapshot describes offsets up to {end}, \
                      beyond the log's end at start {opened_end} (a crash cut the log); \

@@ -38,9 +38,18 @@
 //!   the retry (or the timer) writes the markers again; a second marker of a closed
 //!   transaction changes nothing in a partition.
 //! - Offsets staged by TxnOffsetCommit reach the group only with the commit.
+//!
+//! # Which logs hold transactions
+//! A partition learns its open and aborted transactions from its log: from a snapshot and
+//! the batches after it, or, without a usable snapshot (a crash), by replaying the log.
+//! Replaying only the tail is enough for idempotence but not here: an aborted transaction
+//! before the tail would be served as committed. So the first time a partition is added to
+//! a transaction, [`TxnLogs`] records it durably ("txn-log/<topic>/<partition>"), before
+//! any transactional batch can reach it, and a partition in that set replays its whole log
+//! when it has no usable snapshot. Every other partition keeps the cheap tail replay.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use weir_storage::{CommittedOffset, Storage, StorageError, TopicPartition};
@@ -51,6 +60,64 @@ use super::BrokerHandle;
 
 /// The metadata key prefix of transactional ids.
 pub const TXN_META_PREFIX: &str = "txn/";
+
+/// The metadata key prefix of the partitions that may hold transactions.
+pub const TXN_LOG_PREFIX: &str = "txn-log/";
+
+/// The partitions ever added to a transaction (see the module docs), durable.
+#[derive(Debug, Default)]
+pub struct TxnLogs {
+    set: RwLock<HashSet<TopicPartition>>,
+}
+
+impl TxnLogs {
+    /// The set `storage` holds.
+    ///
+    /// # Errors
+    /// A storage failure listing the metadata.
+    pub async fn load(storage: &dyn Storage) -> Result<TxnLogs, StorageError> {
+        let mut set = HashSet::new();
+        for (key, _) in storage.list_metadata().await? {
+            let parsed = key
+                .strip_prefix(TXN_LOG_PREFIX)
+                .and_then(|rest| rest.rsplit_once('/'))
+                .and_then(|(topic, p)| Some(TopicPartition::new(topic, p.parse().ok()?)));
+            set.extend(parsed);
+        }
+        Ok(TxnLogs {
+            set: RwLock::new(set),
+        })
+    }
+
+    /// Whether `tp` was ever added to a transaction.
+    pub fn contains(&self, tp: &TopicPartition) -> bool {
+        self.set
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(tp)
+    }
+
+    /// Records `tp` durably (once).
+    ///
+    /// # Errors
+    /// A storage failure.
+    pub async fn mark(
+        &self,
+        storage: &dyn Storage,
+        tp: &TopicPartition,
+    ) -> Result<(), StorageError> {
+        if self.contains(tp) {
+            return Ok(());
+        }
+        let key = format!("{TXN_LOG_PREFIX}{}/{}", tp.topic, tp.partition);
+        storage.put_metadata(&key, &[]).await?;
+        self.set
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tp.clone());
+        Ok(())
+    }
+}
 
 /// Where a transaction stands (Kafka's coordinator states).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -350,6 +417,14 @@ impl TxnCoordinator {
             .collect();
         if outcomes.iter().any(|(_, e)| e.is_some()) {
             return Ok(outcomes);
+        }
+        for ((topic, p), _) in &outcomes {
+            h.txn_logs()
+                .mark(
+                    h.storage().as_ref(),
+                    &TopicPartition::new(topic.clone(), *p),
+                )
+                .await?;
         }
         let before = (meta.status, meta.partitions.len());
         meta.open()?;

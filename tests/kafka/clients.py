@@ -705,6 +705,156 @@ def scenario_compaction():
           "kafka-python reads what confluent-kafka reads")
 
 
+def read_all_ck(topic, isolation):
+    """Every record of every partition of `topic` up to the high watermarks, with confluent-kafka
+    at `isolation` ("read_committed" or "read_uncommitted"): values, sorted."""
+    c = ck.Consumer({"bootstrap.servers": BOOT, "group.id": f"g-{uuid.uuid4()}",
+                     "enable.auto.commit": False, "isolation.level": isolation,
+                     "enable.partition.eof": True})
+    n = len(c.list_topics(topic, timeout=TIMEOUT).topics[topic].partitions)
+    c.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in range(n)])
+    out, eof = [], set()
+    deadline = time.time() + TIMEOUT
+    while len(eof) < n and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error() is not None:
+            check(m.error().code() == ck.KafkaError._PARTITION_EOF, f"consumer error {m.error()}")
+            eof.add(m.partition())
+            continue
+        out.append(m.value())
+    c.close()
+    check(len(eof) == n, f"{isolation}: reached the end of {len(eof)} of {n} partitions")
+    return sorted(out)
+
+
+def read_all_kp(topic, isolation, count):
+    c = kafka.KafkaConsumer(topic, bootstrap_servers=BOOT, auto_offset_reset="earliest",
+                            enable_auto_commit=False, isolation_level=isolation,
+                            consumer_timeout_ms=3000)
+    out = sorted(m.value for m in c)
+    c.close()
+    check(len(out) == count, f"kafka-python {isolation}: {len(out)} records, not {count}")
+    return out
+
+
+def stable_and_high(topic, partition):
+    """(last stable offset, high watermark) from confluent-kafka's admin ListOffsets."""
+    from confluent_kafka.admin import OffsetSpec
+    from confluent_kafka import IsolationLevel
+    tp = ck.TopicPartition(topic, partition)
+    out = []
+    for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED):
+        f = admin().list_offsets({tp: OffsetSpec.latest()}, isolation_level=level)[tp]
+        out.append(f.result(TIMEOUT).offset)
+    return tuple(out)
+
+
+def scenario_transactions():
+    """Transactional producers (confluent-kafka and kafka-python): committed records reach
+    read_committed consumers of both clients, aborted ones never; read_uncommitted consumers
+    see both; an open transaction holds the last stable offset; consume-transform-produce
+    commits the group's offsets with the transaction; a second instance fences the first."""
+    create("tx", 2)
+    p = ck.Producer({"bootstrap.servers": BOOT, "transactional.id": "tx-ck", "linger.ms": 5})
+    p.init_transactions(TIMEOUT)
+    rounds = [("c", 100, True), ("a", 50, False), ("d", 10, True)]
+    for prefix, n, commit in rounds:
+        p.begin_transaction()
+        for i in range(n):
+            p.produce("tx", key=f"k{i}".encode(), value=f"{prefix}{i}".encode())
+        p.flush(TIMEOUT)
+        if commit:
+            p.commit_transaction(TIMEOUT)
+        else:
+            p.abort_transaction(TIMEOUT)
+    committed = sorted(f"{x}{i}".encode() for x, n, c in rounds if c for i in range(n))
+    everything = sorted(f"{x}{i}".encode() for x, n, c in rounds for i in range(n))
+    check(read_all_ck("tx", "read_committed") == committed, "confluent-kafka read_committed")
+    check(read_all_ck("tx", "read_uncommitted") == everything, "confluent-kafka read_uncommitted")
+    check(read_all_kp("tx", "read_committed", len(committed)) == committed,
+          "kafka-python read_committed")
+    check(read_all_kp("tx", "read_uncommitted", len(everything)) == everything,
+          "kafka-python read_uncommitted")
+
+    # An open transaction holds the last stable offset back; its commit releases it.
+    p.begin_transaction()
+    p.produce("tx", value=b"open", partition=0)
+    p.flush(TIMEOUT)
+    stable, high = stable_and_high("tx", 0)
+    check(stable < high, f"open transaction: stable {stable}, high {high}")
+    check(read_all_ck("tx", "read_committed") == committed, "nothing of the open transaction")
+    p.commit_transaction(TIMEOUT)
+    stable, high = stable_and_high("tx", 0)
+    check(stable == high, f"committed: stable {stable}, high {high}")
+    committed = sorted(committed + [b"open"])
+
+    # Consume-transform-produce: the group's offsets commit with the transaction.
+    create("in", 1)
+    create("out", 1)
+    produce_ck("in", [(None, f"i{i}".encode(), None, 0) for i in range(20)])
+    c = ck.Consumer({"bootstrap.servers": BOOT, "group.id": "etl", "auto.offset.reset": "earliest",
+                     "enable.auto.commit": False})
+    c.subscribe(["in"])
+    for commit, want in [(False, 10), (True, 10)]:
+        got = []
+        deadline = time.time() + TIMEOUT
+        while len(got) < want and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append(m)
+        check(len(got) == want, f"etl consumed {len(got)}")
+        p.begin_transaction()
+        for m in got:
+            p.produce("out", value=m.value().upper())
+        offsets = [ck.TopicPartition("in", 0, got[-1].offset() + 1)]
+        p.send_offsets_to_transaction(offsets, c.consumer_group_metadata(), TIMEOUT)
+        if commit:
+            p.commit_transaction(TIMEOUT)
+        else:
+            p.abort_transaction(TIMEOUT)
+            # Rewind to what the group committed (nothing yet): the input is read again.
+            c.seek(ck.TopicPartition("in", 0, 0))
+    c.close()
+    committed_offsets = admin().list_consumer_group_offsets(
+        [ck.ConsumerGroupTopicPartitions("etl")])["etl"].result(TIMEOUT).topic_partitions
+    check([(t.topic, t.offset) for t in committed_offsets] == [("in", 10)],
+          f"etl's committed offsets: {committed_offsets}")
+    check(read_all_ck("out", "read_committed") == sorted(f"I{i}".encode() for i in range(10)),
+          "only the committed transformation is visible")
+
+    # A second instance with the same id fences the first.
+    p2 = ck.Producer({"bootstrap.servers": BOOT, "transactional.id": "tx-ck"})
+    p2.init_transactions(TIMEOUT)
+    try:
+        p.begin_transaction()
+        p.produce("tx", value=b"zombie")
+        p.commit_transaction(TIMEOUT)
+        check(False, "the fenced producer committed")
+    except ck.KafkaException as e:
+        check(e.args[0].fatal(), f"fenced: {e}")
+    p2.begin_transaction()
+    p2.produce("tx", value=b"p2")
+    p2.commit_transaction(TIMEOUT)
+    committed = sorted(committed + [b"p2"])
+    check(read_all_ck("tx", "read_committed") == committed, "after the fence")
+
+    # kafka-python's transactional producer.
+    kp = kafka.KafkaProducer(bootstrap_servers=BOOT, transactional_id="tx-kp")
+    kp.init_transactions()
+    for value, commit in [(b"kp-abort", False), (b"kp-commit", True)]:
+        kp.begin_transaction()
+        kp.send("tx", value=value, partition=1).get(TIMEOUT)
+        if commit:
+            kp.commit_transaction()
+        else:
+            kp.abort_transaction()
+    kp.close()
+    committed = sorted(committed + [b"kp-commit"])
+    check(read_all_ck("tx", "read_committed") == committed, "kafka-python's transactions")
+
+
 if __name__ == "__main__":
     globals()[f"scenario_{sys.argv[2]}"]()
     print(f"{sys.argv[2]}: ok")
