@@ -208,8 +208,6 @@ pub struct Partition {
     duplicate_waiters: HashMap<Ticket, Vec<Reply>>,
     /// Waiting for the state to load.
     deferred: Vec<Deferred>,
-    /// Compaction was skipped for open or aborted transactions (said once).
-    compaction_deferred_said: bool,
 }
 
 impl Partition {
@@ -249,7 +247,6 @@ impl Partition {
             parked_bytes: 0,
             duplicate_waiters: HashMap::new(),
             deferred: Vec::new(),
-            compaction_deferred_said: false,
         }
     }
 
@@ -713,22 +710,6 @@ impl Partition {
         let Some(policy) = self.config.compaction(self.limits.compaction_max_keys) else {
             return;
         };
-        // The cleaner does not know transactions: it would keep an aborted record as a key's
-        // latest, or clean below an open one. It waits until the partition holds neither.
-        if !self.ensure_loaded(ctx) {
-            return;
-        }
-        if self.producers.txns().has_transactions() {
-            if !self.compaction_deferred_said {
-                self.compaction_deferred_said = true;
-                eprintln!(
-                    "weir: {}: compaction waits: the partition holds open or aborted \
-                     transactions",
-                    self.tp
-                );
-            }
-            return;
-        }
         self.compaction_running = true;
         let log = self.log.clone();
         let tp = self.tp.clone();

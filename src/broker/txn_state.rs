@@ -55,11 +55,6 @@ impl PartitionTxns {
         self.open.is_empty() && self.aborted.is_empty() && self.fence.is_empty()
     }
 
-    /// Whether some transaction is open or aborted here (compaction waits for neither).
-    pub fn has_transactions(&self) -> bool {
-        !self.open.is_empty() || !self.aborted.is_empty()
-    }
-
     /// Whether `producer_id` has an open transaction here.
     pub fn is_open(&self, producer_id: i64) -> bool {
         self.open.contains_key(&producer_id)

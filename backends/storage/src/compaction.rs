@@ -29,6 +29,12 @@
 //! - Control batches, and batches whose records do not decode or whose record offsets do not
 //!   ascend inside the batch, are kept unchanged (the latter counted in
 //!   [`CompactionStats::unreadable_batches`]) and their keys are not mapped.
+//! - Transactions (Kafka's cleaner reads the same from its transaction index): a transactional
+//!   batch's keys count only once its producer's commit marker follows in the range; an
+//!   aborted transaction's batches never shadow anything and are removed (but for a
+//!   producer's last batch, kept whole as above); a transaction without its marker in the
+//!   range is still open, and the pass neither compacts nor counts anything from its first
+//!   batch on (Kafka's cleaner stops at the last stable offset). Markers stay.
 //! - A pass runs when at least [`CompactionPolicy::min_cleanable_dirty_ratio`] of the closed
 //!   part is dirty (not compacted by an earlier pass), when a tombstone an earlier pass kept has
 //!   expired, or when the oldest dirty unit is older than [`CompactionPolicy::max_lag_ms`]
@@ -54,7 +60,7 @@ use std::hash::BuildHasher;
 
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{Batch, LogRecord, DEFAULT_MAX_UNCOMPRESSED_BYTES};
+use crate::batch::{Batch, LogRecord, TxnMarker, DEFAULT_MAX_UNCOMPRESSED_BYTES};
 use crate::{BatchError, Offset};
 
 /// How a compacted log is cleaned.
@@ -194,8 +200,15 @@ pub enum Cleaned {
 pub struct KeyMap {
     hashers: (RandomState, RandomState),
     latest: HashMap<u128, Offset>,
-    /// The base offset of each idempotent producer's last batch in the range.
+    /// The base offset of each idempotent producer's last data batch in the range.
     last_of_producer: HashMap<i64, Offset>,
+    /// Per producer, the transaction whose marker has not come yet: its first offset and its
+    /// keys (mapped once the commit comes).
+    open_txns: HashMap<i64, (Offset, Vec<(u128, Offset)>)>,
+    /// Keys held in `open_txns`.
+    open_keys: usize,
+    /// Aborted transactions in the range: (producer, first offset, marker offset).
+    aborted: Vec<(i64, Offset, Offset)>,
     max_keys: usize,
     upto: Option<Offset>,
     records: u64,
@@ -209,6 +222,9 @@ impl KeyMap {
             hashers: (RandomState::new(), RandomState::new()),
             latest: HashMap::new(),
             last_of_producer: HashMap::new(),
+            open_txns: HashMap::new(),
+            open_keys: 0,
+            aborted: Vec::new(),
             max_keys,
             upto: None,
             records: 0,
@@ -225,36 +241,93 @@ impl KeyMap {
     /// pass then compacts only what was fed before it. The first batch is always taken.
     pub fn add(&mut self, batch: &Batch) -> bool {
         let count = usize::try_from(batch.record_count()).unwrap_or(0);
-        if self.upto.is_some() && self.latest.len() + count > self.max_keys {
+        if self.upto.is_some() && self.latest.len() + self.open_keys + count > self.max_keys {
             return false;
         }
         self.upto = Some(batch.next_offset());
-        if batch.producer_id() >= 0 {
-            self.last_of_producer
-                .insert(batch.producer_id(), batch.base_offset());
-        }
+        let pid = batch.producer_id();
         if batch.is_control() {
+            if pid >= 0 && batch.is_transactional() {
+                self.end_txn(pid, batch);
+            }
             return true;
+        }
+        if pid >= 0 {
+            self.last_of_producer.insert(pid, batch.base_offset());
         }
         if !is_well_formed(batch) {
             self.unreadable += 1;
             return true;
         }
+        let txn = pid >= 0 && batch.is_transactional();
+        if txn {
+            self.open_txns
+                .entry(pid)
+                .or_insert_with(|| (batch.base_offset(), Vec::new()));
+        }
         // Two streams over the records (the check above, then the keys): the decoded records of
         // a small compressed batch could take far more memory than the batch, so they are never
         // all held at once.
         let mut records = 0u64;
+        let mut keys = Vec::new();
         let decoded = batch.for_each_record(DEFAULT_MAX_UNCOMPRESSED_BYTES, |r| {
             records += 1;
             if let Some(key) = &r.record.key {
                 let h = self.hash(key);
-                self.latest.insert(h, r.offset);
+                if txn {
+                    keys.push((h, r.offset));
+                } else {
+                    self.map_key(h, r.offset);
+                }
             }
             true
         });
         debug_assert!(decoded.is_ok(), "checked just before");
+        if let Some((_, held)) = self.open_txns.get_mut(&pid).filter(|_| txn) {
+            self.open_keys += keys.len();
+            held.extend(keys);
+        }
         self.records += records;
         true
+    }
+
+    /// `key` has a record at `offset`: the latest unless a later one is mapped (a committed
+    /// transaction's keys are mapped at its marker, after later records of others).
+    fn map_key(&mut self, key: u128, offset: Offset) {
+        let latest = self.latest.entry(key).or_insert(offset);
+        *latest = (*latest).max(offset);
+    }
+
+    /// A marker of `pid`: its open transaction's keys are mapped (commit) or it is recorded as
+    /// aborted.
+    fn end_txn(&mut self, pid: i64, marker: &Batch) {
+        let Some((first, keys)) = self.open_txns.remove(&pid) else {
+            return;
+        };
+        self.open_keys -= keys.len();
+        match TxnMarker::of(marker) {
+            Some(m) if m.commit => {
+                for (key, offset) in keys {
+                    self.map_key(key, offset);
+                }
+            }
+            Some(_) => self.aborted.push((pid, first, marker.base_offset())),
+            // An unknown control type ends nothing; its producer's keys stay held.
+            None => {
+                self.open_keys += keys.len();
+                self.open_txns.insert(pid, (first, keys));
+            }
+        }
+    }
+
+    /// Whether `batch` belongs to a transaction this pass saw aborted.
+    fn is_aborted(&self, batch: &Batch) -> bool {
+        let (pid, base) = (batch.producer_id(), batch.base_offset());
+        batch.is_transactional()
+            && self
+                .aborted
+                .iter()
+                .any(|&(p, first, last)| p == pid && first <= base && base < last)
     }
 
     /// Takes in the next batch of a pass that starts at the log start: a batch below
@@ -264,16 +337,21 @@ impl KeyMap {
         if batch.next_offset() > cleaned_upto {
             return self.add(batch);
         }
-        if batch.producer_id() >= 0 {
+        if batch.producer_id() >= 0 && !batch.is_control() {
             self.last_of_producer
                 .insert(batch.producer_id(), batch.base_offset());
         }
         true
     }
 
-    /// The offset after the last batch taken in: the batches below it are the ones to clean.
+    /// The offset after the last batch taken in, or the first offset of a transaction still
+    /// open there if that is lower: the batches below it are the ones to clean.
     pub fn upto(&self) -> Option<Offset> {
-        self.upto
+        let open = self.open_txns.values().map(|&(first, _)| first).min();
+        match (self.upto, open) {
+            (Some(u), Some(first)) => Some(u.min(first)),
+            (u, _) => u,
+        }
     }
 
     /// The stats of the pass this map ends: it compacts below the end of what the map took
@@ -281,7 +359,7 @@ impl KeyMap {
     /// unreadable batches the first pass met. The second pass adds its part
     /// ([`KeyMap::clean`]).
     pub fn pass_stats(&self, checkpoint: &CleanerCheckpoint) -> CompactionStats {
-        let upto = self.upto.unwrap_or(checkpoint.cleaned_upto);
+        let upto = self.upto().unwrap_or(checkpoint.cleaned_upto);
         CompactionStats {
             cleaned_upto: upto.max(checkpoint.cleaned_upto),
             records_read: self.records,
@@ -295,15 +373,17 @@ impl KeyMap {
         self.unreadable
     }
 
-    /// Whether `r` survives: its key's latest record, and not a tombstone past the horizon.
-    fn survives(&self, r: &LogRecord, tombstone_horizon_ms: i64) -> bool {
+    /// Whether `r` survives: its key's latest record below `upto` (a record from an open
+    /// transaction's first offset on shadows nothing yet, as Kafka's cleaner maps only below
+    /// the last stable offset), and not a tombstone past the horizon.
+    fn survives(&self, r: &LogRecord, tombstone_horizon_ms: i64, upto: Offset) -> bool {
         let Some(key) = &r.record.key else {
             return false;
         };
         // A key not in the map lies in the part an earlier pass compacted, or in a batch the
         // map did not take: it has no later record in the mapped range.
         let latest = self.latest.get(&self.hash(key)).copied();
-        if latest.is_some_and(|l| l > r.offset) {
+        if latest.is_some_and(|l| l > r.offset && l < upto) {
             return false;
         }
         r.record.value.is_some() || r.record.timestamp_ms >= tombstone_horizon_ms
@@ -344,15 +424,19 @@ impl KeyMap {
         {
             return Ok(Cleaned::Unchanged);
         }
+        if self.is_aborted(batch) {
+            return Ok(Cleaned::Removed);
+        }
         if !is_well_formed(batch) {
             return Ok(Cleaned::Unchanged);
         }
         // A first stream decides (and notes the tombstones that stay); only a batch that loses
         // records is re-encoded, by a second one.
+        let upto = self.upto().unwrap_or(Offset::MAX);
         let mut removed = false;
         let mut oldest_tombstone = stats.oldest_tombstone_ms;
         batch.for_each_record(DEFAULT_MAX_UNCOMPRESSED_BYTES, |r| {
-            let survives = self.survives(&r, tombstone_horizon_ms);
+            let survives = self.survives(&r, tombstone_horizon_ms, upto);
             removed |= !survives;
             if survives && r.record.value.is_none() {
                 let ts = r.record.timestamp_ms;
@@ -365,7 +449,7 @@ impl KeyMap {
             return Ok(Cleaned::Unchanged);
         }
         Ok(
-            match batch.filtered(|r| self.survives(r, tombstone_horizon_ms))? {
+            match batch.filtered(|r| self.survives(r, tombstone_horizon_ms, upto))? {
                 None => Cleaned::Removed,
                 Some(b) => Cleaned::Rewritten(b),
             },
@@ -857,6 +941,80 @@ mod tests {
         assert!(
             values(&log).contains(&(6, Some("2".into()))),
             "6 is mapped, 7 is the head"
+        );
+    }
+
+    /// A transactional batch of `pid` (sequence `seq`) at `base`.
+    fn txn(pid: i64, seq: i32, base: Offset, key: &str, value: &str) -> Batch {
+        let mut b = BatchBuilder::new(Compression::None)
+            .producer(pid, 0, seq)
+            .transactional(true);
+        b.push(Record::new(NOW, value.to_string()).with_key(key.to_string()));
+        b.build(base).expect("build")
+    }
+
+    fn marker(pid: i64, base: Offset, commit: bool) -> Batch {
+        let m = TxnMarker {
+            commit,
+            coordinator_epoch: 0,
+        };
+        let mut b = m.batch(pid, 0, NOW).expect("marker");
+        b.set_base_offset(base);
+        b
+    }
+
+    #[test]
+    fn transactions_count_once_committed_never_when_aborted_and_stop_a_pass_while_open() {
+        let p = CompactionPolicy {
+            min_cleanable_dirty_ratio: 0.0,
+            ..CompactionPolicy::default()
+        };
+        let mut cp = CleanerCheckpoint::default();
+        let mut log = vec![
+            batch(0, NOW, &[(Some("a"), Some("a0")), (Some("b"), Some("b0"))]),
+            // Producer 7 aborts an update of a: it must not shadow a0.
+            txn(7, 0, 2, "a", "aborted"),
+            txn(7, 1, 3, "x", "aborted"),
+            marker(7, 4, false),
+            // Producer 8 commits b: it shadows b0, at its marker.
+            txn(8, 0, 5, "b", "b1"),
+            batch(6, NOW, &[(Some("c"), Some("c0"))]),
+            marker(8, 7, true),
+            // Producer 9 is still open: nothing from 8 on is compacted.
+            txn(9, 0, 8, "c", "open"),
+            batch(9, NOW, &[(Some("a"), Some("a1"))]),
+            batch(10, NOW, &[(Some("z"), Some("head"))]),
+        ];
+        assert!(pass(&mut log, &mut cp, &p));
+        assert_eq!(cp.cleaned_upto, 8, "stops at the open transaction");
+        let v = values(&log);
+        assert!(v.contains(&(0, Some("a0".into()))), "a0 stays: {v:?}");
+        assert!(
+            !v.contains(&(1, Some("b0".into()))),
+            "b1 committed over b0: {v:?}"
+        );
+        assert!(
+            !v.contains(&(2, Some("aborted".into()))),
+            "aborted batches go: {v:?}"
+        );
+        // Producer 7's last data batch stays whole (its sequence state), the marker too.
+        assert!(v.contains(&(3, Some("aborted".into()))), "{v:?}");
+        assert!(log.iter().any(|b| b.is_control() && b.base_offset() == 4));
+        assert!(v.contains(&(6, Some("c0".into()))) && v.contains(&(9, Some("a1".into()))));
+        // Once 9 commits, its c shadows c0 and a1 shadows a0.
+        log.push(marker(9, 11, true));
+        log.push(batch(12, NOW, &[(Some("z"), Some("head2"))]));
+        assert!(pass(&mut log, &mut cp, &p));
+        let v = values(&log);
+        assert!(!v.contains(&(6, Some("c0".into()))) && !v.contains(&(0, Some("a0".into()))));
+        assert!(v.contains(&(8, Some("open".into()))) && v.contains(&(9, Some("a1".into()))));
+        // The key map never counts an aborted key: the map's size bound holds keys held for
+        // open transactions too.
+        let mut m = KeyMap::new(1);
+        assert!(m.add(&txn(3, 0, 0, "k", "v")));
+        assert!(
+            !m.add(&batch(1, NOW, &[(Some("j"), Some("v"))])),
+            "full: k is held"
         );
     }
 }

@@ -1086,7 +1086,18 @@ fn keyed_batch(
     codec: Compression,
     producer: Option<(i64, i32)>,
 ) -> Batch {
-    let mut b = BatchBuilder::new(codec);
+    keyed_batch_of(recs, ts, codec, producer, false)
+}
+
+/// [`keyed_batch`], transactional when `transactional`.
+fn keyed_batch_of(
+    recs: &[(Option<&str>, Option<&str>)],
+    ts: i64,
+    codec: Compression,
+    producer: Option<(i64, i32)>,
+    transactional: bool,
+) -> Batch {
+    let mut b = BatchBuilder::new(codec).transactional(transactional);
     if let Some((id, seq)) = producer {
         b = b.producer(id, 0, seq);
     }
@@ -1414,10 +1425,12 @@ pub async fn compaction_model_check(
         let mut checkpoint = CleanerCheckpoint::default();
         let (mut start, mut end): (Offset, Offset) = (0, 0);
         let mut seq = [0i32; 2];
+        // Producer 2 is transactional: its batches wait for a commit or an abort marker.
+        let mut txn_open = false;
         for step in 0..steps {
             let ctx = format!("seed {seed} case {case} step {step}");
             let now = COMPACT_NOW + step as i64 * 10;
-            match rng.below(10) {
+            match rng.below(11) {
                 0..=3 => {
                     let n = 1 + rng.below(4) as usize;
                     let keys: Vec<Option<String>> = (0..n)
@@ -1441,7 +1454,22 @@ pub async fn compaction_model_check(
                         }
                     };
                     let codec = Compression::ALL[rng.below(5) as usize];
-                    let mut b = keyed_batch(&recs, now, codec, producer);
+                    let transactional = producer.is_some_and(|(id, _)| id == 2);
+                    txn_open |= transactional;
+                    let mut b = keyed_batch_of(&recs, now, codec, producer, transactional);
+                    let base = append_one(log.as_ref(), b.clone()).await;
+                    assert_eq!(base, end, "{ctx}");
+                    b.set_base_offset(base);
+                    end = b.next_offset();
+                    model.push(b);
+                }
+                10 if txn_open => {
+                    txn_open = false;
+                    let marker = crate::TxnMarker {
+                        commit: rng.below(2) == 0,
+                        coordinator_epoch: 0,
+                    };
+                    let mut b = marker.batch(2, 0, now).expect("marker");
                     let base = append_one(log.as_ref(), b.clone()).await;
                     assert_eq!(base, end, "{ctx}");
                     b.set_base_offset(base);
