@@ -848,3 +848,138 @@ async fn extreme_values_in_well_formed_requests_get_errors_not_panics() {
     server.shutdown().await;
     broker.shutdown().await.expect("shutdown");
 }
+
+/// Transactions on the wire: a read_committed Fetch stops at the last stable offset and lists
+/// aborted transactions, a read_uncommitted one does not; an OffsetFetch that requires stable
+/// offsets gets UNSTABLE_OFFSET_COMMIT while a transaction holds offsets of the partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_levels_and_unstable_offsets() {
+    use weir::protocol::kafka::messages::fetch::{FetchPartition, FetchRequest, FetchTopic};
+    use weir::protocol::kafka::messages::offset_fetch::{
+        OffsetFetchRequest, OffsetFetchRequestTopic,
+    };
+    use weir::storage::{BatchBuilder, CommittedOffset, Compression, Record, TopicPartition};
+
+    let (broker, server, _dir) = start().await;
+    broker
+        .create_topic("t", Some(1), vec![])
+        .await
+        .expect("create");
+    let (pid, epoch) = broker
+        .init_transactional_producer("tx", 60_000, -1, -1)
+        .await
+        .expect("init");
+    let txns = broker.transactions();
+    txns.add_partitions(&broker, "tx", pid, epoch, vec![("t".into(), 0)])
+        .await
+        .expect("add");
+    txns.add_offsets(&broker, "tx", pid, epoch, "g")
+        .await
+        .expect("add offsets");
+    let staged = CommittedOffset {
+        offset: 5,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp_ms: 0,
+    };
+    txns.commit_offsets(
+        &broker,
+        "tx",
+        pid,
+        epoch,
+        "g",
+        ("", -1),
+        vec![(TopicPartition::new("t", 0), staged)],
+    )
+    .await
+    .expect("stage");
+    let mut b = BatchBuilder::new(Compression::None)
+        .producer(pid, epoch, 0)
+        .transactional(true);
+    b.push(Record::new(1, "open"));
+    broker
+        .publish(
+            "t",
+            Some(0),
+            vec![b.build(0).expect("build")],
+            weir::Acks::All,
+        )
+        .await
+        .expect("publish");
+
+    let mut s = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let fetch = |isolation_level: i8| {
+        Request::Fetch(FetchRequest {
+            max_bytes: 1 << 20,
+            isolation_level,
+            topics: vec![FetchTopic {
+                topic: "t".into(),
+                partitions: vec![FetchPartition {
+                    partition_max_bytes: 1 << 20,
+                    ..FetchPartition::default()
+                }],
+                ..FetchTopic::default()
+            }],
+            ..FetchRequest::default()
+        })
+    };
+    let offsets = |require_stable: bool| {
+        Request::OffsetFetch(OffsetFetchRequest {
+            group_id: "g".into(),
+            topics: Some(vec![OffsetFetchRequestTopic {
+                name: "t".into(),
+                partition_indexes: vec![0],
+            }]),
+            require_stable,
+            ..OffsetFetchRequest::default()
+        })
+    };
+    let partition = |r: Response| match r {
+        Response::Fetch(f) => f.responses[0].partitions[0].clone(),
+        other => panic!("{other:?}"),
+    };
+    let offset = |r: Response| match r {
+        Response::OffsetFetch(f) => {
+            let p = &f.topics[0].partitions[0];
+            (p.error_code, p.committed_offset)
+        }
+        other => panic!("{other:?}"),
+    };
+
+    let committed = partition(call(&mut s, 12, 1, fetch(1)).await);
+    assert_eq!(
+        (committed.last_stable_offset, committed.high_watermark),
+        (0, 1)
+    );
+    assert!(
+        committed.records.is_none_or(|r| r.is_empty()),
+        "nothing stable yet"
+    );
+    let all = partition(call(&mut s, 12, 2, fetch(0)).await);
+    assert!(all.records.is_some_and(|r| !r.is_empty()));
+    assert_eq!(all.aborted_transactions, None);
+    assert_eq!(offset(call(&mut s, 7, 3, offsets(true)).await), (88, -1));
+    assert_eq!(offset(call(&mut s, 7, 4, offsets(false)).await), (0, -1));
+
+    txns.end(&broker, "tx", pid, epoch, false)
+        .await
+        .expect("abort");
+    let committed = partition(call(&mut s, 12, 5, fetch(1)).await);
+    assert_eq!(
+        (committed.last_stable_offset, committed.high_watermark),
+        (2, 2)
+    );
+    let aborted = committed
+        .aborted_transactions
+        .expect("a read_committed answer lists them");
+    assert_eq!((aborted[0].producer_id, aborted[0].first_offset), (pid, 0));
+    assert_eq!(
+        offset(call(&mut s, 7, 6, offsets(true)).await),
+        (0, -1),
+        "aborted: never"
+    );
+    server.shutdown().await;
+    broker.shutdown().await.expect("shutdown");
+}

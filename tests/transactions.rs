@@ -550,3 +550,105 @@ async fn without_a_snapshot_transactions_are_replayed_from_the_whole_log() {
     );
     h.shutdown().await.expect("shutdown");
 }
+
+fn keyed(pid: i64, epoch: i16, seq: i32, key: &str, value: &str) -> Batch {
+    let mut b = BatchBuilder::new(Compression::None);
+    if pid >= 0 {
+        b = b.producer(pid, epoch, seq).transactional(true);
+    }
+    b.push(Record::new(1, value.to_string()).with_key(key.to_string()));
+    b.build(0).expect("build")
+}
+
+/// A compacted topic written transactionally (Kafka Streams' changelogs with exactly-once):
+/// a committed update replaces the older value, an aborted one is removed and replaces
+/// nothing, an open one waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_committed_updates_and_drops_aborted_ones() {
+    for backend in [Backend::Memory, Backend::Segment, Backend::Sled] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = config(backend, dir.path());
+        c.broker.retention_check_interval_ms = 50;
+        let h = start_with(c).await;
+        let settings = [
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "1024"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ];
+        let settings = settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        h.create_topic("t", Some(1), settings)
+            .await
+            .expect("create");
+        let (pid, epoch) = h
+            .init_transactional_producer("tx", 60_000, -1, -1)
+            .await
+            .expect("init");
+        publish(&h, 0, keyed(-1, 0, 0, "a", "a0"))
+            .await
+            .expect("a0");
+        publish(&h, 0, keyed(-1, 0, 0, "b", "b0"))
+            .await
+            .expect("b0");
+        let end = |commit: bool| {
+            let h = h.clone();
+            async move {
+                h.transactions()
+                    .end(&h, "tx", pid, epoch, commit)
+                    .await
+                    .expect("end");
+            }
+        };
+        add(&h, "tx", pid, epoch, &[0]).await;
+        publish(&h, 0, keyed(pid, epoch, 0, "a", "a-aborted"))
+            .await
+            .expect("w");
+        end(false).await;
+        add(&h, "tx", pid, epoch, &[0]).await;
+        publish(&h, 0, keyed(pid, epoch, 1, "b", "b1"))
+            .await
+            .expect("w");
+        end(true).await;
+        add(&h, "tx", pid, epoch, &[0]).await;
+        publish(&h, 0, keyed(pid, epoch, 2, "a", "a-open"))
+            .await
+            .expect("w");
+        // Other keys push all of it out of the head (the active segment).
+        for i in 0..15 {
+            let v = format!("{i:0>200}");
+            publish(&h, 0, keyed(-1, 0, 0, "filler", &v))
+                .await
+                .expect("filler");
+        }
+        let want = |v: &[String]| {
+            v.contains(&"a0".to_string())
+                && v.contains(&"b1".to_string())
+                && v.contains(&"a-open".to_string())
+                && !v.contains(&"b0".to_string())
+                && !v.contains(&"a-aborted".to_string())
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = values(&h, 0, Isolation::ReadUncommitted).await;
+            if want(&v) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{backend:?}: not compacted as expected: {v:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Committed readers see a0 and b1 now, and a-open once it commits.
+        assert_eq!(
+            &values(&h, 0, Isolation::ReadCommitted).await[..2],
+            &strings(&["a0", "b1"])[..]
+        );
+        end(true).await;
+        let v = values(&h, 0, Isolation::ReadCommitted).await;
+        assert!(v.contains(&"a-open".to_string()), "{v:?}");
+        h.shutdown().await.expect("shutdown");
+    }
+}

@@ -35,8 +35,18 @@
 //! drops all pending state and fails every queued idempotent publish (see the module docs
 //! there for why).
 //!
-//! **Rebuild.** When the first idempotent publish reaches an actor started over a non-empty
-//! log (partitions that never see one never pay for it), a task rebuilds the producer state.
+//! # Transactions
+//! The producer state carries the partition's transactions ([`super::txn_state`]). A
+//! transactional batch opens its producer's transaction at its offset *before* its append
+//! starts (the log's end is known: one append at a time), and a marker
+//! ([`WriteTxnMarker`], from the coordinator, queued like a publish) closes it once written;
+//! so the last stable offset a fetch sees never passes undecided data. `read_committed`
+//! fetches read below it and get the aborted transactions in their range; they, the
+//! committed `ListOffsets` latest and markers wait for the state to load (`deferred`).
+//!
+//! **Rebuild.** When the first idempotent publish (or `read_committed` fetch, or marker)
+//! reaches an actor started over a non-empty log (partitions that never see one never pay for
+//! it), a task rebuilds the producer state.
 //! Until it finishes, idempotent publishes park (answered in order once it has); other
 //! publishes go straight on while nothing is parked, and park behind parked ones otherwise,
 //! so the order of arrival holds. A rebuild that fails (an unreadable log) makes idempotent

@@ -44,7 +44,7 @@
 //! the batches after it, or, without a usable snapshot (a crash), by replaying the log.
 //! Replaying only the tail is enough for idempotence but not here: an aborted transaction
 //! before the tail would be served as committed. So the first time a partition is added to
-//! a transaction, [`TxnLogs`] records it durably ("txn-log/<topic>/<partition>"), before
+//! a transaction, [`TxnLogs`] records it durably (`txn-log/<topic>/<partition>`), before
 //! any transactional batch can reach it, and a partition in that set replays its whole log
 //! when it has no usable snapshot. Every other partition keeps the cheap tail replay.
 
@@ -528,6 +528,23 @@ impl TxnCoordinator {
                 if commit { "commit" } else { "abort" }
             ))),
         }
+    }
+
+    /// The partitions of `group` with offsets staged by an undecided transaction: an
+    /// OffsetFetch that asks for stable offsets (KIP-447, `read_committed` consumers) gets
+    /// UNSTABLE_OFFSET_COMMIT for them and retries, instead of resuming before what the
+    /// transaction consumed.
+    pub async fn pending_offsets(&self, group: &str) -> HashSet<TopicPartition> {
+        let slots: Vec<Slot> = self.lock_slots().values().cloned().collect();
+        let mut out = HashSet::new();
+        for slot in slots {
+            if let Some(meta) = slot.lock().await.as_ref() {
+                if let Some(offsets) = meta.offsets.get(group) {
+                    out.extend(offsets.keys().cloned());
+                }
+            }
+        }
+        out
     }
 
     /// Checks that a transactional batch of `producer_id` at `epoch` may go to `tp`.

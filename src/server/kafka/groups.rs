@@ -307,6 +307,7 @@ pub(super) async fn fetch_offsets(
                     .collect()
             });
             let result = group_offsets(s, &g.group_id, wanted).await;
+            let unstable = unstable(s, &g.group_id, r.require_stable).await;
             groups.push(OffsetFetchResponseGroup {
                 group_id: g.group_id,
                 error_code: code(&result),
@@ -314,7 +315,6 @@ pub(super) async fn fetch_offsets(
                     .unwrap_or_default()
                     .into_iter()
                     .map(|(name, rows)| OffsetFetchResponseTopics {
-                        name,
                         partitions: rows
                             .into_iter()
                             .map(|(p, c)| OffsetFetchResponsePartitions {
@@ -322,9 +322,10 @@ pub(super) async fn fetch_offsets(
                                 committed_offset: c.offset,
                                 committed_leader_epoch: -1,
                                 metadata: Some(c.metadata),
-                                error_code: 0,
+                                error_code: unstable(&name, p),
                             })
                             .collect(),
+                        name,
                         ..OffsetFetchResponseTopics::default()
                     })
                     .collect(),
@@ -341,13 +342,13 @@ pub(super) async fn fetch_offsets(
             .collect()
     });
     let result = group_offsets(s, &r.group_id, wanted).await;
+    let unstable = unstable(s, &r.group_id, r.require_stable).await;
     OffsetFetchResponse {
         error_code: code(&result),
         topics: result
             .unwrap_or_default()
             .into_iter()
             .map(|(name, rows)| OffsetFetchResponseTopic {
-                name,
                 partitions: rows
                     .into_iter()
                     .map(|(p, c)| OffsetFetchResponsePartition {
@@ -355,12 +356,33 @@ pub(super) async fn fetch_offsets(
                         committed_offset: c.offset,
                         committed_leader_epoch: -1,
                         metadata: Some(c.metadata),
-                        error_code: 0,
+                        error_code: unstable(&name, p),
                     })
                     .collect(),
+                name,
             })
             .collect(),
         ..OffsetFetchResponse::default()
+    }
+}
+
+/// For an OffsetFetch with `require_stable` (v7+): the error code of a partition, by topic
+/// and index: UNSTABLE_OFFSET_COMMIT (88) while a transaction holds offsets of it not yet
+/// committed, else 0.
+async fn unstable(s: &Session, group: &str, require_stable: bool) -> impl Fn(&str, i32) -> i16 {
+    const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+    let pending = if require_stable {
+        s.broker.transactions().pending_offsets(group).await
+    } else {
+        Default::default()
+    };
+    move |topic: &str, partition: i32| {
+        let tp = weir_storage::TopicPartition::new(topic, partition);
+        if pending.contains(&tp) {
+            UNSTABLE_OFFSET_COMMIT
+        } else {
+            0
+        }
     }
 }
 
