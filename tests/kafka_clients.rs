@@ -169,8 +169,8 @@ fn aiokafka_admin() {
     scenario("aiokafka_admin");
 }
 
-/// Transactional producers and read_committed consumers of confluent-kafka and kafka-python;
-/// then kcat (librdkafka 2.0.2, read_committed by default) reads the committed records only.
+/// Transactional producers and read_committed consumers of confluent-kafka, kafka-python and
+/// aiokafka; then kcat (librdkafka 2.0.2, read_committed by default) reads the committed records only.
 #[test]
 fn transactions() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -182,13 +182,15 @@ fn transactions() {
     let mut expected: Vec<String> = (0..100)
         .map(|i| format!("c{i}"))
         .chain((0..10).map(|i| format!("d{i}")))
-        .chain(["open", "p2", "kp-commit"].map(String::from))
+        .chain(["open", "p2", "kp-commit", "aio-commit"].map(String::from))
         .collect();
     expected.sort_unstable();
     assert_eq!(got, expected, "{out}");
 }
 
-/// kafkajs speaks no flexible version at all (ApiVersions v2, Produce v7, Fetch v11).
+/// kafkajs speaks no flexible version at all (ApiVersions v2, Produce v7, Fetch v11); its
+/// transactional producer too (InitProducerId v1, AddPartitionsToTxn v1, EndTxn v1,
+/// TxnOffsetCommit v2).
 #[test]
 fn kafkajs_creates_produces_and_consumes_in_a_group() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

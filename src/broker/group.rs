@@ -712,9 +712,19 @@ impl Handler<CommitOffsets> for ConsumerGroup {
         if let Err(e) = checked {
             return AtomicResponse::new(Box::pin(async move { Err(e) }.into_actor(self)));
         }
+        self.store_offsets(msg.offsets)
+    }
+}
+
+impl ConsumerGroup {
+    /// Writes `offsets` to storage, then takes them as the group's committed offsets; the
+    /// group's next message waits for both.
+    fn store_offsets(
+        &mut self,
+        offsets: Vec<(TopicPartition, CommittedOffset)>,
+    ) -> AtomicResponse<Self, Result<(), BrokerError>> {
         let storage = self.storage.clone();
         let group = self.id.clone();
-        let offsets = msg.offsets;
         AtomicResponse::new(Box::pin(
             async move {
                 storage.commit_offsets(&group, &offsets).await?;
@@ -744,22 +754,7 @@ impl Handler<CommitTxnOffsets> for ConsumerGroup {
     type Result = AtomicResponse<Self, Result<(), BrokerError>>;
 
     fn handle(&mut self, msg: CommitTxnOffsets, _: &mut Self::Context) -> Self::Result {
-        let storage = self.storage.clone();
-        let group = self.id.clone();
-        let offsets = msg.offsets;
-        AtomicResponse::new(Box::pin(
-            async move {
-                storage.commit_offsets(&group, &offsets).await?;
-                Ok(offsets)
-            }
-            .into_actor(self)
-            .map(|r: Result<_, BrokerError>, act, _| {
-                for (tp, o) in r? {
-                    act.offsets.insert(tp, o);
-                }
-                Ok(())
-            }),
-        ))
+        self.store_offsets(msg.offsets)
     }
 }
 

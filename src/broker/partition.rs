@@ -931,7 +931,6 @@ async fn read(
     max_bytes: usize,
     upto: Option<Offset>,
 ) -> Result<FetchResult, BrokerError> {
-    let o = log.offsets();
     let mut batches = match upto {
         Some(upto) if from >= upto => Vec::new(),
         _ => log.read(from, max_bytes).await?,
@@ -939,7 +938,7 @@ async fn read(
     if let Some(upto) = upto {
         batches.retain(|b| b.base_offset() < upto);
     }
-    let o = if batches.is_empty() { o } else { log.offsets() };
+    let o = log.offsets();
     Ok(FetchResult {
         batches,
         high_watermark: o.end,

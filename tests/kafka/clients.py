@@ -854,6 +854,41 @@ def scenario_transactions():
     committed = sorted(committed + [b"kp-commit"])
     check(read_all_ck("tx", "read_committed") == committed, "kafka-python's transactions")
 
+    # aiokafka's transactional producer (older, non-flexible versions of the APIs) and its
+    # read_committed consumer.
+    import asyncio
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    async def aio():
+        p = AIOKafkaProducer(bootstrap_servers=BOOT, transactional_id="tx-aio")
+        await p.start()
+        try:
+            for value, commit in [(b"aio-abort", False), (b"aio-commit", True)]:
+                await p.begin_transaction()
+                await p.send_and_wait("tx", value=value, partition=0)
+                if commit:
+                    await p.commit_transaction()
+                else:
+                    await p.abort_transaction()
+        finally:
+            await p.stop()
+        c = AIOKafkaConsumer("tx", bootstrap_servers=BOOT, auto_offset_reset="earliest",
+                             enable_auto_commit=False, isolation_level="read_committed")
+        await c.start()
+        try:
+            got = []
+            while len(got) < len(committed) + 1:
+                batch = await c.getmany(timeout_ms=1000)
+                if not batch:
+                    break
+                got += [m.value for ms in batch.values() for m in ms]
+            return sorted(got)
+        finally:
+            await c.stop()
+
+    got = asyncio.run(asyncio.wait_for(aio(), TIMEOUT))
+    check(got == sorted(committed + [b"aio-commit"]), f"aiokafka read_committed: {len(got)} records")
+
 
 if __name__ == "__main__":
     globals()[f"scenario_{sys.argv[2]}"]()

@@ -18,6 +18,7 @@ const kafka = new Kafka({ brokers: [process.argv[2]], logLevel: logLevel.WARN })
   await c.disconnect();
   if (n !== 100) throw new Error(`consumed ${n}`);
   await adminCalls();
+  await transactions();
   console.log('kafkajs ok', n);
   process.exit(0);
 })().catch(e => { console.error('kafkajs failed', e); process.exit(1); });
@@ -59,3 +60,32 @@ async function adminCalls() {
 }
 
 setTimeout(() => { console.error('timeout'); process.exit(2); }, 60000);
+
+// A transactional producer (InitProducerId v1, AddPartitionsToTxn v1, EndTxn v1,
+// AddOffsetsToTxn v1, TxnOffsetCommit v2: no flexible versions) and a read_committed
+// consumer (kafkajs's default): the committed transaction is read, the aborted one never, and
+// the offsets sent with the committed one reach the group.
+async function transactions() {
+  const admin = kafka.admin(); await admin.connect();
+  await admin.createTopics({ topics: [{ topic: 'kjs-tx', numPartitions: 1 }] });
+  const p = kafka.producer({ transactionalId: 'kjs-tx', idempotent: true, maxInFlightRequests: 1 });
+  await p.connect();
+  for (const [prefix, commit] of [['a', false], ['c', true]]) {
+    const t = await p.transaction();
+    await t.send({ topic: 'kjs-tx', messages: Array.from({length: 5}, (_, i) => ({ value: prefix + i })) });
+    await t.sendOffsets({ consumerGroupId: 'kjs-tx-g', topics: [{ topic: 'kjs-tx', partitions: [{ partition: 0, offset: prefix === 'c' ? '7' : '3' }] }] });
+    if (commit) { await t.commit(); } else { await t.abort(); }
+  }
+  await p.disconnect();
+  const got = [];
+  const c = kafka.consumer({ groupId: 'kjs-tx-reader' }); await c.connect();
+  await c.subscribe({ topic: 'kjs-tx', fromBeginning: true });
+  await new Promise((resolve) => c.run({ eachMessage: async ({ message }) => { got.push(message.value.toString()); if (got.length === 5) resolve(); } }));
+  await new Promise((r) => setTimeout(r, 500));
+  await c.disconnect();
+  check(JSON.stringify(got.sort()) === '["c0","c1","c2","c3","c4"]', `read_committed ${JSON.stringify(got)}`);
+  const offsets = await admin.fetchOffsets({ groupId: 'kjs-tx-g', topics: ['kjs-tx'] });
+  const p0 = offsets[0].partitions.find(x => x.partition === 0);
+  check(p0.offset === '7', `offsets sent with the transaction ${JSON.stringify(offsets)}`);
+  await admin.disconnect();
+}
