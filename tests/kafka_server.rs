@@ -983,3 +983,106 @@ async fn isolation_levels_and_unstable_offsets() {
     server.shutdown().await;
     broker.shutdown().await.expect("shutdown");
 }
+
+/// DescribeTransactions and ListTransactions (what `kafka-transactions.sh` and admin UIs
+/// show): state, producer, timeout and partitions; filters by state, producer and age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_and_list_transactions() {
+    use weir::protocol::kafka::messages::describe_transactions::DescribeTransactionsRequest;
+    use weir::protocol::kafka::messages::list_transactions::ListTransactionsRequest;
+
+    let (broker, server, _dir) = start().await;
+    broker
+        .create_topic("t", Some(2), vec![])
+        .await
+        .expect("create");
+    let (pid, epoch) = broker
+        .init_transactional_producer("busy", 45_000, -1, -1)
+        .await
+        .expect("init");
+    broker
+        .transactions()
+        .add_partitions(
+            &broker,
+            "busy",
+            pid,
+            epoch,
+            vec![("t".into(), 1), ("t".into(), 0)],
+        )
+        .await
+        .expect("add");
+    let (idle, _) = broker
+        .init_transactional_producer("idle", 60_000, -1, -1)
+        .await
+        .expect("init");
+    let mut s = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+
+    let Response::DescribeTransactions(d) = call(
+        &mut s,
+        0,
+        1,
+        Request::DescribeTransactions(DescribeTransactionsRequest {
+            transactional_ids: vec!["busy".into(), "nope".into()],
+        }),
+    )
+    .await
+    else {
+        panic!("not a DescribeTransactions response");
+    };
+    let busy = &d.transaction_states[0];
+    assert_eq!(busy.error_code, 0);
+    assert_eq!(busy.transaction_state, "Ongoing");
+    assert_eq!((busy.producer_id, busy.producer_epoch), (pid, epoch));
+    assert_eq!(busy.transaction_timeout_ms, 45_000);
+    assert!(busy.transaction_start_time_ms > 0);
+    assert_eq!(busy.topics.len(), 1);
+    assert_eq!(
+        (
+            busy.topics[0].topic.as_str(),
+            &busy.topics[0].partitions[..]
+        ),
+        ("t", &[0, 1][..])
+    );
+    assert_eq!(
+        d.transaction_states[1].error_code, 105,
+        "TRANSACTIONAL_ID_NOT_FOUND"
+    );
+
+    async fn list(
+        s: &mut TcpStream,
+        id: i32,
+        states: &[&str],
+        producers: Vec<i64>,
+        duration: i64,
+    ) -> weir::protocol::kafka::messages::list_transactions::ListTransactionsResponse {
+        let request = Request::ListTransactions(ListTransactionsRequest {
+            state_filters: states.iter().map(|s| s.to_string()).collect(),
+            producer_id_filters: producers,
+            duration_filter: duration,
+        });
+        match call(s, 1, id, request).await {
+            Response::ListTransactions(l) => l,
+            other => panic!("{other:?}"),
+        }
+    }
+    let all = list(&mut s, 2, &[], vec![], -1).await;
+    let ids: Vec<&str> = all
+        .transaction_states
+        .iter()
+        .map(|t| t.transactional_id.as_str())
+        .collect();
+    assert_eq!(ids, ["busy", "idle"]);
+    let ongoing = list(&mut s, 3, &["Ongoing", "Bogus"], vec![], -1).await;
+    assert_eq!(ongoing.transaction_states.len(), 1);
+    assert_eq!(ongoing.unknown_state_filters, ["Bogus"]);
+    let by_producer = list(&mut s, 4, &[], vec![idle], -1).await;
+    assert_eq!(by_producer.transaction_states[0].transaction_state, "Empty");
+    assert!(list(&mut s, 5, &[], vec![], 3_600_000)
+        .await
+        .transaction_states
+        .is_empty());
+    server.shutdown().await;
+    broker.shutdown().await.expect("shutdown");
+}

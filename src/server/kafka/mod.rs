@@ -374,6 +374,10 @@ async fn handle(s: &Session, request: Request, version: i16) -> Response {
         }
         Request::AddOffsetsToTxn(r) => Response::AddOffsetsToTxn(txn::add_offsets(s, r).await),
         Request::EndTxn(r) => Response::EndTxn(txn::end_txn(s, r).await),
+        Request::DescribeTransactions(r) => {
+            Response::DescribeTransactions(txn::describe(s, r).await)
+        }
+        Request::ListTransactions(r) => Response::ListTransactions(txn::list(s, r).await),
         Request::TxnOffsetCommit(r) => {
             Response::TxnOffsetCommit(txn::txn_offset_commit(s, r).await)
         }

@@ -1,9 +1,11 @@
 //! Transactions: AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit and EndTxn, answered by
-//! the broker's transaction coordinator ([`crate::broker::transactions`]). Request fields in,
-//! Kafka error codes out; the rules live in the coordinator.
+//! the broker's transaction coordinator ([`crate::broker::transactions`]), and the admin views
+//! DescribeTransactions and ListTransactions. Request fields in, Kafka error codes out; the
+//! rules live in the coordinator.
 
 use weir_storage::{CommittedOffset, TopicPartition};
 
+use crate::broker::transactions::{TxnMeta, TxnStatus};
 use crate::broker::{now_ms, BrokerError};
 use crate::protocol::kafka::messages::add_offsets_to_txn::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse,
@@ -12,7 +14,14 @@ use crate::protocol::kafka::messages::add_partitions_to_txn::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
     AddPartitionsToTxnTopicResult,
 };
+use crate::protocol::kafka::messages::describe_transactions::{
+    DescribeTransactionsRequest, DescribeTransactionsResponse, DescribedTransactionState,
+    DescribedTransactionTopic,
+};
 use crate::protocol::kafka::messages::end_txn::{EndTxnRequest, EndTxnResponse};
+use crate::protocol::kafka::messages::list_transactions::{
+    ListTransactionsRequest, ListTransactionsResponse, ListedTransactionState,
+};
 use crate::protocol::kafka::messages::txn_offset_commit::{
     TxnOffsetCommitRequest, TxnOffsetCommitResponse, TxnOffsetCommitResponsePartition,
     TxnOffsetCommitResponseTopic,
@@ -182,4 +191,100 @@ pub(super) async fn end_txn(s: &Session, r: EndTxnRequest) -> EndTxnResponse {
 
 fn code(result: &Result<(), BrokerError>) -> i16 {
     result.as_ref().map_or_else(BrokerError::kafka_code, |()| 0)
+}
+
+/// TRANSACTIONAL_ID_NOT_FOUND.
+const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+
+/// When the open transaction started; -1 when none is open.
+fn start_time(meta: &TxnMeta) -> i64 {
+    match meta.status {
+        TxnStatus::Ongoing | TxnStatus::PrepareCommit | TxnStatus::PrepareAbort => meta.started_ms,
+        _ => -1,
+    }
+}
+
+/// DescribeTransactions: each id's state, producer, timeout and partitions.
+pub(super) async fn describe(
+    s: &Session,
+    r: DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
+    let mut transaction_states = Vec::with_capacity(r.transactional_ids.len());
+    for id in r.transactional_ids {
+        let Some(meta) = s.broker.transactions().describe(&id).await else {
+            transaction_states.push(DescribedTransactionState {
+                error_code: TRANSACTIONAL_ID_NOT_FOUND,
+                transactional_id: id,
+                producer_id: -1,
+                producer_epoch: -1,
+                transaction_start_time_ms: -1,
+                ..DescribedTransactionState::default()
+            });
+            continue;
+        };
+        let mut topics: Vec<DescribedTransactionTopic> = Vec::new();
+        for (topic, p) in &meta.partitions {
+            match topics.last_mut() {
+                Some(t) if &t.topic == topic => t.partitions.push(*p),
+                _ => topics.push(DescribedTransactionTopic {
+                    topic: topic.clone(),
+                    partitions: vec![*p],
+                }),
+            }
+        }
+        transaction_states.push(DescribedTransactionState {
+            error_code: 0,
+            transactional_id: id,
+            transaction_state: meta.status.name().to_string(),
+            transaction_timeout_ms: meta.timeout_ms,
+            transaction_start_time_ms: start_time(&meta),
+            producer_id: meta.producer_id,
+            producer_epoch: meta.epoch,
+            topics,
+        });
+    }
+    DescribeTransactionsResponse {
+        transaction_states,
+        ..DescribeTransactionsResponse::default()
+    }
+}
+
+/// ListTransactions: the ids matching every filter given (states by name, producer ids, open
+/// for at least `duration_filter` ms); state names Kafka does not know are sent back.
+pub(super) async fn list(s: &Session, r: ListTransactionsRequest) -> ListTransactionsResponse {
+    let known = |name: &String| TxnStatus::ALL.iter().any(|st| st.name() == name);
+    let unknown_state_filters: Vec<String> = r
+        .state_filters
+        .iter()
+        .filter(|f| !known(f))
+        .cloned()
+        .collect();
+    let now = now_ms();
+    let transaction_states = s
+        .broker
+        .transactions()
+        .list()
+        .await
+        .into_iter()
+        .filter(|(_, m)| {
+            r.state_filters.is_empty() || r.state_filters.iter().any(|f| f == m.status.name())
+        })
+        .filter(|(_, m)| {
+            r.producer_id_filters.is_empty() || r.producer_id_filters.contains(&m.producer_id)
+        })
+        .filter(|(_, m)| {
+            r.duration_filter < 0
+                || (start_time(m) >= 0 && now.saturating_sub(m.started_ms) >= r.duration_filter)
+        })
+        .map(|(id, m)| ListedTransactionState {
+            transactional_id: id,
+            producer_id: m.producer_id,
+            transaction_state: m.status.name().to_string(),
+        })
+        .collect();
+    ListTransactionsResponse {
+        unknown_state_filters,
+        transaction_states,
+        ..ListTransactionsResponse::default()
+    }
 }
