@@ -427,6 +427,7 @@ async fn the_coordinator_refuses_what_does_not_fit_the_transaction() {
     // Unknown ids and producer ids.
     let e = c.end(&h, "nope", pid, epoch, true).await;
     assert_eq!(e.map_err(|e| e.kafka_code()), Err(49));
+    assert_eq!(c.len(), 1, "an unknown id leaves nothing behind");
     let e = c.end(&h, "tx", pid + 1, epoch, true).await;
     assert_eq!(e.map_err(|e| e.kafka_code()), Err(49));
     // Nothing open: nothing to end.

@@ -278,6 +278,14 @@ impl TxnCoordinator {
         self.lock_slots().entry(id.to_string()).or_default().clone()
     }
 
+    /// The slot of an id InitProducerId created; requests naming another get
+    /// INVALID_PRODUCER_ID_MAPPING and leave nothing behind.
+    fn known_slot(&self, id: &str) -> Result<Slot, BrokerError> {
+        self.lock_slots().get(id).cloned().ok_or_else(|| {
+            BrokerError::InvalidProducerIdMapping(format!("unknown transactional id {id:?}"))
+        })
+    }
+
     fn index(&self, id: &str, producer_id: i64) {
         self.lock_index().insert(producer_id, id.to_string());
     }
@@ -422,7 +430,7 @@ impl TxnCoordinator {
         epoch: i16,
         partitions: Vec<(String, i32)>,
     ) -> Result<Vec<PartitionOutcome>, BrokerError> {
-        let slot = self.slot(id);
+        let slot = self.known_slot(id)?;
         let mut guard = slot.lock().await;
         let meta = current(&mut guard, id, producer_id, epoch)?;
         let outcomes: Vec<PartitionOutcome> = partitions
@@ -476,7 +484,7 @@ impl TxnCoordinator {
         if group.is_empty() {
             return Err(BrokerError::InvalidRequest("an empty group id".into()));
         }
-        let slot = self.slot(id);
+        let slot = self.known_slot(id)?;
         let mut guard = slot.lock().await;
         let meta = current(&mut guard, id, producer_id, epoch)?;
         let before = meta.status;
@@ -505,7 +513,7 @@ impl TxnCoordinator {
         member: (&str, i32),
         offsets: Vec<(TopicPartition, CommittedOffset)>,
     ) -> Result<(), BrokerError> {
-        let slot = self.slot(id);
+        let slot = self.known_slot(id)?;
         let mut guard = slot.lock().await;
         let meta = current(&mut guard, id, producer_id, epoch)?;
         if meta.status != TxnStatus::Ongoing || !meta.groups.contains(group) {
@@ -538,7 +546,7 @@ impl TxnCoordinator {
         epoch: i16,
         commit: bool,
     ) -> Result<(), BrokerError> {
-        let slot = self.slot(id);
+        let slot = self.known_slot(id)?;
         let mut guard = slot.lock().await;
         let meta = current(&mut guard, id, producer_id, epoch)?;
         use TxnStatus::*;
@@ -592,7 +600,7 @@ impl TxnCoordinator {
         let Some(id) = id else {
             return Err(not_added());
         };
-        let slot = self.slot(&id);
+        let slot = self.known_slot(&id).map_err(|_| not_added())?;
         let mut guard = slot.lock().await;
         let meta = current(&mut guard, &id, producer_id, epoch)?;
         if meta.status == TxnStatus::Ongoing
@@ -733,4 +741,46 @@ async fn complete(
     meta.offsets.clear();
     meta.updated_ms = now_ms();
     TxnCoordinator::persist(h, id, meta).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What is stored reads back whole, staged offsets (keyed by partition) included.
+    #[test]
+    fn a_stored_transaction_reads_back_whole() {
+        let mut meta = TxnMeta::new(42, 3, 60_000);
+        meta.open().expect("open");
+        meta.partitions.insert(("orders".into(), 2));
+        meta.groups.insert("etl".into());
+        meta.offsets.entry("etl".into()).or_default().insert(
+            TopicPartition::new("in", 1),
+            CommittedOffset {
+                offset: 17,
+                leader_epoch: -1,
+                metadata: "m".into(),
+                commit_timestamp_ms: 5,
+            },
+        );
+        let bytes = rmp_serde::to_vec_named(&meta).expect("encode");
+        let back: TxnMeta = rmp_serde::from_slice(&bytes).expect("decode");
+        assert_eq!(back, meta);
+        assert_eq!(back.status.name(), "Ongoing");
+    }
+
+    #[tokio::test]
+    async fn partitions_added_to_a_transaction_are_remembered_across_a_reload() {
+        let storage = weir_memory::MemoryStorage::new();
+        let logs = TxnLogs::load(&storage).await.expect("load");
+        let tp = TopicPartition::new("a.b-c_d", 7);
+        assert!(!logs.contains(&tp));
+        logs.mark(&storage, &tp).await.expect("mark");
+        logs.mark(&storage, &tp)
+            .await
+            .expect("again: nothing to do");
+        let reloaded = TxnLogs::load(&storage).await.expect("load");
+        assert!(reloaded.contains(&tp));
+        assert!(!reloaded.contains(&TopicPartition::new("a.b-c_d", 8)));
+    }
 }
