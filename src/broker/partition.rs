@@ -42,11 +42,12 @@
 //! ([`WriteTxnMarker`], from the coordinator, queued like a publish) closes it once written;
 //! so the last stable offset a fetch sees never passes undecided data. `read_committed`
 //! fetches read below it and get the aborted transactions in their range; they, the
-//! committed `ListOffsets` latest and markers wait for the state to load (`deferred`).
+//! committed `ListOffsets` latest and markers wait for the state to load (`deferred`), on a
+//! partition ever added to a transaction; on the others a committed read is a plain read.
 //!
-//! **Rebuild.** When the first idempotent publish (or `read_committed` fetch, or marker)
-//! reaches an actor started over a non-empty log (partitions that never see one never pay for
-//! it), a task rebuilds the producer state.
+//! **Rebuild.** When the first idempotent publish (or marker, or `read_committed` fetch of a
+//! transactional partition) reaches an actor started over a non-empty log (partitions that
+//! never see one never pay for it), a task rebuilds the producer state.
 //! Until it finishes, idempotent publishes park (answered in order once it has); other
 //! publishes go straight on while nothing is parked, and park behind parked ones otherwise,
 //! so the order of arrival holds. A rebuild that fails (an unreadable log) makes idempotent
@@ -218,6 +219,8 @@ pub struct Partition {
     duplicate_waiters: HashMap<Ticket, Vec<Reply>>,
     /// Waiting for the state to load.
     deferred: Vec<Deferred>,
+    /// The partition was added to a transaction (once true, for good).
+    transactional: bool,
 }
 
 impl Partition {
@@ -257,7 +260,19 @@ impl Partition {
             parked_bytes: 0,
             duplicate_waiters: HashMap::new(),
             deferred: Vec::new(),
+            transactional: false,
         }
+    }
+
+    /// Whether `read_committed` readers need the transaction state: only a partition ever
+    /// added to a transaction can hold transactional batches (the coordinator records it
+    /// durably before any can be written), so the others serve committed reads as they serve
+    /// the rest, without loading anything.
+    fn needs_txn_state(&mut self) -> bool {
+        if !self.transactional {
+            self.transactional = self.limits.txn_logs.contains(&self.tp);
+        }
+        self.transactional
     }
 
     /// Whether the producer and transaction state is loaded (or failed to load); starts
@@ -275,7 +290,8 @@ impl Partition {
     }
 
     /// The last stable offset: the log end unless a transaction is open. Before the state is
-    /// loaded, the log end (only `read_uncommitted` answers are given then).
+    /// loaded, the log end (only `read_uncommitted` answers, and committed answers of
+    /// partitions never added to a transaction, are given then).
     fn last_stable(&self) -> Offset {
         let end = self.offsets().end;
         match self.load {
@@ -1141,7 +1157,10 @@ impl Partition {
         reply: oneshot::Sender<Result<FetchResult, BrokerError>>,
         ctx: &mut Context<Self>,
     ) {
-        if msg.isolation == Isolation::ReadCommitted && !self.ensure_loaded(ctx) {
+        if msg.isolation == Isolation::ReadCommitted
+            && self.needs_txn_state()
+            && !self.ensure_loaded(ctx)
+        {
             self.deferred
                 .push(Box::new(move |act, ctx| act.fetch(msg, reply, ctx)));
             return;
@@ -1185,7 +1204,11 @@ impl Partition {
         ctx: &mut Context<Self>,
     ) {
         let committed = msg.isolation == Isolation::ReadCommitted;
-        if committed && msg.spec == OffsetSpec::Latest && !self.ensure_loaded(ctx) {
+        if committed
+            && msg.spec == OffsetSpec::Latest
+            && self.needs_txn_state()
+            && !self.ensure_loaded(ctx)
+        {
             self.deferred
                 .push(Box::new(move |act, ctx| act.list_offset(msg, reply, ctx)));
             return;
