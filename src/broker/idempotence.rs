@@ -918,6 +918,30 @@ mod tests {
         assert_eq!(check(&mut s, pb(1, 0, 1, 1)), Ok(Verdict::Append));
     }
 
+    /// Snapshots written before transactions (four fields) still restore, with no
+    /// transaction state; new ones carry it.
+    #[test]
+    fn snapshots_from_before_transactions_restore_and_new_ones_carry_them() {
+        let old = rmp_serde::to_vec(&(
+            SNAPSHOT_VERSION,
+            50i64,
+            false,
+            vec![(7i64, 0i16, vec![(0i32, 0i32, 10i64, 1i64)])],
+        ))
+        .expect("encode");
+        let (back, end) = ProducerStates::from_snapshot(&old).expect("an old snapshot");
+        assert_eq!((end, back.producer_count()), (50, 1));
+        assert!(back.txns().is_empty());
+
+        let mut s = ProducerStates::new(false);
+        s.txns_mut().begin(7, 3);
+        s.txns_mut().end(8, 1, 4, false);
+        let (back, _) =
+            ProducerStates::from_snapshot(&s.snapshot(10).expect("snapshot")).expect("restore");
+        assert_eq!(back.txns(), s.txns());
+        assert_eq!(back.txns().first_unstable(), Some(3));
+    }
+
     #[test]
     fn snapshots_round_trip_and_garbage_is_refused() {
         let mut s = ProducerStates::new(false);
