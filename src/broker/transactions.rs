@@ -286,6 +286,14 @@ impl TxnCoordinator {
         })
     }
 
+    /// The state of an id InitProducerId created, locked for one request.
+    async fn lock_known(
+        &self,
+        id: &str,
+    ) -> Result<tokio::sync::OwnedMutexGuard<Option<TxnMeta>>, BrokerError> {
+        Ok(self.known_slot(id)?.lock_owned().await)
+    }
+
     fn index(&self, id: &str, producer_id: i64) {
         self.lock_index().insert(producer_id, id.to_string());
     }
@@ -430,8 +438,7 @@ impl TxnCoordinator {
         epoch: i16,
         partitions: Vec<(String, i32)>,
     ) -> Result<Vec<PartitionOutcome>, BrokerError> {
-        let slot = self.known_slot(id)?;
-        let mut guard = slot.lock().await;
+        let mut guard = self.lock_known(id).await?;
         let meta = current(&mut guard, id, producer_id, epoch)?;
         let outcomes: Vec<PartitionOutcome> = partitions
             .into_iter()
@@ -484,8 +491,7 @@ impl TxnCoordinator {
         if group.is_empty() {
             return Err(BrokerError::InvalidRequest("an empty group id".into()));
         }
-        let slot = self.known_slot(id)?;
-        let mut guard = slot.lock().await;
+        let mut guard = self.lock_known(id).await?;
         let meta = current(&mut guard, id, producer_id, epoch)?;
         let before = meta.status;
         meta.open()?;
@@ -513,8 +519,7 @@ impl TxnCoordinator {
         member: (&str, i32),
         offsets: Vec<(TopicPartition, CommittedOffset)>,
     ) -> Result<(), BrokerError> {
-        let slot = self.known_slot(id)?;
-        let mut guard = slot.lock().await;
+        let mut guard = self.lock_known(id).await?;
         let meta = current(&mut guard, id, producer_id, epoch)?;
         if meta.status != TxnStatus::Ongoing || !meta.groups.contains(group) {
             return Err(BrokerError::InvalidTxnState(format!(
@@ -546,8 +551,7 @@ impl TxnCoordinator {
         epoch: i16,
         commit: bool,
     ) -> Result<(), BrokerError> {
-        let slot = self.known_slot(id)?;
-        let mut guard = slot.lock().await;
+        let mut guard = self.lock_known(id).await?;
         let meta = current(&mut guard, id, producer_id, epoch)?;
         use TxnStatus::*;
         match (meta.status, commit) {
