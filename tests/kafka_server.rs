@@ -1019,6 +1019,30 @@ async fn describe_and_list_transactions() {
         .await
         .expect("connect");
 
+    // An unknown partition: nothing is added, the others are OPERATION_NOT_ATTEMPTED.
+    {
+        use weir::protocol::kafka::messages::add_partitions_to_txn::{
+            AddPartitionsToTxnRequest, AddPartitionsToTxnTopic,
+        };
+        let request = Request::AddPartitionsToTxn(AddPartitionsToTxnRequest {
+            transactional_id: "idle".into(),
+            producer_id: idle,
+            producer_epoch: 0,
+            topics: vec![AddPartitionsToTxnTopic {
+                name: "t".into(),
+                partitions: vec![0, 9],
+            }],
+        });
+        let Response::AddPartitionsToTxn(a) = call(&mut s, 3, 7, request).await else {
+            panic!("not an AddPartitionsToTxn response");
+        };
+        let codes: Vec<i16> = a.results_by_topic_v3_and_below[0]
+            .results_by_partition
+            .iter()
+            .map(|p| p.partition_error_code)
+            .collect();
+        assert_eq!(codes, [55, 3]);
+    }
     let Response::DescribeTransactions(d) = call(
         &mut s,
         0,

@@ -3,6 +3,8 @@
 //! DescribeTransactions and ListTransactions. Request fields in, Kafka error codes out; the
 //! rules live in the coordinator.
 
+use std::collections::HashMap;
+
 use weir_storage::{CommittedOffset, TopicPartition};
 
 use crate::broker::transactions::{TxnMeta, TxnStatus};
@@ -54,21 +56,22 @@ pub(super) async fn add_partitions(
             wanted,
         )
         .await;
+    // One lookup per partition (a request may name many): the failed ones and their codes.
+    let (failed, whole): (HashMap<(String, i32), i16>, Option<i16>) = match &outcome {
+        Err(e) => (HashMap::new(), Some(e.kafka_code())),
+        Ok(outcomes) => (
+            outcomes
+                .iter()
+                .filter_map(|(tp, e)| Some((tp.clone(), e.as_ref()?.kafka_code())))
+                .collect(),
+            None,
+        ),
+    };
     let code_of = |topic: &str, partition: i32| -> i16 {
-        match &outcome {
-            Err(e) => e.kafka_code(),
-            Ok(outcomes) => {
-                let failed = outcomes.iter().any(|(_, e)| e.is_some());
-                let mine = outcomes
-                    .iter()
-                    .find(|((t, p), _)| t == topic && *p == partition)
-                    .and_then(|(_, e)| e.as_ref());
-                match (mine, failed) {
-                    (Some(e), _) => e.kafka_code(),
-                    (None, true) => OPERATION_NOT_ATTEMPTED,
-                    (None, false) => 0,
-                }
-            }
+        match (whole, failed.get(&(topic.to_string(), partition))) {
+            (Some(code), _) | (None, Some(&code)) => code,
+            (None, None) if failed.is_empty() => 0,
+            (None, None) => OPERATION_NOT_ATTEMPTED,
         }
     };
     AddPartitionsToTxnResponse {
