@@ -46,7 +46,8 @@
 //! before the tail would be served as committed. So the first time a partition is added to
 //! a transaction, [`TxnLogs`] records it durably (`txn-log/<topic>/<partition>`), before
 //! any transactional batch can reach it, and a partition in that set replays its whole log
-//! when it has no usable snapshot. Every other partition keeps the cheap tail replay.
+//! when it has no usable snapshot. Every other partition keeps the cheap tail replay, and
+//! serves `read_committed` reads as plain reads: it cannot hold a transactional batch.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
