@@ -273,6 +273,10 @@ async fn a_new_instance_aborts_what_the_old_one_left_open_and_fences_it() {
         .await
         .expect("init again");
     assert_eq!((same, new), (pid, old + 1));
+    // The retry of that request (KIP-360: it names what it replaced; its answer was lost) gets
+    // the same answer, not another epoch.
+    let retry = h.init_transactional_producer("tx", 60_000, pid, old).await;
+    assert_eq!(retry, Ok((pid, new)));
     assert_eq!(
         stable(&h, 0).await,
         (2, 2),
@@ -297,8 +301,14 @@ async fn a_new_instance_aborts_what_the_old_one_left_open_and_fences_it() {
     let e = h.transactions().end(&h, "tx", pid, old, true).await;
     assert_eq!(e.map_err(|e| e.kafka_code()), Err(47));
 
-    // The new one transacts from sequence 0 of its epoch.
+    // The new one transacts from sequence 0 of its epoch; once it has begun, the old
+    // request is no longer a retry.
     add(&h, "tx", pid, new, &[0]).await;
+    let late = h.init_transactional_producer("tx", 60_000, pid, old).await;
+    assert!(
+        matches!(late, Err(BrokerError::InvalidProducerEpoch { .. })),
+        "{late:?}"
+    );
     publish(&h, 0, txn(pid, new, 0, "fresh"))
         .await
         .expect("write");

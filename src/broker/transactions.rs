@@ -28,7 +28,8 @@
 //!   or whose id a newer instance initialised).
 //! - InitProducerId bumps the epoch (a fresh producer id once it would pass `i16::MAX - 1`),
 //!   aborting an open transaction with the new epoch first, which fences the old instance in
-//!   every partition it wrote to.
+//!   every partition it wrote to. Its retry (KIP-360: the producer id and epoch it replaced,
+//!   nothing begun since) gets the same answer again.
 //! - A transactional batch is accepted only from the current epoch of an `Ongoing`
 //!   transaction that added the partition ([`BrokerError::InvalidTxnState`] otherwise), so a
 //!   partition never opens a transaction its coordinator will not end.
@@ -182,6 +183,11 @@ pub struct TxnMeta {
     pub started_ms: i64,
     /// When the state last changed (ms).
     pub updated_ms: i64,
+    /// The producer id and epoch the last InitProducerId replaced: a retry of that request
+    /// (its answer lost) names them, and gets the current ones again while nothing happened
+    /// since (Kafka's KIP-360 rule). Absent in states stored before it.
+    #[serde(default)]
+    pub previous: Option<(i64, i16)>,
 }
 
 impl TxnMeta {
@@ -197,6 +203,7 @@ impl TxnMeta {
             offsets: BTreeMap::new(),
             started_ms: now,
             updated_ms: now,
+            previous: None,
         }
     }
 
@@ -376,6 +383,14 @@ impl TxnCoordinator {
                 let meta = TxnMeta::new(h.allocate_producer_id().await?, 0, timeout_ms);
                 guard.insert(meta)
             }
+            Some(meta)
+                if producer_id != -1
+                    && meta.status == TxnStatus::Empty
+                    && meta.previous == Some((producer_id, producer_epoch)) =>
+            {
+                // A retry of the InitProducerId that made the current epoch.
+                return Ok((meta.producer_id, meta.epoch));
+            }
             Some(meta) => {
                 if producer_id != -1
                     && (producer_id != meta.producer_id || producer_epoch != meta.epoch)
@@ -387,6 +402,7 @@ impl TxnCoordinator {
                     });
                 }
                 let old = meta.producer_id;
+                meta.previous = Some((meta.producer_id, meta.epoch));
                 if meta.epoch >= i16::MAX - 1 {
                     // Finish what is open with the old id first; the new id starts clean.
                     self.finish_open(h, id, meta).await?;
