@@ -120,19 +120,11 @@ impl Broker {
         let started = rx
             .await
             .map_err(|_| StartError::Thread("the actor system exited while starting".into()))?;
-        let (registry, routes, storage, system, arbiters, txn_logs) = match started {
+        let (registry, routes, storage, system, arbiters, (txns, txn_logs)) = match started {
             Ok(parts) => parts,
             Err(e) => {
                 let _ = thread.join();
                 return Err(e);
-            }
-        };
-        let txns = match TxnCoordinator::load(storage.as_ref()).await {
-            Ok(t) => t,
-            Err(e) => {
-                system.stop();
-                let _ = thread.join();
-                return Err(e.into());
             }
         };
         let handle = BrokerHandle {
@@ -167,7 +159,7 @@ type Started = (
     Arc<dyn Storage>,
     actix_rt::System,
     Vec<Arbiter>,
-    Arc<TxnLogs>,
+    (TxnCoordinator, Arc<TxnLogs>),
 );
 
 fn run_system(
@@ -188,8 +180,12 @@ fn run_system(
                 return false;
             }
         };
-        let txn_logs = match TxnLogs::load(storage.as_ref()).await {
-            Ok(t) => Arc::new(t),
+        // Transactional ids and the partitions that may hold transactions: one listing.
+        let (txns, txn_logs) = match storage.list_metadata().await {
+            Ok(m) => (
+                TxnCoordinator::from_metadata(&m),
+                Arc::new(TxnLogs::from_metadata(&m)),
+            ),
             Err(e) => {
                 let _ = tx.send(Err(e.into()));
                 return false;
@@ -228,7 +224,7 @@ fn run_system(
             storage,
             actix_rt::System::current(),
             arbiters,
-            txn_logs,
+            (txns, txn_logs),
         )))
         .is_ok()
     });

@@ -78,17 +78,22 @@ impl TxnLogs {
     /// # Errors
     /// A storage failure listing the metadata.
     pub async fn load(storage: &dyn Storage) -> Result<TxnLogs, StorageError> {
+        Ok(TxnLogs::from_metadata(&storage.list_metadata().await?))
+    }
+
+    /// The set in a listing of the storage's metadata.
+    pub fn from_metadata(metadata: &[(String, Vec<u8>)]) -> TxnLogs {
         let mut set = HashSet::new();
-        for (key, _) in storage.list_metadata().await? {
+        for (key, _) in metadata {
             let parsed = key
                 .strip_prefix(TXN_LOG_PREFIX)
                 .and_then(|rest| rest.rsplit_once('/'))
                 .and_then(|(topic, p)| Some(TopicPartition::new(topic, p.parse().ok()?)));
             set.extend(parsed);
         }
-        Ok(TxnLogs {
+        TxnLogs {
             set: RwLock::new(set),
-        })
+        }
     }
 
     /// Whether `tp` was ever added to a transaction.
@@ -246,19 +251,16 @@ pub struct TxnCoordinator {
 pub type PartitionOutcome = ((String, i32), Option<BrokerError>);
 
 impl TxnCoordinator {
-    /// The transactional ids `storage` holds. An entry that does not decode is reported and
-    /// skipped: its producer then gets [`BrokerError::InvalidProducerIdMapping`] and
-    /// initialises again.
-    ///
-    /// # Errors
-    /// A storage failure listing the metadata.
-    pub async fn load(storage: &dyn Storage) -> Result<TxnCoordinator, StorageError> {
+    /// The transactional ids in a listing of the storage's metadata. An entry that does not
+    /// decode is reported and skipped: its producer then gets
+    /// [`BrokerError::InvalidProducerIdMapping`] and initialises again.
+    pub fn from_metadata(metadata: &[(String, Vec<u8>)]) -> TxnCoordinator {
         let c = TxnCoordinator::default();
-        for (key, value) in storage.list_metadata().await? {
+        for (key, value) in metadata {
             let Some(id) = key.strip_prefix(TXN_META_PREFIX) else {
                 continue;
             };
-            match rmp_serde::from_slice::<TxnMeta>(&value) {
+            match rmp_serde::from_slice::<TxnMeta>(value) {
                 Ok(meta) => {
                     c.index(id, meta.producer_id);
                     c.lock_slots().insert(
@@ -271,7 +273,7 @@ impl TxnCoordinator {
                 }
             }
         }
-        Ok(c)
+        c
     }
 
     fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
