@@ -12,6 +12,10 @@
 //!   `batch.size=1000000`, acks=all), then consume them with librdkafka's default fetch
 //!   settings (printing the longest wait between two records and where it came: librdkafka's
 //!   1 s fetch backoff), and again with `fetch.queue.backoff.ms=10`;
+//! - the same librdkafka through its batch calls, as an application that moves many records
+//!   at once uses it: `rd_kafka_produce_batch` (10,000 records per call, copied, partition 0)
+//!   and `rd_kafka_consume_batch_queue` (up to 10,000 per call, what confluent-kafka's
+//!   `Consumer.consume(num_messages)` calls), same settings otherwise;
 //! - kcat (Debian's package, its own librdkafka): `kcat -P -l` from a file of N lines with
 //!   the same producer settings, then `kcat -C` with librdkafka's defaults;
 //! - a lean Kafka client built on Weir's own codec (batches of 9,000 records, 5 produce
@@ -124,24 +128,30 @@ async fn create(boot: &str, topic: &str) {
     assert!(r.iter().all(Result::is_ok), "{r:?}");
 }
 
+/// The benchmark's producer settings (issue 5's): `linger.ms=5`, `batch.size=1000000`,
+/// acks=all, and room for all `n` records in the client's queue, so that a send never waits
+/// for the broker.
+fn producer_config(boot: &str, n: u64) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", boot)
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("acks", "all")
+        .set("queue.buffering.max.messages", n.max(1_000_000).to_string())
+        .set(
+            "queue.buffering.max.kbytes",
+            (n / 4).max(1_048_576).to_string(),
+        );
+    config
+}
+
 /// Records/s producing `n` records of 100 bytes with librdkafka, until the last delivery
 /// report; and the records/s of the send loop alone (`send` never waits for the broker here:
 /// the client's queue holds all `n` records), the most this client could reach against any
 /// broker.
 fn produce(boot: &str, topic: &str, n: u64) -> (f64, f64) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", boot)
-        .set("linger.ms", "5")
-        .set("batch.size", "1000000")
-        .set("acks", "all")
-        // Room for every record, so that `send` never waits for the broker.
-        .set("queue.buffering.max.messages", n.max(1_000_000).to_string())
-        .set(
-            "queue.buffering.max.kbytes",
-            (n / 4).max(1_048_576).to_string(),
-        )
-        .create()
-        .expect("producer");
+    let producer: BaseProducer = producer_config(boot, n).create().expect("producer");
     let value = [b'w'; 100];
     let start = Instant::now();
     for _ in 0..n {
@@ -168,6 +178,129 @@ fn produce(boot: &str, topic: &str, n: u64) -> (f64, f64) {
     }
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     (rate(start.elapsed()), rate(sent))
+}
+
+/// Records/s producing `n` records as [`produce`] does (the same settings), but handed to
+/// librdkafka 10,000 at a time with `rd_kafka_produce_batch` (its C API for enqueueing many
+/// records under one lock, `RD_KAFKA_MSG_F_COPY` as `send` does) to partition 0 (no
+/// partitioner call per record); and the records/s of that hand-off loop alone. The same
+/// client library doing the same work with less of its own CPU per record.
+#[allow(unsafe_code)] // librdkafka's batch calls have no safe wrapper in the rdkafka crate
+fn produce_batched(boot: &str, topic: &str, n: u64) -> (f64, f64) {
+    use rdkafka::bindings as rd;
+    const CHUNK: u64 = 10_000;
+    let producer: BaseProducer = producer_config(boot, n).create().expect("producer");
+    let name = std::ffi::CString::new(topic).expect("topic name");
+    // SAFETY: a valid client handle and NUL-terminated name; the handle is released below.
+    let rkt = unsafe {
+        rd::rd_kafka_topic_new(
+            producer.client().native_ptr(),
+            name.as_ptr(),
+            std::ptr::null_mut(),
+        )
+    };
+    assert!(!rkt.is_null(), "rd_kafka_topic_new");
+    let mut value = [b'w'; 100];
+    let message = rd::rd_kafka_message_t {
+        err: rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
+        rkt: std::ptr::null_mut(),
+        partition: 0,
+        payload: value.as_mut_ptr().cast(),
+        len: value.len(),
+        key: std::ptr::null_mut(),
+        key_len: 0,
+        offset: 0,
+        _private: std::ptr::null_mut(),
+    };
+    let mut messages = vec![message; CHUNK as usize];
+    let start = Instant::now();
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(CHUNK) as usize;
+        // SAFETY: `k` initialised messages; with RD_KAFKA_MSG_F_COPY librdkafka copies each
+        // payload before returning, and a null `_private` is the `()` delivery opaque.
+        let queued = unsafe {
+            rd::rd_kafka_produce_batch(
+                rkt,
+                0,
+                rd::RD_KAFKA_MSG_F_COPY,
+                messages.as_mut_ptr(),
+                k as i32,
+            )
+        };
+        if queued as usize != k {
+            let e = messages[..k]
+                .iter()
+                .find(|m| m.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
+            panic!(
+                "produce_batch queued {queued} of {k}: {:?}",
+                e.map(|m| m.err)
+            );
+        }
+        left -= k as u64;
+    }
+    let sent = start.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while producer.in_flight_count() > 0 {
+        assert!(Instant::now() < deadline, "not delivered in 120 s");
+        producer.poll(Duration::from_millis(1));
+    }
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    let result = (rate(start.elapsed()), rate(sent));
+    // SAFETY: every message is delivered; nothing refers to the topic handle any more.
+    unsafe { rd::rd_kafka_topic_destroy(rkt) };
+    result
+}
+
+/// Records/s consuming `n` records from the beginning as [`consume`] does (librdkafka's
+/// defaults plus `extra`, timed from the first record), but polled 10,000 at a time with
+/// `rd_kafka_consume_batch_queue`, the call confluent-kafka's `Consumer.consume(num_messages)`
+/// makes: the application thread's cost per record drops, leaving the client's fetch thread
+/// more of the machine.
+#[allow(unsafe_code)] // librdkafka's batch calls have no safe wrapper in the rdkafka crate
+fn consume_batched(boot: &str, topic: &str, n: u64, extra: &[(&str, &str)]) -> f64 {
+    use rdkafka::bindings as rd;
+    const CHUNK: usize = 10_000;
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", boot)
+        .set("group.id", "kafka-bench")
+        .set("enable.auto.commit", "false");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer = config.create().expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+    // SAFETY: a valid consumer handle; the queue reference is released below.
+    let queue = unsafe { rd::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
+    assert!(!queue.is_null(), "rd_kafka_queue_get_consumer");
+    let mut batch: Vec<*mut rd::rd_kafka_message_t> = vec![std::ptr::null_mut(); CHUNK];
+    let (mut got, mut start) = (0u64, None);
+    while got < n {
+        // SAFETY: room for CHUNK message pointers; each returned message is destroyed below.
+        let k =
+            unsafe { rd::rd_kafka_consume_batch_queue(queue, 10_000, batch.as_mut_ptr(), CHUNK) };
+        assert!(k > 0, "no record for 10 s after {got}");
+        start.get_or_insert_with(Instant::now);
+        for &m in &batch[..k as usize] {
+            // SAFETY: a message librdkafka returned, read once and destroyed once.
+            let err = unsafe { (*m).err };
+            unsafe { rd::rd_kafka_message_destroy(m) };
+            assert_eq!(
+                err,
+                rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
+                "consume after {got}"
+            );
+            got += 1;
+        }
+    }
+    let elapsed = start.map_or(Duration::ZERO, |s| s.elapsed());
+    // SAFETY: the reference taken above.
+    unsafe { rd::rd_kafka_queue_destroy(queue) };
+    (n - 1) as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
 /// Collects the median round trip of the broker's requests in each statistics window
@@ -570,7 +703,8 @@ fn compare_with() -> Option<(String, String, Option<u32>)> {
 
 /// The librdkafka phases against one broker, on fresh topics that are deleted afterwards:
 /// `rdkafka` produce, consume with the defaults and with a 10 ms queue backoff, the poll
-/// loop's own rate ([`consume_poll_loop`]), and, if
+/// loop's own rate ([`consume_poll_loop`]), the batch calls ([`produce_batched`],
+/// [`consume_batched`]), and, if
 /// `with_kcat`, kcat produce and consume. Figures are labelled `{name} ...`; `cpu` reads the
 /// CPU seconds of the broker process (when its id is known) and of this process.
 async fn kafka_phases(
@@ -611,6 +745,24 @@ async fn kafka_phases(
         .await
         .expect("consume");
     delete(boot, &topic).await;
+    // The same client through its batch calls (produce_batch, consume_batch_queue).
+    let btopic = format!("{name}-batched-{run}");
+    create(boot, &btopic).await;
+    let (b2, t2) = (boot.to_string(), btopic.clone());
+    let (bp, bs) = tokio::task::spawn_blocking(move || produce_batched(&b2, &t2, n))
+        .await
+        .expect("produce");
+    let (b2, t2) = (boot.to_string(), btopic.clone());
+    let bc = tokio::task::spawn_blocking(move || consume_batched(&b2, &t2, n, &[]))
+        .await
+        .expect("consume");
+    let (b2, t2) = (boot.to_string(), btopic.clone());
+    let bt = tokio::task::spawn_blocking(move || {
+        consume_batched(&b2, &t2, n, &[("fetch.queue.backoff.ms", "10")])
+    })
+    .await
+    .expect("consume");
+    delete(boot, &btopic).await;
     let mut row: Row = vec![
         (format!("{name} rdkafka produce"), kp),
         (format!("{name} rdkafka produce: send loop alone"), ks),
@@ -628,6 +780,16 @@ async fn kafka_phases(
         (
             format!("{name} rdkafka consume, backoff 10 ms: round trip µs"),
             rtt,
+        ),
+        (format!("{name} rdkafka batch calls: produce"), bp),
+        (
+            format!("{name} rdkafka batch calls: hand-off loop alone"),
+            bs,
+        ),
+        (format!("{name} rdkafka batch calls: consume"), bc),
+        (
+            format!("{name} rdkafka batch calls: consume, backoff 10 ms"),
+            bt,
         ),
     ];
     if let [Some(s0), Some(s1), Some(s2)] = [s0, s1, s2] {
@@ -819,6 +981,11 @@ async fn main() {
         100.0 * m("weir kcat consume") / m("native consume"),
     );
     println!(
+        "kafka (librdkafka's batch calls) / native: produce {:.0}%, consume {:.0}%",
+        100.0 * m("weir rdkafka batch calls: produce") / m("native produce"),
+        100.0 * m("weir rdkafka batch calls: consume") / m("native consume"),
+    );
+    println!(
         "lean kafka / native: produce {:.0}%, consume {:.0}%",
         100.0 * m("lean kafka produce") / m("native produce"),
         100.0 * m("lean kafka consume") / m("native consume"),
@@ -838,10 +1005,12 @@ async fn main() {
             )
         };
         println!(
-            "weir / {name} (median of the runs' ratios): rdkafka produce {:.2}, consume {:.2}, consume 10 ms backoff {:.2}",
+            "weir / {name} (median of the runs' ratios): rdkafka produce {:.2}, consume {:.2}, consume 10 ms backoff {:.2}; batch calls: produce {:.2}, consume {:.2}",
             ratio("rdkafka produce"),
             ratio("rdkafka consume"),
             ratio("rdkafka consume, backoff 10 ms"),
+            ratio("rdkafka batch calls: produce"),
+            ratio("rdkafka batch calls: consume"),
         );
     }
 }
@@ -850,7 +1019,8 @@ fn print_row(row: &Row) {
     for (label, value) in row {
         if label.contains("CPU") {
             println!("  {label:<50} {value:>10.3}");
-        } else if label.ends_with("µs") || label.ends_with(" ms") || label.ends_with("record") {
+        } else if label.ends_with("µs") || label.ends_with("pause ms") || label.ends_with("record")
+        {
             println!("  {label:<50} {value:>10.0}");
         } else {
             println!("  {label:<50} {value:>10.0}/s");

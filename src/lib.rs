@@ -21,6 +21,10 @@
 //! `client::RemoteTransport`, the native codec and the broker's vocabulary
 //! ([`broker::types`], [`BrokerError`]).
 
+// Weir's shipped code has no unsafe code (the workspace denies it; only a benchmark's calls
+// into librdkafka are allowed it).
+#![forbid(unsafe_code)]
+
 pub mod broker;
 pub mod client;
 pub mod config;

@@ -8,6 +8,10 @@
 //! - `weir topic|produce|consume|group ... [--broker ADDR]`: a client of a running broker
 //!   ([`cli`]).
 
+// Weir's shipped code has no unsafe code (the workspace denies it; only a benchmark's calls
+// into librdkafka are allowed it).
+#![forbid(unsafe_code)]
+
 mod bench;
 mod cli;
 

@@ -9,6 +9,10 @@
 //! its passes over a snapshot of the batches, off the lock, and swaps the changed batches in by
 //! base offset under the write lock. Metadata and group offsets live in ordered maps.
 
+// Weir's shipped code has no unsafe code (the workspace denies it; only a benchmark's calls
+// into librdkafka are allowed it).
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 

@@ -67,6 +67,9 @@
 //! Opening a log reads and CRC-checks all its batches (recovery, and the log's size). sled has
 //! no time index, so `offset_for_time` scans batches from the start offset until it finds one.
 
+// Weir's shipped code has no unsafe code (the workspace denies it; only a benchmark's calls
+// into librdkafka are allowed it).
+#![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 mod codec;
