@@ -8,14 +8,21 @@
 //!     start-offset                 the log start offset, when it lies inside a segment
 //!     compacted-upto               below this offset compaction may have left gaps
 //!     snapshot                     the owner's snapshot (`save_snapshot`), when there is one
+//!     <base>.<end>.swap            a decided merge of the segments from base to end (transient)
 //! ```
 //!
-//! Compaction ([`PartitionLog::compact`]) rewrites sealed segments one at a time: the batches
-//! that survive go to `<base>.cleaned.tmp`, which is synced and renamed over the segment under
-//! the writer lock (a reader that planned on the old file keeps reading its still-open inode).
-//! `compacted-upto` is made durable before the first rename: below it a gap between batches is
-//! what compaction removed, anywhere else it is corruption. A segment left with nothing is
-//! deleted, except the first one, which stays (empty) to anchor the log start.
+//! Compaction ([`PartitionLog::compact`]) rewrites sealed segments a group at a time: runs of
+//! neighbouring segments whose bytes together fit in `segment.bytes` (Kafka's cleaner groups
+//! them alike) become one segment, so that a compacted log does not keep one ever smaller file
+//! (and open descriptor) per segment it ever rolled. The batches that survive go to
+//! `<base>.cleaned.tmp`, synced. A lone segment's rewrite is renamed over it under the writer
+//! lock (a reader that planned on the old file keeps reading its still-open inode). A merge is
+//! renamed to `<base>.<end>.swap` (from then on it is decided), the group's files are deleted,
+//! and the swap file is renamed to `<base>.log`; recovery finishes a merge a crash interrupted
+//! by the same steps. `compacted-upto` is made durable before the first rename: below it a gap
+//! between batches is what compaction removed, anywhere else it is corruption. A group left
+//! with nothing is deleted, except the log's first segment, which stays (empty) to anchor the
+//! log start.
 //!
 //! Concurrency. Two locks with distinct jobs:
 //! - `writer` (a `std::sync::Mutex`, taken only on blocking threads) serializes everything that
@@ -184,7 +191,7 @@ impl SegmentLog {
     /// Opens (creating if needed) the log in `dir` and recovers it. Blocking: call it from a
     /// blocking thread.
     ///
-    /// Recovery: stray temporary files are removed; sealed segments load their index file or,
+    /// Recovery: interrupted merges are finished, stray temporary files removed; sealed segments load their index file or,
     /// when it is missing or stale, are scanned (any bad batch is `Corrupt`); the active segment
     /// is always scanned and a torn tail is cut (truncate + fsync); segments entirely below the
     /// start checkpoint are deleted; the segments must continue each other's offsets.
@@ -193,6 +200,7 @@ impl SegmentLog {
     /// I/O errors and [`StorageError::Corrupt`].
     pub fn open_blocking(dir: &Path, cfg: &LogConfig) -> Result<SegmentLog> {
         crate::fsutil::create_dir_durable(dir)?;
+        finish_merges(dir)?;
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir)
             .map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?
@@ -692,6 +700,8 @@ fn for_each_batch(
 
 /// A sealed segment of a compaction pass.
 struct Closed {
+    /// Its position among the log's segments when the pass began.
+    at: usize,
     base: Offset,
     next: Offset,
     len: u64,
@@ -720,10 +730,12 @@ impl Inner {
             let closed: Vec<Closed> = st
                 .segments
                 .iter()
+                .enumerate()
                 .take(sealed)
-                .filter(|s| !s.is_empty())
-                .take_while(|s| policy.is_cleanable(s.max_ts, now_ms))
-                .map(|s| Closed {
+                .filter(|(_, s)| !s.is_empty())
+                .take_while(|(_, s)| policy.is_cleanable(s.max_ts, now_ms))
+                .map(|(at, s)| Closed {
+                    at,
                     base: s.base,
                     next: s.next,
                     len: s.len,
@@ -763,45 +775,55 @@ impl Inner {
         let mut stats = map.pass_stats(&checkpoint);
         let upto = stats.cleaned_upto;
 
-        // Second pass: each segment below `upto` that loses anything is rewritten and swapped.
+        // Second pass: the segments below `upto`, in groups that fit in one segment together;
+        // a group of one that loses anything is rewritten and swapped, a larger group is
+        // merged into one segment.
         let horizon = policy.tombstone_horizon(now_ms);
-        for c in closed.iter().take_while(|c| c.base < upto) {
+        let below: Vec<&Closed> = closed.iter().take_while(|c| c.base < upto).collect();
+        for group in merge_groups(&below, self.config().segment_bytes) {
             // A log closing or failed meanwhile is left as it is.
             if self.closing.load(Ordering::Acquire) {
                 return Err(StorageError::Closed);
             }
             self.check_usable()?;
-            let mut rewrite: Option<Rewrite> = None;
+            let first = group[0];
+            // A merge writes every batch anew; a lone segment only from its first change on.
+            let mut rewrite: Option<Rewrite> = match group.len() {
+                1 => None,
+                _ => Some(self.start_rewrite(first, 0, Vec::new())?),
+            };
             let mut infos = Vec::new();
-            for_each_batch(&c.plan, c.base, c.next, |b, pos| {
-                let cleaned = if b.next_offset() <= start || b.next_offset() > upto {
-                    Cleaned::Unchanged
-                } else {
-                    map.clean(&b, horizon, &mut stats)?
-                };
-                if cleaned != Cleaned::Unchanged && rewrite.is_none() {
-                    rewrite = Some(self.start_rewrite(c, pos, std::mem::take(&mut infos))?);
-                }
-                let kept = match cleaned {
-                    Cleaned::Unchanged => Some(b),
-                    Cleaned::Rewritten(nb) => Some(nb),
-                    Cleaned::Removed => None,
-                };
-                if let Some(kept) = kept {
-                    match &mut rewrite {
-                        Some(r) => {
-                            (&r.file).write_all(kept.as_bytes()).map_err(|e| {
-                                StorageError::io(format!("writing {}", r.path.display()), e)
-                            })?;
-                            r.infos.push(BatchInfo::of(&kept));
-                        }
-                        None => infos.push(BatchInfo::of(&kept)),
+            for c in &group {
+                for_each_batch(&c.plan, c.base, c.next, |b, pos| {
+                    let cleaned = if b.next_offset() <= start || b.next_offset() > upto {
+                        Cleaned::Unchanged
+                    } else {
+                        map.clean(&b, horizon, &mut stats)?
+                    };
+                    if cleaned != Cleaned::Unchanged && rewrite.is_none() {
+                        rewrite = Some(self.start_rewrite(c, pos, std::mem::take(&mut infos))?);
                     }
-                }
-                Ok(true)
-            })?;
+                    let kept = match cleaned {
+                        Cleaned::Unchanged => Some(b),
+                        Cleaned::Rewritten(nb) => Some(nb),
+                        Cleaned::Removed => None,
+                    };
+                    if let Some(kept) = kept {
+                        match &mut rewrite {
+                            Some(r) => {
+                                (&r.file).write_all(kept.as_bytes()).map_err(|e| {
+                                    StorageError::io(format!("writing {}", r.path.display()), e)
+                                })?;
+                                r.infos.push(BatchInfo::of(&kept));
+                            }
+                            None => infos.push(BatchInfo::of(&kept)),
+                        }
+                    }
+                    Ok(true)
+                })?;
+            }
             if let Some(r) = rewrite {
-                self.swap_segment(c, r, upto)?;
+                self.swap_segments(&group, r, upto)?;
             }
         }
         *checkpoint = CleanerCheckpoint::after(&stats, &policy);
@@ -833,9 +855,13 @@ impl Inner {
         Ok(Rewrite { path, file, infos })
     }
 
-    /// Puts the rewritten `c` in place (or deletes it when nothing is left, unless it is the
-    /// first segment), under the writer lock so that no append, roll or retention interleaves.
-    fn swap_segment(&self, c: &Closed, r: Rewrite, upto: Offset) -> Result<()> {
+    /// Puts the rewrite of `group` in place, under the writer lock so that no append, roll or
+    /// retention interleaves. A lone segment's rewrite is renamed over it. A merge is renamed
+    /// to `<base>.<end>.swap` first (from then on it is decided: recovery finishes it, see
+    /// [`finish_merges`]), then the group's files are deleted and the swap file becomes the
+    /// first segment's `.log`. A group left with nothing is deleted, except the log's first
+    /// segment, which stays (empty) to anchor the start.
+    fn swap_segments(&self, group: &[&Closed], r: Rewrite, upto: Offset) -> Result<()> {
         let synced = r
             .file
             .sync_all()
@@ -845,18 +871,17 @@ impl Inner {
             e
         };
         synced.map_err(discard)?;
+        let (Some(first), Some(last)) = (group.first(), group.last()) else {
+            return remove_if_exists(&r.path);
+        };
         // Also checks the log is still usable (not closed meanwhile).
         let _w = self.writer().map_err(discard)?;
         let (at, compacted_upto) = {
             let st = self.read_state();
-            let at = st
-                .segments
-                .iter()
-                .position(|s| s.base == c.base && s.len == c.len);
-            (at, st.compacted_upto)
+            (position_of(&st.segments, group), st.compacted_upto)
         };
         let Some(at) = at else {
-            // Retention deleted it meanwhile.
+            // Retention deleted some of it meanwhile.
             return remove_if_exists(&r.path);
         };
         if compacted_upto < upto {
@@ -864,52 +889,158 @@ impl Inner {
             write_atomic(&self.dir.join(COMPACTED_FILE), &encode_start(upto)).map_err(discard)?;
             self.write_state().compacted_upto = upto;
         }
-        let log_path = self.dir.join(log_name(c.base));
+        let replaced = at..at + group.len();
         if r.infos.is_empty() && at > 0 {
-            let removed = {
+            let removed: Vec<Segment> = {
                 let mut st = self.write_state();
-                let i = st.segments.iter().position(|s| s.base == c.base);
-                let removed = i.and_then(|i| st.segments.remove(i));
-                if let Some(s) = &removed {
-                    st.size_bytes -= s.len;
-                }
+                let removed: Vec<Segment> = st.segments.drain(replaced).collect();
+                st.size_bytes -= removed.iter().map(|s| s.len).sum::<u64>();
                 removed
             };
             remove_if_exists(&r.path).map_err(|e| self.fail(e))?;
-            if let Some(s) = removed {
-                delete_segment_files(&self.dir, &s).map_err(|e| self.fail(e))?;
+            for s in &removed {
+                delete_segment_files(&self.dir, s).map_err(|e| self.fail(e))?;
             }
             return sync_dir(&self.dir).map_err(|e| self.fail(e));
         }
-        std::fs::rename(&r.path, &log_path).map_err(|e| {
-            self.fail(StorageError::io(
-                format!("renaming {}", r.path.display()),
-                e,
-            ))
-        })?;
+        let log_path = self.dir.join(log_name(first.base));
+        let rename = |from: &Path, to: &Path| {
+            std::fs::rename(from, to).map_err(|e| {
+                self.fail(StorageError::io(
+                    format!("renaming {} to {}", from.display(), to.display()),
+                    e,
+                ))
+            })
+        };
+        // The old index goes before the new file takes its name: were both to meet after a
+        // crash with equal lengths, the index would pass for the new file's.
+        let remove = |path: PathBuf| remove_if_exists(&path).map_err(|e| self.fail(e));
+        if group.len() > 1 {
+            let swap = self.dir.join(swap_name(first.base, last.next));
+            rename(&r.path, &swap)?;
+            sync_dir(&self.dir).map_err(|e| self.fail(e))?;
+            for c in &group[1..] {
+                remove(self.dir.join(log_name(c.base)))?;
+                remove(self.dir.join(index_name(c.base)))?;
+            }
+            remove(self.dir.join(index_name(first.base)))?;
+            rename(&swap, &log_path)?;
+        } else {
+            remove(self.dir.join(index_name(first.base)))?;
+            rename(&r.path, &log_path)?;
+        }
         sync_dir(&self.dir).map_err(|e| self.fail(e))?;
-        let file = Arc::new(r.file);
         let mut seg = Segment::new(
-            c.base,
+            first.base,
             log_path,
-            file,
+            Arc::new(r.file),
             u64::from(self.config().index_interval_bytes),
         );
         for info in r.infos {
             seg.note_batch(info);
         }
         write_atomic(
-            &self.dir.join(index_name(c.base)),
+            &self.dir.join(index_name(first.base)),
             &index::encode(summary(&seg), &seg.index),
         )
         .map_err(|e| self.fail(e))?;
         let mut st = self.write_state();
-        if let Some(i) = st.segments.iter().position(|s| s.base == c.base) {
-            st.size_bytes = st.size_bytes - st.segments[i].len + seg.len;
-            st.segments[i] = seg;
-        }
+        let gone: u64 = st.segments.drain(replaced).map(|s| s.len).sum();
+        st.size_bytes = st.size_bytes - gone + seg.len;
+        st.segments.insert(at, seg);
         Ok(())
     }
+}
+
+/// Where `group` lies in `segments`: side by side, each as the compaction pass read it.
+fn position_of(segments: &VecDeque<Segment>, group: &[&Closed]) -> Option<usize> {
+    let first = group.first()?;
+    let at = segments
+        .iter()
+        .position(|s| s.base == first.base && s.len == first.len)?;
+    group
+        .iter()
+        .enumerate()
+        .all(|(k, c)| {
+            segments
+                .get(at + k)
+                .is_some_and(|s| s.base == c.base && s.len == c.len)
+        })
+        .then_some(at)
+}
+
+/// Splits the segments a pass cleans into runs of neighbours (adjacent in the log) whose bytes
+/// together fit in one segment (`segment.bytes`), as Kafka's cleaner groups them: each run is
+/// written back as one segment, so a compacted log does not keep one ever smaller file per
+/// segment it ever rolled.
+fn merge_groups<'a>(segments: &[&'a Closed], segment_bytes: u64) -> Vec<Vec<&'a Closed>> {
+    let mut groups: Vec<Vec<&Closed>> = Vec::new();
+    let mut bytes = 0;
+    for &c in segments {
+        match groups.last_mut() {
+            Some(g)
+                if g.last().is_some_and(|p| p.at + 1 == c.at) && bytes + c.len <= segment_bytes =>
+            {
+                g.push(c);
+                bytes += c.len;
+            }
+            _ => {
+                groups.push(vec![c]);
+                bytes = c.len;
+            }
+        }
+    }
+    groups
+}
+
+/// The name of a decided merge of the segments from `base` to `end` (exclusive).
+fn swap_name(base: Offset, end: Offset) -> String {
+    format!("{base:020}.{end:020}.swap")
+}
+
+/// Finishes the merges a crash interrupted: a `<base>.<end>.swap` file holds the merged
+/// segments whose bases lie in `base..end`; those still there are deleted (with their
+/// indexes) and the swap file becomes `<base>.log`.
+fn finish_merges(dir: &Path) -> Result<()> {
+    let mut swaps = Vec::new();
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)
+        .map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?
+    {
+        let entry = entry.map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".swap") {
+            let range = stem
+                .split_once('.')
+                .and_then(|(b, e)| Some((b.parse::<Offset>().ok()?, e.parse::<Offset>().ok()?)));
+            let Some((base, end)) = range else {
+                return Err(StorageError::Corrupt {
+                    path: entry.path(),
+                    position: 0,
+                    detail: "merge file name is not <base>.<end>.swap".into(),
+                });
+            };
+            swaps.push((base, end, entry.path()));
+        } else if let Some(base) = name
+            .strip_suffix(".log")
+            .and_then(|s| s.parse::<Offset>().ok())
+        {
+            bases.push(base);
+        }
+    }
+    for (base, end, path) in &swaps {
+        for b in bases.iter().filter(|b| (*base..*end).contains(b)) {
+            remove_if_exists(&dir.join(log_name(*b)))?;
+            remove_if_exists(&dir.join(index_name(*b)))?;
+        }
+        remove_if_exists(&dir.join(index_name(*base)))?;
+        std::fs::rename(path, dir.join(log_name(*base)))
+            .map_err(|e| StorageError::io(format!("finishing the merge {}", path.display()), e))?;
+    }
+    if !swaps.is_empty() {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 #[async_trait]

@@ -6,7 +6,9 @@
 //! - a bit flipped in any byte of a batch before the tail is reported as `Corrupt` (at open for
 //!   the active segment, at read for a sealed one) and never served;
 //! - a compacted log reopens with its gaps, drops a half-written replacement segment, and still
-//!   calls a gap above `compacted-upto` corruption.
+//!   calls a gap above `compacted-upto` corruption;
+//! - compaction merges neighbouring segments that fit in one, and a merge a crash interrupted
+//!   (its `.swap` file written, the old segments not all deleted) is finished at open.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,8 +16,8 @@ use std::sync::Arc;
 use weir_segment::SegmentStorage;
 use weir_storage::testkit::{batch_of, run, Rng};
 use weir_storage::{
-    Batch, Compression, Durability, LogConfig, Offset, PartitionLog, Storage, StorageError,
-    TopicPartition,
+    Batch, BatchBuilder, CompactionPolicy, Compression, Durability, LogConfig, Offset,
+    PartitionLog, Record, Storage, StorageError, TopicPartition,
 };
 
 fn tp() -> TopicPartition {
@@ -430,5 +432,194 @@ fn a_second_storage_on_the_same_directory_is_refused() {
         SegmentStorage::open(dir.path())
             .await
             .expect("free after close");
+    });
+}
+
+/// Segments of ~2 KB, for the merge tests.
+fn small_segments() -> LogConfig {
+    LogConfig {
+        durability: Durability::None,
+        segment_bytes: 2_000,
+        segment_ms: 1 << 40,
+        index_interval_bytes: 128,
+    }
+}
+
+/// Batch `i` of a compacted log: ten records of ten hot keys, which later batches overwrite,
+/// and one of a key of its own, which stays: compaction leaves each segment a tenth of itself.
+fn keyed(i: usize) -> Batch {
+    let mut b = BatchBuilder::new(Compression::None);
+    let keys = (0..10)
+        .map(|j| format!("hot{j}"))
+        .chain([format!("own{i}")]);
+    for (j, key) in keys.enumerate() {
+        let value = format!("value of batch {i}, record {j}: {}", "x".repeat(40));
+        b.push(Record::new(1_000 + i as i64, value).with_key(key));
+    }
+    b.build(0).expect("build")
+}
+
+/// Every record served, as (offset, key, value).
+async fn served(log: &dyn PartitionLog) -> Vec<(Offset, Vec<u8>, Vec<u8>)> {
+    read_all(log)
+        .await
+        .expect("read")
+        .iter()
+        .flat_map(|b| b.records().expect("decode"))
+        .map(|r| {
+            let bytes = |v: Option<bytes::Bytes>| v.map(|b| b.to_vec()).unwrap_or_default();
+            (r.offset, bytes(r.record.key), bytes(r.record.value))
+        })
+        .collect()
+}
+
+fn files_with(root: &Path, suffix: &str) -> Vec<String> {
+    std::fs::read_dir(root.join("logs").join("crash-0"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(suffix))
+        .collect()
+}
+
+/// Every record in `kept` was written at its offset, in order, and every key's latest written
+/// record is kept.
+fn assert_keeps_latest(
+    written: &[(Offset, Vec<u8>, Vec<u8>)],
+    kept: &[(Offset, Vec<u8>, Vec<u8>)],
+) {
+    assert!(kept.iter().all(|r| written.contains(r)));
+    assert!(kept.windows(2).all(|w| w[0].0 < w[1].0));
+    let mut latest = std::collections::HashMap::new();
+    for (o, k, v) in written {
+        latest.insert(k.clone(), (*o, v.clone()));
+    }
+    for (k, (o, v)) in &latest {
+        assert!(
+            kept.contains(&(*o, k.clone(), v.clone())),
+            "latest of {k:?}"
+        );
+    }
+}
+
+/// A compaction pass writes neighbouring segments that fit in `segment.bytes` together back
+/// as one segment (grouped by their sizes before the pass, as Kafka's cleaner groups them, so a
+/// log's segments shrink in one pass and merge in the next): a compacted log's file count
+/// follows what it keeps, not how many segments it ever rolled. What it serves is what the
+/// rules keep, before and after a reopen.
+#[test]
+fn compaction_merges_neighbouring_segments() {
+    run(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = small_segments();
+        let log = open(dir.path(), &cfg).await.expect("open");
+        let policy = CompactionPolicy {
+            min_cleanable_dirty_ratio: 0.0,
+            ..CompactionPolicy::default()
+        };
+        let mut written = Vec::new();
+        let append = |from: usize, to: usize| {
+            let log = log.clone();
+            let mut more = Vec::new();
+            async move {
+                for i in from..to {
+                    let base = log
+                        .append(vec![keyed(i)])
+                        .await
+                        .expect("append")
+                        .base_offsets[0];
+                    let records = keyed(i).records().expect("decode");
+                    more.extend(records.into_iter().map(|r| {
+                        let bytes =
+                            |v: Option<bytes::Bytes>| v.map(|b| b.to_vec()).unwrap_or_default();
+                        (base + r.offset, bytes(r.record.key), bytes(r.record.value))
+                    }));
+                }
+                more
+            }
+        };
+        written.extend(append(0, 300).await);
+        let rolled = segment_files(dir.path()).len();
+        assert!(rolled >= 50, "{rolled} segments");
+        for (from, to) in [(300, 310), (310, 320)] {
+            log.compact(policy, 10_000)
+                .await
+                .expect("compact")
+                .expect("due");
+            written.extend(append(from, to).await);
+        }
+        let kept = served(log.as_ref()).await;
+        assert_keeps_latest(&written, &kept);
+        let merged = segment_files(dir.path()).len();
+        // Each segment keeps about a sixth of itself: groups of ~4 become one.
+        assert!(merged <= rolled / 3, "{rolled} segments became {merged}");
+        assert_eq!((log.offsets().start, log.offsets().end), (0, 320 * 11));
+        log.close().await.expect("close");
+        drop(log);
+
+        let log = open(dir.path(), &cfg).await.expect("reopen");
+        assert_eq!(served(log.as_ref()).await, kept);
+        assert_eq!(segment_files(dir.path()).len(), merged);
+        assert!(files_with(dir.path(), ".swap").is_empty());
+        assert!(files_with(dir.path(), ".tmp").is_empty());
+        log.close().await.expect("close");
+    });
+}
+
+/// A merge is decided once its `<base>.<end>.swap` file exists: a crash after that point, with
+/// none, some or all of the merged segments deleted, recovers the merged segment; a swap file
+/// with a name that is not a range is corruption, not guessed at.
+#[test]
+fn an_interrupted_merge_is_finished_at_open() {
+    run(async {
+        let cfg = small_segments();
+        for deleted_before_the_crash in 0..3 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = open(dir.path(), &cfg).await.expect("open");
+            for i in 0..60 {
+                log.append(vec![keyed(i)]).await.expect("append");
+            }
+            let before = read_all(log.as_ref()).await.expect("read");
+            log.close().await.expect("close");
+            drop(log);
+            let files = segment_files(dir.path());
+            assert!(files.len() >= 4, "{files:?}");
+            // The merge of the first three segments, all of whose batches survived.
+            let merged: Vec<u8> = files[..3]
+                .iter()
+                .flat_map(|f| std::fs::read(f).expect("read segment"))
+                .collect();
+            let base = |f: &PathBuf| -> Offset {
+                let stem = f.file_stem().expect("stem").to_string_lossy().into_owned();
+                stem.parse().expect("base")
+            };
+            let swap = files[0].with_file_name(format!(
+                "{:020}.{:020}.swap",
+                base(&files[0]),
+                base(&files[3])
+            ));
+            std::fs::write(&swap, &merged).expect("swap");
+            for f in files[..3].iter().rev().take(deleted_before_the_crash) {
+                std::fs::remove_file(f).expect("delete");
+            }
+            let log = open(dir.path(), &cfg).await.expect("reopen");
+            assert_eq!(read_all(log.as_ref()).await.expect("read"), before);
+            assert_eq!(segment_files(dir.path()).len(), files.len() - 2);
+            assert!(!swap.exists());
+            assert!(!files[1].exists() && !files[2].exists());
+            log.close().await.expect("close");
+        }
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), &cfg).await.expect("open");
+        log.close().await.expect("close");
+        drop(log);
+        let odd = dir.path().join("logs").join("crash-0").join("7.swap");
+        std::fs::write(&odd, b"?").expect("write");
+        match open(dir.path(), &cfg).await {
+            Err(StorageError::Corrupt { detail, .. }) => {
+                assert!(detail.contains("<base>.<end>.swap"), "{detail}")
+            }
+            other => panic!("a swap file without a range: {other:?}"),
+        }
     });
 }
