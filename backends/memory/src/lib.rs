@@ -297,7 +297,7 @@ impl PartitionLog for MemoryLog {
         let old = std::mem::take(&mut st.batches);
         st.batches = apply_changes(old, changes).collect();
         st.size_bytes = st.batches.iter().map(|b| b.len() as u64).sum();
-        *checkpoint = CleanerCheckpoint::after(&stats, &policy);
+        *checkpoint = CleanerCheckpoint::after(&stats);
         Ok(Some(stats))
     }
 

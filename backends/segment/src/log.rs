@@ -778,7 +778,7 @@ impl Inner {
         // Second pass: the segments below `upto`, in groups that fit in one segment together;
         // a group of one that loses anything is rewritten and swapped, a larger group is
         // merged into one segment.
-        let horizon = policy.tombstone_horizon(now_ms);
+        let tombstones = policy.tombstones(now_ms);
         let below: Vec<&Closed> = closed.iter().take_while(|c| c.base < upto).collect();
         for group in merge_groups(&below, self.config().segment_bytes) {
             // A log closing or failed meanwhile is left as it is.
@@ -798,7 +798,7 @@ impl Inner {
                     let cleaned = if b.next_offset() <= start || b.next_offset() > upto {
                         Cleaned::Unchanged
                     } else {
-                        map.clean(&b, horizon, &mut stats)?
+                        map.clean(&b, tombstones, &mut stats)?
                     };
                     if cleaned != Cleaned::Unchanged && rewrite.is_none() {
                         rewrite = Some(self.start_rewrite(c, pos, std::mem::take(&mut infos))?);
@@ -826,7 +826,7 @@ impl Inner {
                 self.swap_segments(&group, r, upto)?;
             }
         }
-        *checkpoint = CleanerCheckpoint::after(&stats, &policy);
+        *checkpoint = CleanerCheckpoint::after(&stats);
         Ok(Some(stats))
     }
 

@@ -478,7 +478,7 @@ impl LogShared {
         drop(w);
         let mut p = lock(&self.published);
         p.size_bytes = (p.size_bytes + added).saturating_sub(freed);
-        *checkpoint = CleanerCheckpoint::after(&stats, &policy);
+        *checkpoint = CleanerCheckpoint::after(&stats);
         Ok(Some(stats))
     }
 

@@ -58,6 +58,9 @@ const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
+/// Kafka's delete-horizon flag (KIP-534): the base timestamp holds the time after which the
+/// batch's tombstones may go, and record timestamps are deltas from it.
+const ATTR_DELETE_HORIZON: i16 = 0x40;
 
 /// Compression codec of a batch, as stored in the low three attribute bits.
 #[derive(
@@ -435,9 +438,16 @@ impl Batch {
     pub fn last_offset_delta(&self) -> i32 {
         be!(self.buf, 23, i32)
     }
-    /// Timestamp of the first record (`baseTimestamp`).
+    /// The base timestamp (`baseTimestamp`): the first record's timestamp, or the delete horizon
+    /// when the batch carries one ([`Batch::delete_horizon_ms`]). Record timestamps are deltas
+    /// from it either way.
     pub fn first_timestamp(&self) -> i64 {
         be!(self.buf, 27, i64)
+    }
+    /// When compaction may remove the tombstones this batch holds (Kafka's delete horizon,
+    /// KIP-534): set by the first compaction pass that kept one of them, `None` before.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes() & ATTR_DELETE_HORIZON != 0).then(|| self.first_timestamp())
     }
     /// Largest record timestamp (or the append time under `LogAppendTime`).
     pub fn max_timestamp(&self) -> i64 {
@@ -669,7 +679,23 @@ impl Batch {
         &self,
         keep: impl FnMut(&LogRecord) -> bool,
     ) -> Result<Option<Batch>, BatchError> {
-        self.rebuild(self.compression()?, keep)
+        self.rebuild(self.compression()?, keep, self.delete_horizon_ms())
+    }
+
+    /// [`Batch::filtered`], stamped with the delete horizon `horizon_ms` unless the batch
+    /// already carries one (which stays): the base timestamp becomes the horizon, the
+    /// delete-horizon attribute is set, and every record keeps its timestamp (as a delta from
+    /// the horizon, negative if need be), as Kafka's cleaner writes it.
+    ///
+    /// # Errors
+    /// As [`Batch::filtered`].
+    pub fn filtered_with_delete_horizon(
+        &self,
+        keep: impl FnMut(&LogRecord) -> bool,
+        horizon_ms: i64,
+    ) -> Result<Option<Batch>, BatchError> {
+        let horizon = self.delete_horizon_ms().unwrap_or(horizon_ms);
+        self.rebuild(self.compression()?, keep, Some(horizon))
     }
 
     /// This batch with its records compressed by `codec` instead (a topic's
@@ -682,13 +708,17 @@ impl Batch {
         if self.compression()? == codec {
             return Ok(self.clone());
         }
-        self.rebuild(codec, |_| true)?.ok_or(BatchError::Empty)
+        self.rebuild(codec, |_| true, self.delete_horizon_ms())?
+            .ok_or(BatchError::Empty)
     }
 
+    /// The batch with the records `keep` accepts, compressed by `codec`; with a delete horizon
+    /// when `horizon` is set (see [`Batch::filtered_with_delete_horizon`]).
     fn rebuild(
         &self,
         codec: Compression,
         mut keep: impl FnMut(&LogRecord) -> bool,
+        horizon: Option<i64>,
     ) -> Result<Option<Batch>, BatchError> {
         let (base, last) = (self.base_offset(), self.last_offset());
         let append_time = self.timestamp_type() == TimestampType::LogAppendTime;
@@ -711,7 +741,8 @@ impl Batch {
                 return true;
             }
             let ts = r.record.timestamp_ms;
-            let base_ts = *first_ts.get_or_insert(ts);
+            let first = *first_ts.get_or_insert(ts);
+            let base_ts = horizon.unwrap_or(first);
             max_ts = max_ts.max(ts);
             // Under LogAppendTime the decoded timestamps are the batch's; the deltas are unused.
             let ts_delta = if append_time {
@@ -734,15 +765,23 @@ impl Batch {
         let Some(first_ts) = first_ts else {
             return Ok(None);
         };
-        let (base_timestamp, max_timestamp) = if append_time {
-            (self.first_timestamp(), self.max_timestamp())
+        let (base_timestamp, max_timestamp) = match (horizon, append_time) {
+            (Some(h), true) => (h, self.max_timestamp()),
+            (Some(h), false) => (h, max_ts),
+            (None, true) => (self.first_timestamp(), self.max_timestamp()),
+            (None, false) => (first_ts, max_ts),
+        };
+        let horizon_flag = if horizon.is_some() {
+            ATTR_DELETE_HORIZON
         } else {
-            (first_ts, max_ts)
+            0
         };
         let header = BatchHeader {
             base_offset: base,
             partition_leader_epoch: self.partition_leader_epoch(),
-            attributes: (self.attributes() & !ATTR_COMPRESSION_MASK) | codec as i16,
+            attributes: (self.attributes() & !(ATTR_COMPRESSION_MASK | ATTR_DELETE_HORIZON))
+                | codec as i16
+                | horizon_flag,
             last_offset_delta: self.last_offset_delta(),
             base_timestamp,
             max_timestamp,
@@ -1347,6 +1386,61 @@ mod tests {
             .expect("kept");
         assert_eq!(last.record_count(), 1);
         assert_eq!(last.last_offset_delta(), 199_999);
+    }
+
+    /// Kafka's delete horizon (KIP-534): the base timestamp holds it, attribute bit 6 says so,
+    /// records keep their timestamps (deltas from the horizon, negative here); later rewrites
+    /// keep the first horizon; a batch under LogAppendTime keeps its append time.
+    #[test]
+    fn a_delete_horizon_keeps_every_record_timestamp() {
+        const HORIZON: i64 = 1_800_000_000_000;
+        for c in Compression::ALL {
+            let b = build(c, &sample());
+            assert_eq!(b.delete_horizon_ms(), None);
+            let h = b
+                .filtered_with_delete_horizon(|_| true, HORIZON)
+                .expect("filter")
+                .expect("kept");
+            let again = Batch::new(h.as_bytes().clone()).expect("a valid batch (CRC)");
+            assert_eq!(again.delete_horizon_ms(), Some(HORIZON));
+            assert_eq!(again.first_timestamp(), HORIZON);
+            assert_eq!(again.attributes() & 0x40, 0x40);
+            assert_eq!(again.compression(), Ok(c));
+            assert_eq!(again.max_timestamp(), b.max_timestamp());
+            assert_eq!(again.records(), b.records());
+            // Filtering or recompressing keeps the horizon; a second stamp does not move it.
+            let fewer = h
+                .filtered(|r| r.offset != 1)
+                .expect("filter")
+                .expect("kept");
+            assert_eq!(fewer.delete_horizon_ms(), Some(HORIZON));
+            assert_eq!(
+                fewer.records().expect("decode")[1].record.timestamp_ms,
+                1_699_999_999_000
+            );
+            let other = Compression::ALL[(c as usize + 1) % Compression::ALL.len()];
+            let moved = h.recompressed(other).expect("recompress");
+            assert_eq!(moved.delete_horizon_ms(), Some(HORIZON));
+            assert_eq!(moved.records(), b.records());
+            let twice = h
+                .filtered_with_delete_horizon(|_| true, HORIZON + 5)
+                .expect("filter")
+                .expect("kept");
+            assert_eq!(twice.delete_horizon_ms(), Some(HORIZON));
+        }
+        let mut appended = build(Compression::Lz4, &sample());
+        appended.set_log_append_time(1_750_000_000_000);
+        let h = appended
+            .filtered_with_delete_horizon(|r| r.offset > 0, HORIZON)
+            .expect("filter")
+            .expect("kept");
+        assert_eq!(h.delete_horizon_ms(), Some(HORIZON));
+        assert_eq!(h.timestamp_type(), TimestampType::LogAppendTime);
+        assert!(h
+            .records()
+            .expect("decode")
+            .iter()
+            .all(|r| r.record.timestamp_ms == 1_750_000_000_000));
     }
 
     #[test]

@@ -15,10 +15,14 @@
 //!   key has nothing to be the latest of and goes, as in Kafka (a compacted topic refuses such
 //!   records on produce; they exist only if the topic was switched from `delete`).
 //! - A tombstone (a key with a null value) that is its key's latest record stays for
-//!   [`CompactionPolicy::delete_retention_ms`] (`delete.retention.ms`) after its timestamp,
-//!   so that a consumer that is behind still sees the delete; then it goes too. (Kafka counts
-//!   from when the tombstone was first cleaned; Weir from the record's timestamp, which needs
-//!   no extra state and equals it for producers that stamp records with the time they send.)
+//!   [`CompactionPolicy::delete_retention_ms`] (`delete.retention.ms`) after the first pass
+//!   that kept it, so that a consumer that is behind still sees the delete; then it goes too.
+//!   As in Kafka since KIP-534, that pass stamps the batch with its *delete horizon* (now plus
+//!   the retention: the base timestamp, with attribute bit 6 set; records keep their
+//!   timestamps), and the first pass at or after the horizon removes the batch's tombstones.
+//!   The clock is the broker's, never the record's timestamp (a producer may stamp records
+//!   with any time: a replay or a mirror keeps the original ones), and it lives in the batch,
+//!   so it survives restarts.
 //! - Offsets stay as they were. A batch whose records partly survive is rewritten with the same
 //!   base offset and last offset delta (so a producer's last sequence number survives), its
 //!   producer identity and its codec ([`Batch::filtered`]); a batch with no survivor goes, except
@@ -101,9 +105,35 @@ impl CompactionPolicy {
         max_timestamp_ms <= now_ms.saturating_sub(self.min_lag_ms.max(0))
     }
 
-    /// Tombstones with a timestamp below this are removed at `now_ms`.
-    pub fn tombstone_horizon(&self, now_ms: i64) -> i64 {
-        now_ms.saturating_sub(self.delete_retention_ms.max(0))
+    /// The clock a pass at `now_ms` judges tombstones by.
+    pub fn tombstones(&self, now_ms: i64) -> TombstoneClock {
+        TombstoneClock {
+            now_ms,
+            delete_retention_ms: self.delete_retention_ms.max(0),
+        }
+    }
+}
+
+/// When tombstones go (module docs): a batch whose delete horizon has come loses the
+/// tombstones it still holds; a batch without one that keeps a tombstone gets
+/// `now_ms + delete_retention_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TombstoneClock {
+    /// The time of the pass.
+    pub now_ms: i64,
+    /// `delete.retention.ms`.
+    pub delete_retention_ms: i64,
+}
+
+impl TombstoneClock {
+    /// The horizon a pass now stamps on a batch that keeps a tombstone.
+    pub fn new_horizon(&self) -> i64 {
+        self.now_ms.saturating_add(self.delete_retention_ms)
+    }
+
+    /// Whether the tombstones of a batch with this delete horizon go.
+    pub fn expired(&self, horizon_ms: Option<i64>) -> bool {
+        horizon_ms.is_some_and(|h| self.now_ms >= h)
     }
 }
 
@@ -124,9 +154,8 @@ pub struct CompactionStats {
     /// Dirty batches the first pass could not map (records that do not decode, or offsets
     /// that do not ascend inside the batch); they stay unchanged.
     pub unreadable_batches: u64,
-    /// The oldest timestamp of a tombstone the pass kept (it expires `delete_retention_ms`
-    /// later).
-    pub oldest_tombstone_ms: Option<i64>,
+    /// The earliest delete horizon of a tombstone the pass kept: a pass is due then.
+    pub tombstone_due_ms: Option<i64>,
 }
 
 impl CompactionStats {
@@ -144,7 +173,7 @@ impl CompactionStats {
 }
 
 /// What a log remembers between passes (in memory: after a restart the whole closed part is
-/// dirty once more, which costs one pass).
+/// dirty once more, which costs one pass; the tombstones' horizons are in their batches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CleanerCheckpoint {
     /// Where the last pass stopped: the closed part below it is compacted.
@@ -173,13 +202,10 @@ impl CleanerCheckpoint {
     }
 
     /// The checkpoint after a pass that did `stats`.
-    pub fn after(stats: &CompactionStats, policy: &CompactionPolicy) -> Self {
+    pub fn after(stats: &CompactionStats) -> Self {
         CleanerCheckpoint {
             cleaned_upto: stats.cleaned_upto,
-            tombstone_due_ms: stats.oldest_tombstone_ms.map(|t| {
-                t.saturating_add(policy.delete_retention_ms.max(0))
-                    .saturating_add(1)
-            }),
+            tombstone_due_ms: stats.tombstone_due_ms,
         }
     }
 }
@@ -376,7 +402,7 @@ impl KeyMap {
     /// Whether `r` survives: its key's latest record below `upto` (a record from an open
     /// transaction's first offset on shadows nothing yet, as Kafka's cleaner maps only below
     /// the last stable offset), and not a tombstone past the horizon.
-    fn survives(&self, r: &LogRecord, tombstone_horizon_ms: i64, upto: Offset) -> bool {
+    fn survives(&self, r: &LogRecord, tombstones_expired: bool, upto: Offset) -> bool {
         let Some(key) = &r.record.key else {
             return false;
         };
@@ -386,7 +412,7 @@ impl KeyMap {
         if latest.is_some_and(|l| l > r.offset && l < upto) {
             return false;
         }
-        r.record.value.is_some() || r.record.timestamp_ms >= tombstone_horizon_ms
+        r.record.value.is_some() || !tombstones_expired
     }
 
     /// The second pass for one batch below [`KeyMap::upto`] (from the log start: the part an
@@ -397,10 +423,10 @@ impl KeyMap {
     pub fn clean(
         &self,
         batch: &Batch,
-        tombstone_horizon_ms: i64,
+        tombstones: TombstoneClock,
         stats: &mut CompactionStats,
     ) -> Result<Cleaned, BatchError> {
-        let cleaned = self.clean_batch(batch, tombstone_horizon_ms, stats)?;
+        let cleaned = self.clean_batch(batch, tombstones, stats)?;
         stats.note(batch, &cleaned);
         Ok(cleaned)
     }
@@ -408,7 +434,7 @@ impl KeyMap {
     fn clean_batch(
         &self,
         batch: &Batch,
-        tombstone_horizon_ms: i64,
+        tombstones: TombstoneClock,
         stats: &mut CompactionStats,
     ) -> Result<Cleaned, BatchError> {
         if batch.is_control() {
@@ -431,29 +457,32 @@ impl KeyMap {
             return Ok(Cleaned::Unchanged);
         }
         // A first stream decides (and notes the tombstones that stay); only a batch that loses
-        // records is re-encoded, by a second one.
+        // records, or keeps a tombstone without a delete horizon yet, is re-encoded, by a
+        // second one.
         let upto = self.upto().unwrap_or(Offset::MAX);
-        let mut removed = false;
-        let mut oldest_tombstone = stats.oldest_tombstone_ms;
+        let horizon = batch.delete_horizon_ms();
+        let expired = tombstones.expired(horizon);
+        let (mut removed, mut kept_tombstone) = (false, false);
         batch.for_each_record(DEFAULT_MAX_UNCOMPRESSED_BYTES, |r| {
-            let survives = self.survives(&r, tombstone_horizon_ms, upto);
+            let survives = self.survives(&r, expired, upto);
             removed |= !survives;
-            if survives && r.record.value.is_none() {
-                let ts = r.record.timestamp_ms;
-                oldest_tombstone = Some(oldest_tombstone.map_or(ts, |o| o.min(ts)));
-            }
+            kept_tombstone |= survives && r.record.value.is_none();
             true
         })?;
-        stats.oldest_tombstone_ms = oldest_tombstone;
-        if !removed {
-            return Ok(Cleaned::Unchanged);
+        if kept_tombstone {
+            let due = horizon.unwrap_or_else(|| tombstones.new_horizon());
+            stats.tombstone_due_ms = Some(stats.tombstone_due_ms.map_or(due, |d| d.min(due)));
         }
-        Ok(
-            match batch.filtered(|r| self.survives(r, tombstone_horizon_ms, upto))? {
-                None => Cleaned::Removed,
-                Some(b) => Cleaned::Rewritten(b),
-            },
-        )
+        let keep = |r: &LogRecord| self.survives(r, expired, upto);
+        let rebuilt = match (removed, kept_tombstone && horizon.is_none()) {
+            (false, false) => return Ok(Cleaned::Unchanged),
+            (_, true) => batch.filtered_with_delete_horizon(keep, tombstones.new_horizon())?,
+            (true, false) => batch.filtered(keep)?,
+        };
+        Ok(match rebuilt {
+            None => Cleaned::Removed,
+            Some(b) => Cleaned::Rewritten(b),
+        })
     }
 }
 
@@ -575,14 +604,14 @@ where
     }
     let mut stats = map.pass_stats(checkpoint);
     let upto = stats.cleaned_upto;
-    let horizon = policy.tombstone_horizon(now_ms);
+    let tombstones = policy.tombstones(now_ms);
     let mut changes = Vec::new();
     for b in scan() {
         let b = b?;
         if b.next_offset() > upto {
             break;
         }
-        let cleaned = map.clean(&b, horizon, &mut stats)?;
+        let cleaned = map.clean(&b, tombstones, &mut stats)?;
         if cleaned != Cleaned::Unchanged {
             changes.push((b.base_offset(), cleaned));
         }
@@ -634,8 +663,16 @@ mod tests {
             .collect()
     }
 
-    fn clean(m: &KeyMap, b: &Batch, horizon: i64) -> Result<Cleaned, BatchError> {
-        m.clean(b, horizon, &mut CompactionStats::default())
+    /// A pass at `now_ms` with a `delete.retention.ms` of 1000.
+    fn clean(m: &KeyMap, b: &Batch, now_ms: i64) -> Result<Cleaned, BatchError> {
+        m.clean(b, clock(now_ms), &mut CompactionStats::default())
+    }
+
+    fn clock(now_ms: i64) -> TombstoneClock {
+        TombstoneClock {
+            now_ms,
+            delete_retention_ms: 1000,
+        }
     }
 
     fn map_of(batches: &[Batch]) -> KeyMap {
@@ -718,19 +755,40 @@ mod tests {
     }
 
     #[test]
-    fn tombstones_stay_until_the_horizon_and_null_keys_go() {
+    fn tombstones_stay_until_their_delete_horizon_and_null_keys_go() {
         let b0 = batch(0, NOW, &[(Some("a"), Some("1")), (None, Some("nokey"))]);
         let b1 = batch(2, NOW, &[(Some("a"), None)]);
         let m = map_of(&[b0.clone(), b1.clone()]);
         assert_eq!(clean(&m, &b0, 0), Ok(Cleaned::Removed));
-        // Horizon before the tombstone: it stays; after: it goes.
-        assert_eq!(clean(&m, &b1, NOW), Ok(Cleaned::Unchanged));
-        assert_eq!(clean(&m, &b1, NOW + 1), Ok(Cleaned::Removed));
+        // The first pass that keeps the tombstone stamps its batch with a delete horizon (now
+        // plus the retention); the record keeps its offset and timestamp.
+        let Ok(Cleaned::Rewritten(stamped)) = clean(&m, &b1, NOW + 5) else {
+            panic!("stamped with a horizon");
+        };
+        assert_eq!(stamped.delete_horizon_ms(), Some(NOW + 1005));
+        assert_eq!(b1.delete_horizon_ms(), None);
+        let (r0, r1) = (
+            b1.records().expect("decode"),
+            stamped.records().expect("decode"),
+        );
+        assert_eq!(r1, r0);
+        assert_eq!(stamped.max_timestamp(), NOW);
+        // Later passes keep it as it is until the horizon, then it goes.
+        assert_eq!(clean(&m, &stamped, NOW + 1004), Ok(Cleaned::Unchanged));
+        assert_eq!(clean(&m, &stamped, NOW + 1005), Ok(Cleaned::Removed));
+        // The record's own timestamp is no clock: a tombstone stamped long ago stays its
+        // retention from the pass that first kept it.
+        let old = batch(2, 1_000, &[(Some("a"), None)]);
+        let Ok(Cleaned::Rewritten(old)) = clean(&m, &old, NOW) else {
+            panic!("stamped with a horizon");
+        };
+        assert_eq!(old.delete_horizon_ms(), Some(NOW + 1000));
+        assert_eq!(old.records().expect("decode")[0].record.timestamp_ms, 1_000);
         let p = CompactionPolicy {
             delete_retention_ms: 1000,
             ..CompactionPolicy::default()
         };
-        assert_eq!(p.tombstone_horizon(NOW + 1000), NOW);
+        assert_eq!(p.tombstones(NOW).new_horizon(), NOW + 1000);
         assert!(p.is_cleanable(NOW, NOW));
         let lagged = CompactionPolicy {
             min_lag_ms: 10,
@@ -830,27 +888,31 @@ mod tests {
             cleaned_upto: 4,
             ..CompactionStats::default()
         };
-        for b in [&b0, &b1] {
-            m.clean(b, 0, &mut s).expect("clean");
-        }
-        assert_eq!(s.records_removed, 2);
-        assert_eq!(s.bytes_before, (b0.len() + b1.len()) as u64);
-        assert_eq!(s.bytes_after, b1.len() as u64);
-        assert_eq!(s.oldest_tombstone_ms, Some(NOW + 7));
-
         let p = CompactionPolicy {
             delete_retention_ms: 100,
             ..CompactionPolicy::default()
         };
-        let c = CleanerCheckpoint::after(&s, &p);
+        let mut after = Vec::new();
+        for b in [&b0, &b1] {
+            after.push(m.clean(b, p.tombstones(NOW + 7), &mut s).expect("clean"));
+        }
+        let Cleaned::Rewritten(stamped) = &after[1] else {
+            panic!("b1 keeps its records and gets a horizon: {after:?}");
+        };
+        assert_eq!(s.records_removed, 2);
+        assert_eq!(s.bytes_before, (b0.len() + b1.len()) as u64);
+        assert_eq!(s.bytes_after, stamped.len() as u64);
+        assert_eq!(s.tombstone_due_ms, Some(NOW + 107));
+
+        let c = CleanerCheckpoint::after(&s);
         assert_eq!(c.cleaned_upto, 4);
         assert!(
-            !c.is_due(&p, 1000, 0, None, NOW + 107),
+            !c.is_due(&p, 1000, 0, None, NOW + 106),
             "nothing dirty, tombstone alive"
         );
         assert!(
-            c.is_due(&p, 1000, 0, None, NOW + 108),
-            "the tombstone expired"
+            c.is_due(&p, 1000, 0, None, NOW + 107),
+            "the tombstone's horizon came"
         );
         let clean = CleanerCheckpoint::default();
         assert!(!clean.is_due(&p, 1000, 499, Some(NOW), NOW));
@@ -877,7 +939,7 @@ mod tests {
             return false;
         };
         *log = apply_changes(log.drain(..), changes).collect();
-        *cp = CleanerCheckpoint::after(&stats, p);
+        *cp = CleanerCheckpoint::after(&stats);
         true
     }
 
