@@ -7,6 +7,7 @@
 //!     00000000000000004711.log     the active segment: the only one written
 //!     start-offset                 the log start offset, when it lies inside a segment
 //!     compacted-upto               below this offset compaction may have left gaps
+//!     cleaner-checkpoint           where the last compaction pass stopped (saves work only)
 //!     snapshot                     the owner's snapshot (`save_snapshot`), when there is one
 //!     <base>.<end>.swap            a decided merge of the segments from base to end (transient)
 //! ```
@@ -65,6 +66,7 @@ use crate::segment::{index_name, log_name, read_batches, scan, BatchInfo, ReadPl
 
 const START_FILE: &str = "start-offset";
 const COMPACTED_FILE: &str = "compacted-upto";
+const CLEANER_FILE: &str = "cleaner-checkpoint";
 /// How much one read of a compaction pass takes in.
 const COMPACTION_READ_BYTES: usize = 4 * 1024 * 1024;
 pub(crate) const SNAPSHOT_FILE: &str = "snapshot";
@@ -318,6 +320,9 @@ impl SegmentLog {
             }
         }
         let size_bytes = segments.iter().map(|s| s.len).sum();
+        let cleaner = read_if_exists(&dir.join(CLEANER_FILE))?
+            .and_then(|b| CleanerCheckpoint::decode(&b, end))
+            .unwrap_or_default();
         let active = segments
             .back()
             .map(|s| s.file.clone())
@@ -348,7 +353,7 @@ impl SegmentLog {
                 failed: Mutex::new(None),
                 closed: AtomicBool::new(false),
                 syncing: AtomicBool::new(false),
-                cleaner: Mutex::new(CleanerCheckpoint::default()),
+                cleaner: Mutex::new(cleaner),
                 closing: AtomicBool::new(false),
             }),
         })
@@ -827,6 +832,7 @@ impl Inner {
             }
         }
         *checkpoint = CleanerCheckpoint::after(&stats);
+        write_atomic(&self.dir.join(CLEANER_FILE), &checkpoint.encode())?;
         Ok(Some(stats))
     }
 

@@ -6,6 +6,8 @@
 //! |---|---|---|
 //! | `log:<topic>:<partition>` (one per log; topic bytes outside `[A-Za-z0-9._-]` as `%XX`) | base offset, 8 bytes big-endian | the batch, byte for byte |
 //! | `logs` | the partition (order-preserving encoding) | the log's start offset and a lower bound of its end offset |
+//! | `snapshots` | as in `logs` | the log owner's snapshot (`save_snapshot`) |
+//! | `cleaners` | as in `logs` | where the last compaction pass stopped (`CleanerCheckpoint::encode`) |
 //! | `metadata` | the key (UTF-8) | the opaque value |
 //! | `offsets` | group, then partition (order-preserving encoding) | the [`CommittedOffset`], a small versioned binary layout |
 //!
@@ -82,6 +84,7 @@ use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use tokio::sync::{Mutex, RwLock};
+use weir_storage::compaction::CleanerCheckpoint;
 use weir_storage::{
     CommittedOffset, LogConfig, LogOffsets, Offset, PartitionLog, Result, Storage, StorageError,
     TopicPartition,
@@ -156,6 +159,8 @@ struct Handles {
     logs: sled::Tree,
     /// Partition logs' owner snapshots, keyed like `logs`.
     snapshots: sled::Tree,
+    /// Partition logs' compaction checkpoints (`CleanerCheckpoint::encode`), keyed like `logs`.
+    cleaners: sled::Tree,
     metadata: sled::Tree,
     offsets: sled::Tree,
 }
@@ -244,6 +249,12 @@ impl StorageShared {
                 )
             }
         };
+        let cleaner = h
+            .cleaners
+            .get(&state_key)
+            .map_err(|e| self.engine("reading a log's compaction checkpoint", e))?
+            .and_then(|b| CleanerCheckpoint::decode(&b, offsets.end))
+            .unwrap_or_default();
         Ok(Recovered {
             tp,
             tree_path,
@@ -254,9 +265,11 @@ impl StorageShared {
                 data,
                 logs: h.logs.clone(),
                 snapshots: h.snapshots.clone(),
+                cleaners: h.cleaners.clone(),
             },
             offsets,
             compacted_upto,
+            cleaner,
         })
     }
 
@@ -338,7 +351,8 @@ impl StorageShared {
         })
     }
 
-    /// Drops log trees and snapshots that have no state in `logs` (an interrupted `delete_log`).
+    /// Drops log trees, snapshots and compaction checkpoints that have no state in `logs` (an
+    /// interrupted `delete_log`).
     fn drop_orphan_trees(&self, h: &Handles) -> Result<()> {
         for name in h.db.tree_names() {
             let Some(tp) = codec::decode_log_tree_name(&name) else {
@@ -353,16 +367,17 @@ impl StorageShared {
                     .map_err(|e| self.engine("dropping an orphan log tree", e))?;
             }
         }
-        for key in h.snapshots.iter().keys() {
-            let key = key.map_err(|e| self.engine("listing snapshots", e))?;
-            let known = h
-                .logs
-                .contains_key(&key)
-                .map_err(|e| self.engine("listing logs", e))?;
-            if !known {
-                h.snapshots
-                    .remove(&key)
-                    .map_err(|e| self.engine("dropping an orphan snapshot", e))?;
+        for tree in [&h.snapshots, &h.cleaners] {
+            for key in tree.iter().keys() {
+                let key = key.map_err(|e| self.engine("listing snapshots", e))?;
+                let known = h
+                    .logs
+                    .contains_key(&key)
+                    .map_err(|e| self.engine("listing logs", e))?;
+                if !known {
+                    tree.remove(&key)
+                        .map_err(|e| self.engine("dropping an orphan snapshot", e))?;
+                }
             }
         }
         Ok(())
@@ -439,6 +454,7 @@ impl SledStorage {
         let handles = Handles {
             logs: tree("logs")?,
             snapshots: tree("snapshots")?,
+            cleaners: tree("cleaners")?,
             metadata: tree("metadata")?,
             offsets: tree("offsets")?,
             db: db.clone(),
@@ -526,6 +542,9 @@ impl Storage for SledStorage {
             h.snapshots
                 .remove(codec::tp_key(&tp))
                 .map_err(|e| shared.engine("deleting a log's snapshot", e))?;
+            h.cleaners
+                .remove(codec::tp_key(&tp))
+                .map_err(|e| shared.engine("deleting a log's compaction checkpoint", e))?;
             h.logs
                 .remove(codec::tp_key(&tp))
                 .map_err(|e| shared.engine("deleting a log's state", e))?;

@@ -63,6 +63,8 @@ pub(crate) struct LogHandles {
     pub(crate) logs: sled::Tree,
     /// Owners' snapshots, under the same key as the log's state in `logs`.
     pub(crate) snapshots: sled::Tree,
+    /// Compaction checkpoints, under the same key.
+    pub(crate) cleaners: sled::Tree,
 }
 
 /// State only writers (append, retention, sync) touch, under `LogShared::writer`.
@@ -107,6 +109,8 @@ pub(crate) struct Recovered {
     pub(crate) handles: LogHandles,
     pub(crate) offsets: LogOffsets,
     pub(crate) compacted_upto: Offset,
+    /// Where the last compaction pass stopped, as persisted.
+    pub(crate) cleaner: CleanerCheckpoint,
 }
 
 impl LogShared {
@@ -124,7 +128,7 @@ impl LogShared {
             }),
             published: Mutex::new(r.offsets),
             compacted_upto: AtomicI64::new(r.compacted_upto),
-            cleaner: Mutex::new(CleanerCheckpoint::default()),
+            cleaner: Mutex::new(r.cleaner),
             fail: FailStop::default(),
         })
     }
@@ -473,12 +477,15 @@ impl LogShared {
             }
             freed += old.len() as u64;
         }
+        *checkpoint = CleanerCheckpoint::after(&stats);
+        h.cleaners
+            .insert(self.state_key.as_slice(), checkpoint.encode())
+            .map_err(|e| self.engine("persisting the compaction checkpoint", e))?;
         h.db.flush()
             .map_err(|e| self.engine("flushing a compaction", e))?;
         drop(w);
         let mut p = lock(&self.published);
         p.size_bytes = (p.size_bytes + added).saturating_sub(freed);
-        *checkpoint = CleanerCheckpoint::after(&stats);
         Ok(Some(stats))
     }
 

@@ -172,8 +172,14 @@ impl CompactionStats {
     }
 }
 
-/// What a log remembers between passes (in memory: after a restart the whole closed part is
-/// dirty once more, which costs one pass; the tombstones' horizons are in their batches).
+const CHECKPOINT_VERSION: u8 = 1;
+/// Version, two offsets or times, CRC.
+const CHECKPOINT_LEN: usize = 1 + 8 + 8 + 4;
+
+/// What a log remembers between passes. Backends that persist (segment, sled) keep it beside
+/// the log ([`CleanerCheckpoint::encode`], as Kafka keeps its `cleaner-offset-checkpoint`), so
+/// that a restart does not take the whole closed part for dirty again; one lost or damaged
+/// costs a pass over the closed part, nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CleanerCheckpoint {
     /// Where the last pass stopped: the closed part below it is compacted.
@@ -199,6 +205,40 @@ impl CleanerCheckpoint {
         let overdue = dirty_bytes > 0
             && oldest_dirty_ms.is_some_and(|t| t <= now_ms.saturating_sub(policy.max_lag_ms));
         dirty || overdue || self.tombstone_due_ms.is_some_and(|t| t <= now_ms)
+    }
+
+    /// The checkpoint as bytes: a version byte, `cleaned_upto`, the tombstone due time
+    /// (`i64::MIN` for none), big-endian, and a CRC-32C of the rest.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(CHECKPOINT_LEN);
+        v.push(CHECKPOINT_VERSION);
+        v.extend_from_slice(&self.cleaned_upto.to_be_bytes());
+        v.extend_from_slice(&self.tombstone_due_ms.unwrap_or(i64::MIN).to_be_bytes());
+        let crc = crc32c::crc32c(&v);
+        v.extend_from_slice(&crc.to_be_bytes());
+        v
+    }
+
+    /// Reads [`CleanerCheckpoint::encode`]'s bytes; `None` for anything else (a damaged or
+    /// unknown checkpoint is forgotten: it only saves work). `cleaned_upto` is capped at `end`,
+    /// the log's end as recovered (below a checkpoint past it, new records would pass for
+    /// clean).
+    pub fn decode(buf: &[u8], end: Offset) -> Option<Self> {
+        let (body, crc) = buf.split_at_checked(CHECKPOINT_LEN - 4)?;
+        let crc = u32::from_be_bytes(crc.try_into().ok()?);
+        let [version, rest @ ..] = body else {
+            return None;
+        };
+        if *version != CHECKPOINT_VERSION || crc32c::crc32c(body) != crc {
+            return None;
+        }
+        let (upto, due) = rest.split_at(8);
+        let upto = i64::from_be_bytes(upto.try_into().ok()?);
+        let due = i64::from_be_bytes(due.try_into().ok()?);
+        Some(CleanerCheckpoint {
+            cleaned_upto: upto.clamp(0, end.max(0)),
+            tombstone_due_ms: (due != i64::MIN).then_some(due),
+        })
     }
 
     /// The checkpoint after a pass that did `stats`.
@@ -796,6 +836,40 @@ mod tests {
         };
         assert!(!lagged.is_cleanable(NOW, NOW + 9));
         assert!(lagged.is_cleanable(NOW, NOW + 10));
+    }
+
+    #[test]
+    fn a_checkpoint_reads_back_and_a_damaged_one_is_forgotten() {
+        let c = CleanerCheckpoint {
+            cleaned_upto: 4711,
+            tombstone_due_ms: Some(NOW),
+        };
+        let bytes = c.encode();
+        assert_eq!(CleanerCheckpoint::decode(&bytes, 10_000), Some(c));
+        let none = CleanerCheckpoint {
+            tombstone_due_ms: None,
+            ..c
+        };
+        assert_eq!(
+            CleanerCheckpoint::decode(&none.encode(), 10_000),
+            Some(none)
+        );
+        // Past the recovered end (a tail lost in a crash): capped there.
+        assert_eq!(
+            CleanerCheckpoint::decode(&bytes, 100).map(|c| c.cleaned_upto),
+            Some(100)
+        );
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert_eq!(CleanerCheckpoint::decode(&bad, 10_000), None, "byte {i}");
+        }
+        assert_eq!(CleanerCheckpoint::decode(&bytes[..20], 10_000), None);
+        assert_eq!(
+            CleanerCheckpoint::decode(&[bytes.clone(), vec![0]].concat(), 10_000),
+            None
+        );
+        assert_eq!(CleanerCheckpoint::decode(&[], 10_000), None);
     }
 
     #[test]
