@@ -305,7 +305,7 @@ fn oracle_decodes_what_we_encode_and_encodes_it_back_identically() {
         }
     }
     assert_eq!(unverified, vec!["Produce v0", "Produce v1", "Produce v2"]);
-    assert_eq!(checked.values().sum::<usize>(), 186 - 3);
+    assert_eq!(checked.values().sum::<usize>(), 187 - 3);
 }
 
 /// Builds kafka-protocol's default value of every request and response type.
@@ -353,6 +353,7 @@ kp_defaults! {
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse;
     OffsetDelete: OffsetDeleteRequest, OffsetDeleteResponse;
     DescribeCluster: DescribeClusterRequest, DescribeClusterResponse;
+    DescribeProducers: DescribeProducersRequest, DescribeProducersResponse;
     DescribeTransactions: DescribeTransactionsRequest, DescribeTransactionsResponse;
     ListTransactions: ListTransactionsRequest, ListTransactionsResponse;
 }
@@ -395,7 +396,7 @@ fn we_decode_what_the_oracle_encodes_from_its_own_defaults_and_reencode_it_ident
             checked += 1;
         }
     }
-    assert_eq!(checked, 186 - 3);
+    assert_eq!(checked, 187 - 3);
 }
 
 #[test]

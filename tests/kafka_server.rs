@@ -1110,3 +1110,86 @@ async fn describe_and_list_transactions() {
     server.shutdown().await;
     broker.shutdown().await.expect("shutdown");
 }
+
+/// DescribeProducers on the wire: an idempotent producer's id, epoch, last sequence and write
+/// time, a transaction's start offset while it is open, no coordinator epoch but 0; an unknown
+/// topic is UNKNOWN_TOPIC_OR_PARTITION with a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_producers() {
+    use weir::protocol::kafka::messages::describe_producers::{
+        DescribeProducersRequest, DescribeProducersTopicRequest,
+    };
+    use weir_storage::{BatchBuilder, Compression, Record};
+
+    let (broker, server, _dir) = start().await;
+    broker
+        .create_topic("t", Some(1), vec![])
+        .await
+        .expect("create");
+    let (pid, epoch) = broker
+        .init_transactional_producer("tx", 60_000, -1, -1)
+        .await
+        .expect("init");
+    broker
+        .transactions()
+        .add_partitions(&broker, "tx", pid, epoch, vec![("t".into(), 0)])
+        .await
+        .expect("add");
+    let mut b = BatchBuilder::new(Compression::None)
+        .producer(pid, epoch, 0)
+        .transactional(true);
+    b.push(Record::new(1, "x"));
+    b.push(Record::new(1, "y"));
+    let (_, ack) = broker
+        .publish(
+            "t",
+            Some(0),
+            vec![b.build(0).expect("build")],
+            weir::Acks::All,
+        )
+        .await
+        .expect("publish");
+    let mut s = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let request = Request::DescribeProducers(DescribeProducersRequest {
+        topics: vec![
+            DescribeProducersTopicRequest {
+                name: "t".into(),
+                partition_indexes: vec![0, 5],
+            },
+            DescribeProducersTopicRequest {
+                name: "nope".into(),
+                partition_indexes: vec![0],
+            },
+        ],
+    });
+    let Response::DescribeProducers(d) = call(&mut s, 0, 1, request).await else {
+        panic!("not a DescribeProducers response");
+    };
+    let t = &d.topics[0];
+    assert_eq!(t.name, "t");
+    let p0 = &t.partitions[0];
+    assert_eq!((p0.partition_index, p0.error_code), (0, 0));
+    assert_eq!(p0.active_producers.len(), 1);
+    let p = &p0.active_producers[0];
+    assert_eq!(
+        (p.producer_id, p.producer_epoch, p.last_sequence),
+        (pid, i32::from(epoch), 1)
+    );
+    assert_eq!(p.coordinator_epoch, 0);
+    assert_eq!(p.current_txn_start_offset, ack.base_offset);
+    assert!(p.last_timestamp > 1_700_000_000_000);
+    assert_eq!(
+        (t.partitions[1].partition_index, t.partitions[1].error_code),
+        (5, 3)
+    );
+    let unknown = &d.topics[1].partitions[0];
+    assert_eq!(unknown.error_code, 3);
+    assert!(unknown
+        .error_message
+        .as_deref()
+        .is_some_and(|m| m.contains("nope")));
+    server.shutdown().await;
+    broker.shutdown().await.expect("shutdown");
+}

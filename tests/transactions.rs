@@ -663,3 +663,94 @@ async fn compaction_keeps_committed_updates_and_drops_aborted_ones() {
         h.shutdown().await.expect("shutdown");
     }
 }
+
+/// What DescribeProducers shows (`kafka-transactions.sh describe-producers` and
+/// `find-hanging`): per partition, each producer it remembers with its epoch, last sequence
+/// and write time, and the first offset of a transaction it has open there; after the
+/// transaction ends, no open offset; after a restart, the same producers, rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_producers_shows_writers_and_open_transactions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start_with(config(Backend::Segment, dir.path())).await;
+    h.create_topic("t", Some(2), vec![]).await.expect("create");
+    assert_eq!(
+        h.describe_producers("t", 0).await.expect("describe"),
+        vec![]
+    );
+
+    let (idem, idem_epoch) = h.init_producer_id(None, -1, -1).await.expect("init");
+    for seq in 0..3 {
+        let mut b = BatchBuilder::new(Compression::None).producer(idem, idem_epoch, seq * 2);
+        b.push(Record::new(1, "a"));
+        b.push(Record::new(1, "b"));
+        publish(&h, 0, b.build(0).expect("build"))
+            .await
+            .expect("publish");
+    }
+    publish(&h, 0, plain("not idempotent"))
+        .await
+        .expect("publish");
+    let (pid, epoch) = h
+        .init_transactional_producer("tx", 60_000, -1, -1)
+        .await
+        .expect("init");
+    add(&h, "tx", pid, epoch, &[0]).await;
+    let opened = publish(&h, 0, txn(pid, epoch, 0, "open"))
+        .await
+        .expect("publish");
+    publish(&h, 0, txn(pid, epoch, 1, "still open"))
+        .await
+        .expect("publish");
+
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let active = h.describe_producers("t", 0).await.expect("describe");
+    assert_eq!(active.len(), 2, "{active:?}");
+    let (a, t) = (&active[0], &active[1]);
+    assert_eq!(
+        (a.producer_id, a.epoch, a.last_sequence),
+        (idem, idem_epoch, 5)
+    );
+    assert_eq!(a.current_txn_start_offset, None);
+    assert!(a.last_timestamp_ms > before - 60_000 && a.last_timestamp_ms <= before);
+    assert_eq!((t.producer_id, t.epoch, t.last_sequence), (pid, epoch, 1));
+    assert_eq!(t.current_txn_start_offset, Some(opened));
+    assert_eq!(
+        h.describe_producers("t", 1).await.expect("describe"),
+        vec![]
+    );
+    assert!(matches!(
+        h.describe_producers("nope", 0).await,
+        Err(BrokerError::UnknownTopic(_))
+    ));
+    assert!(h.describe_producers("t", 7).await.is_err());
+
+    h.transactions()
+        .end(&h, "tx", pid, epoch, true)
+        .await
+        .expect("commit");
+    let active = h.describe_producers("t", 0).await.expect("describe");
+    assert_eq!(active[1].current_txn_start_offset, None);
+    h.shutdown().await.expect("shutdown");
+
+    let h = start_with(config(Backend::Segment, dir.path())).await;
+    let again = h.describe_producers("t", 0).await.expect("describe");
+    let ids: Vec<(i64, i16, i32, Option<i64>)> = again
+        .iter()
+        .map(|a| {
+            (
+                a.producer_id,
+                a.epoch,
+                a.last_sequence,
+                a.current_txn_start_offset,
+            )
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        vec![(idem, idem_epoch, 5, None), (pid, epoch, 1, None)]
+    );
+    h.shutdown().await.expect("shutdown");
+}

@@ -13,7 +13,9 @@ use super::group::{
     CheckMember, CommitOffsets, CommitTxnOffsets, ConsumerGroup, DeleteGroup, DescribeGroup,
     FetchOffsets, ForgetPartitions, Heartbeat, LeaveGroup, StopGroup, SyncGroup,
 };
-use super::messages::{Fetch, GetOffsets, ListOffset, Publish, TrimLog, WriteTxnMarker};
+use super::messages::{
+    DescribeProducers, Fetch, GetOffsets, ListOffset, Publish, TrimLog, WriteTxnMarker,
+};
 use super::partition::PartitionLimits;
 use super::registry::{
     AlterTopicConfig, CreatePartitions, CreateTopic, DeleteTopic, RecoverTopics, Routes,
@@ -22,8 +24,8 @@ use super::registry::{
 use super::topic::{PublishKeyless, Route};
 use super::transactions::{TxnCoordinator, TxnLogs};
 use super::types::{
-    Acks, FetchResult, GroupDescription, GroupState, Isolation, JoinGroup, JoinResult, OffsetSpec,
-    PublishAck, ResetTo, SyncResult, TopicDescription,
+    Acks, ActiveProducer, FetchResult, GroupDescription, GroupState, Isolation, JoinGroup,
+    JoinResult, OffsetSpec, PublishAck, ResetTo, SyncResult, TopicDescription,
 };
 use super::{group, idempotence, messages};
 use crate::config::Config;
@@ -758,6 +760,20 @@ impl BrokerHandle {
             .partition(partition)?
             .send(ListOffset { spec, isolation })
             .await?
+    }
+
+    /// The producers one partition remembers: their last writes and open transactions (Kafka's
+    /// DescribeProducers, for `kafka-transactions.sh describe-producers` and `find-hanging`).
+    ///
+    /// # Errors
+    /// Unknown topic or partition; the partition's producer state failed to load.
+    pub async fn describe_producers(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Vec<ActiveProducer>, BrokerError> {
+        let route = self.route_or_create(topic, false).await?;
+        route.partition(partition)?.send(DescribeProducers).await?
     }
 
     /// Start, end and size of one partition.

@@ -73,6 +73,7 @@ use weir_storage::{Batch, Offset, Storage};
 
 use super::error::BrokerError;
 use super::txn_state::{PartitionTxns, TxnSnapshot};
+use super::types::ActiveProducer;
 
 /// How many of a producer's most recent batches are remembered for duplicate detection
 /// (Kafka's five in-flight requests per connection).
@@ -285,6 +286,38 @@ impl ProducerStates {
     /// How many producers the partition remembers.
     pub fn producer_count(&self) -> usize {
         self.producers.len()
+    }
+
+    /// Every producer the partition remembers (its idempotent writes, its transactions), by
+    /// producer id: what Kafka's DescribeProducers lists.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let ids: std::collections::BTreeSet<i64> = self
+            .producers
+            .iter()
+            .filter(|(_, p)| !p.written.is_empty() || p.epoch != NO_EPOCH)
+            .map(|(&id, _)| id)
+            .chain(self.txns.producers())
+            .collect();
+        ids.into_iter()
+            .map(|id| {
+                let p = self.producers.get(&id);
+                let last = p.and_then(|p| p.written.back());
+                let epoch = p
+                    .map(|p| p.epoch)
+                    .filter(|&e| e != NO_EPOCH)
+                    .into_iter()
+                    .chain(self.txns.fence_epoch(id))
+                    .max()
+                    .unwrap_or(NO_EPOCH);
+                ActiveProducer {
+                    producer_id: id,
+                    epoch,
+                    last_sequence: last.map_or(-1, |w| w.last_seq),
+                    last_timestamp_ms: last.map_or(-1, |w| w.time_ms),
+                    current_txn_start_offset: self.txns.open_since(id),
+                }
+            })
+            .collect()
     }
 
     /// The partition's transaction state.

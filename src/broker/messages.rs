@@ -6,7 +6,7 @@ use actix::prelude::*;
 use weir_storage::{Batch, LogOffsets, Offset};
 
 use super::error::BrokerError;
-use super::types::{Acks, FetchResult, Isolation, OffsetSpec, PublishAck};
+use super::types::{Acks, ActiveProducer, FetchResult, Isolation, OffsetSpec, PublishAck};
 use crate::config::TopicConfig;
 
 /// Appends batches to one partition.
@@ -71,6 +71,12 @@ pub struct WriteTxnMarker {
     /// Commit, or abort.
     pub commit: bool,
 }
+
+/// The producers the partition remembers (Kafka's DescribeProducers), once its producer state
+/// is loaded.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<Vec<ActiveProducer>, BrokerError>")]
+pub struct DescribeProducers;
 
 /// The partition's current offsets.
 #[derive(Debug, Clone, Copy, Message)]

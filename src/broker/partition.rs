@@ -82,9 +82,10 @@ use weir_storage::{
 use super::error::BrokerError;
 use super::idempotence::{Position, ProducerStates, Ticket, Verdict};
 use super::messages::{
-    Fetch, ListOffset, Publish, StopPartition, TrimLog, UpdateTopicConfig, WriteTxnMarker,
+    DescribeProducers, Fetch, ListOffset, Publish, StopPartition, TrimLog, UpdateTopicConfig,
+    WriteTxnMarker,
 };
-use super::types::{now_ms, Acks, FetchResult, Isolation, OffsetSpec, PublishAck};
+use super::types::{now_ms, Acks, ActiveProducer, FetchResult, Isolation, OffsetSpec, PublishAck};
 use crate::config::{TimestampMode, TopicConfig};
 
 /// Broker-wide limits a partition enforces.
@@ -1361,5 +1362,35 @@ impl Handler<super::messages::GetOffsets> for Partition {
 
     fn handle(&mut self, _: super::messages::GetOffsets, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.offsets())
+    }
+}
+
+impl Partition {
+    /// The producers the partition remembers, once its producer state is loaded.
+    fn describe_producers(
+        &mut self,
+        reply: oneshot::Sender<Result<Vec<ActiveProducer>, BrokerError>>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.ensure_loaded(ctx) {
+            self.deferred
+                .push(Box::new(move |act, ctx| act.describe_producers(reply, ctx)));
+            return;
+        }
+        let answer = match &self.load {
+            Load::Failed(e) => Err(e.clone()),
+            _ => Ok(self.producers.active()),
+        };
+        let _ = reply.send(answer);
+    }
+}
+
+impl Handler<DescribeProducers> for Partition {
+    type Result = ResponseFuture<Result<Vec<ActiveProducer>, BrokerError>>;
+
+    fn handle(&mut self, _: DescribeProducers, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.describe_producers(tx, ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(BrokerError::ShuttingDown)) })
     }
 }

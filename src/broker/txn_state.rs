@@ -60,6 +60,16 @@ impl PartitionTxns {
         self.open.contains_key(&producer_id)
     }
 
+    /// The first offset of `producer_id`'s open transaction here.
+    pub fn open_since(&self, producer_id: i64) -> Option<Offset> {
+        self.open.get(&producer_id).copied()
+    }
+
+    /// The epoch of `producer_id`'s last marker here.
+    pub fn fence_epoch(&self, producer_id: i64) -> Option<i16> {
+        self.fence.get(&producer_id).copied()
+    }
+
     /// Checks that a transactional batch of `producer_id` at `epoch` is not fenced.
     ///
     /// # Errors

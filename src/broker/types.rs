@@ -64,6 +64,23 @@ fn unknown_offset() -> Offset {
     -1
 }
 
+/// A producer a partition remembers (Kafka's DescribeProducers): its last write and any
+/// transaction it has open there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ActiveProducer {
+    /// The producer id.
+    pub producer_id: i64,
+    /// The epoch of its last write (or transaction marker).
+    pub epoch: i16,
+    /// The sequence number of its last record written, -1 when none is remembered.
+    pub last_sequence: i32,
+    /// When its last batch was written (the broker's clock; for a batch replayed from the log
+    /// after a restart, the batch's max timestamp), -1 when unknown.
+    pub last_timestamp_ms: i64,
+    /// The first offset of its open transaction in the partition.
+    pub current_txn_start_offset: Option<Offset>,
+}
+
 /// One aborted transaction in one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AbortedTxn {

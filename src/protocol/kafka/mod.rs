@@ -361,6 +361,10 @@ apis! {
     /// Brokers and controller, for admin clients.
     DescribeCluster = 60, describe_cluster::{DescribeClusterRequest, DescribeClusterResponse},
         decode 0..=2, supported 0..=1, flexible 0;
+    /// The producers partitions remember, with their open transactions (admin tools).
+    DescribeProducers = 61,
+        describe_producers::{DescribeProducersRequest, DescribeProducersResponse},
+        decode 0..=0, supported 0..=0, flexible 0;
     /// Transactional ids' state, producer and partitions (admin tools).
     DescribeTransactions = 65,
         describe_transactions::{DescribeTransactionsRequest, DescribeTransactionsResponse},
@@ -632,7 +636,8 @@ mod tests {
     /// The table, plus DeleteRecords (21) 0–2, AlterConfigs (33) 0–2, DescribeLogDirs
     /// (35) 1–4, DeleteGroups (42) 0–2, IncrementalAlterConfigs (44) 0–1, OffsetDelete (47) 0
     /// and the transaction APIs AddPartitionsToTxn (24), AddOffsetsToTxn (25), EndTxn (26) and
-    /// TxnOffsetCommit (28) 0–3, DescribeTransactions (65) 0, ListTransactions (66) 0–1.
+    /// TxnOffsetCommit (28) 0–3, DescribeProducers (61) 0, DescribeTransactions (65) 0,
+    /// ListTransactions (66) 0–1.
     #[test]
     fn supported_table_is_the_advertised_one() {
         let expected: &[(i16, i16, i16)] = &[
@@ -666,6 +671,7 @@ mod tests {
             (44, 0, 1),
             (47, 0, 0),
             (60, 0, 1),
+            (61, 0, 0),
             (65, 0, 0),
             (66, 0, 1),
         ];

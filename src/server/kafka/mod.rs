@@ -378,6 +378,9 @@ async fn handle(s: &Session, request: Request, version: i16) -> Response {
             Response::DescribeTransactions(txn::describe(s, r).await)
         }
         Request::ListTransactions(r) => Response::ListTransactions(txn::list(s, r).await),
+        Request::DescribeProducers(r) => {
+            Response::DescribeProducers(txn::describe_producers(s, r).await)
+        }
         Request::TxnOffsetCommit(r) => {
             Response::TxnOffsetCommit(txn::txn_offset_commit(s, r).await)
         }

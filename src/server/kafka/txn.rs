@@ -1,7 +1,7 @@
 //! Transactions: AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit and EndTxn, answered by
 //! the broker's transaction coordinator ([`crate::broker::transactions`]), and the admin views
-//! DescribeTransactions and ListTransactions. Request fields in, Kafka error codes out; the
-//! rules live in the coordinator.
+//! DescribeTransactions, ListTransactions and DescribeProducers (the last from the partitions'
+//! producer state). Request fields in, Kafka error codes out; the rules live in the broker.
 
 use std::collections::HashMap;
 
@@ -15,6 +15,10 @@ use crate::protocol::kafka::messages::add_offsets_to_txn::{
 use crate::protocol::kafka::messages::add_partitions_to_txn::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
     AddPartitionsToTxnTopicResult,
+};
+use crate::protocol::kafka::messages::describe_producers::{
+    DescribeProducersPartitionResponse, DescribeProducersRequest, DescribeProducersResponse,
+    DescribeProducersTopicResponse, ProducerState,
 };
 use crate::protocol::kafka::messages::describe_transactions::{
     DescribeTransactionsRequest, DescribeTransactionsResponse, DescribedTransactionState,
@@ -249,6 +253,54 @@ pub(super) async fn describe(
     DescribeTransactionsResponse {
         transaction_states,
         ..DescribeTransactionsResponse::default()
+    }
+}
+
+/// DescribeProducers: per partition, the producers it remembers, their last write and the
+/// first offset of any transaction they have open there (`kafka-transactions.sh
+/// describe-producers`, and `find-hanging`, which looks for transactions open longer than
+/// their timeout). Weir's single coordinator never changes, so its epoch is 0.
+pub(super) async fn describe_producers(
+    s: &Session,
+    r: DescribeProducersRequest,
+) -> DescribeProducersResponse {
+    let mut topics = Vec::with_capacity(r.topics.len());
+    for t in r.topics {
+        let mut partitions = Vec::with_capacity(t.partition_indexes.len());
+        for p in t.partition_indexes {
+            let mut answer = DescribeProducersPartitionResponse {
+                partition_index: p,
+                ..DescribeProducersPartitionResponse::default()
+            };
+            match s.broker.describe_producers(&t.name, p).await {
+                Ok(active) => {
+                    answer.active_producers = active
+                        .into_iter()
+                        .map(|a| ProducerState {
+                            producer_id: a.producer_id,
+                            producer_epoch: i32::from(a.epoch),
+                            last_sequence: a.last_sequence,
+                            last_timestamp: a.last_timestamp_ms,
+                            coordinator_epoch: 0,
+                            current_txn_start_offset: a.current_txn_start_offset.unwrap_or(-1),
+                        })
+                        .collect();
+                }
+                Err(e) => {
+                    answer.error_code = e.kafka_code();
+                    answer.error_message = Some(e.to_string());
+                }
+            }
+            partitions.push(answer);
+        }
+        topics.push(DescribeProducersTopicResponse {
+            name: t.name,
+            partitions,
+        });
+    }
+    DescribeProducersResponse {
+        topics,
+        ..DescribeProducersResponse::default()
     }
 }
 
