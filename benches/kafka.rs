@@ -168,16 +168,20 @@ fn produce(boot: &str, topic: &str, n: u64) -> (f64, f64) {
         }
     }
     let sent = start.elapsed();
-    // Until every delivery report is in. Not `flush`, nor `poll` with a long timeout: the
-    // rdkafka crate's `poll` returns only at its timeout, and its `flush` polls in steps of
-    // 100 ms, a fixed ~100 ms added to each run (a quarter of a 1 M record run).
+    await_deliveries(&producer);
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    (rate(start.elapsed()), rate(sent))
+}
+
+/// Returns once every delivery report is in. Not `flush`, nor `poll` with a long timeout: the
+/// rdkafka crate's `poll` returns only at its timeout, and its `flush` polls in steps of 100 ms,
+/// a fixed ~100 ms added to each run (a quarter of a 1 M record run).
+fn await_deliveries(producer: &BaseProducer) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while producer.in_flight_count() > 0 {
         assert!(Instant::now() < deadline, "not delivered in 120 s");
         producer.poll(Duration::from_millis(1));
     }
-    let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    (rate(start.elapsed()), rate(sent))
 }
 
 /// Records/s producing `n` records as [`produce`] does (the same settings), but handed to
@@ -240,11 +244,7 @@ fn produce_batched(boot: &str, topic: &str, n: u64) -> (f64, f64) {
         left -= k as u64;
     }
     let sent = start.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while producer.in_flight_count() > 0 {
-        assert!(Instant::now() < deadline, "not delivered in 120 s");
-        producer.poll(Duration::from_millis(1));
-    }
+    await_deliveries(&producer);
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     let result = (rate(start.elapsed()), rate(sent));
     // SAFETY: every message is delivered; nothing refers to the topic handle any more.

@@ -502,6 +502,8 @@ impl TopicConfig {
             max_lag_ms: self.max_compaction_lag_ms,
             delete_retention_ms: self.delete_retention_ms,
             max_keys,
+            // The partition sets it from its last durable snapshot.
+            markers_below: 0,
         })
     }
 

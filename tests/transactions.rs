@@ -754,3 +754,95 @@ async fn describe_producers_shows_writers_and_open_transactions() {
     );
     h.shutdown().await.expect("shutdown");
 }
+
+/// A compacted topic written by one transaction after another (Kafka Streams' exactly-once
+/// changelogs): once later transactions overwrite a transaction's records, its commit marker
+/// goes too (after `delete.retention.ms`, here 0), but for the newest; committed readers see
+/// the same, and a restart that replays the whole log (no snapshot) finds no transaction open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_markers_of_overwritten_transactions_are_compacted_away() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(Backend::Segment, dir.path());
+    c.broker.retention_check_interval_ms = 50;
+    let h = start_with(c.clone()).await;
+    let settings = [
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", "1024"),
+        ("min.cleanable.dirty.ratio", "0.01"),
+        ("delete.retention.ms", "0"),
+    ];
+    let settings = settings
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    h.create_topic("t", Some(1), settings)
+        .await
+        .expect("create");
+    let (pid, epoch) = h
+        .init_transactional_producer("tx", 60_000, -1, -1)
+        .await
+        .expect("init");
+    for i in 0..20 {
+        add(&h, "tx", pid, epoch, &[0]).await;
+        publish(&h, 0, keyed(pid, epoch, i, "k", &format!("v{i}")))
+            .await
+            .expect("write");
+        h.transactions()
+            .end(&h, "tx", pid, epoch, true)
+            .await
+            .expect("commit");
+    }
+    for i in 0..15 {
+        let v = format!("{i:0>200}");
+        publish(&h, 0, keyed(-1, 0, 0, "filler", &v))
+            .await
+            .expect("filler");
+    }
+    let markers = |h: BrokerHandle| async move {
+        let mut n = 0;
+        let mut next = 0;
+        loop {
+            let r = read(&h, 0, next, Isolation::ReadUncommitted).await;
+            let Some(last) = r.batches.last() else {
+                return n;
+            };
+            next = last.next_offset();
+            n += r.batches.iter().filter(|b| b.is_control()).count();
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while markers(h.clone()).await > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "markers left: {}",
+            markers(h.clone()).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let committed = values(&h, 0, Isolation::ReadCommitted).await;
+    let k: Vec<&String> = committed.iter().filter(|v| v.starts_with('v')).collect();
+    assert_eq!(k, ["v19"], "k's latest only: {committed:?}");
+    h.shutdown().await.expect("shutdown");
+
+    assert!(remove_snapshots(dir.path()) > 0);
+    let h = start_with(c).await;
+    let (stable, end) = stable(&h, 0).await;
+    assert_eq!(stable, end, "no transaction left open by the replay");
+    assert_eq!(values(&h, 0, Isolation::ReadCommitted).await, committed);
+    // The producer goes on.
+    let (pid, epoch) = h
+        .init_transactional_producer("tx", 60_000, -1, -1)
+        .await
+        .expect("init");
+    add(&h, "tx", pid, epoch, &[0]).await;
+    publish(&h, 0, keyed(pid, epoch, 0, "k", "after"))
+        .await
+        .expect("write");
+    h.transactions()
+        .end(&h, "tx", pid, epoch, true)
+        .await
+        .expect("commit");
+    let v = values(&h, 0, Isolation::ReadCommitted).await;
+    assert!(v.contains(&"after".to_string()), "{v:?}");
+    h.shutdown().await.expect("shutdown");
+}

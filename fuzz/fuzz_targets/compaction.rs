@@ -53,6 +53,7 @@ fuzz_target!(|data: &[u8]| {
     let tombstones = TombstoneClock {
         now_ms: if knobs & 0x80 != 0 { i64::MAX } else { 0 },
         delete_retention_ms: if knobs & 0x40 != 0 { i64::MAX } else { 0 },
+        markers_below: if knobs & 0x20 != 0 { i64::MAX } else { 0 },
     };
     let mut stats = CompactionStats::default();
     for b in &batches[..taken] {

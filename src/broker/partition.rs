@@ -211,6 +211,9 @@ pub struct Partition {
     snapshot_saving: bool,
     /// `appended_bytes` when the last snapshot was taken.
     snapshot_at_bytes: u64,
+    /// The log end of the last snapshot saved in this run: a restart replays the log from
+    /// there (or from a later one), so compaction may drop transaction markers below it only.
+    snapshot_saved_end: Offset,
     /// The log end when this actor started: a snapshot from an earlier run is trusted only
     /// up to it (a crash may have cut the log below what a snapshot saw).
     opened_end: Offset,
@@ -257,6 +260,7 @@ impl Partition {
             snapshot_dirty: false,
             snapshot_saving: false,
             snapshot_at_bytes: 0,
+            snapshot_saved_end: 0,
             parked: VecDeque::new(),
             parked_bytes: 0,
             duplicate_waiters: HashMap::new(),
@@ -665,14 +669,15 @@ impl Partition {
 
     /// The producer state as a snapshot of the log as it is now, when there is a state to
     /// save: loaded, and nothing pending (an idempotent batch in flight is not in the log yet).
-    fn take_snapshot(&mut self) -> Option<Vec<u8>> {
+    fn take_snapshot(&mut self) -> Option<(Vec<u8>, Offset)> {
         if !matches!(self.load, Load::Ready) {
             return None;
         }
-        let bytes = self.producers.snapshot(self.offsets().end)?;
+        let end = self.offsets().end;
+        let bytes = self.producers.snapshot(end)?;
         self.snapshot_dirty = false;
         self.snapshot_at_bytes = self.appended_bytes;
-        Some(bytes)
+        Some((bytes, end))
     }
 
     /// Saves a snapshot of the producer state when it changed, or when so much was appended
@@ -683,7 +688,7 @@ impl Partition {
         if self.snapshot_saving || !(self.snapshot_dirty || stale) {
             return;
         }
-        let Some(bytes) = self.take_snapshot() else {
+        let Some((bytes, end)) = self.take_snapshot() else {
             return;
         };
         self.snapshot_saving = true;
@@ -694,9 +699,12 @@ impl Partition {
                 .into_actor(self)
                 .map(move |r, act, _| {
                     act.snapshot_saving = false;
-                    if let Err(e) = r {
-                        log_error(&tp, "saving the producer-state snapshot", &e);
-                        act.snapshot_dirty = true;
+                    match r {
+                        Ok(()) => act.snapshot_saved_end = act.snapshot_saved_end.max(end),
+                        Err(e) => {
+                            log_error(&tp, "saving the producer-state snapshot", &e);
+                            act.snapshot_dirty = true;
+                        }
                     }
                 }),
         );
@@ -734,9 +742,11 @@ impl Partition {
         if self.compaction_running || self.stop.is_some() {
             return;
         }
-        let Some(policy) = self.config.compaction(self.limits.compaction_max_keys) else {
+        let Some(mut policy) = self.config.compaction(self.limits.compaction_max_keys) else {
             return;
         };
+        // A restart replays from the last saved snapshot: the markers from there on stay.
+        policy.markers_below = self.snapshot_saved_end;
         self.compaction_running = true;
         let log = self.log.clone();
         let tp = self.tp.clone();
@@ -799,7 +809,7 @@ impl Partition {
         let tp = self.tp.clone();
         ctx.spawn(
             async move {
-                if let Some(bytes) = snapshot {
+                if let Some((bytes, _)) = snapshot {
                     if let Err(e) = log.save_snapshot(&bytes).await {
                         log_error(&tp, "saving the producer-state snapshot", &e);
                     }
@@ -1280,6 +1290,24 @@ impl Partition {
             let _ = reply.send(result.map(|ack| ack.base_offset));
         });
     }
+
+    /// The producers the partition remembers, once its producer state is loaded.
+    fn describe_producers(
+        &mut self,
+        reply: oneshot::Sender<Result<Vec<ActiveProducer>, BrokerError>>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.ensure_loaded(ctx) {
+            self.deferred
+                .push(Box::new(move |act, ctx| act.describe_producers(reply, ctx)));
+            return;
+        }
+        let answer = match &self.load {
+            Load::Failed(e) => Err(e.clone()),
+            _ => Ok(self.producers.active()),
+        };
+        let _ = reply.send(answer);
+    }
 }
 
 impl Handler<Fetch> for Partition {
@@ -1362,26 +1390,6 @@ impl Handler<super::messages::GetOffsets> for Partition {
 
     fn handle(&mut self, _: super::messages::GetOffsets, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.offsets())
-    }
-}
-
-impl Partition {
-    /// The producers the partition remembers, once its producer state is loaded.
-    fn describe_producers(
-        &mut self,
-        reply: oneshot::Sender<Result<Vec<ActiveProducer>, BrokerError>>,
-        ctx: &mut Context<Self>,
-    ) {
-        if !self.ensure_loaded(ctx) {
-            self.deferred
-                .push(Box::new(move |act, ctx| act.describe_producers(reply, ctx)));
-            return;
-        }
-        let answer = match &self.load {
-            Load::Failed(e) => Err(e.clone()),
-            _ => Ok(self.producers.active()),
-        };
-        let _ = reply.send(answer);
     }
 }
 

@@ -193,8 +193,9 @@ impl SegmentLog {
     /// Opens (creating if needed) the log in `dir` and recovers it. Blocking: call it from a
     /// blocking thread.
     ///
-    /// Recovery: interrupted merges are finished, stray temporary files removed; sealed segments load their index file or,
-    /// when it is missing or stale, are scanned (any bad batch is `Corrupt`); the active segment
+    /// Recovery: interrupted merges are finished, stray temporary files removed; sealed
+    /// segments load their index file or, when it is missing or stale, are scanned (any bad
+    /// batch is `Corrupt`); the active segment
     /// is always scanned and a torn tail is cut (truncate + fsync); segments entirely below the
     /// start checkpoint are deleted; the segments must continue each other's offsets.
     ///

@@ -30,15 +30,18 @@
 //!   producer's sequence state can still be rebuilt from the log after a restart. The log
 //!   therefore has gaps between batches after compaction; readers serve the batch holding an
 //!   offset or, if compaction removed it, the next one.
-//! - Control batches, and batches whose records do not decode or whose record offsets do not
-//!   ascend inside the batch, are kept unchanged (the latter counted in
-//!   [`CompactionStats::unreadable_batches`]) and their keys are not mapped.
+//! - Batches whose records do not decode or whose record offsets do not ascend inside the
+//!   batch are kept unchanged (counted in [`CompactionStats::unreadable_batches`]) and their
+//!   keys are not mapped; control batches map no keys either.
 //! - Transactions (Kafka's cleaner reads the same from its transaction index): a transactional
 //!   batch's keys count only once its producer's commit marker follows in the range; an
 //!   aborted transaction's batches never shadow anything and are removed (but for a
 //!   producer's last batch, kept whole as above); a transaction without its marker in the
 //!   range is still open, and the pass neither compacts nor counts anything from its first
-//!   batch on (Kafka's cleaner stops at the last stable offset). Markers stay.
+//!   batch on (Kafka's cleaner stops at the last stable offset). A commit marker whose
+//!   transaction has no batch left goes like a tombstone (stamped with a delete horizon, gone
+//!   after it), unless it follows its producer's last data batch; abort markers stay (see
+//!   [`KeyMap::clean`]).
 //! - A pass runs when at least [`CompactionPolicy::min_cleanable_dirty_ratio`] of the closed
 //!   part is dirty (not compacted by an earlier pass), when a tombstone an earlier pass kept has
 //!   expired, or when the oldest dirty unit is older than [`CompactionPolicy::max_lag_ms`]
@@ -83,11 +86,15 @@ pub struct CompactionPolicy {
     /// The most distinct keys one pass maps; a pass stops before the batch that could exceed it
     /// (the rest waits for the next pass). About 40 bytes of memory per key.
     pub max_keys: usize,
+    /// Transaction markers at or above this offset stay whatever their transaction kept: the
+    /// log's owner replays the log from here after a restart (its last durable snapshot of
+    /// the transaction state) and must meet every marker there. 0: no marker goes.
+    pub markers_below: Offset,
 }
 
 impl Default for CompactionPolicy {
     /// Kafka's defaults: half the closed part dirty, no lag either way, tombstones kept a day;
-    /// four million keys per pass.
+    /// four million keys per pass; no marker removed (the owner says from where it may).
     fn default() -> Self {
         CompactionPolicy {
             min_cleanable_dirty_ratio: 0.5,
@@ -95,6 +102,7 @@ impl Default for CompactionPolicy {
             max_lag_ms: i64::MAX,
             delete_retention_ms: 24 * 60 * 60 * 1000,
             max_keys: 4 * 1024 * 1024,
+            markers_below: 0,
         }
     }
 }
@@ -110,12 +118,13 @@ impl CompactionPolicy {
         TombstoneClock {
             now_ms,
             delete_retention_ms: self.delete_retention_ms.max(0),
+            markers_below: self.markers_below,
         }
     }
 }
 
-/// When tombstones go (module docs): a batch whose delete horizon has come loses the
-/// tombstones it still holds; a batch without one that keeps a tombstone gets
+/// When tombstones (and commit markers) go (module docs): a batch whose delete horizon has
+/// come loses the tombstones it still holds; a batch without one that keeps a tombstone gets
 /// `now_ms + delete_retention_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TombstoneClock {
@@ -123,6 +132,8 @@ pub struct TombstoneClock {
     pub now_ms: i64,
     /// `delete.retention.ms`.
     pub delete_retention_ms: i64,
+    /// [`CompactionPolicy::markers_below`].
+    pub markers_below: Offset,
 }
 
 impl TombstoneClock {
@@ -154,7 +165,8 @@ pub struct CompactionStats {
     /// Dirty batches the first pass could not map (records that do not decode, or offsets
     /// that do not ascend inside the batch); they stay unchanged.
     pub unreadable_batches: u64,
-    /// The earliest delete horizon of a tombstone the pass kept: a pass is due then.
+    /// The earliest delete horizon of a tombstone or transaction marker the pass kept: a pass
+    /// is due then.
     pub tombstone_due_ms: Option<i64>,
 }
 
@@ -275,6 +287,9 @@ pub struct KeyMap {
     open_keys: usize,
     /// Aborted transactions in the range: (producer, first offset, marker offset).
     aborted: Vec<(i64, Offset, Offset)>,
+    /// Second pass: per producer, whether a batch of its current transaction was kept (its
+    /// marker must then stay).
+    txn_kept: HashMap<i64, bool>,
     max_keys: usize,
     upto: Option<Offset>,
     records: u64,
@@ -291,6 +306,7 @@ impl KeyMap {
             open_txns: HashMap::new(),
             open_keys: 0,
             aborted: Vec::new(),
+            txn_kept: HashMap::new(),
             max_keys,
             upto: None,
             records: 0,
@@ -461,14 +477,66 @@ impl KeyMap {
     /// # Errors
     /// Re-encoding a partly surviving batch failed (a compression error).
     pub fn clean(
-        &self,
+        &mut self,
         batch: &Batch,
         tombstones: TombstoneClock,
         stats: &mut CompactionStats,
     ) -> Result<Cleaned, BatchError> {
-        let cleaned = self.clean_batch(batch, tombstones, stats)?;
+        let cleaned = if batch.is_control() {
+            self.clean_marker(batch, tombstones, stats)?
+        } else {
+            self.clean_batch(batch, tombstones, stats)?
+        };
+        if batch.is_transactional() && !batch.is_control() {
+            *self.txn_kept.entry(batch.producer_id()).or_insert(false) |=
+                cleaned != Cleaned::Removed;
+        }
         stats.note(batch, &cleaned);
         Ok(cleaned)
+    }
+
+    /// A control batch: a commit marker whose transaction has no batch left goes
+    /// `delete.retention.ms` after the pass that first found it so (stamped with a delete
+    /// horizon, as a tombstone's batch is), as Kafka's cleaner removes such markers; without
+    /// this a transactional compacted topic (Kafka Streams' exactly-once changelogs commit
+    /// every 100 ms) would keep a marker per commit forever. A producer's markers after its
+    /// last data batch stay (the newest carries its epoch for a replay of the log), and so do
+    /// markers the owner may replay after a restart ([`CompactionPolicy::markers_below`]). Abort
+    /// markers stay: the partition lists its aborted transactions to `read_committed`
+    /// readers, who skip a producer's batches from an aborted transaction's first offset until
+    /// they meet its marker.
+    fn clean_marker(
+        &mut self,
+        batch: &Batch,
+        tombstones: TombstoneClock,
+        stats: &mut CompactionStats,
+    ) -> Result<Cleaned, BatchError> {
+        let pid = batch.producer_id();
+        let kept = self.txn_kept.remove(&pid).unwrap_or(false);
+        let commit = TxnMarker::of(batch).is_some_and(|m| m.commit);
+        let producers_newest = self
+            .last_of_producer
+            .get(&pid)
+            .is_none_or(|&last| last < batch.base_offset());
+        let replayed = batch.base_offset() >= tombstones.markers_below;
+        if !commit || kept || producers_newest || replayed {
+            return Ok(Cleaned::Unchanged);
+        }
+        let horizon = batch.delete_horizon_ms();
+        if tombstones.expired(horizon) {
+            return Ok(Cleaned::Removed);
+        }
+        let due = horizon.unwrap_or_else(|| tombstones.new_horizon());
+        stats.tombstone_due_ms = Some(stats.tombstone_due_ms.map_or(due, |d| d.min(due)));
+        if horizon.is_some() {
+            return Ok(Cleaned::Unchanged);
+        }
+        Ok(
+            match batch.filtered_with_delete_horizon(|_| true, tombstones.new_horizon())? {
+                Some(b) => Cleaned::Rewritten(b),
+                None => Cleaned::Removed,
+            },
+        )
     }
 
     fn clean_batch(
@@ -477,9 +545,6 @@ impl KeyMap {
         tombstones: TombstoneClock,
         stats: &mut CompactionStats,
     ) -> Result<Cleaned, BatchError> {
-        if batch.is_control() {
-            return Ok(Cleaned::Unchanged);
-        }
         // An idempotent producer's last batch: no later batch of it below `upto`.
         let pid = batch.producer_id();
         if pid >= 0
@@ -704,7 +769,7 @@ mod tests {
     }
 
     /// A pass at `now_ms` with a `delete.retention.ms` of 1000.
-    fn clean(m: &KeyMap, b: &Batch, now_ms: i64) -> Result<Cleaned, BatchError> {
+    fn clean(m: &mut KeyMap, b: &Batch, now_ms: i64) -> Result<Cleaned, BatchError> {
         m.clean(b, clock(now_ms), &mut CompactionStats::default())
     }
 
@@ -712,6 +777,7 @@ mod tests {
         TombstoneClock {
             now_ms,
             delete_retention_ms: 1000,
+            markers_below: Offset::MAX,
         }
     }
 
@@ -728,15 +794,15 @@ mod tests {
         let b0 = batch(0, NOW, &[(Some("a"), Some("1")), (Some("b"), Some("1"))]);
         let b1 = batch(2, NOW, &[(Some("a"), Some("2")), (Some("c"), Some("1"))]);
         let b2 = batch(4, NOW, &[(Some("b"), Some("2"))]);
-        let m = map_of(&[b0.clone(), b1.clone(), b2.clone()]);
+        let mut m = map_of(&[b0.clone(), b1.clone(), b2.clone()]);
         assert_eq!(m.upto(), Some(5));
-        assert_eq!(clean(&m, &b0, 0), Ok(Cleaned::Removed));
-        assert_eq!(clean(&m, &b1, 0), Ok(Cleaned::Unchanged));
-        assert_eq!(clean(&m, &b2, 0), Ok(Cleaned::Unchanged));
+        assert_eq!(clean(&mut m, &b0, 0), Ok(Cleaned::Removed));
+        assert_eq!(clean(&mut m, &b1, 0), Ok(Cleaned::Unchanged));
+        assert_eq!(clean(&mut m, &b2, 0), Ok(Cleaned::Unchanged));
 
         let b3 = batch(5, NOW, &[(Some("a"), Some("3"))]);
-        let m = map_of(&[b0, b1.clone(), b2, b3]);
-        let Ok(Cleaned::Rewritten(r)) = clean(&m, &b1, 0) else {
+        let mut m = map_of(&[b0, b1.clone(), b2, b3]);
+        let Ok(Cleaned::Rewritten(r)) = clean(&mut m, &b1, 0) else {
             panic!("b1 loses a=2");
         };
         assert_eq!(offsets_and_values(&r), vec![(3, Some("1".into()))]);
@@ -759,8 +825,8 @@ mod tests {
             let mut later = later;
             later.push(Record::new(NOW + 5, "w").with_key("z"));
             let later = later.build(13).expect("build");
-            let m = map_of(&[b.clone(), later]);
-            let Ok(Cleaned::Rewritten(r)) = clean(&m, &b, 0) else {
+            let mut m = map_of(&[b.clone(), later]);
+            let Ok(Cleaned::Rewritten(r)) = clean(&mut m, &b, 0) else {
                 panic!("{c:?}: x@10 goes");
             };
             assert_eq!(r.compression(), Ok(c));
@@ -790,19 +856,19 @@ mod tests {
         p.push(Record::new(NOW, "old").with_key("k"));
         let p = p.build(0).expect("build");
         let newer = batch(1, NOW, &[(Some("k"), Some("new"))]);
-        let m = map_of(&[p.clone(), newer]);
-        assert_eq!(clean(&m, &p, 0), Ok(Cleaned::Unchanged));
+        let mut m = map_of(&[p.clone(), newer]);
+        assert_eq!(clean(&mut m, &p, 0), Ok(Cleaned::Unchanged));
     }
 
     #[test]
     fn tombstones_stay_until_their_delete_horizon_and_null_keys_go() {
         let b0 = batch(0, NOW, &[(Some("a"), Some("1")), (None, Some("nokey"))]);
         let b1 = batch(2, NOW, &[(Some("a"), None)]);
-        let m = map_of(&[b0.clone(), b1.clone()]);
-        assert_eq!(clean(&m, &b0, 0), Ok(Cleaned::Removed));
+        let mut m = map_of(&[b0.clone(), b1.clone()]);
+        assert_eq!(clean(&mut m, &b0, 0), Ok(Cleaned::Removed));
         // The first pass that keeps the tombstone stamps its batch with a delete horizon (now
         // plus the retention); the record keeps its offset and timestamp.
-        let Ok(Cleaned::Rewritten(stamped)) = clean(&m, &b1, NOW + 5) else {
+        let Ok(Cleaned::Rewritten(stamped)) = clean(&mut m, &b1, NOW + 5) else {
             panic!("stamped with a horizon");
         };
         assert_eq!(stamped.delete_horizon_ms(), Some(NOW + 1005));
@@ -814,12 +880,12 @@ mod tests {
         assert_eq!(r1, r0);
         assert_eq!(stamped.max_timestamp(), NOW);
         // Later passes keep it as it is until the horizon, then it goes.
-        assert_eq!(clean(&m, &stamped, NOW + 1004), Ok(Cleaned::Unchanged));
-        assert_eq!(clean(&m, &stamped, NOW + 1005), Ok(Cleaned::Removed));
+        assert_eq!(clean(&mut m, &stamped, NOW + 1004), Ok(Cleaned::Unchanged));
+        assert_eq!(clean(&mut m, &stamped, NOW + 1005), Ok(Cleaned::Removed));
         // The record's own timestamp is no clock: a tombstone stamped long ago stays its
         // retention from the pass that first kept it.
         let old = batch(2, 1_000, &[(Some("a"), None)]);
-        let Ok(Cleaned::Rewritten(old)) = clean(&m, &old, NOW) else {
+        let Ok(Cleaned::Rewritten(old)) = clean(&mut m, &old, NOW) else {
             panic!("stamped with a horizon");
         };
         assert_eq!(old.delete_horizon_ms(), Some(NOW + 1000));
@@ -880,7 +946,7 @@ mod tests {
         assert!(m.add(&b0));
         assert!(!m.add(&b1), "2 + 2 records could exceed 3 keys");
         assert_eq!(m.upto(), Some(2));
-        assert_eq!(clean(&m, &b0, 0), Ok(Cleaned::Unchanged));
+        assert_eq!(clean(&mut m, &b0, 0), Ok(Cleaned::Unchanged));
         // The first batch is taken whatever its size, so a pass always makes progress.
         let mut tiny = KeyMap::new(0);
         assert!(tiny.add(&b0));
@@ -901,9 +967,9 @@ mod tests {
         let mut m = KeyMap::new(10);
         assert!(m.add(&good) && m.add(&bad));
         assert_eq!(m.unreadable_batches(), 1);
-        assert_eq!(clean(&m, &bad, 0), Ok(Cleaned::Unchanged));
+        assert_eq!(clean(&mut m, &bad, 0), Ok(Cleaned::Unchanged));
         // The bad batch's key was not mapped, so the good one stays.
-        assert_eq!(clean(&m, &good, 0), Ok(Cleaned::Unchanged));
+        assert_eq!(clean(&mut m, &good, 0), Ok(Cleaned::Unchanged));
     }
 
     #[test]
@@ -925,11 +991,11 @@ mod tests {
         raw[17..21].copy_from_slice(&crc.to_be_bytes());
         let twin = Batch::new(raw.into()).expect("header-valid");
         assert_eq!(twin.records().expect("decodes")[1].offset, 1);
-        let m = map_of(&[good.clone(), twin.clone()]);
+        let mut m = map_of(&[good.clone(), twin.clone()]);
         assert_eq!(m.unreadable_batches(), 1);
-        assert_eq!(clean(&m, &twin, 0), Ok(Cleaned::Unchanged));
+        assert_eq!(clean(&mut m, &twin, 0), Ok(Cleaned::Unchanged));
         assert_eq!(
-            clean(&m, &good, 0),
+            clean(&mut m, &good, 0),
             Ok(Cleaned::Unchanged),
             "a is not mapped from it"
         );
@@ -945,8 +1011,8 @@ mod tests {
         );
         assert!(is_well_formed(&low));
         assert_eq!(check_keys(&low), KeyCheck::Keyed);
-        let m = map_of(std::slice::from_ref(&low));
-        let Ok(Cleaned::Rewritten(r)) = clean(&m, &low, 0) else {
+        let mut m = map_of(std::slice::from_ref(&low));
+        let Ok(Cleaned::Rewritten(r)) = clean(&mut m, &low, 0) else {
             panic!("the first a goes");
         };
         assert_eq!(r.base_offset(), i64::MIN);
@@ -957,7 +1023,7 @@ mod tests {
     fn stats_add_up_and_the_checkpoint_waits_for_dirt_or_an_expiring_tombstone() {
         let b0 = batch(0, NOW, &[(Some("a"), Some("1")), (Some("b"), Some("1"))]);
         let b1 = batch(2, NOW + 7, &[(Some("a"), Some("2")), (Some("b"), None)]);
-        let m = map_of(&[b0.clone(), b1.clone()]);
+        let mut m = map_of(&[b0.clone(), b1.clone()]);
         let mut s = CompactionStats {
             cleaned_upto: 4,
             ..CompactionStats::default()
@@ -1007,9 +1073,19 @@ mod tests {
 
     /// Runs `pass_over_batches` on `log` and applies the changes, as a backend would.
     fn pass(log: &mut Vec<Batch>, cp: &mut CleanerCheckpoint, p: &CompactionPolicy) -> bool {
+        pass_at(log, cp, p, NOW)
+    }
+
+    /// [`pass`] at `now`.
+    fn pass_at(
+        log: &mut Vec<Batch>,
+        cp: &mut CleanerCheckpoint,
+        p: &CompactionPolicy,
+        now: i64,
+    ) -> bool {
         let snapshot = log.clone();
         let scan = || snapshot.iter().cloned().map(Ok);
-        let Some((changes, stats)) = pass_over_batches(scan, cp, p, NOW).expect("pass") else {
+        let Some((changes, stats)) = pass_over_batches(scan, cp, p, now).expect("pass") else {
             return false;
         };
         *log = apply_changes(log.drain(..), changes).collect();
@@ -1152,5 +1228,75 @@ mod tests {
             !m.add(&batch(1, NOW, &[(Some("j"), Some("v"))])),
             "full: k is held"
         );
+    }
+
+    /// Kafka's cleaner rule for markers: a commit marker whose transaction has no batch left
+    /// is stamped with a delete horizon and goes once it has passed; a marker whose
+    /// transaction keeps a batch, an abort marker, and a producer's marker after its last
+    /// data batch stay.
+    #[test]
+    fn commit_markers_of_emptied_transactions_go_after_their_horizon() {
+        let p = CompactionPolicy {
+            min_cleanable_dirty_ratio: 0.0,
+            delete_retention_ms: 1000,
+            markers_below: 8,
+            ..CompactionPolicy::default()
+        };
+        let mut cp = CleanerCheckpoint::default();
+        let mut log = vec![
+            txn(7, 0, 0, "a", "a0"),
+            marker(7, 1, true),
+            txn(7, 1, 2, "b", "b0"),
+            marker(7, 3, true),
+            txn(7, 2, 4, "a", "aborted"),
+            marker(7, 5, false),
+            txn(7, 3, 6, "a", "a1"),
+            marker(7, 7, true),
+            batch(8, NOW, &[(Some("z"), Some("head"))]),
+        ];
+        assert!(pass_at(&mut log, &mut cp, &p, NOW));
+        let marker_at = |log: &[Batch], o: Offset| {
+            log.iter()
+                .find(|b| b.is_control() && b.base_offset() == o)
+                .map(Batch::delete_horizon_ms)
+        };
+        // a1 shadows a0: the first transaction keeps nothing, its marker gets a horizon.
+        assert_eq!(marker_at(&log, 1), Some(Some(NOW + 1000)));
+        for o in [3, 5, 7] {
+            assert_eq!(marker_at(&log, o), Some(None), "marker {o} stays as it is");
+        }
+        let data: Vec<Batch> = log.iter().filter(|b| !b.is_control()).cloned().collect();
+        assert_eq!(
+            values(&data),
+            vec![
+                (2, Some("b0".into())),
+                (6, Some("a1".into())),
+                (8, Some("head".into()))
+            ]
+        );
+        assert_eq!(cp.tombstone_due_ms, Some(NOW + 1000));
+        assert!(!pass_at(&mut log, &mut cp, &p, NOW + 999), "not due yet");
+        assert!(pass_at(&mut log, &mut cp, &p, NOW + 1000));
+        assert_eq!(marker_at(&log, 1), None, "gone at its horizon");
+        for o in [3, 5, 7] {
+            assert!(marker_at(&log, o).is_some(), "marker {o} stays");
+        }
+        assert_eq!(cp.tombstone_due_ms, None);
+
+        // Markers the owner may replay stay: with the floor at 1, none goes.
+        let floor = CompactionPolicy {
+            markers_below: 1,
+            ..p
+        };
+        let mut cp = CleanerCheckpoint::default();
+        let mut log = vec![
+            txn(7, 0, 0, "a", "a0"),
+            marker(7, 1, true),
+            txn(7, 1, 2, "a", "a1"),
+            marker(7, 3, true),
+            batch(4, NOW, &[(Some("z"), Some("head"))]),
+        ];
+        assert!(pass_at(&mut log, &mut cp, &floor, NOW));
+        assert_eq!(marker_at(&log, 1), Some(None));
     }
 }
