@@ -714,7 +714,11 @@ async fn describe_producers_shows_writers_and_open_transactions() {
         (idem, idem_epoch, 5)
     );
     assert_eq!(a.current_txn_start_offset, None);
-    assert!(a.last_timestamp_ms > before - 60_000 && a.last_timestamp_ms <= before);
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    assert!(a.last_timestamp_ms > before - 60_000 && a.last_timestamp_ms <= after);
     assert_eq!((t.producer_id, t.epoch, t.last_sequence), (pid, epoch, 1));
     assert_eq!(t.current_txn_start_offset, Some(opened));
     assert_eq!(
@@ -731,8 +735,16 @@ async fn describe_producers_shows_writers_and_open_transactions() {
         .end(&h, "tx", pid, epoch, true)
         .await
         .expect("commit");
-    let active = h.describe_producers("t", 0).await.expect("describe");
-    assert_eq!(active[1].current_txn_start_offset, None);
+    // The marker's write is acknowledged as the log append returns; the partition closes
+    // the transaction as it takes the append's result, a moment later.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while h.describe_producers("t", 0).await.expect("describe")[1]
+        .current_txn_start_offset
+        .is_some()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "still open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     h.shutdown().await.expect("shutdown");
 
     let h = start_with(config(Backend::Segment, dir.path())).await;

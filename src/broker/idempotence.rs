@@ -289,22 +289,28 @@ impl ProducerStates {
     }
 
     /// Every producer the partition remembers (its idempotent writes, its transactions), by
-    /// producer id: what Kafka's DescribeProducers lists.
-    pub fn active(&self) -> Vec<ActiveProducer> {
+    /// producer id: what Kafka's DescribeProducers lists. A batch being written counts (its
+    /// producer may hold the acknowledgement already: replies go out as the log append
+    /// returns, before this state catches up), stamped `now_ms`.
+    pub fn active(&self, now_ms: i64) -> Vec<ActiveProducer> {
         let ids: std::collections::BTreeSet<i64> = self
             .producers
             .iter()
-            .filter(|(_, p)| !p.written.is_empty() || p.epoch != NO_EPOCH)
+            .filter(|(_, p)| !p.is_empty() || p.epoch != NO_EPOCH)
             .map(|(&id, _)| id)
             .chain(self.txns.producers())
             .collect();
         ids.into_iter()
             .map(|id| {
                 let p = self.producers.get(&id);
-                let last = p.and_then(|p| p.written.back());
-                let epoch = p
-                    .map(|p| p.epoch)
-                    .filter(|&e| e != NO_EPOCH)
+                let pending = p.and_then(|p| p.pending.back());
+                let written = p.and_then(|p| p.written.back());
+                let (epoch, last_sequence, last_timestamp_ms) = match (pending, written) {
+                    (Some(q), _) => (q.epoch, q.last_seq, now_ms),
+                    (None, Some(w)) => (p.map_or(NO_EPOCH, |p| p.epoch), w.last_seq, w.time_ms),
+                    (None, None) => (p.map_or(NO_EPOCH, |p| p.epoch), -1, -1),
+                };
+                let epoch = [epoch]
                     .into_iter()
                     .chain(self.txns.fence_epoch(id))
                     .max()
@@ -312,8 +318,8 @@ impl ProducerStates {
                 ActiveProducer {
                     producer_id: id,
                     epoch,
-                    last_sequence: last.map_or(-1, |w| w.last_seq),
-                    last_timestamp_ms: last.map_or(-1, |w| w.time_ms),
+                    last_sequence,
+                    last_timestamp_ms,
                     current_txn_start_offset: self.txns.open_since(id),
                 }
             })

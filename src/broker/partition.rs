@@ -1304,7 +1304,7 @@ impl Partition {
         }
         let answer = match &self.load {
             Load::Failed(e) => Err(e.clone()),
-            _ => Ok(self.producers.active()),
+            _ => Ok(self.producers.active(now_ms())),
         };
         let _ = reply.send(answer);
     }

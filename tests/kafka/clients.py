@@ -736,6 +736,45 @@ def scenario_compaction():
           == [(m.offset(), m.key(), m.value(), m.timestamp()[1]) for m in got],
           "kafka-python reads the stamped batches as confluent-kafka does")
 
+    # A compacted topic written one transaction after another (Kafka Streams' exactly-once
+    # changelogs): compaction removes the records later transactions overwrote and then the
+    # commit markers of the transactions it emptied (delete.retention.ms=0); read_committed
+    # readers of both libraries see each key's latest value, and the stable offset reaches the
+    # high watermark (no transaction is left looking open).
+    create("eos-changelog", 1, {"cleanup.policy": "compact", "segment.bytes": "1024",
+                                "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "0"})
+    p = ck.Producer({"bootstrap.servers": BOOT, "transactional.id": "eos-task", "linger.ms": 0})
+    p.init_transactions(TIMEOUT)
+    for i in range(30):
+        p.begin_transaction()
+        p.produce("eos-changelog", key=f"s{i % 3}".encode(), value=f"t{i}".encode())
+        p.commit_transaction(TIMEOUT)
+    produce_ck("eos-changelog", [(b"filler", b"x" * 150, None, 0)] * 24, **{"linger.ms": 0})
+    latest = [(b"s0", b"t27"), (b"s1", b"t28"), (b"s2", b"t29")]
+    deadline = time.time() + TIMEOUT
+    while True:
+        got = read_to_end_ck("eos-changelog")
+        seen = [(m.key(), m.value()) for m in got if m.key().startswith(b"s")]
+        if seen == latest:
+            break
+        check(time.time() < deadline, f"not compacted in time: {seen}")
+        time.sleep(0.3)
+    time.sleep(1.0)  # a few more passes: the emptied transactions' markers go
+    c = ck.Consumer({"bootstrap.servers": BOOT, "group.id": f"g-{uuid.uuid4()}",
+                     "isolation.level": "read_uncommitted"})
+    _, high = c.get_watermark_offsets(ck.TopicPartition("eos-changelog", 0), timeout=TIMEOUT)
+    c.close()
+    got = read_to_end_ck("eos-changelog")
+    check([(m.key(), m.value()) for m in got if m.key().startswith(b"s")] == latest,
+          "read_committed after the markers went")
+    c = ck.Consumer({"bootstrap.servers": BOOT, "group.id": f"g-{uuid.uuid4()}"})
+    _, stable = c.get_watermark_offsets(ck.TopicPartition("eos-changelog", 0), timeout=TIMEOUT)
+    c.close()
+    check(stable == high, f"last stable offset {stable} at the high watermark {high}")
+    kp = consume_kp("eos-changelog", len(got), isolation_level="read_committed")
+    check([(m.key, m.value) for m in kp if m.key.startswith(b"s")] == latest,
+          "kafka-python read_committed reads the same")
+
 
 def read_all_ck(topic, isolation):
     """Every record of every partition of `topic` up to the high watermarks, with confluent-kafka

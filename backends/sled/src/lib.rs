@@ -367,16 +367,19 @@ impl StorageShared {
                     .map_err(|e| self.engine("dropping an orphan log tree", e))?;
             }
         }
-        for tree in [&h.snapshots, &h.cleaners] {
+        for (tree, what) in [
+            (&h.snapshots, "snapshots"),
+            (&h.cleaners, "compaction checkpoints"),
+        ] {
             for key in tree.iter().keys() {
-                let key = key.map_err(|e| self.engine("listing snapshots", e))?;
+                let key = key.map_err(|e| self.engine(&format!("listing {what}"), e))?;
                 let known = h
                     .logs
                     .contains_key(&key)
                     .map_err(|e| self.engine("listing logs", e))?;
                 if !known {
                     tree.remove(&key)
-                        .map_err(|e| self.engine("dropping an orphan snapshot", e))?;
+                        .map_err(|e| self.engine(&format!("dropping orphan {what}"), e))?;
                 }
             }
         }

@@ -168,6 +168,9 @@ pub struct CompactionStats {
     /// The earliest delete horizon of a tombstone or transaction marker the pass kept: a pass
     /// is due then.
     pub tombstone_due_ms: Option<i64>,
+    /// The lowest commit marker the pass kept only for [`CompactionPolicy::markers_below`]: a
+    /// pass is due once that floor passes it.
+    pub held_marker: Option<Offset>,
 }
 
 impl CompactionStats {
@@ -185,8 +188,8 @@ impl CompactionStats {
 }
 
 const CHECKPOINT_VERSION: u8 = 1;
-/// Version, two offsets or times, CRC.
-const CHECKPOINT_LEN: usize = 1 + 8 + 8 + 4;
+/// Version, three offsets or times, CRC.
+const CHECKPOINT_LEN: usize = 1 + 3 * 8 + 4;
 
 /// What a log remembers between passes. Backends that persist (segment, sled) keep it beside
 /// the log ([`CleanerCheckpoint::encode`], as Kafka keeps its `cleaner-offset-checkpoint`), so
@@ -198,6 +201,9 @@ pub struct CleanerCheckpoint {
     pub cleaned_upto: Offset,
     /// When a tombstone the last pass kept expires.
     pub tombstone_due_ms: Option<i64>,
+    /// The lowest commit marker the last pass kept only for the owner's floor
+    /// ([`CompactionPolicy::markers_below`]).
+    pub held_marker: Option<Offset>,
 }
 
 impl CleanerCheckpoint {
@@ -216,16 +222,18 @@ impl CleanerCheckpoint {
             && dirty_bytes as f64 >= policy.min_cleanable_dirty_ratio * closed_bytes as f64;
         let overdue = dirty_bytes > 0
             && oldest_dirty_ms.is_some_and(|t| t <= now_ms.saturating_sub(policy.max_lag_ms));
-        dirty || overdue || self.tombstone_due_ms.is_some_and(|t| t <= now_ms)
+        let floor_passed = self.held_marker.is_some_and(|o| o < policy.markers_below);
+        dirty || overdue || floor_passed || self.tombstone_due_ms.is_some_and(|t| t <= now_ms)
     }
 
-    /// The checkpoint as bytes: a version byte, `cleaned_upto`, the tombstone due time
-    /// (`i64::MIN` for none), big-endian, and a CRC-32C of the rest.
+    /// The checkpoint as bytes: a version byte, `cleaned_upto`, the tombstone due time and the
+    /// held marker (`i64::MIN` for none), big-endian, and a CRC-32C of the rest.
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(CHECKPOINT_LEN);
         v.push(CHECKPOINT_VERSION);
         v.extend_from_slice(&self.cleaned_upto.to_be_bytes());
         v.extend_from_slice(&self.tombstone_due_ms.unwrap_or(i64::MIN).to_be_bytes());
+        v.extend_from_slice(&self.held_marker.unwrap_or(i64::MIN).to_be_bytes());
         let crc = crc32c::crc32c(&v);
         v.extend_from_slice(&crc.to_be_bytes());
         v
@@ -244,12 +252,15 @@ impl CleanerCheckpoint {
         if *version != CHECKPOINT_VERSION || crc32c::crc32c(body) != crc {
             return None;
         }
-        let (upto, due) = rest.split_at(8);
-        let upto = i64::from_be_bytes(upto.try_into().ok()?);
-        let due = i64::from_be_bytes(due.try_into().ok()?);
+        let field = |i: usize| {
+            let bytes = rest.get(8 * i..8 * i + 8)?;
+            let v = i64::from_be_bytes(bytes.try_into().ok()?);
+            Some((v != i64::MIN).then_some(v))
+        };
         Some(CleanerCheckpoint {
-            cleaned_upto: upto.clamp(0, end.max(0)),
-            tombstone_due_ms: (due != i64::MIN).then_some(due),
+            cleaned_upto: field(0)?.unwrap_or(0).clamp(0, end.max(0)),
+            tombstone_due_ms: field(1)?,
+            held_marker: field(2)?,
         })
     }
 
@@ -258,6 +269,7 @@ impl CleanerCheckpoint {
         CleanerCheckpoint {
             cleaned_upto: stats.cleaned_upto,
             tombstone_due_ms: stats.tombstone_due_ms,
+            held_marker: stats.held_marker,
         }
     }
 }
@@ -518,8 +530,12 @@ impl KeyMap {
             .last_of_producer
             .get(&pid)
             .is_none_or(|&last| last < batch.base_offset());
-        let replayed = batch.base_offset() >= tombstones.markers_below;
-        if !commit || kept || producers_newest || replayed {
+        if !commit || kept || producers_newest {
+            return Ok(Cleaned::Unchanged);
+        }
+        if batch.base_offset() >= tombstones.markers_below {
+            let o = batch.base_offset();
+            stats.held_marker = Some(stats.held_marker.map_or(o, |h| h.min(o)));
             return Ok(Cleaned::Unchanged);
         }
         let horizon = batch.delete_horizon_ms();
@@ -909,11 +925,13 @@ mod tests {
         let c = CleanerCheckpoint {
             cleaned_upto: 4711,
             tombstone_due_ms: Some(NOW),
+            held_marker: Some(99),
         };
         let bytes = c.encode();
         assert_eq!(CleanerCheckpoint::decode(&bytes, 10_000), Some(c));
         let none = CleanerCheckpoint {
             tombstone_due_ms: None,
+            held_marker: None,
             ..c
         };
         assert_eq!(
@@ -930,7 +948,7 @@ mod tests {
             bad[i] ^= 0x10;
             assert_eq!(CleanerCheckpoint::decode(&bad, 10_000), None, "byte {i}");
         }
-        assert_eq!(CleanerCheckpoint::decode(&bytes[..20], 10_000), None);
+        assert_eq!(CleanerCheckpoint::decode(&bytes[..28], 10_000), None);
         assert_eq!(
             CleanerCheckpoint::decode(&[bytes.clone(), vec![0]].concat(), 10_000),
             None
@@ -1298,5 +1316,15 @@ mod tests {
         ];
         assert!(pass_at(&mut log, &mut cp, &floor, NOW));
         assert_eq!(marker_at(&log, 1), Some(None));
+        assert_eq!(cp.held_marker, Some(1));
+        // Nothing dirty: not due until the owner's floor passes the held marker.
+        assert!(!pass_at(&mut log, &mut cp, &floor, NOW));
+        let raised = CompactionPolicy {
+            markers_below: 2,
+            ..p
+        };
+        assert!(pass_at(&mut log, &mut cp, &raised, NOW));
+        assert_eq!(marker_at(&log, 1), Some(Some(NOW + 1000)));
+        assert_eq!(cp.held_marker, None);
     }
 }
