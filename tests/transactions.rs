@@ -571,6 +571,35 @@ fn keyed(pid: i64, epoch: i16, seq: i32, key: &str, value: &str) -> Batch {
     b.build(0).expect("build")
 }
 
+/// Creates the one-partition compacted topic "t" with small segments, a pass as soon as
+/// anything is dirty, and `extra` settings.
+async fn create_compacted(h: &BrokerHandle, extra: &[(&str, &str)]) {
+    let base = [
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", "1024"),
+        ("min.cleanable.dirty.ratio", "0.01"),
+    ];
+    let settings = base
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    h.create_topic("t", Some(1), settings)
+        .await
+        .expect("create");
+}
+
+/// Writes to another key push everything before out of the head (the active segment), so
+/// that every backend compacts it.
+async fn push_out_of_the_head(h: &BrokerHandle) {
+    for i in 0..15 {
+        let v = format!("{i:0>200}");
+        publish(h, 0, keyed(-1, 0, 0, "filler", &v))
+            .await
+            .expect("filler");
+    }
+}
+
 /// A compacted topic written transactionally (Kafka Streams' changelogs with exactly-once):
 /// a committed update replaces the older value, an aborted one is removed and replaces
 /// nothing, an open one waits.
@@ -581,18 +610,7 @@ async fn compaction_keeps_committed_updates_and_drops_aborted_ones() {
         let mut c = config(backend, dir.path());
         c.broker.retention_check_interval_ms = 50;
         let h = start_with(c).await;
-        let settings = [
-            ("cleanup.policy", "compact"),
-            ("segment.bytes", "1024"),
-            ("min.cleanable.dirty.ratio", "0.01"),
-        ];
-        let settings = settings
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        h.create_topic("t", Some(1), settings)
-            .await
-            .expect("create");
+        create_compacted(&h, &[]).await;
         let (pid, epoch) = h
             .init_transactional_producer("tx", 60_000, -1, -1)
             .await
@@ -626,13 +644,7 @@ async fn compaction_keeps_committed_updates_and_drops_aborted_ones() {
         publish(&h, 0, keyed(pid, epoch, 2, "a", "a-open"))
             .await
             .expect("w");
-        // Other keys push all of it out of the head (the active segment).
-        for i in 0..15 {
-            let v = format!("{i:0>200}");
-            publish(&h, 0, keyed(-1, 0, 0, "filler", &v))
-                .await
-                .expect("filler");
-        }
+        push_out_of_the_head(&h).await;
         let want = |v: &[String]| {
             v.contains(&"a0".to_string())
                 && v.contains(&"b1".to_string())
@@ -777,19 +789,7 @@ async fn commit_markers_of_overwritten_transactions_are_compacted_away() {
     let mut c = config(Backend::Segment, dir.path());
     c.broker.retention_check_interval_ms = 50;
     let h = start_with(c.clone()).await;
-    let settings = [
-        ("cleanup.policy", "compact"),
-        ("segment.bytes", "1024"),
-        ("min.cleanable.dirty.ratio", "0.01"),
-        ("delete.retention.ms", "0"),
-    ];
-    let settings = settings
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    h.create_topic("t", Some(1), settings)
-        .await
-        .expect("create");
+    create_compacted(&h, &[("delete.retention.ms", "0")]).await;
     let (pid, epoch) = h
         .init_transactional_producer("tx", 60_000, -1, -1)
         .await
@@ -804,12 +804,7 @@ async fn commit_markers_of_overwritten_transactions_are_compacted_away() {
             .await
             .expect("commit");
     }
-    for i in 0..15 {
-        let v = format!("{i:0>200}");
-        publish(&h, 0, keyed(-1, 0, 0, "filler", &v))
-            .await
-            .expect("filler");
-    }
+    push_out_of_the_head(&h).await;
     let markers = |h: BrokerHandle| async move {
         let mut n = 0;
         let mut next = 0;
