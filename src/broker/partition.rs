@@ -211,8 +211,9 @@ pub struct Partition {
     snapshot_saving: bool,
     /// `appended_bytes` when the last snapshot was taken.
     snapshot_at_bytes: u64,
-    /// The log end of the last snapshot saved in this run: a restart replays the log from
-    /// there (or from a later one), so compaction may drop transaction markers below it only.
+    /// The log end of the last snapshot saved in this run, or of the one the state was
+    /// rebuilt from: a restart replays the log from there (or from a later one, or all of it),
+    /// so compaction may drop transaction markers below it only.
     snapshot_saved_end: Offset,
     /// The log end when this actor started: a snapshot from an earlier run is trusted only
     /// up to it (a crash may have cut the log below what a snapshot saw).
@@ -570,13 +571,15 @@ impl Partition {
 
     fn rebuilt(
         &mut self,
-        result: Result<ProducerStates, weir_storage::StorageError>,
+        result: Result<(ProducerStates, Offset), weir_storage::StorageError>,
         ctx: &mut Context<Self>,
     ) {
         match result {
-            Ok(states) => {
+            Ok((states, snapshot_end)) => {
                 self.producers = states;
                 self.load = Load::Ready;
+                // The snapshot it started from is the one a restart would start from again.
+                self.snapshot_saved_end = self.snapshot_saved_end.max(snapshot_end);
             }
             Err(e) => {
                 log_error(&self.tp, "rebuilding the idempotent producer state", &e);
@@ -846,14 +849,15 @@ fn rebuild_from(o: LogOffsets) -> Offset {
 /// fits (a snapshot of an end at most `opened_end`, then only the batches after it are read, at
 /// most about [`REBUILD_TAIL_BYTES`] of them), else by replaying the batches from
 /// [`rebuild_from`]; from the log start when the log may hold transactions (`transactional`,
-/// or a snapshot or that tail shows some).
+/// or a snapshot or that tail shows some). With the end of the snapshot it started from (0
+/// without one).
 async fn rebuild(
     log: &dyn PartitionLog,
     o: LogOffsets,
     opened_end: Offset,
     tp: &TopicPartition,
     mut transactional: bool,
-) -> Result<ProducerStates, weir_storage::StorageError> {
+) -> Result<(ProducerStates, Offset), weir_storage::StorageError> {
     // Transactions make a partial replay unsafe: an aborted transaction before the part
     // replayed would be served as committed. A log that may hold any reads all of it.
     let snapshot = match log.load_snapshot().await {
@@ -897,7 +901,7 @@ async fn rebuild(
         )
         .await?
         {
-            return Ok(states);
+            return Ok((states, end));
         }
         // More was written after the snapshot than a rebuild reads: the tail, as without one.
     }
@@ -913,7 +917,7 @@ async fn rebuild(
         states = ProducerStates::new(o.start > 0);
         replay(log, &mut states, o.start, o.end, None).await?;
     }
-    Ok(states)
+    Ok((states, 0))
 }
 
 /// Replays the producer fields of the log's batches from `from` up to `end` into `states`;
