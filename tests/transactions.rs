@@ -790,42 +790,9 @@ async fn commit_markers_of_overwritten_transactions_are_compacted_away() {
     c.broker.retention_check_interval_ms = 50;
     let h = start_with(c.clone()).await;
     create_compacted(&h, &[("delete.retention.ms", "0")]).await;
-    let (pid, epoch) = h
-        .init_transactional_producer("tx", 60_000, -1, -1)
-        .await
-        .expect("init");
-    for i in 0..20 {
-        add(&h, "tx", pid, epoch, &[0]).await;
-        publish(&h, 0, keyed(pid, epoch, i, "k", &format!("v{i}")))
-            .await
-            .expect("write");
-        h.transactions()
-            .end(&h, "tx", pid, epoch, true)
-            .await
-            .expect("commit");
-    }
+    commit_each(&h, (0..20).map(|i| format!("v{i}"))).await;
     push_out_of_the_head(&h).await;
-    let markers = |h: BrokerHandle| async move {
-        let mut n = 0;
-        let mut next = 0;
-        loop {
-            let r = read(&h, 0, next, Isolation::ReadUncommitted).await;
-            let Some(last) = r.batches.last() else {
-                return n;
-            };
-            next = last.next_offset();
-            n += r.batches.iter().filter(|b| b.is_control()).count();
-        }
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while markers(h.clone()).await > 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "markers left: {}",
-            markers(h.clone()).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_one_marker(&h, "before the restarts").await;
     let committed = values(&h, 0, Isolation::ReadCommitted).await;
     let k: Vec<&String> = committed.iter().filter(|v| v.starts_with('v')).collect();
     assert_eq!(k, ["v19"], "k's latest only: {committed:?}");
@@ -837,18 +804,7 @@ async fn commit_markers_of_overwritten_transactions_are_compacted_away() {
     assert_eq!(stable, end, "no transaction left open by the replay");
     assert_eq!(values(&h, 0, Isolation::ReadCommitted).await, committed);
     // The producer goes on.
-    let (pid, epoch) = h
-        .init_transactional_producer("tx", 60_000, -1, -1)
-        .await
-        .expect("init");
-    add(&h, "tx", pid, epoch, &[0]).await;
-    publish(&h, 0, keyed(pid, epoch, 0, "k", "after"))
-        .await
-        .expect("write");
-    h.transactions()
-        .end(&h, "tx", pid, epoch, true)
-        .await
-        .expect("commit");
+    commit_each(&h, ["after".to_string()]).await;
     let v = values(&h, 0, Isolation::ReadCommitted).await;
     assert!(v.contains(&"after".to_string()), "{v:?}");
     h.shutdown().await.expect("shutdown");
@@ -859,35 +815,60 @@ async fn commit_markers_of_overwritten_transactions_are_compacted_away() {
     let mut quiet = c.clone();
     quiet.broker.retention_check_interval_ms = 3_600_000;
     let h = start_with(quiet).await;
-    let (pid, epoch) = h
-        .init_transactional_producer("tx", 60_000, -1, -1)
-        .await
-        .expect("init");
-    for i in 0..10 {
-        add(&h, "tx", pid, epoch, &[0]).await;
-        publish(&h, 0, keyed(pid, epoch, i, "k", &format!("w{i}")))
-            .await
-            .expect("write");
-        h.transactions()
-            .end(&h, "tx", pid, epoch, true)
-            .await
-            .expect("commit");
-    }
+    commit_each(&h, (0..10).map(|i| format!("w{i}"))).await;
     push_out_of_the_head(&h).await;
-    assert!(markers(h.clone()).await > 5);
+    assert!(markers(&h).await > 5);
     h.shutdown().await.expect("shutdown");
     let h = start_with(c).await;
     // A committed read loads the producer state (from the snapshot).
     let v = values(&h, 0, Isolation::ReadCommitted).await;
     assert!(v.contains(&"w9".to_string()), "{v:?}");
+    wait_for_one_marker(&h, "after the restart").await;
+    h.shutdown().await.expect("shutdown");
+}
+
+/// A new instance of the transactional producer "tx" writes each of `values` to key "k" of
+/// partition 0 of "t", one committed transaction each.
+async fn commit_each(h: &BrokerHandle, values: impl IntoIterator<Item = String>) {
+    let (pid, epoch) = h
+        .init_transactional_producer("tx", 60_000, -1, -1)
+        .await
+        .expect("init");
+    for (seq, v) in values.into_iter().enumerate() {
+        add(h, "tx", pid, epoch, &[0]).await;
+        publish(h, 0, keyed(pid, epoch, seq as i32, "k", &v))
+            .await
+            .expect("write");
+        h.transactions()
+            .end(h, "tx", pid, epoch, true)
+            .await
+            .expect("commit");
+    }
+}
+
+/// The control batches (transaction markers) partition 0 of "t" holds.
+async fn markers(h: &BrokerHandle) -> usize {
+    let mut n = 0;
+    let mut next = 0;
+    loop {
+        let r = read(h, 0, next, Isolation::ReadUncommitted).await;
+        let Some(last) = r.batches.last() else {
+            return n;
+        };
+        next = last.next_offset();
+        n += r.batches.iter().filter(|b| b.is_control()).count();
+    }
+}
+
+/// Waits (20 s at most) until compaction has left one marker in partition 0 of "t".
+async fn wait_for_one_marker(h: &BrokerHandle, when: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while markers(h.clone()).await > 1 {
+    while markers(h).await > 1 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "markers left after the restart: {}",
-            markers(h.clone()).await
+            "markers left {when}: {}",
+            markers(h).await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    h.shutdown().await.expect("shutdown");
 }
