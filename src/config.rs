@@ -173,6 +173,10 @@ pub struct BrokerSection {
     pub retention_check_interval_ms: u64,
     /// Longest long-poll a fetch may ask for.
     pub max_fetch_wait_ms: u64,
+    /// Most record bytes one fetch reads and returns, over all its partitions (Kafka's
+    /// `fetch.max.bytes`): a client's own limits are capped here. The first batch a fetch
+    /// returns may exceed it (a whole batch always goes out).
+    pub fetch_max_bytes: usize,
     /// Let a produce or metadata request for an unknown topic create it with the defaults.
     pub auto_create_topics: bool,
     /// A partition forgets an idempotent producer that wrote nothing to it for this long
@@ -200,6 +204,7 @@ impl Default for BrokerSection {
             append_batch_bytes: 8 * 1024 * 1024,
             retention_check_interval_ms: 60_000,
             max_fetch_wait_ms: 30_000,
+            fetch_max_bytes: 57_671_680,
             auto_create_topics: true,
             producer_id_expiration_ms: 86_400_000,
             compaction_max_keys: 1 << 20,
@@ -862,6 +867,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "broker.partition_queue_bytes",
                 message: "must be at least 1 MiB".into(),
+            });
+        }
+        if b.fetch_max_bytes < 1024 || b.fetch_max_bytes > i32::MAX as usize {
+            return Err(ConfigError::Invalid {
+                key: "broker.fetch_max_bytes",
+                message: format!("{} is not in 1024..=2147483647", b.fetch_max_bytes),
             });
         }
         if b.append_batch_bytes == 0 || b.append_batch_bytes > b.partition_queue_bytes {

@@ -9,17 +9,22 @@ use tokio::sync::mpsc;
 use crate::protocol::native::EncodedFrame;
 
 /// Writes the frames arriving on `frames` until the channel closes or a write fails; frames
-/// queued while one is written go out together in the next vectored write.
-pub async fn write_frames<W: AsyncWrite + Unpin>(
+/// queued while one is written go out together in the next vectored write. What comes with a
+/// frame (`H`: a fetch's memory charge) is dropped once the frame is written.
+pub async fn write_frames<W: AsyncWrite + Unpin, H>(
     w: &mut W,
-    frames: &mut mpsc::Receiver<EncodedFrame>,
+    frames: &mut mpsc::Receiver<(EncodedFrame, H)>,
 ) {
-    let mut chunks = Vec::new();
-    while let Some(frame) = frames.recv().await {
+    let (mut chunks, mut held) = (Vec::new(), Vec::new());
+    while let Some((frame, h)) = frames.recv().await {
         chunks.extend(frame.into_chunks());
+        held.push(h);
         while chunks.len() < 256 {
             match frames.try_recv() {
-                Ok(f) => chunks.extend(f.into_chunks()),
+                Ok((f, h)) => {
+                    chunks.extend(f.into_chunks());
+                    held.push(h);
+                }
                 Err(_) => break,
             }
         }
@@ -27,6 +32,7 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
             break;
         }
         chunks.clear();
+        held.clear();
     }
 }
 

@@ -1193,3 +1193,88 @@ async fn describe_producers() {
     server.shutdown().await;
     broker.shutdown().await.expect("shutdown");
 }
+
+/// A fetch's byte budget spans its partitions in request order, as Kafka's does: the first
+/// partition with data returns at least one whole batch even above every limit, a later one
+/// returns records only if they fit in what is left, and every partition, read or not, gets its
+/// offsets. A partition named twice is read and answered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_budget_spans_its_partitions_in_request_order() {
+    use weir::protocol::kafka::messages::fetch::{FetchPartition, FetchRequest, FetchTopic};
+    use weir::storage::{BatchBuilder, Compression, Record};
+
+    const VALUE: usize = 100_000;
+    let (broker, server, _dir) = start().await;
+    broker
+        .create_topic("budget", Some(3), vec![])
+        .await
+        .expect("create");
+    for p in 0..3 {
+        for i in 0..4 {
+            let mut b = BatchBuilder::new(Compression::None);
+            b.push(Record::new(i, vec![p as u8; VALUE]));
+            broker
+                .publish(
+                    "budget",
+                    Some(p),
+                    vec![b.build(0).expect("batch")],
+                    weir::Acks::All,
+                )
+                .await
+                .expect("publish");
+        }
+    }
+    let mut s = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let fetch = |max_bytes: i32, partition_max_bytes: i32, order: &[i32]| {
+        Request::Fetch(FetchRequest {
+            max_bytes,
+            topics: vec![FetchTopic {
+                topic: "budget".into(),
+                partitions: order
+                    .iter()
+                    .map(|&partition| FetchPartition {
+                        partition,
+                        partition_max_bytes,
+                        ..FetchPartition::default()
+                    })
+                    .collect(),
+                ..FetchTopic::default()
+            }],
+            ..FetchRequest::default()
+        })
+    };
+    // (partition, whole batches returned, high watermark) per answered partition.
+    let answered = |r: Response| -> Vec<(i32, usize, i64)> {
+        let Response::Fetch(f) = r else {
+            panic!("not a fetch answer: {r:?}")
+        };
+        assert_eq!(f.responses.len(), 1, "one topic");
+        f.responses[0]
+            .partitions
+            .iter()
+            .map(|p| {
+                assert_eq!(p.error_code, 0);
+                let bytes = p.records.as_ref().map_or(0, |r| r.len());
+                (p.partition_index, bytes / VALUE, p.high_watermark)
+            })
+            .collect()
+    };
+
+    // 250 kB: two batches of the first partition, nothing fits after them.
+    let r = call(&mut s, 12, 1, fetch(250_000, 1 << 20, &[2, 0, 1, 0])).await;
+    assert_eq!(answered(r), vec![(2, 2, 4), (0, 0, 4), (1, 0, 4)]);
+    // 10 bytes: the first partition's first batch all the same.
+    let r = call(&mut s, 12, 2, fetch(10, 1 << 20, &[1, 2])).await;
+    assert_eq!(answered(r), vec![(1, 1, 4), (2, 0, 4)]);
+    // 150 kB per partition within 1 MB: one batch each.
+    let r = call(&mut s, 12, 3, fetch(1 << 20, 150_000, &[0, 1, 2])).await;
+    assert_eq!(answered(r), vec![(0, 1, 4), (1, 1, 4), (2, 1, 4)]);
+    // 1 MiB over partitions of 400 kB each: two and a half partitions' worth, in order.
+    let r = call(&mut s, 12, 4, fetch(1 << 20, 1 << 20, &[0, 1, 2])).await;
+    assert_eq!(answered(r), vec![(0, 4, 4), (1, 4, 4), (2, 2, 4)]);
+    // All of it when it fits.
+    let r = call(&mut s, 12, 5, fetch(2 << 20, 1 << 20, &[0, 1, 2])).await;
+    assert_eq!(answered(r), vec![(0, 4, 4), (1, 4, 4), (2, 4, 4)]);
+}

@@ -206,6 +206,7 @@ fn run_system(
                 config.broker.retention_check_interval_ms,
             ),
             max_fetch_wait: Duration::from_millis(config.broker.max_fetch_wait_ms),
+            fetch_max_bytes: config.broker.fetch_max_bytes,
             producer_id_expiration: Duration::from_millis(config.broker.producer_id_expiration_ms),
             compaction_max_keys: config.broker.compaction_max_keys,
             compaction_slots: Arc::new(tokio::sync::Semaphore::new(1)),
@@ -676,8 +677,8 @@ impl BrokerHandle {
     }
 
     /// Reads decided data ([`Isolation::ReadCommitted`]) from `topic`/`partition` at `from`: up
-    /// to `max_bytes` (at least one batch), waiting up to `max_wait` until `min_bytes` are
-    /// available. The answer lists the aborted transactions its batches may hold.
+    /// to `max_bytes` (at least one batch; capped by `[broker] fetch_max_bytes`), waiting up to
+    /// `max_wait` until `min_bytes` are available. The answer lists the aborted transactions its batches may hold.
     ///
     /// # Errors
     /// Unknown topic or partition, an offset out of range, a storage failure.
@@ -695,14 +696,15 @@ impl BrokerHandle {
             topic,
             partition,
             from,
-            (max_bytes, min_bytes),
+            (max_bytes.max(1), min_bytes),
             max_wait,
             isolation,
         )
         .await
     }
 
-    /// [`BrokerHandle::fetch`] with a choice of isolation; `(max, min)` bytes.
+    /// [`BrokerHandle::fetch`] with a choice of isolation; `(max, min)` bytes. A `max` of 0
+    /// reads no batch: the answer carries the partition's offsets only.
     ///
     /// # Errors
     /// As [`BrokerHandle::fetch`].

@@ -39,7 +39,9 @@ pub struct PublishTo {
 pub struct Fetch {
     /// First offset wanted.
     pub from: Offset,
-    /// Soft limit on the bytes returned (at least one batch is).
+    /// Soft limit on the bytes returned, capped by the broker's `fetch_max_bytes`: at least
+    /// one batch is returned, however large, except that 0 reads no batch at all (the
+    /// partition's offsets only).
     pub max_bytes: usize,
     /// Wait until at least this many bytes are available...
     pub min_bytes: usize,

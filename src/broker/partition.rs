@@ -99,6 +99,8 @@ pub struct PartitionLimits {
     pub retention_check_interval: Duration,
     /// Longest long-poll.
     pub max_fetch_wait: Duration,
+    /// Most bytes one read returns (beyond it, only a lone first batch).
+    pub fetch_max_bytes: usize,
     /// How long a producer that writes nothing is remembered.
     pub producer_id_expiration: Duration,
     /// The most keys one compaction pass maps.
@@ -641,6 +643,7 @@ impl Partition {
             _ => (None, Vec::new()),
         };
         let log = self.log.clone();
+        let max_bytes = max_bytes.min(self.limits.fetch_max_bytes);
         actix::spawn(async move {
             let result = read(log.as_ref(), from, max_bytes, upto).await;
             let _ = reply.send(result.map(|r| FetchResult {
@@ -955,7 +958,8 @@ async fn replay(
 }
 
 /// Reads from `from`; with `upto`, only batches that start below it (transactions end at
-/// batch boundaries, so no batch straddles a last stable offset).
+/// batch boundaries, so no batch straddles a last stable offset). A `max_bytes` of 0 reads no
+/// batch (the offsets only).
 async fn read(
     log: &dyn PartitionLog,
     from: Offset,
@@ -963,6 +967,7 @@ async fn read(
     upto: Option<Offset>,
 ) -> Result<FetchResult, BrokerError> {
     let mut batches = match upto {
+        _ if max_bytes == 0 => Vec::new(),
         Some(upto) if from >= upto => Vec::new(),
         _ => log.read(from, max_bytes).await?,
     };

@@ -46,7 +46,7 @@ type Pending = Arc<Mutex<Waiting>>;
 
 /// One live connection: a writer queue and the callers waiting for responses.
 struct Conn {
-    frames: mpsc::Sender<EncodedFrame>,
+    frames: mpsc::Sender<(EncodedFrame, ())>,
     pending: Pending,
 }
 
@@ -55,7 +55,7 @@ impl Conn {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (mut rd, mut wr) = stream.into_split();
-        let (frames, mut rx) = mpsc::channel::<EncodedFrame>(256);
+        let (frames, mut rx) = mpsc::channel::<(EncodedFrame, ())>(256);
         let pending: Pending = Arc::new(Mutex::new(Waiting::default()));
         tokio::spawn(async move { crate::net::write_frames(&mut wr, &mut rx).await });
         let routes = pending.clone();
@@ -218,7 +218,7 @@ impl RemoteTransport {
             }
             w.callers.insert(id, tx);
         }
-        if conn.frames.send(frame).await.is_err() {
+        if conn.frames.send((frame, ())).await.is_err() {
             conn.pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -12,7 +12,9 @@
 //! by id). Publishes are put into their partition's queue by the connection task itself, in
 //! arrival order, so pipelined publishes to one partition are appended in the order sent, and
 //! their acknowledgements are produced in that order. At most `max_in_flight` requests per
-//! connection are outstanding; beyond that the connection stops reading (backpressure). A frame over `max_frame_bytes`, or a body that
+//! connection are outstanding; beyond that the connection stops reading (backpressure). The
+//! records a connection's fetches hold, from the read until the answer is written, stay within
+//! `[broker] fetch_max_bytes` (`FetchMemory`). A frame over `max_frame_bytes`, or a body that
 //! is not a request, gets an error frame (correlation id 0) and the connection is closed; no
 //! other connection notices. Connections above `max_connections` get an error frame and are
 //! closed at once. A connection silent for `idle_timeout` with nothing in flight is closed.
@@ -26,9 +28,11 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::broker::BrokerError;
+use weir_storage::Batch;
+
+use crate::broker::{BrokerError, FetchResult, Isolation};
 use crate::client::Transport;
 use crate::protocol::native::{
     decode_frame, encode_frame, EncodedFrame, FrameDecoder, Request, RequestBody, Response,
@@ -124,6 +128,117 @@ async fn accept_loop(
         },
     )
     .await;
+}
+
+/// The records one connection's fetches may hold in memory, from the read until the response
+/// is written to the socket: `[broker] fetch_max_bytes`, in permits of one byte.
+///
+/// Each fetch is charged its own limit before it reads, at least the topics' default
+/// `max.message.bytes` (a read's first batch may exceed its limit; the floor keeps the number
+/// of fetches reading at once, and so that excess, small) and at most the whole budget. A
+/// fetch that has to wait for data waits without its charge (positions only), then is charged
+/// again to read. Pipelined fetches beyond the budget wait their turn: a client that requests
+/// without reading its responses cannot make the broker buffer more than this.
+#[derive(Debug, Clone)]
+struct FetchMemory {
+    permits: Arc<Semaphore>,
+    most: usize,
+    least: usize,
+}
+
+/// A fetch's charge on its connection's [`FetchMemory`], dropped once its response is written.
+type Held = Option<OwnedSemaphorePermit>;
+
+impl FetchMemory {
+    /// A connection's budget under `broker`'s configuration.
+    fn for_broker(broker: &BrokerHandle) -> FetchMemory {
+        let c = broker.config();
+        // `fetch_max_bytes` is validated to fit an i32; the permits are counted in a u32.
+        let most = c.broker.fetch_max_bytes.clamp(1, u32::MAX as usize);
+        FetchMemory {
+            permits: Arc::new(Semaphore::new(most)),
+            most,
+            least: (c.topic_defaults.max_message_bytes as usize).clamp(1, most),
+        }
+    }
+
+    /// Waits until a fetch of up to `max_bytes` may read.
+    async fn charge(&self, max_bytes: usize) -> Held {
+        let n = max_bytes.clamp(self.least, self.most);
+        // The semaphore is never closed; `n` fits a u32 (see `for_broker`).
+        self.permits
+            .clone()
+            .acquire_many_owned(u32::try_from(n).unwrap_or(u32::MAX))
+            .await
+            .ok()
+    }
+}
+
+/// Runs one request; a fetch comes back with its charge on the connection's fetch memory.
+async fn answer(
+    broker: &BrokerHandle,
+    memory: &FetchMemory,
+    body: RequestBody,
+) -> (Result<ResponseBody, BrokerError>, Held) {
+    let RequestBody::Fetch {
+        topic,
+        partition,
+        from,
+        max_bytes,
+        min_bytes,
+        max_wait,
+    } = body
+    else {
+        return (dispatch(broker, body).await, None);
+    };
+    let max_bytes = max_bytes.max(1);
+    let fetched =
+        |held: Held, r: Result<FetchResult, BrokerError>| (r.map(ResponseBody::Fetched), held);
+    // Read what is there now, within the charge.
+    let held = memory.charge(max_bytes).await;
+    let now = broker
+        .fetch(
+            &topic,
+            partition,
+            from,
+            max_bytes,
+            min_bytes,
+            Duration::ZERO,
+        )
+        .await;
+    let enough = now.as_ref().map_or(true, |f| {
+        f.batches.iter().map(Batch::len).sum::<usize>() >= min_bytes.max(1)
+    });
+    if enough || max_wait.is_zero() {
+        return fetched(held, now);
+    }
+    // Too little: wait for more without holding memory (offsets only), then read again.
+    drop((now, held));
+    let waited = broker
+        .fetch_isolated(
+            &topic,
+            partition,
+            from,
+            (0, min_bytes),
+            max_wait,
+            Isolation::ReadCommitted,
+        )
+        .await;
+    if let Err(e) = waited {
+        return (Err(e), None);
+    }
+    let held = memory.charge(max_bytes).await;
+    let r = broker
+        .fetch(
+            &topic,
+            partition,
+            from,
+            max_bytes,
+            min_bytes,
+            Duration::ZERO,
+        )
+        .await;
+    fetched(held, r)
 }
 
 /// Runs one request against the broker.
@@ -252,7 +367,8 @@ async fn serve_connection(
     let (mut rd, mut wr) = stream.into_split();
     let max_in_flight = config.max_in_flight.max(1);
     // Responses go to the writer as they complete; frames queued meanwhile share a write.
-    let (frames_tx, mut frames_rx) = mpsc::channel::<EncodedFrame>(max_in_flight);
+    let (frames_tx, mut frames_rx) = mpsc::channel::<(EncodedFrame, Held)>(max_in_flight);
+    let fetch_memory = FetchMemory::for_broker(&broker);
     let writer = tokio::spawn(async move {
         crate::net::write_frames(&mut wr, &mut frames_rx).await;
         let _ = wr.shutdown().await;
@@ -319,7 +435,7 @@ async fn serve_connection(
                         .await
                         .map(|(partition, ack)| ResponseBody::Published { partition, ack })
                         .map_err(WireError::from);
-                    let _ = frames.send(respond(id, body)).await;
+                    let _ = frames.send((respond(id, body), None)).await;
                     drop(permit);
                 });
             } else {
@@ -334,15 +450,16 @@ async fn serve_connection(
                 // graceful stop should not wait out its `max_wait`).
                 let is_fetch = matches!(body, RequestBody::Fetch { .. });
                 let mut stopping = shutdown.clone();
+                let memory = fetch_memory.clone();
                 tasks.spawn(async move {
-                    let body = tokio::select! {
-                        r = dispatch(&broker, body) => r,
+                    let (body, held) = tokio::select! {
+                        r = answer(&broker, &memory, body) => r,
                         _ = stopping.wait_for(|stop| *stop), if is_fetch => {
-                            Err(BrokerError::ShuttingDown)
+                            (Err(BrokerError::ShuttingDown), None)
                         }
-                    }
-                    .map_err(WireError::from);
-                    let _ = frames.send(respond(id, body)).await;
+                    };
+                    let body = body.map_err(WireError::from);
+                    let _ = frames.send((respond(id, body), held)).await;
                     drop(permit);
                 });
             }
@@ -352,7 +469,9 @@ async fn serve_connection(
     // frame comes last.
     while tasks.join_next().await.is_some() {}
     if let Some(e) = failure {
-        let _ = frames_tx.send(respond(0, Err(WireError::from(e)))).await;
+        let _ = frames_tx
+            .send((respond(0, Err(WireError::from(e))), None))
+            .await;
     }
     drop(frames_tx);
     let _ = writer.await;

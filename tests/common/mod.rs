@@ -78,6 +78,29 @@ impl Server {
         server
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The most memory it has had resident (`VmHWM`) since it started or since
+    /// [`Server::reset_peak_memory`], in bytes.
+    pub fn peak_memory(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM");
+        kib * 1024
+    }
+
+    /// Starts [`Server::peak_memory`] over from what is resident now (Linux `clear_refs` 5).
+    pub fn reset_peak_memory(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").expect("clear_refs");
+    }
+
     /// Stops it with SIGTERM and checks it exits 0.
     pub fn terminate(self) {
         let exit = self.stop();

@@ -390,6 +390,12 @@ fn broker_configs(s: &Session, defaults: &TopicConfig) -> Vec<ConfigEntry> {
             TYPE_INT,
         ),
         (
+            "fetch.max.bytes".into(),
+            c.broker.fetch_max_bytes.to_string(),
+            SOURCE_STATIC_BROKER,
+            TYPE_INT,
+        ),
+        (
             "message.max.bytes".into(),
             defaults.max_message_bytes.to_string(),
             SOURCE_STATIC_BROKER,

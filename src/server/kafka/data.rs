@@ -6,11 +6,16 @@
 //! five) are appended in the order sent. Batches are stored byte for byte as sent; the broker
 //! writes only the base offset and partition leader epoch, which the CRC does not cover.
 //!
-//! Fetch: every partition is read at once without waiting; if that gives less than `min_bytes`
-//! the partitions are long-polled together until one has data or `max_wait_ms` passes, then
-//! read again. The first partition with data returns at least one whole batch even above the
-//! limits; later partitions stop once `max_bytes` is used up (the client fetches them next).
+//! Fetch: a partition named twice is read once. The partitions are read without waiting, in
+//! request order, within one budget (`max_bytes`, capped by `[broker] fetch_max_bytes`): the
+//! first partition with data returns at least one whole batch even above the limits; a later
+//! one returns records only if they fit in what is left (the client fetches them next); every
+//! partition answers with its offsets ([`gather`]). If that gives less than `min_bytes`, the
+//! partitions are long-polled together for their offsets until one has data or
+//! `max_wait_ms` passes, then read again. A connection's fetches run one at a time
+//! (`super::accept_request`), so its records in memory stay within one budget.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -185,95 +190,154 @@ fn isolation(level: i8) -> Isolation {
     }
 }
 
-/// Reads every wanted partition at once, waiting up to `wait` per partition.
-async fn read_all(
-    s: &Session,
-    topics: &[String],
-    wants: &[Want],
-    wait: Duration,
-    isolation: Isolation,
-) -> Vec<Read> {
-    futures::future::join_all(wants.iter().map(|w| {
-        let min_bytes = if wait.is_zero() { 0 } else { 1 };
-        s.broker.fetch_isolated(
-            &topics[w.topic],
-            w.partition,
-            w.offset,
-            (w.max_bytes, min_bytes),
-            wait,
-            isolation,
-        )
-    }))
-    .await
-}
-
 fn read_bytes(r: &Read) -> usize {
     r.as_ref()
         .map_or(0, |f| f.batches.iter().map(Batch::len).sum())
 }
 
+/// Whether a read's partition holds records past `offset` that the fetch may see.
+fn has_data(r: &Read, offset: i64, isolation: Isolation) -> bool {
+    r.as_ref().is_ok_and(|f| {
+        let visible = match isolation {
+            Isolation::ReadCommitted => f.last_stable_offset,
+            Isolation::ReadUncommitted => f.high_watermark,
+        };
+        offset < visible
+    })
+}
+
+/// One read of `w` without waiting: up to `max_bytes` (0: its offsets only).
+async fn read_one(
+    s: &Session,
+    topics: &[String],
+    w: &Want,
+    max_bytes: usize,
+    isolation: Isolation,
+) -> Read {
+    s.broker
+        .fetch_isolated(
+            &topics[w.topic],
+            w.partition,
+            w.offset,
+            (max_bytes, 0),
+            Duration::ZERO,
+            isolation,
+        )
+        .await
+}
+
+/// Reads the wanted partitions within `budget` bytes, in request order, without waiting.
+///
+/// The first partition with data returns at least one whole batch (however large); after it,
+/// a partition's records go out only if they fit in what is left, and once nothing is left
+/// the rest answer with their offsets only. Memory stays within the budget plus a batch: one
+/// partition is read alone directly; several are first asked for their offsets all at once
+/// (no records), then those with data are read one after the other, each up to what is left
+/// (a read's first batch can exceed its limit, so reading them together could not be
+/// bounded).
+async fn gather(
+    s: &Session,
+    topics: &[String],
+    wants: &[Want],
+    budget: usize,
+    isolation: Isolation,
+) -> Vec<Read> {
+    if let [w] = wants {
+        return vec![read_one(s, topics, w, w.max_bytes.min(budget).max(1), isolation).await];
+    }
+    let mut reads: Vec<Read> =
+        futures::future::join_all(wants.iter().map(|w| read_one(s, topics, w, 0, isolation))).await;
+    let (mut left, mut sent_any) = (budget, false);
+    for (w, slot) in wants.iter().zip(reads.iter_mut()) {
+        if sent_any && left == 0 {
+            break;
+        }
+        if !has_data(slot, w.offset, isolation) {
+            continue;
+        }
+        let mut read = read_one(s, topics, w, w.max_bytes.min(left).max(1), isolation).await;
+        let size = read_bytes(&read);
+        if let Ok(f) = &mut read {
+            if sent_any && size > left {
+                f.batches.clear();
+            } else if size > 0 {
+                sent_any = true;
+                left = left.saturating_sub(size);
+            }
+        }
+        *slot = read;
+    }
+    reads
+}
+
 /// Reads, long-polling when there is less than `min_bytes`.
 pub(super) async fn fetch(s: &Session, r: FetchRequest) -> FetchResponse {
-    let topics: Vec<String> = r.topics.iter().map(|t| t.topic.clone()).collect();
-    let wants: Vec<Want> = r
-        .topics
-        .iter()
-        .enumerate()
-        .flat_map(|(i, t)| {
-            t.partitions.iter().map(move |p| Want {
-                topic: i,
-                partition: p.partition,
-                offset: p.fetch_offset,
-                max_bytes: p.partition_max_bytes.max(1) as usize,
-            })
-        })
-        .collect();
+    // One entry per distinct topic and partition, in request order (Kafka keeps a request's
+    // partitions in a map: a repeated one is read and answered once).
+    let mut responses: Vec<FetchableTopicResponse> = Vec::new();
+    let mut wants: Vec<Want> = Vec::new();
+    let mut topic_index: HashMap<&str, usize> = HashMap::new();
+    let mut seen: HashSet<(usize, i32)> = HashSet::new();
+    for t in &r.topics {
+        let index = *topic_index.entry(t.topic.as_str()).or_insert_with(|| {
+            responses.push(FetchableTopicResponse {
+                topic: t.topic.clone(),
+                topic_id: t.topic_id,
+                partitions: Vec::new(),
+            });
+            responses.len() - 1
+        });
+        for p in &t.partitions {
+            if seen.insert((index, p.partition)) {
+                wants.push(Want {
+                    topic: index,
+                    partition: p.partition,
+                    offset: p.fetch_offset,
+                    max_bytes: p.partition_max_bytes.max(1) as usize,
+                });
+            }
+        }
+    }
+    let topics: Vec<String> = responses.iter().map(|t| t.topic.clone()).collect();
+    let budget = (r.max_bytes.max(0) as usize).min(s.broker.config().broker.fetch_max_bytes);
     let min_bytes = r.min_bytes.max(0) as usize;
     let max_wait = Duration::from_millis(r.max_wait_ms.max(0) as u64);
     let isolation = isolation(r.isolation_level);
-    let mut reads = read_all(s, &topics, &wants, Duration::ZERO, isolation).await;
+    let mut reads = gather(s, &topics, &wants, budget, isolation).await;
     let have: usize = reads.iter().map(read_bytes).sum();
     let failed = reads.iter().any(Result::is_err);
     if have < min_bytes.max(1) && !max_wait.is_zero() && !failed && !wants.is_empty() {
-        // Long-poll every partition; the first with data ends the wait for all.
+        // Long-poll every partition for its offsets (no records); the first with data ends
+        // the wait for all.
+        drop(reads);
         let mut polls: FuturesUnordered<_> = wants
             .iter()
-            .map(|w| {
-                s.broker.fetch_isolated(
-                    &topics[w.topic],
-                    w.partition,
-                    w.offset,
-                    (1, 1),
-                    max_wait,
-                    isolation,
-                )
+            .map(|w| async {
+                let r = s
+                    .broker
+                    .fetch_isolated(
+                        &topics[w.topic],
+                        w.partition,
+                        w.offset,
+                        (0, 1),
+                        max_wait,
+                        isolation,
+                    )
+                    .await;
+                r.is_err() || has_data(&r, w.offset, isolation)
             })
             .collect();
-        while let Some(r) = polls.next().await {
-            if r.map_or(true, |f| !f.batches.is_empty()) {
+        while let Some(ready) = polls.next().await {
+            if ready {
                 break;
             }
         }
         drop(polls);
-        reads = read_all(s, &topics, &wants, Duration::ZERO, isolation).await;
+        reads = gather(s, &topics, &wants, budget, isolation).await;
     }
-    // Assemble in request order within the response's byte budget.
-    let mut budget = r.max_bytes.max(0) as usize;
-    let mut responses: Vec<FetchableTopicResponse> = r
-        .topics
-        .iter()
-        .map(|t| FetchableTopicResponse {
-            topic: t.topic.clone(),
-            topic_id: t.topic_id,
-            partitions: Vec::with_capacity(t.partitions.len()),
-        })
-        .collect();
-    let mut sent_any = false;
     for (w, read) in wants.iter().zip(reads) {
         let data = match read {
             Ok(f) => {
-                let size: usize = f.batches.iter().map(Batch::len).sum();
-                let include = !sent_any || size <= budget;
                 let aborted_transactions = (isolation == Isolation::ReadCommitted).then(|| {
                     f.aborted
                         .iter()
@@ -283,14 +347,9 @@ pub(super) async fn fetch(s: &Session, r: FetchRequest) -> FetchResponse {
                         })
                         .collect()
                 });
-                let records = if include && size > 0 {
-                    sent_any = true;
-                    budget = budget.saturating_sub(size);
-                    // The stored batches go out as they are, each its own chunk of the answer.
-                    RecordSet::new(f.batches.into_iter().map(Batch::into_bytes).collect())
-                } else {
-                    RecordSet::default()
-                };
+                // The stored batches go out as they are, each its own chunk of the answer.
+                let records =
+                    RecordSet::new(f.batches.into_iter().map(Batch::into_bytes).collect());
                 PartitionData {
                     partition_index: w.partition,
                     error_code: 0,

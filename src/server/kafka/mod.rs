@@ -37,7 +37,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::broker::BrokerError;
@@ -197,6 +197,9 @@ async fn accept_loop(
 enum Answer {
     /// A response frame's chunks.
     Frame(Vec<Bytes>),
+    /// A fetch's response frame, and the turn of the connection's next fetch (dropped once
+    /// the frame is written).
+    Fetched(Vec<Bytes>, oneshot::Sender<()>),
     /// No response (a Produce with acks=0).
     Nothing,
     /// Close the connection: the response could not be encoded (the client would wait
@@ -223,8 +226,9 @@ async fn serve_connection(
         while let Some(task) = order_rx.recv().await {
             let answer = task.await;
             answered.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            let mut chunks = match answer {
-                Ok(Answer::Frame(chunks)) => chunks,
+            let (mut chunks, _held) = match answer {
+                Ok(Answer::Frame(chunks)) => (chunks, None),
+                Ok(Answer::Fetched(chunks, turn)) => (chunks, Some(turn)),
                 Ok(Answer::Nothing) => continue,
                 Ok(Answer::Fail) | Err(_) => break,
             };
@@ -239,6 +243,8 @@ async fn serve_connection(
     });
     let decoder = FrameDecoder::new(config.max_frame_bytes);
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    // Resolved once the connection's latest fetch is written: the next fetch's turn.
+    let mut fetch_turn: Option<oneshot::Receiver<()>> = None;
     'conn: loop {
         let read = tokio::select! {
             _ = shutdown.changed() => break 'conn,
@@ -260,7 +266,7 @@ async fn serve_connection(
                 Ok(None) => break,
                 Err(_) => break 'conn,
             };
-            let task = match accept_request(&mut session, frame).await {
+            let task = match accept_request(&mut session, &mut fetch_turn, frame).await {
                 Some(task) => task,
                 None => break 'conn,
             };
@@ -276,7 +282,11 @@ async fn serve_connection(
 
 /// Decodes one request and starts answering it; `None` closes the connection (a frame that is
 /// not a request this broker serves).
-async fn accept_request(session: &mut Session, frame: Bytes) -> Option<Due> {
+async fn accept_request(
+    session: &mut Session,
+    fetch_turn: &mut Option<oneshot::Receiver<()>>,
+    frame: Bytes,
+) -> Option<Due> {
     let header = match peek_header(&frame) {
         Ok(h) => h,
         Err(KafkaCodecError::UnsupportedVersion {
@@ -322,6 +332,24 @@ async fn accept_request(session: &mut Session, frame: Bytes) -> Option<Due> {
                 }
             })
         }
+        // A connection's fetches run one at a time, in request order, each once the one before
+        // it is written (as Kafka serves a connection one request at a time): its records are
+        // all a connection's fetches hold, within `fetch_max_bytes`, however many it pipelines
+        // and whether or not it reads the answers. Clients keep one fetch in flight per broker.
+        Request::Fetch(req) => {
+            let (turn, next) = oneshot::channel::<()>();
+            let previous = fetch_turn.replace(next);
+            tokio::spawn(async move {
+                if let Some(previous) = previous {
+                    let _ = previous.await;
+                }
+                let response = data::fetch(&s, req).await;
+                match encode(correlation_id, version, &Response::Fetch(response)) {
+                    Answer::Frame(chunks) => Answer::Fetched(chunks, turn),
+                    other => other,
+                }
+            })
+        }
         other => tokio::spawn(async move {
             let response = handle(&s, other, version).await;
             encode(correlation_id, version, &response)
@@ -338,6 +366,7 @@ async fn handle(s: &Session, request: Request, version: i16) -> Response {
         Request::FindCoordinator(r) => {
             Response::FindCoordinator(cluster::find_coordinator(s, r, version))
         }
+        // `accept_request` answers fetches itself, one at a time per connection.
         Request::Fetch(r) => Response::Fetch(data::fetch(s, r).await),
         Request::ListOffsets(r) => Response::ListOffsets(data::list_offsets(s, r).await),
         Request::JoinGroup(r) => Response::JoinGroup(groups::join(s, r, version).await),
