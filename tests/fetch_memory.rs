@@ -22,20 +22,6 @@ const FETCH_MAX: u64 = 8 << 20;
 const BATCH: usize = 512 * 1024;
 const BATCHES: usize = 96;
 
-fn server(dir: &std::path::Path) -> common::Server {
-    let config = dir.join("weir.toml");
-    let data = dir.join("data").display().to_string();
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {data:?}\n[listeners]\nnative = \"127.0.0.1:0\"\nkafka = \"127.0.0.1:0\"\n\
-             [broker]\nfetch_max_bytes = {FETCH_MAX}\n"
-        ),
-    )
-    .expect("config");
-    common::Server::spawn(&config)
-}
-
 /// 48 MiB in batches of 512 KiB (one record each) to `topic` partition 0.
 async fn fill(remote: &RemoteTransport, topic: &str) {
     remote
@@ -113,7 +99,10 @@ const PEAK: u64 = 160 << 20;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetches_hold_at_most_fetch_max_bytes_per_connection() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = server(dir.path());
+    let server = common::Server::in_dir(
+        dir.path(),
+        &format!("[broker]\nfetch_max_bytes = {FETCH_MAX}\n"),
+    );
     let remote = RemoteTransport::connect(server.native)
         .await
         .expect("connect");

@@ -17,19 +17,6 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 const T: Duration = Duration::from_secs(30);
 
-fn server(dir: &std::path::Path) -> common::Server {
-    let config = dir.join("weir.toml");
-    let data = dir.join("data").display().to_string();
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {data:?}\n[listeners]\nnative = \"127.0.0.1:0\"\nkafka = \"127.0.0.1:0\"\n"
-        ),
-    )
-    .expect("config");
-    common::Server::spawn(&config)
-}
-
 fn producer(boot: &str) -> ThreadedProducer<DefaultProducerContext> {
     let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", boot)
@@ -86,7 +73,7 @@ fn values(prefix: &str, n: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_transaction_survives_kill_9_undecided_and_its_next_instance_aborts_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let first = server(dir.path());
+    let first = common::Server::in_dir(dir.path(), "");
     let boot = first.kafka.to_string();
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &boot)
@@ -117,7 +104,7 @@ async fn an_open_transaction_survives_kill_9_undecided_and_its_next_instance_abo
     .expect("first producer");
     drop(first); // SIGKILL
 
-    let second = server(dir.path());
+    let second = common::Server::in_dir(dir.path(), "");
     let boot = second.kafka.to_string();
     let b = boot.clone();
     let (c2, o2) = (committed.clone(), open.clone());

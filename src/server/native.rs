@@ -194,10 +194,8 @@ async fn answer(
     let max_bytes = max_bytes.max(1);
     let fetched =
         |held: Held, r: Result<FetchResult, BrokerError>| (r.map(ResponseBody::Fetched), held);
-    // Read what is there now, within the charge.
-    let held = memory.charge(max_bytes).await;
-    let now = broker
-        .fetch(
+    let read_now = || {
+        broker.fetch(
             &topic,
             partition,
             from,
@@ -205,7 +203,10 @@ async fn answer(
             min_bytes,
             Duration::ZERO,
         )
-        .await;
+    };
+    // Read what is there now, within the charge.
+    let held = memory.charge(max_bytes).await;
+    let now = read_now().await;
     let enough = now.as_ref().map_or(true, |f| {
         f.batches.iter().map(Batch::len).sum::<usize>() >= min_bytes.max(1)
     });
@@ -228,17 +229,7 @@ async fn answer(
         return (Err(e), None);
     }
     let held = memory.charge(max_bytes).await;
-    let r = broker
-        .fetch(
-            &topic,
-            partition,
-            from,
-            max_bytes,
-            min_bytes,
-            Duration::ZERO,
-        )
-        .await;
-    fetched(held, r)
+    fetched(held, read_now().await)
 }
 
 /// Runs one request against the broker.

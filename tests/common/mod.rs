@@ -19,6 +19,21 @@ pub struct Server {
 }
 
 impl Server {
+    /// Starts `weir serve` on a config written into `dir`: data under `dir/data`, both
+    /// listeners on free ports, then `extra` (more TOML, sections included).
+    pub fn in_dir(dir: &Path, extra: &str) -> Server {
+        let config = dir.join("weir.toml");
+        let data = dir.join("data").display().to_string();
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {data:?}\n[listeners]\nnative = \"127.0.0.1:0\"\nkafka = \"127.0.0.1:0\"\n{extra}"
+            ),
+        )
+        .expect("config");
+        Server::spawn(&config)
+    }
+
     /// Starts `weir serve --config CONFIG` and waits until both listeners are up. The config
     /// must put both on port 0 (or free ports).
     pub fn spawn(config: &Path) -> Server {
