@@ -1225,7 +1225,7 @@ impl Partition {
     ) {
         let committed = msg.isolation == Isolation::ReadCommitted;
         if committed
-            && msg.spec == OffsetSpec::Latest
+            && matches!(msg.spec, OffsetSpec::Latest | OffsetSpec::MaxTimestamp)
             && self.needs_txn_state()
             && !self.ensure_loaded(ctx)
         {
@@ -1244,6 +1244,18 @@ impl Partition {
                 let log = self.log.clone();
                 actix::spawn(async move {
                     let _ = reply.send(log.offset_for_time(ts).await.map_err(Into::into));
+                });
+                return;
+            }
+            OffsetSpec::MaxTimestamp => {
+                if let (Load::Failed(e), true) = (&self.load, committed) {
+                    let _ = reply.send(Err(e.clone()));
+                    return;
+                }
+                let (log, below) = (self.log.clone(), self.visible_end(msg.isolation));
+                actix::spawn(async move {
+                    let found = log.max_timestamp_offset(below).await;
+                    let _ = reply.send(found.map_err(Into::into));
                 });
                 return;
             }

@@ -153,6 +153,9 @@ pub enum OffsetSpec {
     Latest,
     /// The first offset whose timestamp is at or after this (ms).
     Timestamp(i64),
+    /// The first record with the largest timestamp (Kafka's `MAX_TIMESTAMP`), below the last
+    /// stable offset under `ReadCommitted`.
+    MaxTimestamp,
 }
 
 /// A topic as `BrokerHandle::describe_topic` reports it.

@@ -165,6 +165,11 @@ def scenario_positions():
     low, high = c.get_watermark_offsets(ck.TopicPartition("pos", 0), timeout=TIMEOUT)
     check((low, high) == (0, 100), f"watermarks {low} {high}")
     c.close()
+    # The record with the largest timestamp (ListOffsets -3): the last of them.
+    from confluent_kafka.admin import OffsetSpec
+    newest = admin().list_offsets({ck.TopicPartition("pos", 0): OffsetSpec.max_timestamp()})
+    info = next(iter(newest.values())).result(TIMEOUT)
+    check((info.offset, info.timestamp) == (99, t0 + 990), f"max timestamp {info}")
     check(consume_ck("pos", 5, offset=51)[0].timestamp()[1] == t0 + 510, "timestamps kept")
     end = ck.Consumer({"bootstrap.servers": BOOT, "group.id": "pos-end", "auto.offset.reset": "latest"})
     end.assign([ck.TopicPartition("pos", 0, ck.OFFSET_END)])

@@ -53,7 +53,9 @@ use std::time::Instant;
 use async_trait::async_trait;
 use weir_storage::batch::STORED_PREFIX_LEN;
 use weir_storage::compaction::{Cleaned, CleanerCheckpoint, KeyMap};
-use weir_storage::log::{check_range, offset_for_time_in, plan_offsets, NO_LEADER_EPOCH};
+use weir_storage::log::{
+    check_range, max_timestamp_by_scan, offset_for_time_in, plan_offsets, NO_LEADER_EPOCH,
+};
 use weir_storage::retention::{retention_cut, Unit};
 use weir_storage::{
     AppendDone, AppendInfo, Batch, CompactionPolicy, CompactionStats, Durability, LogConfig,
@@ -1120,6 +1122,39 @@ impl PartitionLog for SegmentLog {
             }
         }
         Ok(None)
+    }
+
+    async fn max_timestamp_offset(&self, below: Offset) -> Result<Option<Offset>> {
+        self.inner.check_usable()?;
+        // Each segment knows its largest batch timestamp. When `below` cuts no segment, the
+        // largest of these is the log's, and the first record at that time is where
+        // `offset_for_time` finds it, reading one segment from its time index. A segment's
+        // figure can only be too high (compaction may have removed the batch it came from):
+        // then no record below `below` has that time, and the batches are read instead.
+        let claimed = {
+            let st = self.inner.read_state();
+            let live = st
+                .segments
+                .iter()
+                .filter(|s| !s.is_empty() && s.next > st.start && s.base < below);
+            let mut claimed = None;
+            for s in live {
+                if below < s.next {
+                    claimed = None;
+                    break;
+                }
+                claimed = claimed.max(Some(s.max_ts));
+            }
+            claimed
+        };
+        if let Some(ts) = claimed {
+            if let Some(found) = self.offset_for_time(ts).await? {
+                if found < below {
+                    return Ok(Some(found));
+                }
+            }
+        }
+        max_timestamp_by_scan(self, below).await
     }
 
     async fn delete_before(&self, offset: Offset) -> Result<Offset> {

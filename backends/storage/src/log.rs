@@ -103,6 +103,19 @@ pub trait PartitionLog: Debug + Send + Sync + 'static {
     /// I/O errors, or a batch that fails to decode.
     async fn offset_for_time(&self, timestamp_ms: i64) -> Result<Option<Offset>>;
 
+    /// The offset of the first record with the largest timestamp among the batches that start
+    /// below `below` (Kafka's ListOffsets `MAX_TIMESTAMP`, -3: a batch's max timestamp, then
+    /// the first of its records at that time), or `None` when no batch starts below it.
+    ///
+    /// The default reads every such batch ([`max_timestamp_by_scan`]); a backend that knows
+    /// its segments' largest timestamps answers from them.
+    ///
+    /// # Errors
+    /// I/O errors, or a batch that fails to decode.
+    async fn max_timestamp_offset(&self, below: Offset) -> Result<Option<Offset>> {
+        max_timestamp_by_scan(self, below).await
+    }
+
     /// Moves the log start offset forward to `offset` (clamped to the log end); records below it
     /// become unreadable at once and the space of whole units below it is reclaimed. The new
     /// start survives reopen. Moving backwards is a no-op. Returns the start offset after the call.
@@ -330,6 +343,65 @@ pub fn plan_offsets(batches: &[Batch], end: Offset) -> Result<AppendInfo> {
         base_offsets,
         end: next,
     })
+}
+
+/// [`PartitionLog::max_timestamp_offset`] by reading every batch from the log start to
+/// `below`, a few MiB at a time: the earliest batch with the largest max timestamp (of a batch
+/// the log start cuts, of its records from the start on), then the first of its records at
+/// that time (its last offset if none is: a batch whose header claims more than its records).
+///
+/// # Errors
+/// As [`PartitionLog::read`]; a batch that fails to decode.
+pub async fn max_timestamp_by_scan<L: PartitionLog + ?Sized>(
+    log: &L,
+    below: Offset,
+) -> Result<Option<Offset>> {
+    let o = log.offsets();
+    let end = below.min(o.end);
+    let mut at = o.start;
+    let mut best: Option<(i64, Batch)> = None;
+    'read: while at < end {
+        let batches = log.read(at, 4 << 20).await?;
+        if batches.is_empty() {
+            break;
+        }
+        for b in batches {
+            if b.base_offset() >= end {
+                break 'read;
+            }
+            at = at.max(b.next_offset());
+            // A batch the log start cuts counts with its records from the start on.
+            let max = if b.base_offset() < o.start {
+                let mut max = None;
+                b.for_each_record(crate::batch::DEFAULT_MAX_UNCOMPRESSED_BYTES, |r| {
+                    if r.offset >= o.start {
+                        max = max.max(Some(r.record.timestamp_ms));
+                    }
+                    true
+                })?;
+                match max {
+                    Some(max) => max,
+                    None => continue,
+                }
+            } else {
+                b.max_timestamp()
+            };
+            if best.as_ref().is_none_or(|(ts, _)| max > *ts) {
+                best = Some((max, b));
+            }
+        }
+    }
+    let Some((ts, batch)) = best else {
+        return Ok(None);
+    };
+    let mut found = None;
+    batch.for_each_record(crate::batch::DEFAULT_MAX_UNCOMPRESSED_BYTES, |r| {
+        if r.offset >= o.start && r.record.timestamp_ms == ts {
+            found = Some(r.offset);
+        }
+        found.is_none()
+    })?;
+    Ok(Some(found.unwrap_or_else(|| batch.last_offset())))
 }
 
 /// The first offset in `batches` (in offset order) whose record timestamp is `>= timestamp_ms`,

@@ -64,6 +64,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@tests $factory;
             empty_log, append_and_read_back, dense_offsets_across_appends, max_bytes_limits,
             read_from_middle_of_batch, out_of_range_offsets, timestamp_lookup,
+            max_timestamp_lookup,
             invalid_append_changes_nothing, delete_before_moves_start, retention_by_time,
             retention_by_bytes, metadata_store, group_offsets, concurrent_logs,
             reads_during_appends, closed_log_refuses, large_batches, snapshots_per_log,
@@ -303,6 +304,54 @@ pub async fn out_of_range_offsets(f: &dyn StorageFactory) {
             other => panic!("read({bad}) gave {other:?}"),
         }
     }
+}
+
+/// `max_timestamp_offset` finds the first record with the largest timestamp among the batches
+/// below a bound, as the reference scan does, across segments, ties, and a moved log start.
+pub async fn max_timestamp_lookup(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let log = s
+        .open_log(&tp("maxtime", 0), &small_segments(Durability::None))
+        .await
+        .expect("open");
+    let at = |below: Offset| {
+        let log = log.clone();
+        async move {
+            let got = log.max_timestamp_offset(below).await.expect("lookup");
+            let scanned = crate::log::max_timestamp_by_scan(log.as_ref(), below)
+                .await
+                .expect("scan");
+            assert_eq!(
+                got, scanned,
+                "max_timestamp_offset({below}) against the scan"
+            );
+            got
+        }
+    };
+    assert_eq!(at(0).await, None);
+    // Batches of 5 records (timestamps +0..+4, about two batches per segment): the largest time,
+    // 5004, at offset 9 and again at 19 (a tie: the earlier counts).
+    for t in [1000, 5000, 3000, 5000, 2000] {
+        append_one(log.as_ref(), batch_of(5, t, 300, Compression::None)).await;
+    }
+    assert_eq!(at(25).await, Some(9));
+    assert_eq!(at(10).await, Some(9));
+    assert_eq!(at(5).await, Some(4));
+    assert_eq!(at(0).await, None);
+    // Many batches with earlier times after it.
+    for i in 0..40 {
+        append_one(log.as_ref(), batch_of(2, 100 + i, 300, Compression::None)).await;
+    }
+    assert_eq!(at(log.offsets().end).await, Some(9));
+    // A later, larger time wins.
+    let late = append_one(log.as_ref(), batch_of(3, 9000, 300, Compression::Snappy)).await;
+    assert_eq!(at(log.offsets().end).await, Some(late + 2));
+    assert_eq!(at(late).await, Some(9));
+    // The start moves past the first maximum (and cuts the batch after it): the tie remains.
+    log.delete_before(12).await.expect("delete");
+    assert_eq!(at(late).await, Some(19));
+    log.delete_before(20).await.expect("delete");
+    assert_eq!(at(late).await, Some(24));
 }
 
 /// `offset_for_time` finds the first record at or after a timestamp.
@@ -1025,6 +1074,13 @@ pub async fn model_check(f: &dyn StorageFactory, reopen: bool, cases: usize, ste
                     // qualifying record. The model is record order, which is the same thing
                     // for the first qualifying record.
                     assert_eq!(got, expect, "{ctx}: offset_for_time({ts})");
+                    // A backend's own max-timestamp lookup agrees with the reference scan.
+                    let below = start + rng.below((end - start + 1) as u64) as Offset;
+                    let got = log.max_timestamp_offset(below).await.expect(&ctx);
+                    let scanned = crate::log::max_timestamp_by_scan(log.as_ref(), below)
+                        .await
+                        .expect(&ctx);
+                    assert_eq!(got, scanned, "{ctx}: max_timestamp_offset({below})");
                 }
                 8 => {
                     if rng.below(2) == 0 {

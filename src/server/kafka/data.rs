@@ -503,56 +503,24 @@ async fn record_timestamp(
     Ok(found)
 }
 
-/// The offset and timestamp of the record with the largest timestamp (the first such record),
-/// found by reading the partition's batch headers from the start. `(-1, -1)` when empty.
+/// The offset and timestamp of the first record with the largest timestamp (below the last
+/// stable offset for `read_committed`), `(-1, -1)` when there is none. The segment backend
+/// finds it from its segments' largest timestamps without reading the log.
 async fn max_timestamp(
     s: &Session,
     topic: &str,
     partition: i32,
     isolation: Isolation,
 ) -> Result<(i64, i64), BrokerError> {
-    let end = s
+    let Some(offset) = s
         .broker
-        .list_offset_isolated(topic, partition, OffsetSpec::Latest, isolation)
+        .list_offset_isolated(topic, partition, OffsetSpec::MaxTimestamp, isolation)
         .await?
-        .unwrap_or(0);
-    let mut at = s
-        .broker
-        .list_offset(topic, partition, OffsetSpec::Earliest)
-        .await?
-        .unwrap_or(0);
-    let mut best: Option<(i64, Batch)> = None;
-    while at < end {
-        let read = s
-            .broker
-            .fetch_isolated(
-                topic,
-                partition,
-                at,
-                (4 << 20, 0),
-                Duration::ZERO,
-                Isolation::ReadUncommitted,
-            )
-            .await?;
-        if read.batches.is_empty() {
-            break;
-        }
-        for b in read.batches.into_iter().filter(|b| b.base_offset() < end) {
-            at = at.max(b.next_offset());
-            if best.as_ref().is_none_or(|(ts, _)| b.max_timestamp() > *ts) {
-                best = Some((b.max_timestamp(), b));
-            }
-        }
-    }
-    let Some((ts, batch)) = best else {
+    else {
         return Ok((-1, -1));
     };
-    let mut offset = None;
-    batch.for_each_record(DEFAULT_MAX_UNCOMPRESSED_BYTES, |r| {
-        if r.record.timestamp_ms == ts {
-            offset = Some(r.offset);
-        }
-        offset.is_none()
-    })?;
-    Ok((offset.unwrap_or(batch.next_offset() - 1), ts))
+    let timestamp = record_timestamp(s, topic, partition, offset)
+        .await?
+        .unwrap_or(-1);
+    Ok((offset, timestamp))
 }
