@@ -678,7 +678,8 @@ impl BrokerHandle {
 
     /// Reads decided data ([`Isolation::ReadCommitted`]) from `topic`/`partition` at `from`: up
     /// to `max_bytes` (at least one batch; capped by `[broker] fetch_max_bytes`), waiting up to
-    /// `max_wait` until `min_bytes` are available. The answer lists the aborted transactions its batches may hold.
+    /// `max_wait` until `min_bytes` are available. The answer lists the aborted transactions
+    /// its batches may hold.
     ///
     /// # Errors
     /// Unknown topic or partition, an offset out of range, a storage failure.
