@@ -54,7 +54,8 @@ use async_trait::async_trait;
 use weir_storage::batch::STORED_PREFIX_LEN;
 use weir_storage::compaction::{Cleaned, CleanerCheckpoint, KeyMap};
 use weir_storage::log::{
-    check_range, max_timestamp_by_scan, offset_for_time_in, plan_offsets, NO_LEADER_EPOCH,
+    check_range, largest_timestamp, max_timestamp_by_scan, offset_for_time_in, plan_offsets,
+    NO_LEADER_EPOCH,
 };
 use weir_storage::retention::{retention_cut, Unit};
 use weir_storage::{
@@ -1126,28 +1127,33 @@ impl PartitionLog for SegmentLog {
 
     async fn max_timestamp_offset(&self, below: Offset) -> Result<Option<Offset>> {
         self.inner.check_usable()?;
-        // Each segment knows its largest batch timestamp. When `below` cuts no segment, the
-        // largest of these is the log's, and the first record at that time is where
-        // `offset_for_time` finds it, reading one segment from its time index. A segment's
-        // figure can only be too high (compaction may have removed the batch it came from):
-        // then no record below `below` has that time, and the batches are read instead.
-        let claimed = {
+        // Each segment knows its largest batch timestamp: the largest of those below `below`,
+        // with the batches of a segment `below` cuts (a last stable offset inside it) read up
+        // to it, is the log's, and the first record at that time is where `offset_for_time`
+        // finds it, reading one segment from its time index. A segment's figure can only be
+        // too high (compaction may have removed the batch it came from): then no record below
+        // `below` has that time, and the whole log is read instead.
+        let (claimed, cut) = {
             let st = self.inner.read_state();
             let live = st
                 .segments
                 .iter()
                 .filter(|s| !s.is_empty() && s.next > st.start && s.base < below);
-            let mut claimed = None;
+            let (mut claimed, mut cut) = (None, None);
             for s in live {
                 if below < s.next {
-                    claimed = None;
+                    cut = Some(s.base);
                     break;
                 }
                 claimed = claimed.max(Some(s.max_ts));
             }
-            claimed
+            (claimed, cut)
         };
-        if let Some(ts) = claimed {
+        let tail = match cut {
+            Some(base) => largest_timestamp(self, base, below).await?,
+            None => None,
+        };
+        if let Some(ts) = claimed.max(tail.map(|(ts, _)| ts)) {
             if let Some(found) = self.offset_for_time(ts).await? {
                 if found < below {
                     return Ok(Some(found));

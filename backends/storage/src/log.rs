@@ -356,9 +356,26 @@ pub async fn max_timestamp_by_scan<L: PartitionLog + ?Sized>(
     log: &L,
     below: Offset,
 ) -> Result<Option<Offset>> {
+    let start = log.offsets().start;
+    Ok(largest_timestamp(log, start, below)
+        .await?
+        .map(|(_, offset)| offset))
+}
+
+/// The largest timestamp among the batches from the one holding `from` (or the log start,
+/// if later) to those starting below `below`, and the offset of the first record at that
+/// time, as [`max_timestamp_by_scan`] finds them (which is this from the log start).
+///
+/// # Errors
+/// As [`PartitionLog::read`]; a batch that fails to decode.
+pub async fn largest_timestamp<L: PartitionLog + ?Sized>(
+    log: &L,
+    from: Offset,
+    below: Offset,
+) -> Result<Option<(i64, Offset)>> {
     let o = log.offsets();
-    let end = below.min(o.end);
-    let mut at = o.start;
+    let (first, end) = (from.max(o.start), below.min(o.end));
+    let mut at = first;
     let mut best: Option<(i64, Batch)> = None;
     'read: while at < end {
         let batches = log.read(at, 4 << 20).await?;
@@ -370,11 +387,11 @@ pub async fn max_timestamp_by_scan<L: PartitionLog + ?Sized>(
                 break 'read;
             }
             at = at.max(b.next_offset());
-            // A batch the log start cuts counts with its records from the start on.
-            let max = if b.base_offset() < o.start {
+            // A batch cut by where the scan starts counts with its records from there on.
+            let max = if b.base_offset() < first {
                 let mut max = None;
                 b.for_each_record(crate::batch::DEFAULT_MAX_UNCOMPRESSED_BYTES, |r| {
-                    if r.offset >= o.start {
+                    if r.offset >= first {
                         max = max.max(Some(r.record.timestamp_ms));
                     }
                     true
@@ -396,12 +413,12 @@ pub async fn max_timestamp_by_scan<L: PartitionLog + ?Sized>(
     };
     let mut found = None;
     batch.for_each_record(crate::batch::DEFAULT_MAX_UNCOMPRESSED_BYTES, |r| {
-        if r.offset >= o.start && r.record.timestamp_ms == ts {
+        if r.offset >= first && r.record.timestamp_ms == ts {
             found = Some(r.offset);
         }
         found.is_none()
     })?;
-    Ok(Some(found.unwrap_or_else(|| batch.last_offset())))
+    Ok(Some((ts, found.unwrap_or_else(|| batch.last_offset()))))
 }
 
 /// The first offset in `batches` (in offset order) whose record timestamp is `>= timestamp_ms`,
