@@ -1278,3 +1278,83 @@ async fn a_fetch_budget_spans_its_partitions_in_request_order() {
     let r = call(&mut s, 12, 5, fetch(2 << 20, 1 << 20, &[0, 1, 2])).await;
     assert_eq!(answered(r), vec![(0, 4, 4), (1, 4, 4), (2, 4, 4)]);
 }
+
+/// A ListOffsets naming a partition twice gets INVALID_REQUEST for each mention, as from Kafka
+/// (each lookup may read the log: one request must not repeat it at will), and so does a
+/// CreateTopics naming a topic twice; the other entries are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_named_twice_are_invalid_requests() {
+    use weir::protocol::kafka::messages::create_topics::{CreatableTopic, CreateTopicsRequest};
+    use weir::protocol::kafka::messages::list_offsets::{
+        ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+    };
+    use weir::storage::{BatchBuilder, Compression, Record};
+
+    let (broker, server, _dir) = start().await;
+    broker
+        .create_topic("lo", Some(2), vec![])
+        .await
+        .expect("create");
+    let mut b = BatchBuilder::new(Compression::None);
+    b.push(Record::new(1, "v"));
+    broker
+        .publish(
+            "lo",
+            Some(1),
+            vec![b.build(0).expect("batch")],
+            weir::Acks::All,
+        )
+        .await
+        .expect("publish");
+    let mut s = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let request = Request::ListOffsets(ListOffsetsRequest {
+        topics: vec![ListOffsetsTopic {
+            name: "lo".into(),
+            partitions: [0, 1, 0]
+                .into_iter()
+                .map(|partition_index| ListOffsetsPartition {
+                    partition_index,
+                    timestamp: -1,
+                    ..ListOffsetsPartition::default()
+                })
+                .collect(),
+        }],
+        ..ListOffsetsRequest::default()
+    });
+    let Response::ListOffsets(r) = call(&mut s, 7, 1, request).await else {
+        panic!("not a ListOffsets answer")
+    };
+    let got: Vec<(i32, i16, i64)> = r.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.error_code, p.offset))
+        .collect();
+    assert_eq!(got, vec![(0, 42, -1), (1, 0, 1), (0, 42, -1)]);
+
+    // CreateTopics naming a topic twice creates neither entry, as Kafka does.
+    let request = Request::CreateTopics(CreateTopicsRequest {
+        topics: ["twice", "once", "twice"]
+            .into_iter()
+            .map(|name| CreatableTopic {
+                name: name.into(),
+                num_partitions: 1,
+                replication_factor: 1,
+                ..CreatableTopic::default()
+            })
+            .collect(),
+        timeout_ms: 10_000,
+        ..CreateTopicsRequest::default()
+    });
+    let Response::CreateTopics(r) = call(&mut s, 7, 2, request).await else {
+        panic!("not a CreateTopics answer")
+    };
+    let got: Vec<(&str, i16)> = r
+        .topics
+        .iter()
+        .map(|t| (t.name.as_str(), t.error_code))
+        .collect();
+    assert_eq!(got, vec![("twice", 42), ("once", 0), ("twice", 42)]);
+    assert!(broker.describe_topic("twice").await.is_err(), "not created");
+}

@@ -100,8 +100,27 @@ fn topic_configs(config: &TopicConfig, defaults: &TopicConfig) -> Vec<ConfigEntr
 /// Creates topics (or, with `validate_only`, checks they could be created).
 pub(super) async fn create_topics(s: &Session, r: CreateTopicsRequest) -> CreateTopicsResponse {
     let defaults = s.broker.config().topic_defaults.clone();
+    // A topic named more than once is not created, each of its entries answered
+    // INVALID_REQUEST, as by Kafka.
+    let mut mentions: std::collections::HashMap<&str, usize> = Default::default();
+    for t in &r.topics {
+        *mentions.entry(t.name.as_str()).or_default() += 1;
+    }
+    let repeated: std::collections::HashSet<String> = mentions
+        .into_iter()
+        .filter(|&(_, n)| n > 1)
+        .map(|(name, _)| name.to_string())
+        .collect();
     let mut topics = Vec::with_capacity(r.topics.len());
     for t in r.topics {
+        if repeated.contains(&t.name) {
+            topics.push(failed(
+                t.name,
+                INVALID_REQUEST,
+                "the request names this topic more than once",
+            ));
+            continue;
+        }
         let partitions = if !t.assignments.is_empty() {
             Some(t.assignments.len() as u32)
         } else if t.num_partitions > 0 {

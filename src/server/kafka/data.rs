@@ -41,6 +41,7 @@ use super::Session;
 
 const CORRUPT_MESSAGE: i16 = 2;
 const INVALID_REQUIRED_ACKS: i16 = 21;
+const INVALID_REQUEST: i16 = 42;
 const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
 const UNSUPPORTED_VERSION: i16 = 35;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -387,10 +388,33 @@ pub(super) async fn fetch(s: &Session, r: FetchRequest) -> FetchResponse {
 /// The record set of several batches: the batch itself when there is one (no copy).
 /// Earliest (-2), latest (-1), max timestamp (-3), or the first offset at or after a time.
 pub(super) async fn list_offsets(s: &Session, r: ListOffsetsRequest) -> ListOffsetsResponse {
+    // A partition named more than once is answered INVALID_REQUEST each time, as Kafka does:
+    // each lookup may read the log, and one request must not repeat it at will.
+    let mut mentions: HashMap<(&str, i32), usize> = HashMap::new();
+    for t in &r.topics {
+        for p in &t.partitions {
+            *mentions
+                .entry((t.name.as_str(), p.partition_index))
+                .or_default() += 1;
+        }
+    }
+    let repeated: HashSet<(String, i32)> = mentions
+        .into_iter()
+        .filter(|&(_, n)| n > 1)
+        .map(|((name, p), _)| (name.to_string(), p))
+        .collect();
     let mut topics = Vec::with_capacity(r.topics.len());
     for t in r.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
+            if !repeated.is_empty() && repeated.contains(&(t.name.clone(), p.partition_index)) {
+                partitions.push(ListOffsetsPartitionResponse {
+                    partition_index: p.partition_index,
+                    error_code: INVALID_REQUEST,
+                    ..ListOffsetsPartitionResponse::default()
+                });
+                continue;
+            }
             let found = lookup(
                 s,
                 &t.name,
