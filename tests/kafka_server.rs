@@ -1281,10 +1281,16 @@ async fn a_fetch_budget_spans_its_partitions_in_request_order() {
 
 /// A ListOffsets naming a partition twice gets INVALID_REQUEST for each mention, as from Kafka
 /// (each lookup may read the log: one request must not repeat it at will), and so does a
-/// CreateTopics naming a topic twice; the other entries are answered.
+/// CreateTopics naming a topic twice; the other entries are answered. Metadata,
+/// DescribeConfigs and DescribeGroups requests naming a topic or group many times answer it
+/// once (one request must not multiply its answer at will).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_named_twice_are_invalid_requests() {
     use weir::protocol::kafka::messages::create_topics::{CreatableTopic, CreateTopicsRequest};
+    use weir::protocol::kafka::messages::describe_configs::{
+        DescribeConfigsRequest, DescribeConfigsResource,
+    };
+    use weir::protocol::kafka::messages::describe_groups::DescribeGroupsRequest;
     use weir::protocol::kafka::messages::list_offsets::{
         ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
     };
@@ -1357,4 +1363,51 @@ async fn entries_named_twice_are_invalid_requests() {
         .collect();
     assert_eq!(got, vec![("twice", 42), ("once", 0), ("twice", 42)]);
     assert!(broker.describe_topic("twice").await.is_err(), "not created");
+
+    // Metadata answers each topic once however often it is named (Kafka keeps a set).
+    let request = Request::Metadata(MetadataRequest {
+        topics: Some(
+            ["lo", "lo", "lo"]
+                .into_iter()
+                .map(|name| MetadataRequestTopic {
+                    name: Some(name.into()),
+                    ..MetadataRequestTopic::default()
+                })
+                .collect(),
+        ),
+        ..MetadataRequest::default()
+    });
+    let Response::Metadata(r) = call(&mut s, 12, 3, request).await else {
+        panic!("not a Metadata answer")
+    };
+    let named: Vec<Option<&str>> = r.topics.iter().map(|t| t.name.as_deref()).collect();
+    assert_eq!(named, vec![Some("lo")]);
+    assert_eq!(r.topics[0].partitions.len(), 2);
+
+    // So do DescribeConfigs and DescribeGroups.
+    let resource = DescribeConfigsResource {
+        resource_type: 2,
+        resource_name: "lo".into(),
+        configuration_keys: None,
+    };
+    let request = Request::DescribeConfigs(DescribeConfigsRequest {
+        resources: vec![resource.clone(), resource.clone(), resource],
+        ..DescribeConfigsRequest::default()
+    });
+    let Response::DescribeConfigs(r) = call(&mut s, 4, 4, request).await else {
+        panic!("not a DescribeConfigs answer")
+    };
+    assert_eq!(r.results.len(), 1);
+    assert_eq!(
+        (r.results[0].error_code, r.results[0].resource_name.as_str()),
+        (0, "lo")
+    );
+    let request = Request::DescribeGroups(DescribeGroupsRequest {
+        groups: vec!["g".into(), "g".into()],
+        ..DescribeGroupsRequest::default()
+    });
+    let Response::DescribeGroups(r) = call(&mut s, 5, 5, request).await else {
+        panic!("not a DescribeGroups answer")
+    };
+    assert_eq!(r.groups.len(), 1);
 }

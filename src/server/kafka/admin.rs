@@ -320,7 +320,12 @@ pub(super) async fn describe_configs(
 ) -> DescribeConfigsResponse {
     let defaults = s.broker.config().topic_defaults.clone();
     let mut results = Vec::with_capacity(r.resources.len());
+    // Each resource once: a request naming one many times must not multiply the answer.
+    let mut seen = std::collections::HashSet::new();
     for res in r.resources {
+        if !seen.insert((res.resource_type, res.resource_name.clone())) {
+            continue;
+        }
         let entries: Result<Vec<ConfigEntry>, (i16, String)> = match res.resource_type {
             RESOURCE_TOPIC => match s.broker.describe_topic(&res.resource_name).await {
                 Ok(d) => Ok(topic_configs(&d.config, &defaults)),

@@ -37,7 +37,15 @@ pub(super) async fn metadata(s: &Session, r: MetadataRequest, version: i16) -> M
         // Null (v1+), or an empty list in v0: every topic.
         None => s.broker.list_topics(),
         Some(t) if t.is_empty() && version == 0 => s.broker.list_topics(),
-        Some(t) => t.into_iter().filter_map(|t| t.name).collect(),
+        // Each topic once, as Kafka keeps them in a set: a request naming a big topic many
+        // times must not multiply the answer.
+        Some(t) => {
+            let mut seen = std::collections::HashSet::new();
+            t.into_iter()
+                .filter_map(|t| t.name)
+                .filter(|name| seen.insert(name.clone()))
+                .collect()
+        }
     };
     // Before v4 there is no flag and requests for unknown topics create them (Kafka's default).
     let allow_create = version < 4 || r.allow_auto_topic_creation;

@@ -300,7 +300,12 @@ pub(super) async fn fetch_offsets(
 ) -> OffsetFetchResponse {
     if version >= 8 {
         let mut groups = Vec::with_capacity(r.groups.len());
+        // Each group once: a request naming one many times must not multiply the answer.
+        let mut seen = std::collections::HashSet::new();
         for g in r.groups {
+            if !seen.insert(g.group_id.clone()) {
+                continue;
+            }
             let wanted = g.topics.map(|ts| {
                 ts.into_iter()
                     .map(|t| (t.name, t.partition_indexes))
@@ -389,7 +394,12 @@ async fn unstable(s: &Session, group: &str, require_stable: bool) -> impl Fn(&st
 /// State, protocol and members (with metadata and assignments) of each group.
 pub(super) async fn describe(s: &Session, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(r.groups.len());
+    // Each group once: a request naming one many times must not multiply the answer.
+    let mut seen = std::collections::HashSet::new();
     for g in r.groups {
+        if !seen.insert(g.clone()) {
+            continue;
+        }
         groups.push(match s.broker.describe_group(&g).await {
             Ok(d) => DescribedGroup {
                 error_code: 0,
