@@ -102,15 +102,7 @@ pub(super) async fn create_topics(s: &Session, r: CreateTopicsRequest) -> Create
     let defaults = s.broker.config().topic_defaults.clone();
     // A topic named more than once is not created, each of its entries answered
     // INVALID_REQUEST, as by Kafka.
-    let mut mentions: std::collections::HashMap<&str, usize> = Default::default();
-    for t in &r.topics {
-        *mentions.entry(t.name.as_str()).or_default() += 1;
-    }
-    let repeated: std::collections::HashSet<String> = mentions
-        .into_iter()
-        .filter(|&(_, n)| n > 1)
-        .map(|(name, _)| name.to_string())
-        .collect();
+    let repeated = super::repeated(r.topics.iter().map(|t| t.name.clone()));
     let mut topics = Vec::with_capacity(r.topics.len());
     for t in r.topics {
         if repeated.contains(&t.name) {

@@ -390,19 +390,11 @@ pub(super) async fn fetch(s: &Session, r: FetchRequest) -> FetchResponse {
 pub(super) async fn list_offsets(s: &Session, r: ListOffsetsRequest) -> ListOffsetsResponse {
     // A partition named more than once is answered INVALID_REQUEST each time, as Kafka does:
     // each lookup may read the log, and one request must not repeat it at will.
-    let mut mentions: HashMap<(&str, i32), usize> = HashMap::new();
-    for t in &r.topics {
-        for p in &t.partitions {
-            *mentions
-                .entry((t.name.as_str(), p.partition_index))
-                .or_default() += 1;
-        }
-    }
-    let repeated: HashSet<(String, i32)> = mentions
-        .into_iter()
-        .filter(|&(_, n)| n > 1)
-        .map(|((name, p), _)| (name.to_string(), p))
-        .collect();
+    let repeated = super::repeated(r.topics.iter().flat_map(|t| {
+        t.partitions
+            .iter()
+            .map(|p| (t.name.clone(), p.partition_index))
+    }));
     let mut topics = Vec::with_capacity(r.topics.len());
     for t in r.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());

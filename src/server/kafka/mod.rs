@@ -443,6 +443,22 @@ fn ready(encoded: Result<crate::protocol::kafka::Encoded, KafkaCodecError>) -> D
     tokio::spawn(async move { answer })
 }
 
+/// The keys that occur more than once (a request's entries that Kafka refuses as repeated).
+pub(crate) fn repeated<K: std::hash::Hash + Eq>(
+    keys: impl IntoIterator<Item = K>,
+) -> std::collections::HashSet<K> {
+    let (mut seen, mut twice) = (
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    );
+    for k in keys {
+        if let Some(k) = seen.replace(k) {
+            twice.insert(k);
+        }
+    }
+    twice
+}
+
 /// The Kafka error code of a broker error (0 for success).
 pub(crate) fn code<T>(r: &Result<T, BrokerError>) -> i16 {
     match r {
