@@ -849,6 +849,50 @@ async fn extreme_values_in_well_formed_requests_get_errors_not_panics() {
     broker.shutdown().await.expect("shutdown");
 }
 
+/// Topic `t` (one partition) and transactional producer `tx` with `t-0` in its open
+/// transaction: its id and epoch.
+async fn transaction_on_t(broker: &BrokerHandle) -> (i64, i16) {
+    broker
+        .create_topic("t", Some(1), vec![])
+        .await
+        .expect("create");
+    let (pid, epoch) = broker
+        .init_transactional_producer("tx", 60_000, -1, -1)
+        .await
+        .expect("init");
+    broker
+        .transactions()
+        .add_partitions(broker, "tx", pid, epoch, vec![("t".into(), 0)])
+        .await
+        .expect("add");
+    (pid, epoch)
+}
+
+/// One transactional batch of `values` (timestamp 1) from the producer to `t-0`, sequence 0.
+async fn publish_in_transaction(
+    broker: &BrokerHandle,
+    pid: i64,
+    epoch: i16,
+    values: &[&'static str],
+) -> weir::broker::PublishAck {
+    let mut b = weir::storage::BatchBuilder::new(weir::storage::Compression::None)
+        .producer(pid, epoch, 0)
+        .transactional(true);
+    for v in values {
+        b.push(weir::storage::Record::new(1, *v));
+    }
+    let (_, ack) = broker
+        .publish(
+            "t",
+            Some(0),
+            vec![b.build(0).expect("build")],
+            weir::Acks::All,
+        )
+        .await
+        .expect("publish");
+    ack
+}
+
 /// Transactions on the wire: a read_committed Fetch stops at the last stable offset and lists
 /// aborted transactions, a read_uncommitted one does not; an OffsetFetch that requires stable
 /// offsets gets UNSTABLE_OFFSET_COMMIT while a transaction holds offsets of the partition.
@@ -858,21 +902,11 @@ async fn isolation_levels_and_unstable_offsets() {
     use weir::protocol::kafka::messages::offset_fetch::{
         OffsetFetchRequest, OffsetFetchRequestTopic,
     };
-    use weir::storage::{BatchBuilder, CommittedOffset, Compression, Record, TopicPartition};
+    use weir::storage::{CommittedOffset, TopicPartition};
 
     let (broker, server, _dir) = start().await;
-    broker
-        .create_topic("t", Some(1), vec![])
-        .await
-        .expect("create");
-    let (pid, epoch) = broker
-        .init_transactional_producer("tx", 60_000, -1, -1)
-        .await
-        .expect("init");
+    let (pid, epoch) = transaction_on_t(&broker).await;
     let txns = broker.transactions();
-    txns.add_partitions(&broker, "tx", pid, epoch, vec![("t".into(), 0)])
-        .await
-        .expect("add");
     txns.add_offsets(&broker, "tx", pid, epoch, "g")
         .await
         .expect("add offsets");
@@ -893,19 +927,7 @@ async fn isolation_levels_and_unstable_offsets() {
     )
     .await
     .expect("stage");
-    let mut b = BatchBuilder::new(Compression::None)
-        .producer(pid, epoch, 0)
-        .transactional(true);
-    b.push(Record::new(1, "open"));
-    broker
-        .publish(
-            "t",
-            Some(0),
-            vec![b.build(0).expect("build")],
-            weir::Acks::All,
-        )
-        .await
-        .expect("publish");
+    publish_in_transaction(&broker, pid, epoch, &["open"]).await;
 
     let mut s = TcpStream::connect(server.local_addr())
         .await
@@ -1119,36 +1141,10 @@ async fn describe_producers() {
     use weir::protocol::kafka::messages::describe_producers::{
         DescribeProducersRequest, DescribeProducersTopicRequest,
     };
-    use weir_storage::{BatchBuilder, Compression, Record};
 
     let (broker, server, _dir) = start().await;
-    broker
-        .create_topic("t", Some(1), vec![])
-        .await
-        .expect("create");
-    let (pid, epoch) = broker
-        .init_transactional_producer("tx", 60_000, -1, -1)
-        .await
-        .expect("init");
-    broker
-        .transactions()
-        .add_partitions(&broker, "tx", pid, epoch, vec![("t".into(), 0)])
-        .await
-        .expect("add");
-    let mut b = BatchBuilder::new(Compression::None)
-        .producer(pid, epoch, 0)
-        .transactional(true);
-    b.push(Record::new(1, "x"));
-    b.push(Record::new(1, "y"));
-    let (_, ack) = broker
-        .publish(
-            "t",
-            Some(0),
-            vec![b.build(0).expect("build")],
-            weir::Acks::All,
-        )
-        .await
-        .expect("publish");
+    let (pid, epoch) = transaction_on_t(&broker).await;
+    let ack = publish_in_transaction(&broker, pid, epoch, &["x", "y"]).await;
     let mut s = TcpStream::connect(server.local_addr())
         .await
         .expect("connect");
