@@ -210,14 +210,14 @@ fn has_data(r: &Read, offset: i64, isolation: Isolation) -> bool {
 /// One read of `w` without waiting: up to `max_bytes` (0: its offsets only).
 async fn read_one(
     s: &Session,
-    topics: &[String],
+    topics: &[&str],
     w: &Want,
     max_bytes: usize,
     isolation: Isolation,
 ) -> Read {
     s.broker
         .fetch_isolated(
-            &topics[w.topic],
+            topics[w.topic],
             w.partition,
             w.offset,
             (max_bytes, 0),
@@ -238,7 +238,7 @@ async fn read_one(
 /// bounded).
 async fn gather(
     s: &Session,
-    topics: &[String],
+    topics: &[&str],
     wants: &[Want],
     budget: usize,
     isolation: Isolation,
@@ -299,7 +299,7 @@ pub(super) async fn fetch(s: &Session, r: FetchRequest) -> FetchResponse {
             }
         }
     }
-    let topics: Vec<String> = responses.iter().map(|t| t.topic.clone()).collect();
+    let topics: Vec<&str> = responses.iter().map(|t| t.topic.as_str()).collect();
     let budget = (r.max_bytes.max(0) as usize).min(s.broker.config().broker.fetch_max_bytes);
     let min_bytes = r.min_bytes.max(0) as usize;
     let max_wait = Duration::from_millis(r.max_wait_ms.max(0) as u64);
@@ -317,7 +317,7 @@ pub(super) async fn fetch(s: &Session, r: FetchRequest) -> FetchResponse {
                 let r = s
                     .broker
                     .fetch_isolated(
-                        &topics[w.topic],
+                        topics[w.topic],
                         w.partition,
                         w.offset,
                         (0, 1),
