@@ -1200,7 +1200,7 @@ async fn a_fetch_budget_spans_its_partitions_in_request_order() {
     use weir::storage::{BatchBuilder, Compression, Record};
 
     const VALUE: usize = 100_000;
-    let (broker, server, _dir) = start().await;
+    let (broker, server, dir) = start().await;
     broker
         .create_topic("budget", Some(3), vec![])
         .await
@@ -1273,6 +1273,29 @@ async fn a_fetch_budget_spans_its_partitions_in_request_order() {
     // All of it when it fits.
     let r = call(&mut s, 12, 5, fetch(2 << 20, 1 << 20, &[0, 1, 2])).await;
     assert_eq!(answered(r), vec![(0, 4, 4), (1, 4, 4), (2, 4, 4)]);
+
+    // A batch that does not fit in what is left is not read at all (Kafka reads its header
+    // only): damage in partition 1's first record goes unnoticed by a fetch it does not fit,
+    // and fails the fetch that reads it.
+    let segment = std::fs::read_dir(dir.path().join("logs").join("budget-1"))
+        .expect("partition directory")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .expect("segment file");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .expect("open segment");
+    std::os::unix::fs::FileExt::write_at(&file, b"\xff\xfe", VALUE as u64 / 2).expect("damage");
+    let r = call(&mut s, 12, 6, fetch(250_000, 1 << 20, &[0, 1])).await;
+    assert_eq!(answered(r), vec![(0, 2, 4), (1, 0, 4)]);
+    let Response::Fetch(f) = call(&mut s, 12, 7, fetch(250_000, 1 << 20, &[1])).await else {
+        panic!("not a fetch answer")
+    };
+    assert_ne!(
+        f.responses[0].partitions[0].error_code, 0,
+        "the damage is real"
+    );
 }
 
 /// A ListOffsets naming a partition twice gets INVALID_REQUEST for each mention, as from Kafka

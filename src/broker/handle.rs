@@ -14,7 +14,7 @@ use super::group::{
     FetchOffsets, ForgetPartitions, Heartbeat, LeaveGroup, StopGroup, SyncGroup,
 };
 use super::messages::{
-    DescribeProducers, Fetch, GetOffsets, ListOffset, Publish, TrimLog, WriteTxnMarker,
+    DescribeProducers, Fetch, GetOffsets, ListOffset, Publish, ReadLimit, TrimLog, WriteTxnMarker,
 };
 use super::partition::PartitionLimits;
 use super::registry::{
@@ -718,17 +718,49 @@ impl BrokerHandle {
         max_wait: Duration,
         isolation: Isolation,
     ) -> Result<FetchResult, BrokerError> {
+        let fetch = Fetch {
+            from,
+            limit: ReadLimit::at_least_one_batch(max_bytes),
+            min_bytes,
+            max_wait,
+            isolation,
+        };
+        self.send_fetch(topic, partition, fetch).await
+    }
+
+    /// Reads from `topic`/`partition` at `from` without waiting, strictly within `max_bytes`:
+    /// a first batch larger than that is left unread, and the answer then carries the
+    /// partition's offsets only. For the partitions of a Kafka fetch after the first that
+    /// returned records, which take only what fits in what the fetch has left.
+    ///
+    /// # Errors
+    /// As [`BrokerHandle::fetch`].
+    pub async fn fetch_within(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: Offset,
+        max_bytes: usize,
+        isolation: Isolation,
+    ) -> Result<FetchResult, BrokerError> {
+        let fetch = Fetch {
+            from,
+            limit: ReadLimit::within(max_bytes),
+            min_bytes: 0,
+            max_wait: Duration::ZERO,
+            isolation,
+        };
+        self.send_fetch(topic, partition, fetch).await
+    }
+
+    async fn send_fetch(
+        &self,
+        topic: &str,
+        partition: i32,
+        fetch: Fetch,
+    ) -> Result<FetchResult, BrokerError> {
         let route = self.route_or_create(topic, false).await?;
-        route
-            .partition(partition)?
-            .send(Fetch {
-                from,
-                max_bytes,
-                min_bytes,
-                max_wait,
-                isolation,
-            })
-            .await?
+        route.partition(partition)?.send(fetch).await?
     }
 
     /// Looks up the earliest, the latest (the last stable offset: [`Isolation::ReadCommitted`]),

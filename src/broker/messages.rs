@@ -39,16 +39,46 @@ pub struct PublishTo {
 pub struct Fetch {
     /// First offset wanted.
     pub from: Offset,
-    /// Soft limit on the bytes returned, capped by the broker's `fetch_max_bytes`: at least
-    /// one batch is returned, however large, except that 0 reads no batch at all (the
-    /// partition's offsets only).
-    pub max_bytes: usize,
+    /// How much to read.
+    pub limit: ReadLimit,
     /// Wait until at least this many bytes are available...
     pub min_bytes: usize,
     /// ... or this long.
     pub max_wait: Duration,
     /// Up to the high watermark, or only decided data.
     pub isolation: Isolation,
+}
+
+/// How many bytes one fetch reads from a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimit {
+    /// The limit, capped by the broker's `fetch_max_bytes`; 0 reads no batch at all (the
+    /// partition's offsets only).
+    pub max_bytes: usize,
+    /// Whether a first batch larger than `max_bytes` is returned whole, so that a consumer
+    /// always makes progress (Kafka's `minOneMessage`), or left unread: the partitions of a
+    /// Kafka fetch after the first that returned records take only what fits.
+    pub min_one_batch: bool,
+}
+
+impl ReadLimit {
+    /// Up to `max_bytes`, but at least one batch.
+    #[must_use]
+    pub fn at_least_one_batch(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            min_one_batch: true,
+        }
+    }
+
+    /// Nothing past `max_bytes`.
+    #[must_use]
+    pub fn within(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            min_one_batch: false,
+        }
+    }
 }
 
 /// Looks up an offset.

@@ -82,8 +82,8 @@ use weir_storage::{
 use super::error::BrokerError;
 use super::idempotence::{Position, ProducerStates, Ticket, Verdict};
 use super::messages::{
-    DescribeProducers, Fetch, ListOffset, Publish, StopPartition, TrimLog, UpdateTopicConfig,
-    WriteTxnMarker,
+    DescribeProducers, Fetch, ListOffset, Publish, ReadLimit, StopPartition, TrimLog,
+    UpdateTopicConfig, WriteTxnMarker,
 };
 use super::types::{now_ms, Acks, ActiveProducer, FetchResult, Isolation, OffsetSpec, PublishAck};
 use crate::config::{TimestampMode, TopicConfig};
@@ -175,7 +175,7 @@ const REBUILD_READ_BYTES: usize = 1024 * 1024;
 struct Waiter {
     id: u64,
     from: Offset,
-    max_bytes: usize,
+    limit: ReadLimit,
     min_bytes: usize,
     isolation: Isolation,
     reply: oneshot::Sender<Result<FetchResult, BrokerError>>,
@@ -614,7 +614,7 @@ impl Partition {
                 expire_all || (w.from < visible && self.bytes_after(w.from) >= w.min_bytes as u64);
             if ready {
                 let w = self.waiters.swap_remove(i);
-                self.answer(w.from, w.max_bytes, w.isolation, w.reply);
+                self.answer(w.from, w.limit, w.isolation, w.reply);
             } else {
                 i += 1;
             }
@@ -626,7 +626,7 @@ impl Partition {
     fn answer(
         &self,
         from: Offset,
-        max_bytes: usize,
+        limit: ReadLimit,
         isolation: Isolation,
         reply: oneshot::Sender<Result<FetchResult, BrokerError>>,
     ) {
@@ -643,9 +643,12 @@ impl Partition {
             _ => (None, Vec::new()),
         };
         let log = self.log.clone();
-        let max_bytes = max_bytes.min(self.limits.fetch_max_bytes);
+        let limit = ReadLimit {
+            max_bytes: limit.max_bytes.min(self.limits.fetch_max_bytes),
+            ..limit
+        };
         actix::spawn(async move {
-            let result = read(log.as_ref(), from, max_bytes, upto).await;
+            let result = read(log.as_ref(), from, limit, upto).await;
             let _ = reply.send(result.map(|r| FetchResult {
                 last_stable_offset: stable.min(r.high_watermark),
                 aborted,
@@ -657,7 +660,7 @@ impl Partition {
     fn expire_waiter(&mut self, id: u64) {
         if let Some(pos) = self.waiters.iter().position(|w| w.id == id) {
             let w = self.waiters.swap_remove(pos);
-            self.answer(w.from, w.max_bytes, w.isolation, w.reply);
+            self.answer(w.from, w.limit, w.isolation, w.reply);
         }
     }
 
@@ -963,13 +966,14 @@ async fn replay(
 async fn read(
     log: &dyn PartitionLog,
     from: Offset,
-    max_bytes: usize,
+    limit: ReadLimit,
     upto: Option<Offset>,
 ) -> Result<FetchResult, BrokerError> {
     let mut batches = match upto {
-        _ if max_bytes == 0 => Vec::new(),
+        _ if limit.max_bytes == 0 => Vec::new(),
         Some(upto) if from >= upto => Vec::new(),
-        _ => log.read(from, max_bytes).await?,
+        _ if limit.min_one_batch => log.read(from, limit.max_bytes).await?,
+        _ => log.read_within(from, limit.max_bytes).await?,
     };
     if let Some(upto) = upto {
         batches.retain(|b| b.base_offset() < upto);
@@ -1199,14 +1203,14 @@ impl Partition {
         let enough =
             msg.from < visible && self.bytes_after(msg.from) >= msg.min_bytes.max(1) as u64;
         if enough || wait.is_zero() || self.stop.is_some() {
-            self.answer(msg.from, msg.max_bytes, msg.isolation, reply);
+            self.answer(msg.from, msg.limit, msg.isolation, reply);
         } else {
             let id = self.next_waiter;
             self.next_waiter += 1;
             self.waiters.push(Waiter {
                 id,
                 from: msg.from,
-                max_bytes: msg.max_bytes,
+                limit: msg.limit,
                 min_bytes: msg.min_bytes.max(1),
                 isolation: msg.isolation,
                 reply,

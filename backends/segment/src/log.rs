@@ -65,7 +65,9 @@ use weir_storage::{
 
 use crate::fsutil::{read_if_exists, remove_if_exists, sync_dir, write_atomic};
 use crate::index::{self, SegmentSummary};
-use crate::segment::{index_name, log_name, read_batches, scan, BatchInfo, ReadPlan, Segment};
+use crate::segment::{
+    index_name, log_name, read_batches, read_batches_within, scan, BatchInfo, ReadPlan, Segment,
+};
 
 const START_FILE: &str = "start-offset";
 const COMPACTED_FILE: &str = "compacted-upto";
@@ -1089,6 +1091,14 @@ impl PartitionLog for SegmentLog {
             return Ok(Vec::new());
         };
         blocking(move || read_batches(&plan, from, max_bytes)).await
+    }
+
+    async fn read_within(&self, from: Offset, max_bytes: usize) -> Result<Vec<Batch>> {
+        self.inner.check_usable()?;
+        let Some((plan, _)) = self.inner.plan(from)? else {
+            return Ok(Vec::new());
+        };
+        blocking(move || read_batches_within(&plan, from, max_bytes)).await
     }
 
     fn offsets(&self) -> LogOffsets {

@@ -326,6 +326,25 @@ pub(crate) struct ReadPlan {
 /// Every batch is CRC-checked and must continue the offsets of the one before it (with gaps:
 /// start at or after where it ends); anything else is `Corrupt`, never served.
 pub(crate) fn read_batches(plan: &ReadPlan, from: Offset, max_bytes: usize) -> Result<Vec<Batch>> {
+    read_window(plan, from, max_bytes, true)
+}
+
+/// [`read_batches`] strictly within `max_bytes`: a first batch that does not fit is left
+/// unread (its header, in the window read, tells its length).
+pub(crate) fn read_batches_within(
+    plan: &ReadPlan,
+    from: Offset,
+    max_bytes: usize,
+) -> Result<Vec<Batch>> {
+    read_window(plan, from, max_bytes, false)
+}
+
+fn read_window(
+    plan: &ReadPlan,
+    from: Offset,
+    max_bytes: usize,
+    min_one_batch: bool,
+) -> Result<Vec<Batch>> {
     let mut out: Vec<Batch> = Vec::new();
     let mut total = 0usize;
     let mut pos = plan.pos;
@@ -372,7 +391,7 @@ pub(crate) fn read_batches(plan: &ReadPlan, from: Offset, max_bytes: usize) -> R
             pos += len as u64;
             continue;
         }
-        if !out.is_empty() && total + len > max_bytes {
+        if (!out.is_empty() || !min_one_batch) && total + len > max_bytes {
             break;
         }
         let bytes = if rel + len <= window.len() {

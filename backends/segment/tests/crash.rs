@@ -5,6 +5,8 @@
 //!   batches before the cut;
 //! - a bit flipped in any byte of a batch before the tail is reported as `Corrupt` (at open for
 //!   the active segment, at read for a sealed one) and never served;
+//! - a read strictly within a limit leaves a first batch that does not fit unread (damage in
+//!   its body goes unnoticed by it, and is reported by a read that returns the batch);
 //! - a compacted log reopens with its gaps, drops a half-written replacement segment, and still
 //!   calls a gap above `compacted-upto` corruption;
 //! - compaction merges neighbouring segments that fit in one, and a merge a crash interrupted
@@ -247,6 +249,46 @@ fn a_bit_flip_in_a_sealed_segment_fails_the_read() {
             log.close().await.expect("close");
         }
         std::fs::write(sealed, &clean).expect("restore");
+    });
+}
+
+#[test]
+fn a_batch_that_does_not_fit_a_strict_read_is_left_unread() {
+    run(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = LogConfig {
+            segment_bytes: 2048,
+            ..one_segment()
+        };
+        let log = open(dir.path(), &cfg).await.expect("open");
+        let big = batch_of(4, 1_000, 100_000, Compression::None);
+        log.append(vec![big.clone()]).await.expect("append");
+        log.append(vec![batch_of(1, 2_000, 10, Compression::None)])
+            .await
+            .expect("append");
+        log.close().await.expect("close");
+        // Damage the big batch's last record, far past what a read of 1,000 bytes looks at.
+        let sealed = &segment_files(dir.path())[0];
+        let clean = std::fs::read(sealed).expect("read");
+        assert_eq!(
+            clean.len(),
+            big.len(),
+            "the big batch alone in the first segment"
+        );
+        flip(sealed, &clean, big.len() - 10, 0);
+        let log = open(dir.path(), &cfg).await.expect("open");
+        assert_eq!(log.read_within(2, 1000).await.expect("strict read"), vec![]);
+        assert!(matches!(
+            log.read(2, 1000).await,
+            Err(StorageError::Corrupt { .. })
+        ));
+        std::fs::write(sealed, &clean).expect("restore");
+        assert_eq!(log.read(2, 1000).await.expect("read"), vec![big.clone()]);
+        assert_eq!(
+            log.read_within(0, big.len()).await.expect("strict read"),
+            vec![big]
+        );
+        log.close().await.expect("close");
     });
 }
 

@@ -92,6 +92,30 @@ pub trait PartitionLog: Debug + Send + Sync + 'static {
     /// is reported as [`StorageError::Corrupt`], never served.
     async fn read(&self, from: Offset, max_bytes: usize) -> Result<Vec<Batch>>;
 
+    /// [`PartitionLog::read`] strictly within `max_bytes`: a first batch larger than that is
+    /// not returned, so the answer may be empty below the log end. Kafka reads the partitions
+    /// of a fetch after the first that returned records this way (without `minOneMessage`):
+    /// they take only what fits in what the fetch has left.
+    ///
+    /// The default reads, then keeps the batches that fit; a backend that sees a batch's size
+    /// before reading its body overrides it to leave a batch that does not fit unread.
+    ///
+    /// # Errors
+    /// As [`PartitionLog::read`].
+    async fn read_within(&self, from: Offset, max_bytes: usize) -> Result<Vec<Batch>> {
+        let mut batches = self.read(from, max_bytes).await?;
+        let mut total = 0usize;
+        let fit = batches
+            .iter()
+            .take_while(|b| {
+                total += b.len();
+                total <= max_bytes
+            })
+            .count();
+        batches.truncate(fit);
+        Ok(batches)
+    }
+
     /// The current start and end offsets and the log's size. Cheap: no I/O.
     fn offsets(&self) -> LogOffsets;
 

@@ -250,6 +250,21 @@ pub async fn max_bytes_limits(f: &dyn StorageFactory) {
     }
     let one = log.read(0, 1).await.expect("read");
     assert_eq!(one.len(), 1, "at least one batch, and only one");
+    // Strictly within the limit: nothing when the first batch does not fit, else what fits.
+    assert!(log
+        .read_within(0, sizes[0] - 1)
+        .await
+        .expect("read")
+        .is_empty());
+    assert!(log.read_within(3, 0).await.expect("read").is_empty());
+    let first = log.read_within(0, sizes[0]).await.expect("read");
+    assert_eq!(first, one);
+    let two = log
+        .read_within(1, sizes[0] + sizes[1] + sizes[2] - 1)
+        .await
+        .expect("read");
+    assert_eq!(two.len(), 2, "the batch holding offset 1, and the next");
+    assert_eq!(two[0].base_offset(), 0);
     let three = log
         .read(0, sizes[0] + sizes[1] + sizes[2])
         .await
@@ -1061,6 +1076,17 @@ pub async fn model_check(f: &dyn StorageFactory, reopen: bool, cases: usize, ste
                             assert_eq!(r.record.value.as_ref(), Some(v), "{ctx}");
                         }
                     }
+                    // Strictly within: the same batches, up to the last that fits.
+                    let within = log.read_within(from, max).await.expect(&ctx);
+                    let mut total = 0;
+                    let fit = got
+                        .iter()
+                        .take_while(|b| {
+                            total += b.len();
+                            total <= max
+                        })
+                        .count();
+                    assert_eq!(within, got[..fit], "{ctx}: read_within({from}, {max})");
                 }
                 7 => {
                     let ts = rng.below(11_000) as i64;

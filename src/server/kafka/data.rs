@@ -230,12 +230,12 @@ async fn read_one(
 /// Reads the wanted partitions within `budget` bytes, in request order, without waiting.
 ///
 /// The first partition with data returns at least one whole batch (however large); after it,
-/// a partition's records go out only if they fit in what is left, and once nothing is left
-/// the rest answer with their offsets only. Memory stays within the budget plus a batch: one
-/// partition is read alone directly; several are first asked for their offsets all at once
-/// (no records), then those with data are read one after the other, each up to what is left
-/// (a read's first batch can exceed its limit, so reading them together could not be
-/// bounded).
+/// a partition's records go out only if they fit in what is left (a batch that does not is
+/// left unread, as Kafka reads only its header), and once nothing is left the rest answer with
+/// their offsets only. Memory stays within the budget plus a batch: one partition is read
+/// alone directly; several are first asked for their offsets all at once (no records), then
+/// those with data are read one after the other, each up to what is left (the first one's
+/// first batch can exceed its limit, so reading them together could not be bounded).
 async fn gather(
     s: &Session,
     topics: &[&str],
@@ -256,15 +256,19 @@ async fn gather(
         if !has_data(slot, w.offset, isolation) {
             continue;
         }
-        let mut read = read_one(s, topics, w, w.max_bytes.min(left).max(1), isolation).await;
+        let limit = w.max_bytes.min(left);
+        let read = if sent_any {
+            let (topic, p) = (topics[w.topic], w.partition);
+            s.broker
+                .fetch_within(topic, p, w.offset, limit, isolation)
+                .await
+        } else {
+            read_one(s, topics, w, limit.max(1), isolation).await
+        };
         let size = read_bytes(&read);
-        if let Ok(f) = &mut read {
-            if sent_any && size > left {
-                f.batches.clear();
-            } else if size > 0 {
-                sent_any = true;
-                left = left.saturating_sub(size);
-            }
+        if size > 0 {
+            sent_any = true;
+            left = left.saturating_sub(size);
         }
         *slot = read;
     }
