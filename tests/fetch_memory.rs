@@ -3,7 +3,9 @@
 //! and by clients that ask again and again without reading the answers. Its peak resident
 //! memory (`VmHWM`, reset after the data is written) must stay near one fetch's worth; before
 //! the limit, each of these fetches read up to the whole segment, and a repeated partition was
-//! read once per mention.
+//! read once per mention. A topic whose batches are larger than `fetch_max_bytes` is read one
+//! fetch at a time (before, each fetch was charged the default `max.message.bytes` and read a
+//! whole batch beyond it).
 
 mod common;
 
@@ -97,6 +99,7 @@ const PEAK: u64 = 160 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetches_hold_at_most_fetch_max_bytes_per_connection() {
+    const HUGE: usize = 24 << 20;
     let dir = tempfile::tempdir().expect("tempdir");
     let server = common::Server::in_dir(
         dir.path(),
@@ -186,5 +189,61 @@ async fn fetches_hold_at_most_fetch_max_bytes_per_connection() {
         decode_response(ApiKey::Fetch, 12, frame).expect("decode");
     }
     drop((s, greedy, native));
+
+    // Batches of 24 MiB, three times `fetch_max_bytes`, in a topic that allows them: twelve
+    // pipelined native fetches of 1 byte each, unread. Each returns a whole batch; they are
+    // read one after the other, not eight at once (the budget over a 1 MiB charge each).
+    let max_message_bytes = (HUGE + 1024).to_string();
+    remote
+        .create_topic(
+            "huge",
+            Some(1),
+            vec![("max.message.bytes".into(), max_message_bytes)],
+        )
+        .await
+        .expect("create");
+    for i in 0..2 {
+        let mut b = weir::BatchBuilder::new(weir::Compression::None);
+        b.push(weir::Record::new(i, vec![i as u8; HUGE]));
+        let batch = b.build(0).expect("batch");
+        remote
+            .publish("huge", Some(0), vec![batch], weir::Acks::All)
+            .await
+            .expect("publish");
+    }
+    server.reset_peak_memory();
+    let mut native = TcpStream::connect(server.native).await.expect("connect");
+    for id in 1..=12 {
+        let frame = NativeRequest {
+            id,
+            body: RequestBody::Fetch {
+                topic: "huge".into(),
+                partition: 0,
+                from: 0,
+                max_bytes: 1,
+                min_bytes: 1,
+                max_wait: Duration::ZERO,
+            },
+        }
+        .encode()
+        .expect("encode");
+        for chunk in frame.chunks() {
+            native.write_all(chunk).await.expect("write");
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_peak_below(
+        &server,
+        PEAK,
+        "12 pipelined native fetches of 24 MiB batches",
+    );
+    for _ in 0..12 {
+        let mut len = [0u8; 4];
+        native.read_exact(&mut len).await.expect("length");
+        let len = u32::from_be_bytes(len) as usize;
+        assert!(len > HUGE, "a whole batch in each answer ({len} bytes)");
+        let mut body = vec![0u8; len];
+        native.read_exact(&mut body).await.expect("body");
+    }
     server.terminate();
 }

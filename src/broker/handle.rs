@@ -386,6 +386,12 @@ impl BrokerHandle {
         self.route(topic).map(|r| r.partitions.len() as u32)
     }
 
+    /// The largest batch `topic` accepts now (its `max.message.bytes`), if it exists.
+    pub fn max_message_bytes(&self, topic: &str) -> Option<usize> {
+        self.route(topic)
+            .map(|r| r.config.max_message_bytes as usize)
+    }
+
     /// A topic's settings and per-partition offsets.
     ///
     /// # Errors

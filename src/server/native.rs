@@ -14,7 +14,8 @@
 //! their acknowledgements are produced in that order. At most `max_in_flight` requests per
 //! connection are outstanding; beyond that the connection stops reading (backpressure). The
 //! records a connection's fetches hold, from the read until the answer is written, stay within
-//! `[broker] fetch_max_bytes` (`FetchMemory`). A frame over `max_frame_bytes`, or a body that
+//! `[broker] fetch_max_bytes`, or one batch when a topic's batches may be larger
+//! (`FetchMemory`). A frame over `max_frame_bytes`, or a body that
 //! is not a request, gets an error frame (correlation id 0) and the connection is closed; no
 //! other connection notices. Connections above `max_connections` get an error frame and are
 //! closed at once. A connection silent for `idle_timeout` with nothing in flight is closed.
@@ -133,17 +134,18 @@ async fn accept_loop(
 /// The records one connection's fetches may hold in memory, from the read until the response
 /// is written to the socket: `[broker] fetch_max_bytes`, in permits of one byte.
 ///
-/// Each fetch is charged its own limit before it reads, at least the topics' default
-/// `max.message.bytes` (a read's first batch may exceed its limit; the floor keeps the number
-/// of fetches reading at once, and so that excess, small) and at most the whole budget. A
-/// fetch that has to wait for data waits without its charge (positions only), then is charged
-/// again to read. Pipelined fetches beyond the budget wait their turn: a client that requests
-/// without reading its responses cannot make the broker buffer more than this.
+/// Each fetch is charged its own limit before it reads, at least its topic's
+/// `max.message.bytes` (a read's first batch may exceed the limit, but not that) and at most
+/// the whole budget (a topic whose batches may be larger than the budget is read one fetch at
+/// a time). A fetch that has to wait for data waits without its charge (positions only), then
+/// is charged again to read. Pipelined fetches beyond the budget wait their turn: a client
+/// that requests without reading its responses cannot make the broker buffer more than the
+/// budget, or one batch when a batch is larger (only a batch written before its topic's
+/// `max.message.bytes` was lowered can exceed its charge).
 #[derive(Debug, Clone)]
 struct FetchMemory {
     permits: Arc<Semaphore>,
     most: usize,
-    least: usize,
 }
 
 /// A fetch's charge on its connection's [`FetchMemory`], dropped once its response is written.
@@ -158,13 +160,12 @@ impl FetchMemory {
         FetchMemory {
             permits: Arc::new(Semaphore::new(most)),
             most,
-            least: (c.topic_defaults.max_message_bytes as usize).clamp(1, most),
         }
     }
 
-    /// Waits until a fetch of up to `max_bytes` may read.
-    async fn charge(&self, max_bytes: usize) -> Held {
-        let n = max_bytes.clamp(self.least, self.most);
+    /// Waits until a fetch of up to `max_bytes` may read batches of up to `largest_batch`.
+    async fn charge(&self, max_bytes: usize, largest_batch: usize) -> Held {
+        let n = max_bytes.max(largest_batch).clamp(1, self.most);
         // The semaphore is never closed; `n` fits a u32 (see `for_broker`).
         self.permits
             .clone()
@@ -192,6 +193,10 @@ async fn answer(
         return (dispatch(broker, body).await, None);
     };
     let max_bytes = max_bytes.max(1);
+    // The default for an unknown topic, whose read fails.
+    let largest_batch = broker
+        .max_message_bytes(&topic)
+        .unwrap_or(broker.config().topic_defaults.max_message_bytes as usize);
     let fetched =
         |held: Held, r: Result<FetchResult, BrokerError>| (r.map(ResponseBody::Fetched), held);
     let read_now = || {
@@ -205,7 +210,7 @@ async fn answer(
         )
     };
     // Read what is there now, within the charge.
-    let held = memory.charge(max_bytes).await;
+    let held = memory.charge(max_bytes, largest_batch).await;
     let now = read_now().await;
     let enough = now.as_ref().map_or(true, |f| {
         f.batches.iter().map(Batch::len).sum::<usize>() >= min_bytes.max(1)
@@ -228,7 +233,7 @@ async fn answer(
     if let Err(e) = waited {
         return (Err(e), None);
     }
-    let held = memory.charge(max_bytes).await;
+    let held = memory.charge(max_bytes, largest_batch).await;
     fetched(held, read_now().await)
 }
 
