@@ -150,6 +150,13 @@ fn aiokafka_produces_and_consumes_in_a_group() {
     scenario("aiokafka");
 }
 
+/// librdkafka's cooperative-sticky assignor: incremental rebalances as a member joins and
+/// leaves, every record consumed once.
+#[test]
+fn cooperative_sticky_rebalances_incrementally() {
+    scenario("cooperative");
+}
+
 /// A full disk reaches a Kafka producer as KAFKA_STORAGE_ERROR, and what was acknowledged
 /// before it is read back whole (the server's files limited to 256 KiB).
 #[test]

@@ -344,6 +344,61 @@ def scenario_group():
         check(e.args[0].code() == ck.KafkaError.GROUP_ID_NOT_FOUND, f"unknown group: {e}")
 
 
+def scenario_cooperative():
+    """librdkafka's cooperative-sticky assignor (incremental rebalancing over the classic
+    protocol): a second member takes half the partitions without the first giving up the rest,
+    the first takes them back when the second leaves, and every record is consumed once."""
+    create("coop", 6)
+    n = 6000
+    produce_ck("coop", [(f"k{i}".encode(), f"{i}".encode(), None, None) for i in range(n)])
+    events = []
+
+    def member(name):
+        c = ck.Consumer({
+            "bootstrap.servers": BOOT, "group.id": "coop", "auto.offset.reset": "earliest",
+            "enable.auto.commit": False, "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
+        })
+        c.subscribe(["coop"],
+                    on_assign=lambda _, ps: events.append((name, "+", sorted(p.partition for p in ps))),
+                    on_revoke=lambda _, ps: events.append((name, "-", sorted(p.partition for p in ps))))
+        return c
+
+    seen = []
+
+    def take(c):
+        m = c.poll(0.05)
+        if m is None or m.error() is not None:
+            return
+        seen.append(int(m.value()))
+        try:
+            c.commit(message=m, asynchronous=False)
+        except ck.KafkaException as e:
+            # A commit arriving between a rebalance's JoinGroup and SyncGroup gets
+            # REBALANCE_IN_PROGRESS, from Kafka too; the member keeps its partitions.
+            check(e.args[0].code() == ck.KafkaError.REBALANCE_IN_PROGRESS, f"commit: {e}")
+
+    deadline = time.time() + TIMEOUT
+    a = member("a")
+    while len(seen) < 1000 and time.time() < deadline:
+        take(a)
+    b = member("b")
+    while (len(seen) < 4000 or not b.assignment()) and time.time() < deadline:
+        take(a)
+        take(b)
+    mine = (sorted(p.partition for p in a.assignment()), sorted(p.partition for p in b.assignment()))
+    check(len(mine[0]) == 3 and sorted(mine[0] + mine[1]) == list(range(6)), f"shared: {mine}")
+    b.close()
+    while len(seen) < n and time.time() < deadline:
+        take(a)
+    # Incremental: a gave up only what b got, and never the partitions it kept.
+    revoked_from_a = [ps for who, what, ps in events if who == "a" and what == "-"]
+    check(revoked_from_a == [mine[1]], f"a's revocations {revoked_from_a} ({events})")
+    check(("b", "-", mine[1]) in events and ("a", "+", mine[1]) in events, f"handed back: {events}")
+    a.close()
+    check(sorted(seen) == list(range(n)), f"exactly once: {len(seen)} records, {len(set(seen))} distinct")
+
+
 def scenario_resume():
     create("resume", 2)
     produce_ck("resume", [(None, f"{i}".encode(), None, i % 2) for i in range(200)])
