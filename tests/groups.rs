@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use weir::broker::{BrokerError, GroupState, ResetTo};
+use weir::broker::{BrokerError, GroupState, MemberRef, ResetTo};
 use weir::client::{AutoOffsetReset, ConsumerRecord};
 use weir::config::Config;
 use weir::{
@@ -437,5 +437,148 @@ async fn kafka_classic_protocol_passes_opaque_assignments() {
             .await,
         Err(BrokerError::RebalanceInProgress)
     ));
+    h.shutdown().await.expect("shutdown");
+}
+
+/// A static member as its requests name it: (member id, instance id).
+fn as_ref<'a>(m: &'a (String, &'static str)) -> MemberRef<'a> {
+    MemberRef {
+        id: &m.0,
+        instance: Some(m.1),
+    }
+}
+
+/// Static membership (KIP-345): a static member restarting into a stable group (a JoinGroup
+/// with its instance id and no member id) takes its old incarnation's place and assignment
+/// without a rebalance, even as the leader (it is told the old leader id, so it does not lead);
+/// the old incarnation is fenced (FENCED_INSTANCE_ID, not UNKNOWN_MEMBER_ID, which would make it
+/// rejoin and fence the new one in turn). New static members skip MEMBER_ID_REQUIRED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_restarts_without_a_rebalance_and_fences_its_old_incarnation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Broker::start(config(Backend::Memory, dir.path()))
+        .await
+        .expect("start");
+    let static_join = |member_id: &str, instance: &str| weir::broker::JoinGroup {
+        instance_id: Some(instance.to_string()),
+        ..kafka_join(member_id, &[("range", b"m"), ("roundrobin", b"m")], true)
+    };
+    let member =
+        |id: &str, instance: &'static str| -> (String, &'static str) { (id.to_string(), instance) };
+    // s1 joins alone and leads; s2 joins, s1 rejoins on the heartbeat's signal.
+    let j1 = h
+        .join_group("sg", static_join("", "s1"))
+        .await
+        .expect("a static member joins without MEMBER_ID_REQUIRED");
+    let s1 = member(&j1.member_id, "s1");
+    h.sync_group(
+        "sg",
+        as_ref(&s1),
+        j1.generation,
+        vec![(s1.0.clone(), "a".into())],
+    )
+    .await
+    .expect("sync");
+    let h2 = h.clone();
+    let second = tokio::spawn(async move { h2.join_group("sg", static_join("", "s2")).await });
+    while h.heartbeat("sg", as_ref(&s1), j1.generation).await.is_ok() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let j1 = h
+        .join_group("sg", static_join(&s1.0, "s1"))
+        .await
+        .expect("rejoin");
+    let j2 = second.await.expect("task").expect("join");
+    assert_eq!(j1.leader, s1.0, "the first member still leads");
+    let s2 = member(&j2.member_id, "s2");
+    let generation = j1.generation;
+    let h2 = h.clone();
+    let s2_ = s2.clone();
+    let follower =
+        tokio::spawn(async move { h2.sync_group("sg", &s2_.0, generation, vec![]).await });
+    let given = vec![(s1.0.clone(), "p0".into()), (s2.0.clone(), "p1".into())];
+    h.sync_group("sg", as_ref(&s1), generation, given)
+        .await
+        .expect("leader sync");
+    follower.await.expect("task").expect("follower sync");
+
+    // The leader restarts: a new member id, the same generation, no rebalance, and not told
+    // to lead; its sync gets its old assignment.
+    let again = h
+        .join_group("sg", static_join("", "s1"))
+        .await
+        .expect("restart");
+    assert_ne!(again.member_id, s1.0);
+    assert_eq!(again.generation, generation, "no new generation");
+    assert_eq!(again.leader, s1.0, "told the leader as it was");
+    assert!(again.members.is_empty(), "not asked to assign");
+    let new_s1 = member(&again.member_id, "s1");
+    let synced = h
+        .sync_group("sg", as_ref(&new_s1), generation, vec![])
+        .await
+        .expect("sync after the restart");
+    assert_eq!(&synced.assignment[..], b"p0");
+    h.heartbeat("sg", as_ref(&s2), generation)
+        .await
+        .expect("the other member sees no rebalance");
+    h.heartbeat("sg", as_ref(&new_s1), generation)
+        .await
+        .expect("the new incarnation is a member");
+    // The old incarnation is fenced wherever it turns up.
+    let fenced = |r: Result<(), BrokerError>| matches!(r, Err(BrokerError::FencedInstanceId(_)));
+    assert!(fenced(h.heartbeat("sg", as_ref(&s1), generation).await));
+    let offsets = vec![(
+        weir::storage::TopicPartition::new("t", 0),
+        weir::storage::CommittedOffset {
+            offset: 1,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 0,
+        },
+    )];
+    assert!(fenced(
+        h.commit_offsets("sg", as_ref(&s1), generation, offsets.clone())
+            .await
+    ));
+    assert!(fenced(
+        h.sync_group("sg", as_ref(&s1), generation, vec![])
+            .await
+            .map(|_| ())
+    ));
+    assert!(fenced(
+        h.join_group("sg", static_join(&s1.0, "s1"))
+            .await
+            .map(|_| ())
+    ));
+    assert!(fenced(
+        h.leave_group("sg", vec![(s1.0.clone(), Some("s1".into()))])
+            .await
+    ));
+    h.commit_offsets("sg", as_ref(&new_s1), generation, offsets)
+        .await
+        .expect("the new incarnation commits");
+    let d = h.describe_group("sg").await.expect("describe");
+    assert_eq!(d.state, GroupState::Stable);
+    assert_eq!(d.members.len(), 2);
+
+    // A restart that changes the protocol the group would choose does rebalance.
+    let h2 = h.clone();
+    let changed = tokio::spawn(async move {
+        let join = weir::broker::JoinGroup {
+            instance_id: Some("s2".into()),
+            ..kafka_join("", &[("roundrobin", b"m")], true)
+        };
+        h2.join_group("sg", join).await
+    });
+    while h.heartbeat("sg", as_ref(&new_s1), generation).await.is_ok() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rejoined = h
+        .join_group("sg", static_join(&new_s1.0, "s1"))
+        .await
+        .expect("rejoin");
+    let restarted = changed.await.expect("task").expect("join");
+    assert_eq!(rejoined.generation, generation + 1);
+    assert_eq!(restarted.generation, generation + 1);
     h.shutdown().await.expect("shutdown");
 }

@@ -157,6 +157,12 @@ fn cooperative_sticky_rebalances_incrementally() {
     scenario("cooperative");
 }
 
+/// Static membership: a restart without a rebalance, a duplicate instance fenced.
+#[test]
+fn static_members_restart_without_a_rebalance() {
+    scenario("static");
+}
+
 /// A full disk reaches a Kafka producer as KAFKA_STORAGE_ERROR, and what was acknowledged
 /// before it is read back whole (the server's files limited to 256 KiB).
 #[test]

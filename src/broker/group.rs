@@ -23,6 +23,12 @@
 //! is removed, which starts a rebalance. Committed offsets are written through [`Storage`]
 //! before they are acknowledged (commits are atomic responses, so they persist in order), and
 //! loaded when the actor starts, so a group resumes after a broker restart.
+//!
+//! Static members (Kafka's `group.instance.id`, KIP-345) join without MEMBER_ID_REQUIRED; one
+//! that restarts (a join with its instance id and no member id) replaces its old incarnation,
+//! taking its assignment, and in a stable group without a rebalance unless the protocol the
+//! group would choose changes. Requests still naming the old incarnation's member id with that
+//! instance id get [`BrokerError::FencedInstanceId`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -377,11 +383,30 @@ impl ConsumerGroup {
         self.pending.retain(|_, at| now.duration_since(*at) <= max);
     }
 
+    /// A static member whose instance id now belongs to another member id was replaced by a
+    /// newer incarnation: FENCED_INSTANCE_ID, so that the old one stops (Kafka's rule; an
+    /// UNKNOWN_MEMBER_ID would make it rejoin and replace the new one in turn).
+    fn check_fenced(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), BrokerError> {
+        let Some(iid) = instance_id else {
+            return Ok(());
+        };
+        let owner = self
+            .members
+            .iter()
+            .find(|(_, m)| m.instance_id.as_deref() == Some(iid));
+        match owner {
+            Some((id, _)) if id != member_id => Err(BrokerError::FencedInstanceId(iid.to_string())),
+            _ => Ok(()),
+        }
+    }
+
     fn check_member(
         &mut self,
         member_id: &str,
+        instance_id: Option<&str>,
         generation: i32,
     ) -> Result<&mut Member, BrokerError> {
+        self.check_fenced(member_id, instance_id)?;
         let current = self.generation;
         let m = self
             .members
@@ -461,6 +486,8 @@ impl ConsumerGroup {
             }
         }
         let mut member_id = msg.member_id.clone();
+        // A static member coming back: its previous incarnation, and the leader before it.
+        let mut replaced: Option<(Member, Option<String>)> = None;
         if member_id.is_empty() {
             // A static member coming back replaces its old incarnation.
             let previous = msg.instance_id.as_ref().and_then(|iid| {
@@ -471,22 +498,27 @@ impl ConsumerGroup {
             });
             member_id = self.new_member_id(&msg.client_id);
             if let Some(old) = previous {
+                let leader = self.leader.clone();
                 if let Some(mut m) = self.members.remove(&old) {
                     m.fail_waiting(&BrokerError::FencedInstanceId(
                         msg.instance_id.clone().unwrap_or_default(),
                     ));
+                    replaced = Some((m, leader));
                 }
                 if self.leader.as_deref() == Some(old.as_str()) {
                     self.leader = Some(member_id.clone());
                 }
-            } else if msg.require_known_member_id {
+            } else if msg.require_known_member_id && msg.instance_id.is_none() {
+                // (A static member is known by its instance id: Kafka asks only dynamic
+                // members to come back with the id it gives them.)
                 self.pending.insert(member_id.clone(), Instant::now());
                 return Err(BrokerError::MemberIdRequired(member_id));
             }
-        } else if !self.members.contains_key(&member_id)
-            && self.pending.remove(&member_id).is_none()
-        {
-            return Err(BrokerError::UnknownMember(member_id));
+        } else {
+            self.check_fenced(&member_id, msg.instance_id.as_deref())?;
+            if !self.members.contains_key(&member_id) && self.pending.remove(&member_id).is_none() {
+                return Err(BrokerError::UnknownMember(member_id));
+            }
         }
         let existing = self.members.get(&member_id);
         let unchanged = existing.is_some_and(|m| m.protocols == msg.protocols);
@@ -494,7 +526,10 @@ impl ConsumerGroup {
         if self.members.is_empty() {
             self.protocol_type = Some(msg.protocol_type.clone());
         }
-        let assignment = existing.map(|m| m.assignment.clone()).unwrap_or_default();
+        let assignment = existing
+            .or(replaced.as_ref().map(|(m, _)| m))
+            .map(|m| m.assignment.clone())
+            .unwrap_or_default();
         self.members.insert(
             member_id.clone(),
             Member {
@@ -526,6 +561,27 @@ impl ConsumerGroup {
             }
             return Ok(());
         }
+        // A static member restarting into a stable group takes its old incarnation's place and
+        // assignment without a rebalance (KIP-345), unless the protocol the group would choose
+        // changes. It is told the leader as it was, so that it does not lead (a stable group
+        // would not pass a new assignment on); its SyncGroup gets the assignment.
+        if let (Some((_, leader)), GroupState::Stable) = (&replaced, self.state) {
+            if self.select_protocol() == self.protocol {
+                let leader = leader.clone().unwrap_or_default();
+                let m = self.members.get_mut(&member_id).expect("just inserted");
+                if let Some(r) = m.join_reply.take() {
+                    let _ = r.send(Ok(JoinResult {
+                        generation: self.generation,
+                        protocol_type: self.protocol_type.clone().unwrap_or_default(),
+                        protocol: self.protocol.clone().unwrap_or_default(),
+                        leader,
+                        member_id,
+                        members: Vec::new(),
+                    }));
+                }
+                return Ok(());
+            }
+        }
         self.prepare_rebalance(ctx);
         Ok(())
     }
@@ -537,6 +593,8 @@ impl ConsumerGroup {
 pub struct SyncGroup {
     /// The member.
     pub member_id: String,
+    /// A static member's instance id.
+    pub instance_id: Option<String>,
     /// Its generation.
     pub generation: i32,
     /// From the leader: every member's assignment.
@@ -550,7 +608,7 @@ impl Handler<SyncGroup> for ConsumerGroup {
         let result = (|| {
             let state = self.state;
             let is_leader = self.leader.as_deref() == Some(msg.member_id.as_str());
-            self.check_member(&msg.member_id, msg.generation)?;
+            self.check_member(&msg.member_id, msg.instance_id.as_deref(), msg.generation)?;
             let (tx, rx) = oneshot::channel();
             match state {
                 GroupState::PreparingRebalance => return Err(BrokerError::RebalanceInProgress),
@@ -611,6 +669,8 @@ impl Handler<SyncGroup> for ConsumerGroup {
 pub struct Heartbeat {
     /// The member.
     pub member_id: String,
+    /// A static member's instance id.
+    pub instance_id: Option<String>,
     /// Its generation.
     pub generation: i32,
 }
@@ -620,7 +680,7 @@ impl Handler<Heartbeat> for ConsumerGroup {
 
     fn handle(&mut self, msg: Heartbeat, _: &mut Self::Context) -> Self::Result {
         let state = self.state;
-        self.check_member(&msg.member_id, msg.generation)?;
+        self.check_member(&msg.member_id, msg.instance_id.as_deref(), msg.generation)?;
         match state {
             GroupState::PreparingRebalance => Err(BrokerError::RebalanceInProgress),
             _ => Ok(()),
@@ -642,6 +702,14 @@ impl Handler<LeaveGroup> for ConsumerGroup {
     fn handle(&mut self, msg: LeaveGroup, ctx: &mut Self::Context) -> Self::Result {
         let mut first_error = None;
         for (id, instance) in msg.members {
+            let fenced = match id.as_str() {
+                "" => Ok(()),
+                id => self.check_fenced(id, instance.as_deref()),
+            };
+            if let Err(e) = fenced {
+                first_error.get_or_insert(e);
+                continue;
+            }
             let id = if id.is_empty() {
                 instance.as_ref().and_then(|iid| {
                     self.members
@@ -674,6 +742,8 @@ impl Handler<LeaveGroup> for ConsumerGroup {
 pub struct CommitOffsets {
     /// The member (empty for simple and admin commits).
     pub member_id: String,
+    /// A static member's instance id.
+    pub instance_id: Option<String>,
     /// Its generation (-1 for simple and admin commits).
     pub generation: i32,
     /// The offsets.
@@ -703,7 +773,7 @@ impl Handler<CommitOffsets> for ConsumerGroup {
                 return Ok(());
             }
             let state = self.state;
-            self.check_member(&msg.member_id, msg.generation)?;
+            self.check_member(&msg.member_id, msg.instance_id.as_deref(), msg.generation)?;
             if state == GroupState::CompletingRebalance {
                 return Err(BrokerError::RebalanceInProgress);
             }
@@ -765,6 +835,8 @@ impl Handler<CommitTxnOffsets> for ConsumerGroup {
 pub struct CheckMember {
     /// The member.
     pub member_id: String,
+    /// A static member's instance id.
+    pub instance_id: Option<String>,
     /// Its generation.
     pub generation: i32,
 }
@@ -773,7 +845,7 @@ impl Handler<CheckMember> for ConsumerGroup {
     type Result = Result<(), BrokerError>;
 
     fn handle(&mut self, msg: CheckMember, _: &mut Self::Context) -> Self::Result {
-        self.check_member(&msg.member_id, msg.generation)
+        self.check_member(&msg.member_id, msg.instance_id.as_deref(), msg.generation)
             .map(|_| ())
     }
 }

@@ -25,7 +25,7 @@ use super::topic::{PublishKeyless, Route};
 use super::transactions::{TxnCoordinator, TxnLogs};
 use super::types::{
     Acks, ActiveProducer, FetchResult, GroupDescription, GroupState, Isolation, JoinGroup,
-    JoinResult, OffsetSpec, PublishAck, ResetTo, SyncResult, TopicDescription,
+    JoinResult, MemberRef, OffsetSpec, PublishAck, ResetTo, SyncResult, TopicDescription,
 };
 use super::{group, idempotence, messages};
 use crate::config::Config;
@@ -617,12 +617,13 @@ impl BrokerHandle {
     pub(crate) async fn check_group_member(
         &self,
         group: &str,
-        member_id: &str,
+        member: MemberRef<'_>,
         generation: i32,
     ) -> Result<(), BrokerError> {
         self.group(group)?
             .send(CheckMember {
-                member_id: member_id.to_string(),
+                member_id: member.id.to_string(),
+                instance_id: member.instance.map(str::to_string),
                 generation,
             })
             .await?
@@ -906,13 +907,15 @@ impl BrokerHandle {
     pub async fn sync_group(
         &self,
         group: &str,
-        member_id: &str,
+        member: impl Into<MemberRef<'_>>,
         generation: i32,
         assignments: Vec<(String, bytes::Bytes)>,
     ) -> Result<SyncResult, BrokerError> {
+        let member = member.into();
         self.group(group)?
             .send(SyncGroup {
-                member_id: member_id.to_string(),
+                member_id: member.id.to_string(),
+                instance_id: member.instance.map(str::to_string),
                 generation,
                 assignments,
             })
@@ -927,12 +930,14 @@ impl BrokerHandle {
     pub async fn heartbeat(
         &self,
         group: &str,
-        member_id: &str,
+        member: impl Into<MemberRef<'_>>,
         generation: i32,
     ) -> Result<(), BrokerError> {
+        let member = member.into();
         self.group(group)?
             .send(Heartbeat {
-                member_id: member_id.to_string(),
+                member_id: member.id.to_string(),
+                instance_id: member.instance.map(str::to_string),
                 generation,
             })
             .await?
@@ -958,13 +963,15 @@ impl BrokerHandle {
     pub async fn commit_offsets(
         &self,
         group: &str,
-        member_id: &str,
+        member: impl Into<MemberRef<'_>>,
         generation: i32,
         offsets: Vec<(TopicPartition, CommittedOffset)>,
     ) -> Result<(), BrokerError> {
+        let member = member.into();
         self.group(group)?
             .send(CommitOffsets {
-                member_id: member_id.to_string(),
+                member_id: member.id.to_string(),
+                instance_id: member.instance.map(str::to_string),
                 generation,
                 offsets,
                 admin: false,
@@ -1105,6 +1112,7 @@ impl BrokerHandle {
         self.group(group)?
             .send(CommitOffsets {
                 member_id: String::new(),
+                instance_id: None,
                 generation: -1,
                 offsets: commits,
                 admin: true,

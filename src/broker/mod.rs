@@ -50,6 +50,6 @@ pub use self::error::BrokerError;
 pub use self::handle::{Broker, BrokerHandle, StartError};
 pub use self::types::{
     now_ms, AbortedFilter, AbortedTxn, Acks, FetchResult, GroupDescription, GroupState, Isolation,
-    JoinGroup, JoinResult, JoinedMember, MemberDescription, OffsetSpec, PublishAck, ResetTo,
-    SyncResult, TopicDescription, WEIR_PROTOCOL_TYPE,
+    JoinGroup, JoinResult, JoinedMember, MemberDescription, MemberRef, OffsetSpec, PublishAck,
+    ResetTo, SyncResult, TopicDescription, WEIR_PROTOCOL_TYPE,
 };

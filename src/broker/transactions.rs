@@ -57,7 +57,7 @@ use serde::{Deserialize, Serialize};
 use weir_storage::{CommittedOffset, Storage, StorageError, TopicPartition};
 
 use super::error::BrokerError;
-use super::types::now_ms;
+use super::types::{now_ms, MemberRef};
 use super::BrokerHandle;
 
 /// The metadata key prefix of transactional ids.
@@ -528,14 +528,14 @@ impl TxnCoordinator {
     /// As the module docs' rules say; a group the transaction did not add
     /// ([`BrokerError::InvalidTxnState`]); the group's member checks; a storage failure.
     #[allow(clippy::too_many_arguments)]
-    pub async fn commit_offsets(
+    pub async fn commit_offsets<'m>(
         &self,
         h: &BrokerHandle,
         id: &str,
         producer_id: i64,
         epoch: i16,
         group: &str,
-        member: (&str, i32),
+        member: (impl Into<MemberRef<'m>>, i32),
         offsets: Vec<(TopicPartition, CommittedOffset)>,
     ) -> Result<(), BrokerError> {
         let mut guard = self.lock_known(id).await?;
@@ -545,9 +545,9 @@ impl TxnCoordinator {
                 "group {group:?} was not added to the transaction of {id:?} (AddOffsetsToTxn)"
             )));
         }
-        let (member_id, generation) = member;
-        if generation >= 0 || !member_id.is_empty() {
-            h.check_group_member(group, member_id, generation).await?;
+        let (member, generation) = (member.0.into(), member.1);
+        if generation >= 0 || !member.id.is_empty() {
+            h.check_group_member(group, member, generation).await?;
         }
         meta.offsets
             .entry(group.to_string())

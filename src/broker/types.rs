@@ -268,8 +268,31 @@ pub struct JoinGroup {
     pub protocol_type: String,
     /// Supported protocols in preference order, each with its metadata.
     pub protocols: Vec<(String, Bytes)>,
-    /// Answer a new member with [`super::BrokerError::MemberIdRequired`] (JoinGroup v4+).
+    /// Answer a new dynamic member with [`super::BrokerError::MemberIdRequired`] (JoinGroup v4+;
+    /// a static member, known by its instance id, joins at once).
     pub require_known_member_id: bool,
+}
+
+/// A group member as a request names it: its member id and, for a static member (Kafka's
+/// `group.instance.id`), its instance id. A `&str` is a member without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberRef<'a> {
+    /// The member id the coordinator gave it.
+    pub id: &'a str,
+    /// A static member's instance id.
+    pub instance: Option<&'a str>,
+}
+
+impl<'a> From<&'a str> for MemberRef<'a> {
+    fn from(id: &'a str) -> Self {
+        MemberRef { id, instance: None }
+    }
+}
+
+impl<'a> From<&'a String> for MemberRef<'a> {
+    fn from(id: &'a String) -> Self {
+        MemberRef::from(id.as_str())
+    }
 }
 
 /// What a member gets from SyncGroup.

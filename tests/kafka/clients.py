@@ -399,6 +399,70 @@ def scenario_cooperative():
     check(sorted(seen) == list(range(n)), f"exactly once: {len(seen)} records, {len(set(seen))} distinct")
 
 
+def scenario_static():
+    """Static membership (group.instance.id): a member that restarts gets its partitions back
+    without the other member noticing (no revocation), every record is consumed once, and a
+    second consumer started with the same instance id fences the first (a fatal error)."""
+    create("static", 4)
+    n = 4000
+    produce_ck("static", [(f"k{i}".encode(), f"{i}".encode(), None, None) for i in range(n)])
+    events = []
+
+    def member(name, instance):
+        c = ck.Consumer({
+            "bootstrap.servers": BOOT, "group.id": "static", "auto.offset.reset": "earliest",
+            "enable.auto.commit": False, "group.instance.id": instance,
+            "session.timeout.ms": 10000, "heartbeat.interval.ms": 500,
+        })
+        c.subscribe(["static"],
+                    on_assign=lambda _, ps: events.append((name, "+", sorted(p.partition for p in ps))),
+                    on_revoke=lambda _, ps: events.append((name, "-", sorted(p.partition for p in ps))))
+        return c
+
+    seen, errors = [], []
+
+    def take(c):
+        got = False
+        for m in c.consume(num_messages=500, timeout=0.05):
+            if m.error() is not None:
+                errors.append(m.error())
+                continue
+            seen.append(int(m.value()))
+            got = True
+        if got:
+            c.commit(asynchronous=False)
+
+    deadline = time.time() + TIMEOUT
+    a, b = member("a", "one"), member("b", "two")
+    while (len(seen) < n // 3 or not a.assignment() or not b.assignment()) and time.time() < deadline:
+        take(a)
+        take(b)
+    before = (sorted(p.partition for p in a.assignment()), sorted(p.partition for p in b.assignment()))
+    check(len(before[0]) == 2 and len(before[1]) == 2, f"shared: {before}")
+    a.close()  # a static member does not leave the group when it closes
+    restart = len(events)
+    a = member("a2", "one")
+    while (len(seen) < n or not a.assignment()) and time.time() < deadline:
+        take(a)
+        take(b)
+    check(sorted(p.partition for p in a.assignment()) == before[0], f"a's partitions back: {events}")
+    check(not [e for e in events[restart:] if e[0] == "b"], f"b saw a rebalance: {events}")
+    check(sorted(seen) == list(range(n)), f"exactly once: {len(seen)} records, {len(set(seen))} distinct")
+    check(not errors, f"errors: {errors}")
+    # The same instance id twice: the newer consumer takes over, the older is fenced.
+    dup = member("dup", "one")
+    while not [e for e in errors if e.code() == ck.KafkaError._FATAL] and time.time() < deadline:
+        take(dup)
+        take(a)
+    fatal = [str(e) for e in errors if e.code() == ck.KafkaError._FATAL]
+    check(fatal and "fenced" in fatal[0].lower(), f"the old consumer fenced: {errors}")
+    while not dup.assignment() and time.time() < deadline:
+        take(dup)
+    check(sorted(p.partition for p in dup.assignment()) == before[0], f"dup's partitions: {events}")
+    for c in (dup, b):
+        c.close()
+
+
 def scenario_resume():
     create("resume", 2)
     produce_ck("resume", [(None, f"{i}".encode(), None, i % 2) for i in range(200)])

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use weir_storage::{CommittedOffset, TopicPartition};
 
-use crate::broker::{BrokerError, GroupState, JoinGroup};
+use crate::broker::{BrokerError, GroupState, JoinGroup, MemberRef};
 use crate::protocol::kafka::messages::delete_groups::{
     DeletableGroupResult, DeleteGroupsRequest, DeleteGroupsResponse,
 };
@@ -107,6 +107,14 @@ pub(super) async fn join(s: &Session, r: JoinGroupRequest, version: i16) -> Join
     }
 }
 
+/// A member as a request names it (a static member with its instance id).
+pub(super) fn member<'a>(id: &'a str, instance: &'a Option<String>) -> MemberRef<'a> {
+    MemberRef {
+        id,
+        instance: instance.as_deref(),
+    }
+}
+
 /// The member's assignment (from the leader: everyone's).
 pub(super) async fn sync(s: &Session, r: SyncGroupRequest) -> SyncGroupResponse {
     let assignments = r
@@ -116,7 +124,12 @@ pub(super) async fn sync(s: &Session, r: SyncGroupRequest) -> SyncGroupResponse 
         .collect();
     match s
         .broker
-        .sync_group(&r.group_id, &r.member_id, r.generation_id, assignments)
+        .sync_group(
+            &r.group_id,
+            member(&r.member_id, &r.group_instance_id),
+            r.generation_id,
+            assignments,
+        )
         .await
     {
         Ok(sync) => SyncGroupResponse {
@@ -137,7 +150,11 @@ pub(super) async fn sync(s: &Session, r: SyncGroupRequest) -> SyncGroupResponse 
 pub(super) async fn heartbeat(s: &Session, r: HeartbeatRequest) -> HeartbeatResponse {
     let result = s
         .broker
-        .heartbeat(&r.group_id, &r.member_id, r.generation_id)
+        .heartbeat(
+            &r.group_id,
+            member(&r.member_id, &r.group_instance_id),
+            r.generation_id,
+        )
         .await;
     HeartbeatResponse {
         error_code: code(&result),
@@ -206,7 +223,7 @@ pub(super) async fn commit(s: &Session, r: OffsetCommitRequest) -> OffsetCommitR
         s.broker
             .commit_offsets(
                 &r.group_id,
-                &r.member_id,
+                member(&r.member_id, &r.group_instance_id),
                 r.generation_id_or_member_epoch,
                 offsets,
             )

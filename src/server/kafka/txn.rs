@@ -33,7 +33,7 @@ use crate::protocol::kafka::messages::txn_offset_commit::{
     TxnOffsetCommitResponseTopic,
 };
 
-use super::Session;
+use super::{groups, Session};
 
 /// OPERATION_NOT_ATTEMPTED: the partitions of a request that failed for another partition.
 const OPERATION_NOT_ATTEMPTED: i16 = 55;
@@ -151,7 +151,10 @@ pub(super) async fn txn_offset_commit(
                 r.producer_id,
                 r.producer_epoch,
                 &r.group_id,
-                (&r.member_id, r.generation_id),
+                (
+                    groups::member(&r.member_id, &r.group_instance_id),
+                    r.generation_id,
+                ),
                 offsets,
             )
             .await
