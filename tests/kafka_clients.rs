@@ -8,10 +8,11 @@
 //!
 //! The Python scenarios live in `tests/kafka/clients.py`; each test here runs one of them.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Scenarios run one at a time: each starts clients with their own threads, and the machine
 /// may have two cores.
@@ -64,6 +65,74 @@ fn tool(var: &str) -> String {
     })
 }
 
+/// The longest a client program may run: a hung client (librdkafka can spin forever destroying
+/// a consumer a failed scenario did not close) fails its test instead of holding up the run.
+const CLIENT_LIMIT: Duration = Duration::from_secs(240);
+
+/// What a client program did: its exit status (`None`: killed at [`CLIENT_LIMIT`]), stdout
+/// and stderr.
+struct Ran {
+    status: Option<ExitStatus>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn succeeded(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    fn describe(&self) -> String {
+        match self.status {
+            Some(s) => format!("{s}"),
+            None => format!("killed after {} s", CLIENT_LIMIT.as_secs()),
+        }
+    }
+}
+
+/// Runs `cmd` with `stdin` as its input, within [`CLIENT_LIMIT`].
+fn run_client(cmd: &mut Command, stdin: &str) -> Ran {
+    let mut child = cmd
+        .env_remove("LD_LIBRARY_PATH")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let mut input = child.stdin.take().expect("stdin");
+    let stdin = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    fn collect(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    }
+    let stdout = collect(child.stdout.take().expect("stdout"));
+    let stderr = collect(child.stderr.take().expect("stderr"));
+    let deadline = Instant::now() + CLIENT_LIMIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for the client") {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = writer.join();
+    Ran {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
 /// Runs one scenario of `tests/kafka/clients.py` against a fresh server.
 fn scenario(name: &str) {
     scenario_on(name, None);
@@ -76,22 +145,22 @@ fn scenario_on(name: &str, file_limit_kib: Option<u64>) {
 }
 
 fn run_scenario(server: &Fresh, name: &str) {
-    let out = Command::new(tool("KAFKA_CLIENTS_PYTHON"))
-        .env_remove("LD_LIBRARY_PATH")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/kafka/clients.py"
-        ))
-        .arg(server.kafka.to_string())
-        .arg(name)
-        .output()
-        .expect("run python");
-    println!("{}", String::from_utf8_lossy(&out.stdout));
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_client(
+        Command::new(tool("KAFKA_CLIENTS_PYTHON"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/kafka/clients.py"
+            ))
+            .arg(server.kafka.to_string())
+            .arg(name),
+        "",
+    );
+    println!("{}", out.stdout);
+    eprintln!("{}", out.stderr);
     assert!(
-        out.status.success(),
-        "scenario {name} failed: {:?}",
-        out.status
+        out.succeeded(),
+        "scenario {name} failed: {}",
+        out.describe()
     );
 }
 
@@ -151,7 +220,7 @@ fn aiokafka_produces_and_consumes_in_a_group() {
 }
 
 /// librdkafka's cooperative-sticky assignor: incremental rebalances as a member joins and
-/// leaves, every record consumed once.
+/// leaves, every record consumed (once, unless a commit raced a rebalance).
 #[test]
 fn cooperative_sticky_rebalances_incrementally() {
     scenario("cooperative");
@@ -215,37 +284,32 @@ fn kafkajs_creates_produces_and_consumes_in_a_group() {
             .is_dir(),
         "kafkajs is not installed: run the tests with `bash scripts/test.sh`, which installs it"
     );
-    let out = Command::new("node")
-        .env_remove("LD_LIBRARY_PATH")
-        .arg(format!("{dir}/kafkajs.js"))
-        .arg(server.kafka.to_string())
-        .output()
-        .expect("run node");
-    println!("{}", String::from_utf8_lossy(&out.stdout));
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "kafkajs failed: {:?}", out.status);
+    let out = run_client(
+        Command::new("node")
+            .arg(format!("{dir}/kafkajs.js"))
+            .arg(server.kafka.to_string()),
+        "",
+    );
+    println!("{}", out.stdout);
+    eprintln!("{}", out.stderr);
+    assert!(out.succeeded(), "kafkajs failed: {}", out.describe());
 }
 
 fn kcat(server: &Fresh, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new(tool("KAFKA_CLIENTS_KCAT"))
-        .env_remove("LD_LIBRARY_PATH")
-        .arg("-b")
-        .arg(server.kafka.to_string())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kcat");
-    let mut input = child.stdin.take().expect("stdin");
-    input
-        .write_all(stdin.unwrap_or("").as_bytes())
-        .expect("kcat stdin");
-    drop(input);
-    let out = child.wait_with_output().expect("kcat");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "kcat {args:?} failed: {stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let out = run_client(
+        Command::new(tool("KAFKA_CLIENTS_KCAT"))
+            .arg("-b")
+            .arg(server.kafka.to_string())
+            .args(args),
+        stdin.unwrap_or(""),
+    );
+    assert!(
+        out.succeeded(),
+        "kcat {args:?} failed ({}): {}",
+        out.describe(),
+        out.stderr
+    );
+    out.stdout
 }
 
 /// A compacted topic (`cleanup.policy=compact`), on a server whose cleaner checks every 200 ms:

@@ -344,10 +344,24 @@ def scenario_group():
         check(e.args[0].code() == ck.KafkaError.GROUP_ID_NOT_FOUND, f"unknown group: {e}")
 
 
+def commit_racing(c, failed, **kw):
+    """Commits synchronously. A commit racing a rebalance fails, from Kafka too:
+    REBALANCE_IN_PROGRESS between the rebalance's JoinGroup and SyncGroup, ILLEGAL_GENERATION
+    with the generation the rebalance replaced; such failures are collected in `failed`."""
+    try:
+        c.commit(asynchronous=False, **kw)
+    except ck.KafkaException as e:
+        code = e.args[0].code()
+        check(code in (ck.KafkaError.REBALANCE_IN_PROGRESS, ck.KafkaError.ILLEGAL_GENERATION),
+              f"commit: {e}")
+        failed.append(code)
+
+
 def scenario_cooperative():
     """librdkafka's cooperative-sticky assignor (incremental rebalancing over the classic
     protocol): a second member takes half the partitions without the first giving up the rest,
-    the first takes them back when the second leaves, and every record is consumed once."""
+    the first takes them back when the second leaves, and every record is consumed (once,
+    unless a commit raced a rebalance)."""
     create("coop", 6)
     n = 6000
     produce_ck("coop", [(f"k{i}".encode(), f"{i}".encode(), None, None) for i in range(n)])
@@ -364,19 +378,14 @@ def scenario_cooperative():
                     on_revoke=lambda _, ps: events.append((name, "-", sorted(p.partition for p in ps))))
         return c
 
-    seen = []
+    seen, failed_commits = [], []
 
     def take(c):
         m = c.poll(0.05)
         if m is None or m.error() is not None:
             return
         seen.append(int(m.value()))
-        try:
-            c.commit(message=m, asynchronous=False)
-        except ck.KafkaException as e:
-            # A commit arriving between a rebalance's JoinGroup and SyncGroup gets
-            # REBALANCE_IN_PROGRESS, from Kafka too; the member keeps its partitions.
-            check(e.args[0].code() == ck.KafkaError.REBALANCE_IN_PROGRESS, f"commit: {e}")
+        commit_racing(c, failed_commits, message=m)
 
     deadline = time.time() + TIMEOUT
     a = member("a")
@@ -389,14 +398,17 @@ def scenario_cooperative():
     mine = (sorted(p.partition for p in a.assignment()), sorted(p.partition for p in b.assignment()))
     check(len(mine[0]) == 3 and sorted(mine[0] + mine[1]) == list(range(6)), f"shared: {mine}")
     b.close()
-    while len(seen) < n and time.time() < deadline:
+    while len(set(seen)) < n and time.time() < deadline:
         take(a)
     # Incremental: a gave up only what b got, and never the partitions it kept.
     revoked_from_a = [ps for who, what, ps in events if who == "a" and what == "-"]
     check(revoked_from_a == [mine[1]], f"a's revocations {revoked_from_a} ({events})")
     check(("b", "-", mine[1]) in events and ("a", "+", mine[1]) in events, f"handed back: {events}")
     a.close()
-    check(sorted(seen) == list(range(n)), f"exactly once: {len(seen)} records, {len(set(seen))} distinct")
+    # Every record at least once; exactly once unless a commit lost a race with a rebalance
+    # (then the partition's next owner starts before the records it did not cover).
+    check(sorted(set(seen)) == list(range(n)), f"at least once: {len(set(seen))} distinct of {n}")
+    check(failed_commits or len(seen) == n, f"exactly once: {len(seen)} records of {n}")
 
 
 def scenario_static():
@@ -419,7 +431,7 @@ def scenario_static():
                     on_revoke=lambda _, ps: events.append((name, "-", sorted(p.partition for p in ps))))
         return c
 
-    seen, errors = [], []
+    seen, errors, failed_commits = [], [], []
 
     def take(c):
         got = False
@@ -430,7 +442,7 @@ def scenario_static():
             seen.append(int(m.value()))
             got = True
         if got:
-            c.commit(asynchronous=False)
+            commit_racing(c, failed_commits)
 
     deadline = time.time() + TIMEOUT
     a, b = member("a", "one"), member("b", "two")
@@ -442,12 +454,13 @@ def scenario_static():
     a.close()  # a static member does not leave the group when it closes
     restart = len(events)
     a = member("a2", "one")
-    while (len(seen) < n or not a.assignment()) and time.time() < deadline:
+    while (len(set(seen)) < n or not a.assignment()) and time.time() < deadline:
         take(a)
         take(b)
     check(sorted(p.partition for p in a.assignment()) == before[0], f"a's partitions back: {events}")
     check(not [e for e in events[restart:] if e[0] == "b"], f"b saw a rebalance: {events}")
-    check(sorted(seen) == list(range(n)), f"exactly once: {len(seen)} records, {len(set(seen))} distinct")
+    check(sorted(set(seen)) == list(range(n)), f"at least once: {len(set(seen))} distinct of {n}")
+    check(failed_commits or len(seen) == n, f"exactly once: {len(seen)} records of {n}")
     check(not errors, f"errors: {errors}")
     # The same instance id twice: the newer consumer takes over, the older is fenced.
     dup = member("dup", "one")
@@ -1086,5 +1099,15 @@ def scenario_transactions():
 
 
 if __name__ == "__main__":
-    globals()[f"scenario_{sys.argv[2]}"]()
+    try:
+        globals()[f"scenario_{sys.argv[2]}"]()
+    except BaseException:
+        # Exit without finalizing: librdkafka can spin forever destroying a consumer that a
+        # failed scenario left open in the middle of a rebalance.
+        import os
+        import traceback
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     print(f"{sys.argv[2]}: ok")
