@@ -429,9 +429,11 @@ async fn kafka_classic_protocol_passes_opaque_assignments() {
     assert_eq!(d.protocol_type, "consumer");
     assert_eq!(d.members.len(), 2);
     // Leaving triggers a rebalance for the one who stays.
-    h.leave_group("kg", vec![(follower.member_id.clone(), None)])
+    let left = h
+        .leave_group("kg", vec![(follower.member_id.clone(), None)])
         .await
         .expect("leave");
+    assert!(matches!(left[..], [Ok(())]), "{left:?}");
     assert!(matches!(
         h.heartbeat("kg", &leader.member_id, leader.generation)
             .await,
@@ -550,10 +552,24 @@ async fn a_static_member_restarts_without_a_rebalance_and_fences_its_old_incarna
             .await
             .map(|_| ())
     ));
-    assert!(fenced(
-        h.leave_group("sg", vec![(s1.0.clone(), Some("s1".into()))])
-            .await
-    ));
+    // A LeaveGroup answers each member: the fenced one, an unknown one.
+    let left = h
+        .leave_group(
+            "sg",
+            vec![(s1.0.clone(), Some("s1".into())), ("ghost".into(), None)],
+        )
+        .await
+        .expect("leave");
+    assert!(
+        matches!(
+            left[..],
+            [
+                Err(BrokerError::FencedInstanceId(_)),
+                Err(BrokerError::UnknownMember(_))
+            ]
+        ),
+        "{left:?}"
+    );
     h.commit_offsets("sg", as_ref(&new_s1), generation, offsets)
         .await
         .expect("the new incarnation commits");

@@ -1430,3 +1430,82 @@ async fn entries_named_twice_are_invalid_requests() {
     };
     assert_eq!(r.groups.len(), 1);
 }
+
+/// LeaveGroup v3+ answers each member on its own (the request's error stays 0, as from
+/// Kafka): a member that left, an unknown one, a static member left by its instance id alone.
+/// Before v3 the one member's outcome is the request's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_group_answers_each_member() {
+    use weir::protocol::kafka::messages::leave_group::{LeaveGroupRequest, MemberIdentity};
+
+    let (broker, server, _dir) = start().await;
+    let join = |instance: Option<&str>| weir::broker::JoinGroup {
+        member_id: String::new(),
+        instance_id: instance.map(str::to_string),
+        client_id: "test".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout: Duration::from_secs(10),
+        rebalance_timeout: Duration::from_millis(100),
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), bytes::Bytes::new())],
+        require_known_member_id: false,
+    };
+    let dynamic = broker.join_group("lg", join(None)).await.expect("join");
+    let h = broker.clone();
+    let other = tokio::spawn(async move { h.join_group("lg", join(Some("static-1"))).await });
+    // The first member rejoins for the second's rebalance.
+    let again = weir::broker::JoinGroup {
+        member_id: dynamic.member_id.clone(),
+        ..join(None)
+    };
+    broker.join_group("lg", again).await.expect("rejoin");
+    other.await.expect("task").expect("join");
+    assert_eq!(
+        broker
+            .describe_group("lg")
+            .await
+            .expect("describe")
+            .members
+            .len(),
+        2
+    );
+
+    let mut s = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let member = |id: &str, instance: Option<&str>| MemberIdentity {
+        member_id: id.into(),
+        group_instance_id: instance.map(str::to_string),
+        ..MemberIdentity::default()
+    };
+    let leave = Request::LeaveGroup(LeaveGroupRequest {
+        group_id: "lg".into(),
+        members: vec![
+            member(&dynamic.member_id, None),
+            member("ghost", None),
+            member("", Some("static-1")),
+        ],
+        ..LeaveGroupRequest::default()
+    });
+    let Response::LeaveGroup(r) = call(&mut s, 5, 1, leave).await else {
+        panic!("not a LeaveGroup answer")
+    };
+    assert_eq!(r.error_code, 0);
+    let codes: Vec<i16> = r.members.iter().map(|m| m.error_code).collect();
+    assert_eq!(codes, vec![0, 25, 0], "{r:?}");
+    assert!(broker
+        .describe_group("lg")
+        .await
+        .expect("describe")
+        .members
+        .is_empty());
+    let old = Request::LeaveGroup(LeaveGroupRequest {
+        group_id: "lg".into(),
+        member_id: "ghost".into(),
+        ..LeaveGroupRequest::default()
+    });
+    let Response::LeaveGroup(r) = call(&mut s, 1, 2, old).await else {
+        panic!("not a LeaveGroup answer")
+    };
+    assert_eq!(r.error_code, 25, "UNKNOWN_MEMBER_ID for the one member");
+}

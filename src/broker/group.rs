@@ -688,49 +688,57 @@ impl Handler<Heartbeat> for ConsumerGroup {
     }
 }
 
-/// Members leaving the group.
+/// Members leaving the group; the answer has one outcome per member, in order.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<(), BrokerError>")]
+#[rtype(result = "Vec<Result<(), BrokerError>>")]
 pub struct LeaveGroup {
     /// The members (by id; an empty id with an instance id names a static member).
     pub members: Vec<(String, Option<String>)>,
 }
 
 impl Handler<LeaveGroup> for ConsumerGroup {
-    type Result = Result<(), BrokerError>;
+    type Result = MessageResult<LeaveGroup>;
 
     fn handle(&mut self, msg: LeaveGroup, ctx: &mut Self::Context) -> Self::Result {
-        let mut first_error = None;
-        for (id, instance) in msg.members {
-            let fenced = match id.as_str() {
-                "" => Ok(()),
-                id => self.check_fenced(id, instance.as_deref()),
-            };
-            if let Err(e) = fenced {
-                first_error.get_or_insert(e);
-                continue;
-            }
-            let id = if id.is_empty() {
-                instance.as_ref().and_then(|iid| {
-                    self.members
-                        .iter()
-                        .find(|(_, m)| m.instance_id.as_ref() == Some(iid))
-                        .map(|(id, _)| id.clone())
-                })
-            } else {
-                Some(id)
-            };
-            match id {
-                Some(id) if self.members.contains_key(&id) => self.remove_member(&id, ctx),
-                Some(id) => {
-                    first_error.get_or_insert(BrokerError::UnknownMember(id));
-                }
-                None => {
-                    first_error.get_or_insert(BrokerError::UnknownMember(String::new()));
-                }
-            }
+        let outcomes = msg
+            .members
+            .into_iter()
+            .map(|(id, instance)| self.leave(id, instance, ctx))
+            .collect();
+        MessageResult(outcomes)
+    }
+}
+
+impl ConsumerGroup {
+    /// One member leaves: by member id (fenced if its instance id now belongs to another), a
+    /// member still to rejoin with the id MEMBER_ID_REQUIRED gave it, or by instance id alone
+    /// (an administrator removing a static member).
+    fn leave(
+        &mut self,
+        id: String,
+        instance: Option<String>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), BrokerError> {
+        if id.is_empty() {
+            let owner = instance.as_ref().and_then(|iid| {
+                self.members
+                    .iter()
+                    .find(|(_, m)| m.instance_id.as_ref() == Some(iid))
+                    .map(|(id, _)| id.clone())
+            });
+            let owner = owner.ok_or_else(|| BrokerError::UnknownMember(String::new()))?;
+            self.remove_member(&owner, ctx);
+            return Ok(());
         }
-        first_error.map_or(Ok(()), Err)
+        if self.pending.remove(&id).is_some() {
+            return Ok(());
+        }
+        self.check_fenced(&id, instance.as_deref())?;
+        if !self.members.contains_key(&id) {
+            return Err(BrokerError::UnknownMember(id));
+        }
+        self.remove_member(&id, ctx);
+        Ok(())
     }
 }
 

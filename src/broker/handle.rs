@@ -943,16 +943,17 @@ impl BrokerHandle {
             .await?
     }
 
-    /// Members leave the group (by member id, or by static instance id with an empty id).
+    /// Members leave the group (by member id, or by static instance id with an empty id); one
+    /// outcome per member, in order: an unknown member, a fenced static member.
     ///
     /// # Errors
-    /// The first member the group does not know.
+    /// An empty group id, a stopped broker.
     pub async fn leave_group(
         &self,
         group: &str,
         members: Vec<(String, Option<String>)>,
-    ) -> Result<(), BrokerError> {
-        self.group(group)?.send(LeaveGroup { members }).await?
+    ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
+        Ok(self.group(group)?.send(LeaveGroup { members }).await?)
     }
 
     /// Commits offsets for a member of generation `generation` (or, with an empty member and

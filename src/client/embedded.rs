@@ -98,7 +98,8 @@ impl Transport for BrokerHandle {
         BrokerHandle::heartbeat(self, group, member_id, generation).await
     }
     async fn leave_group(&self, group: &str, member_id: &str) -> Result<(), BrokerError> {
-        BrokerHandle::leave_group(self, group, vec![(member_id.to_string(), None)]).await
+        let left = BrokerHandle::leave_group(self, group, vec![(member_id.to_string(), None)]);
+        left.await?.into_iter().collect()
     }
     async fn commit_offsets(
         &self,

@@ -172,22 +172,34 @@ pub(super) async fn leave(s: &Session, r: LeaveGroupRequest, version: i16) -> Le
     } else {
         vec![(r.member_id.clone(), None)]
     };
-    let result = s.broker.leave_group(&r.group_id, members.clone()).await;
-    let error_code = code(&result);
+    let outcomes = match s.broker.leave_group(&r.group_id, members.clone()).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            return LeaveGroupResponse {
+                error_code: e.kafka_code(),
+                ..LeaveGroupResponse::default()
+            }
+        }
+    };
+    if version < 3 {
+        // One member: its outcome is the request's.
+        return LeaveGroupResponse {
+            error_code: outcomes.first().map_or(0, code),
+            ..LeaveGroupResponse::default()
+        };
+    }
+    // Several: each member's outcome is its own, the request's is none (as from Kafka).
     LeaveGroupResponse {
-        error_code,
-        members: if version >= 3 {
-            members
-                .into_iter()
-                .map(|(member_id, group_instance_id)| MemberResponse {
-                    member_id,
-                    group_instance_id,
-                    error_code,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        },
+        error_code: 0,
+        members: members
+            .into_iter()
+            .zip(&outcomes)
+            .map(|((member_id, group_instance_id), outcome)| MemberResponse {
+                member_id,
+                group_instance_id,
+                error_code: code(outcome),
+            })
+            .collect(),
         ..LeaveGroupResponse::default()
     }
 }
