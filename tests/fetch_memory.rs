@@ -74,6 +74,28 @@ fn kafka_fetch(id: i32, topic: &str, mentions: usize) -> Vec<u8> {
     bytes
 }
 
+/// Sends `count` native fetches of `topic` partition 0 from offset 0, without reading answers.
+async fn native_fetches(s: &mut TcpStream, topic: &str, count: u64, max_bytes: usize) {
+    for id in 1..=count {
+        let frame = NativeRequest {
+            id,
+            body: RequestBody::Fetch {
+                topic: topic.into(),
+                partition: 0,
+                from: 0,
+                max_bytes,
+                min_bytes: 1,
+                max_wait: Duration::ZERO,
+            },
+        }
+        .encode()
+        .expect("encode");
+        for chunk in frame.chunks() {
+            s.write_all(chunk).await.expect("write");
+        }
+    }
+}
+
 async fn read_frame(s: &mut TcpStream) -> Bytes {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).await.expect("length");
@@ -154,24 +176,7 @@ async fn fetches_hold_at_most_fetch_max_bytes_per_connection() {
     // The same through the native protocol: forty fetches of "everything".
     server.reset_peak_memory();
     let mut native = TcpStream::connect(server.native).await.expect("connect");
-    for id in 1..=40 {
-        let frame = NativeRequest {
-            id,
-            body: RequestBody::Fetch {
-                topic: "big".into(),
-                partition: 0,
-                from: 0,
-                max_bytes: usize::MAX,
-                min_bytes: 1,
-                max_wait: Duration::ZERO,
-            },
-        }
-        .encode()
-        .expect("encode");
-        for chunk in frame.chunks() {
-            native.write_all(chunk).await.expect("write");
-        }
-    }
+    native_fetches(&mut native, "big", 40, usize::MAX).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_peak_below(&server, PEAK, "40 pipelined native fetches, unread");
 
@@ -213,24 +218,7 @@ async fn fetches_hold_at_most_fetch_max_bytes_per_connection() {
     }
     server.reset_peak_memory();
     let mut native = TcpStream::connect(server.native).await.expect("connect");
-    for id in 1..=12 {
-        let frame = NativeRequest {
-            id,
-            body: RequestBody::Fetch {
-                topic: "huge".into(),
-                partition: 0,
-                from: 0,
-                max_bytes: 1,
-                min_bytes: 1,
-                max_wait: Duration::ZERO,
-            },
-        }
-        .encode()
-        .expect("encode");
-        for chunk in frame.chunks() {
-            native.write_all(chunk).await.expect("write");
-        }
-    }
+    native_fetches(&mut native, "huge", 12, 1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_peak_below(
         &server,

@@ -548,17 +548,8 @@ impl ConsumerGroup {
         // A known member rejoining a stable group with nothing changed gets the current
         // generation back without a rebalance (its heartbeat would have said if one started).
         if self.state == GroupState::Stable && unchanged && !is_leader {
-            let m = self.members.get_mut(&member_id).expect("just inserted");
-            if let Some(r) = m.join_reply.take() {
-                let _ = r.send(Ok(JoinResult {
-                    generation: self.generation,
-                    protocol_type: self.protocol_type.clone().unwrap_or_default(),
-                    protocol: self.protocol.clone().unwrap_or_default(),
-                    leader: self.leader.clone().unwrap_or_default(),
-                    member_id,
-                    members: Vec::new(),
-                }));
-            }
+            let leader = self.leader.clone().unwrap_or_default();
+            self.rejoined_without_rebalance(member_id, leader);
             return Ok(());
         }
         // A static member restarting into a stable group takes its old incarnation's place and
@@ -568,17 +559,7 @@ impl ConsumerGroup {
         if let (Some((_, leader)), GroupState::Stable) = (&replaced, self.state) {
             if self.select_protocol() == self.protocol {
                 let leader = leader.clone().unwrap_or_default();
-                let m = self.members.get_mut(&member_id).expect("just inserted");
-                if let Some(r) = m.join_reply.take() {
-                    let _ = r.send(Ok(JoinResult {
-                        generation: self.generation,
-                        protocol_type: self.protocol_type.clone().unwrap_or_default(),
-                        protocol: self.protocol.clone().unwrap_or_default(),
-                        leader,
-                        member_id,
-                        members: Vec::new(),
-                    }));
-                }
+                self.rejoined_without_rebalance(member_id, leader);
                 return Ok(());
             }
         }
@@ -710,6 +691,28 @@ impl Handler<LeaveGroup> for ConsumerGroup {
 }
 
 impl ConsumerGroup {
+    /// Answers a member's join at once with the current generation, naming `leader` as its
+    /// leader and no members (nothing to assign).
+    fn rejoined_without_rebalance(&mut self, member_id: String, leader: String) {
+        let generation = self.generation;
+        let protocol_type = self.protocol_type.clone().unwrap_or_default();
+        let protocol = self.protocol.clone().unwrap_or_default();
+        if let Some(r) = self
+            .members
+            .get_mut(&member_id)
+            .and_then(|m| m.join_reply.take())
+        {
+            let _ = r.send(Ok(JoinResult {
+                generation,
+                protocol_type,
+                protocol,
+                leader,
+                member_id,
+                members: Vec::new(),
+            }));
+        }
+    }
+
     /// One member leaves: by member id (fenced if its instance id now belongs to another), a
     /// member still to rejoin with the id MEMBER_ID_REQUIRED gave it, or by instance id alone
     /// (an administrator removing a static member).
