@@ -462,6 +462,9 @@ def scenario_static():
     check(sorted(set(seen)) == list(range(n)), f"at least once: {len(set(seen))} distinct of {n}")
     check(failed_commits or len(seen) == n, f"exactly once: {len(seen)} records of {n}")
     check(not errors, f"errors: {errors}")
+    described = admin().describe_consumer_groups(["static"])["static"].result(TIMEOUT)
+    instances = sorted(m.group_instance_id for m in described.members)
+    check(instances == ["one", "two"], f"described members' instance ids: {instances}")
     # The same instance id twice: the newer consumer takes over, the older is fenced.
     dup = member("dup", "one")
     while not [e for e in errors if e.code() == ck.KafkaError._FATAL] and time.time() < deadline:
