@@ -748,6 +748,9 @@ pub struct GroupsSection {
     pub max_session_timeout_ms: u64,
     /// How long a new group waits for more members before its first rebalance completes.
     pub initial_rebalance_delay_ms: u64,
+    /// How long a group without members stays in memory; then it unloads (its committed
+    /// offsets stay in storage) and the next request naming it loads it again.
+    pub empty_group_unload_ms: u64,
 }
 
 impl Default for GroupsSection {
@@ -756,6 +759,7 @@ impl Default for GroupsSection {
             min_session_timeout_ms: 6_000,
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
+            empty_group_unload_ms: 60_000,
         }
     }
 }
@@ -934,6 +938,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "groups.min_session_timeout_ms",
                 message: "must be positive and at most groups.max_session_timeout_ms".into(),
+            });
+        }
+        if g.empty_group_unload_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "groups.empty_group_unload_ms",
+                message: "must be positive".into(),
             });
         }
         if self.storage.backend != Backend::Memory && self.data_dir.as_os_str().is_empty() {

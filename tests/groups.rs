@@ -598,3 +598,78 @@ async fn a_static_member_restarts_without_a_rebalance_and_fences_its_old_incarna
     assert_eq!(restarted.generation, generation + 1);
     h.shutdown().await.expect("shutdown");
 }
+
+/// A group without members unloads after `empty_group_unload_ms` and loads again, offsets and
+/// all, when next named: groups named once (here a thousand described by name, never joined
+/// nor committed to) do not stay in memory, nor in ListGroups, as in Kafka; requests racing an
+/// unload are sent again, never lost or failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_groups_unload_and_load_again_when_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(Backend::Segment, dir.path());
+    c.groups.empty_group_unload_ms = 100;
+    let h = Broker::start(c).await.expect("start");
+    let tp = TopicPartition::new("t", 0);
+    let committed = |offset| weir::storage::CommittedOffset {
+        offset,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp_ms: 0,
+    };
+    h.commit_offsets("kept", "", -1, vec![(tp.clone(), committed(42))])
+        .await
+        .expect("commit");
+    for i in 0..1000 {
+        let d = h
+            .describe_group(&format!("ghost-{i}"))
+            .await
+            .expect("describe");
+        assert_eq!(d.state, GroupState::Empty);
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let listed: Vec<String> = h
+        .list_groups()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(g, _)| g)
+        .collect();
+    assert!(
+        listed == ["kept"],
+        "only the group with offsets, not {} groups",
+        listed.len()
+    );
+    // Loaded again with its offsets, as often as it unloads, under concurrent requests.
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < deadline {
+        let asks = (0..16).map(|_| {
+            let h = h.clone();
+            let tp = tp.clone();
+            tokio::spawn(async move { h.fetch_offsets("kept", Some(vec![tp])).await })
+        });
+        for ask in futures::future::join_all(asks).await {
+            let got = ask.expect("task").expect("fetch offsets");
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].1.offset, 42);
+        }
+        tokio::time::sleep(Duration::from_millis(7)).await;
+    }
+    // A member joins an unloaded group as any other.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let j = h
+        .join_group("kept", kafka_join("", &[("range", b"m")], false))
+        .await
+        .expect("join");
+    assert_eq!(j.members.len(), 1);
+    h.sync_group("kept", &j.member_id, j.generation, vec![])
+        .await
+        .expect("sync");
+    // A group with members stays loaded past the unload time.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        h.heartbeat("kept", &j.member_id, j.generation)
+            .await
+            .expect("still a member");
+    }
+    h.shutdown().await.expect("shutdown");
+}

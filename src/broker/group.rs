@@ -22,7 +22,9 @@
 //! Sessions: a member not heard from (join, sync, heartbeat, commit) within its session timeout
 //! is removed, which starts a rebalance. Committed offsets are written through [`Storage`]
 //! before they are acknowledged (commits are atomic responses, so they persist in order), and
-//! loaded when the actor starts, so a group resumes after a broker restart.
+//! loaded when the actor starts, so a group resumes after a broker restart. For the same
+//! reason a group without members can unload after `[groups] empty_group_unload_ms` and be
+//! loaded again when next named: groups that clients name once do not accumulate.
 //!
 //! Static members (Kafka's `group.instance.id`, KIP-345) join without MEMBER_ID_REQUIRED; one
 //! that restarts (a join with its instance id and no member id) replaces its old incarnation,
@@ -30,8 +32,8 @@
 //! group would choose changes. Requests still naming the old incarnation's member id with that
 //! instance id get [`BrokerError::FencedInstanceId`].
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -82,9 +84,15 @@ impl Member {
     }
 }
 
+/// The broker's live group actors by group id; a group unloads itself from it.
+pub type GroupRegistry = Arc<Mutex<HashMap<String, Addr<ConsumerGroup>>>>;
+
 /// The consumer-group actor. See the module docs.
 pub struct ConsumerGroup {
     id: String,
+    registry: GroupRegistry,
+    /// Since when the group has had no members (see [`ConsumerGroup::maybe_unload`]).
+    empty_since: Option<Instant>,
     storage: Arc<dyn Storage>,
     routes: Routes,
     settings: GroupsSection,
@@ -102,15 +110,19 @@ pub struct ConsumerGroup {
 }
 
 impl ConsumerGroup {
-    /// A group actor; it loads its committed offsets from `storage` when it starts.
+    /// A group actor; it loads its committed offsets from `storage` when it starts, and
+    /// removes itself from `registry` when it unloads.
     pub fn new(
         id: String,
         storage: Arc<dyn Storage>,
         routes: Routes,
         settings: GroupsSection,
+        registry: GroupRegistry,
     ) -> Self {
         ConsumerGroup {
             id,
+            registry,
+            empty_since: None,
             storage,
             routes,
             settings,
@@ -383,6 +395,33 @@ impl ConsumerGroup {
         self.pending.retain(|_, at| now.duration_since(*at) <= max);
     }
 
+    /// A group without members (none about to join either) unloads after
+    /// `empty_group_unload_ms`: it leaves the registry, so that the next request naming it
+    /// starts a new actor, which loads the committed offsets from storage, where every commit
+    /// already is. Requests already on their way find this mailbox closed, unhandled, and are
+    /// sent again ([`crate::BrokerHandle`] does). This bounds the memory and timers of groups
+    /// named once: consumers with a new group id per run, a DescribeGroups of many names.
+    fn maybe_unload(&mut self, ctx: &mut Context<Self>) {
+        let idle =
+            self.state == GroupState::Empty && self.members.is_empty() && self.pending.is_empty();
+        if !idle {
+            self.empty_since = None;
+            return;
+        }
+        let since = *self.empty_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < Duration::from_millis(self.settings.empty_group_unload_ms) {
+            return;
+        }
+        let me = ctx.address();
+        {
+            let mut live = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+            if live.get(&self.id) == Some(&me) {
+                live.remove(&self.id);
+            }
+        }
+        ctx.stop();
+    }
+
     /// A static member whose instance id now belongs to another member id was replaced by a
     /// newer incarnation: FENCED_INSTANCE_ID, so that the old one stops (Kafka's rule; an
     /// UNKNOWN_MEMBER_ID would make it rejoin and replace the new one in turn).
@@ -439,7 +478,8 @@ impl Actor for ConsumerGroup {
                 }),
         );
         ctx.run_interval(Duration::from_millis(100), |act, ctx| {
-            act.expire_sessions(ctx)
+            act.expire_sessions(ctx);
+            act.maybe_unload(ctx);
         });
     }
 }

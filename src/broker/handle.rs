@@ -63,7 +63,7 @@ struct Shared {
     system: Mutex<Option<Threads>>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: std::sync::atomic::AtomicUsize,
-    groups: Mutex<HashMap<String, Addr<ConsumerGroup>>>,
+    groups: group::GroupRegistry,
     /// Async: allocating may write a block reservation to storage under the lock.
     producer_ids: tokio::sync::Mutex<idempotence::ProducerIdAllocator>,
     /// Transactional ids and their transactions.
@@ -138,7 +138,7 @@ impl Broker {
                 arbiters: arbiters.iter().map(Arbiter::handle).collect(),
                 system: Mutex::new(Some((system, arbiters, thread))),
                 next_arbiter: std::sync::atomic::AtomicUsize::new(0),
-                groups: Mutex::new(HashMap::new()),
+                groups: Arc::new(Mutex::new(HashMap::new())),
                 producer_ids: tokio::sync::Mutex::new(idempotence::ProducerIdAllocator::new()),
                 txns,
                 txn_logs,
@@ -608,9 +608,7 @@ impl BrokerHandle {
         group: &str,
         offsets: Vec<(TopicPartition, CommittedOffset)>,
     ) -> Result<(), BrokerError> {
-        self.group(group)?
-            .send(CommitTxnOffsets { offsets })
-            .await?
+        self.ask_group(group, CommitTxnOffsets { offsets }).await?
     }
 
     /// Checks that a member belongs to a group's current generation.
@@ -620,13 +618,15 @@ impl BrokerHandle {
         member: MemberRef<'_>,
         generation: i32,
     ) -> Result<(), BrokerError> {
-        self.group(group)?
-            .send(CheckMember {
+        self.ask_group(
+            group,
+            CheckMember {
                 member_id: member.id.to_string(),
                 instance_id: member.instance.map(str::to_string),
                 generation,
-            })
-            .await?
+            },
+        )
+        .await?
     }
 
     /// Checks the transactional batches of a publish with the coordinator (see
@@ -874,17 +874,36 @@ impl BrokerHandle {
             .next_arbiter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let home = &self.shared.arbiters[n % self.shared.arbiters.len()];
-        let (gid, storage, routes, settings) = (
+        let (gid, storage, routes, settings, registry) = (
             id.to_string(),
             self.shared.storage.clone(),
             self.shared.routes.clone(),
             self.shared.config.groups.clone(),
+            self.shared.groups.clone(),
         );
         let addr = ConsumerGroup::start_in_arbiter(home, move |_| {
-            ConsumerGroup::new(gid, storage, routes, settings)
+            ConsumerGroup::new(gid, storage, routes, settings, registry)
         });
         groups.insert(id.to_string(), addr.clone());
         Ok(addr)
+    }
+
+    /// Sends `msg` to group `group`'s actor (loading the group if needed). A group that
+    /// unloaded itself between the lookup and the send closed its mailbox without handling the
+    /// message: it is loaded again and the message sent again.
+    async fn ask_group<M>(&self, group: &str, msg: M) -> Result<M::Result, BrokerError>
+    where
+        M: actix::Message + Clone + Send + 'static,
+        M::Result: Send,
+        ConsumerGroup: actix::Handler<M>,
+    {
+        let mut attempts = 0;
+        loop {
+            match self.group(group)?.send(msg.clone()).await {
+                Err(actix::MailboxError::Closed) if attempts < 3 => attempts += 1,
+                r => return Ok(r?),
+            }
+        }
     }
 
     /// Joins group `group`; answers when the join phase completes. See [`group`] for the
@@ -897,7 +916,7 @@ impl BrokerHandle {
         group: &str,
         join: JoinGroup,
     ) -> Result<JoinResult, BrokerError> {
-        self.group(group)?.send(join).await?
+        self.ask_group(group, join).await?
     }
 
     /// Gets (and from the leader, sets) the assignment of generation `generation`.
@@ -912,14 +931,16 @@ impl BrokerHandle {
         assignments: Vec<(String, bytes::Bytes)>,
     ) -> Result<SyncResult, BrokerError> {
         let member = member.into();
-        self.group(group)?
-            .send(SyncGroup {
+        self.ask_group(
+            group,
+            SyncGroup {
                 member_id: member.id.to_string(),
                 instance_id: member.instance.map(str::to_string),
                 generation,
                 assignments,
-            })
-            .await?
+            },
+        )
+        .await?
     }
 
     /// Keeps a member's session alive.
@@ -934,13 +955,15 @@ impl BrokerHandle {
         generation: i32,
     ) -> Result<(), BrokerError> {
         let member = member.into();
-        self.group(group)?
-            .send(Heartbeat {
+        self.ask_group(
+            group,
+            Heartbeat {
                 member_id: member.id.to_string(),
                 instance_id: member.instance.map(str::to_string),
                 generation,
-            })
-            .await?
+            },
+        )
+        .await?
     }
 
     /// Members leave the group (by member id, or by static instance id with an empty id); one
@@ -953,7 +976,7 @@ impl BrokerHandle {
         group: &str,
         members: Vec<(String, Option<String>)>,
     ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
-        Ok(self.group(group)?.send(LeaveGroup { members }).await?)
+        self.ask_group(group, LeaveGroup { members }).await
     }
 
     /// Commits offsets for a member of generation `generation` (or, with an empty member and
@@ -969,15 +992,17 @@ impl BrokerHandle {
         offsets: Vec<(TopicPartition, CommittedOffset)>,
     ) -> Result<(), BrokerError> {
         let member = member.into();
-        self.group(group)?
-            .send(CommitOffsets {
+        self.ask_group(
+            group,
+            CommitOffsets {
                 member_id: member.id.to_string(),
                 instance_id: member.instance.map(str::to_string),
                 generation,
                 offsets,
                 admin: false,
-            })
-            .await?
+            },
+        )
+        .await?
     }
 
     /// Committed offsets of `group` for `partitions` (all when `None`).
@@ -989,7 +1014,7 @@ impl BrokerHandle {
         group: &str,
         partitions: Option<Vec<TopicPartition>>,
     ) -> Result<Vec<(TopicPartition, CommittedOffset)>, BrokerError> {
-        Ok(self.group(group)?.send(FetchOffsets { partitions }).await?)
+        self.ask_group(group, FetchOffsets { partitions }).await
     }
 
     /// State, members, assignments and committed offsets of a group.
@@ -997,7 +1022,7 @@ impl BrokerHandle {
     /// # Errors
     /// An empty group id, a stopped broker.
     pub async fn describe_group(&self, group: &str) -> Result<GroupDescription, BrokerError> {
-        Ok(self.group(group)?.send(DescribeGroup).await?)
+        self.ask_group(group, DescribeGroup).await
     }
 
     /// Every group: those with members and those with committed offsets, sorted, with state.
@@ -1035,8 +1060,7 @@ impl BrokerHandle {
     /// # Errors
     /// [`BrokerError::GroupNotEmpty`], a storage failure.
     pub async fn delete_group(&self, group: &str) -> Result<(), BrokerError> {
-        let addr = self.group(group)?;
-        addr.send(DeleteGroup).await??;
+        self.ask_group(group, DeleteGroup).await??;
         self.shared
             .groups
             .lock()
@@ -1061,8 +1085,7 @@ impl BrokerHandle {
         if !self.list_groups().await?.iter().any(|(g, _)| g == group) {
             return Err(BrokerError::UnknownGroup(group.to_string()));
         }
-        self.group(group)?
-            .send(group::DeleteOffsets { partitions, parse })
+        self.ask_group(group, group::DeleteOffsets { partitions, parse })
             .await?
     }
 
@@ -1110,15 +1133,17 @@ impl BrokerHandle {
                 )
             })
             .collect();
-        self.group(group)?
-            .send(CommitOffsets {
+        self.ask_group(
+            group,
+            CommitOffsets {
                 member_id: String::new(),
                 instance_id: None,
                 generation: -1,
                 offsets: commits,
                 admin: true,
-            })
-            .await??;
+            },
+        )
+        .await??;
         Ok(offsets)
     }
 
