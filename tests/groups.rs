@@ -601,8 +601,9 @@ async fn a_static_member_restarts_without_a_rebalance_and_fences_its_old_incarna
 
 /// A group without members unloads after `empty_group_unload_ms` and loads again, offsets and
 /// all, when next named: groups named once (here a thousand described by name, never joined
-/// nor committed to) do not stay in memory, nor in ListGroups, as in Kafka; requests racing an
-/// unload are sent again, never lost or failed.
+/// nor committed to: Dead, as Kafka answers for an unknown group) do not stay in memory;
+/// requests racing an unload are sent again, never lost or failed. A group whose members all
+/// left is listed as Empty until it unloads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_groups_unload_and_load_again_when_named() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -624,7 +625,11 @@ async fn empty_groups_unload_and_load_again_when_named() {
             .describe_group(&format!("ghost-{i}"))
             .await
             .expect("describe");
-        assert_eq!(d.state, GroupState::Empty);
+        assert_eq!(
+            d.state,
+            GroupState::Dead,
+            "a group nobody used does not exist"
+        );
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
     let listed: Vec<String> = h
@@ -671,5 +676,22 @@ async fn empty_groups_unload_and_load_again_when_named() {
             .await
             .expect("still a member");
     }
+    // Its members gone and no offsets: Empty and listed, until it unloads.
+    let j = h
+        .join_group("passing", kafka_join("", &[("range", b"m")], false))
+        .await
+        .expect("join");
+    h.leave_group("passing", vec![(j.member_id.clone(), None)])
+        .await
+        .expect("leave");
+    let listed = |h: BrokerHandle| async move {
+        let groups = h.list_groups().await.expect("list");
+        groups
+            .iter()
+            .any(|(g, s)| g == "passing" && *s == GroupState::Empty)
+    };
+    assert!(listed(h.clone()).await, "listed while loaded");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!listed(h.clone()).await, "gone once unloaded");
     h.shutdown().await.expect("shutdown");
 }

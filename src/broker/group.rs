@@ -937,9 +937,13 @@ impl Handler<DescribeGroup> for ConsumerGroup {
 
     fn handle(&mut self, _: DescribeGroup, _: &mut Self::Context) -> Self::Result {
         let protocol = self.protocol.clone().unwrap_or_default();
+        // A group nobody joined or committed to does not exist, as far as Kafka's clients are
+        // told (Kafka answers such a name with the state Dead, and does not list it).
+        let unused =
+            self.state == GroupState::Empty && self.generation == 0 && self.offsets.is_empty();
         MessageResult(GroupDescription {
             group_id: self.id.clone(),
-            state: self.state,
+            state: if unused { GroupState::Dead } else { self.state },
             generation: self.generation,
             protocol_type: self.protocol_type.clone().unwrap_or_default(),
             protocol: protocol.clone(),
