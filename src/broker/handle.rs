@@ -1030,26 +1030,33 @@ impl BrokerHandle {
     /// # Errors
     /// A storage failure.
     pub async fn list_groups(&self) -> Result<Vec<(String, GroupState)>, BrokerError> {
-        let mut names: std::collections::BTreeSet<String> = self
+        let stored: std::collections::BTreeSet<String> = self
             .shared
             .storage
             .list_groups()
             .await?
             .into_iter()
             .collect();
-        names.extend(
-            self.shared
-                .groups
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .keys()
-                .cloned(),
-        );
+        let live: std::collections::BTreeSet<String> = self
+            .shared
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, addr)| addr.connected())
+            .map(|(name, _)| name.clone())
+            .collect();
         let mut out = Vec::new();
-        for name in names {
-            let d = self.describe_group(&name).await?;
-            if d.state != GroupState::Dead {
-                out.push((name, d.state));
+        for name in stored.union(&live) {
+            // A group that is not loaded has no members (members keep it loaded): it is Empty,
+            // with its offsets in storage. Only loaded groups are asked.
+            let state = if live.contains(name) {
+                self.describe_group(name).await?.state
+            } else {
+                GroupState::Empty
+            };
+            if state != GroupState::Dead {
+                out.push((name.clone(), state));
             }
         }
         Ok(out)
