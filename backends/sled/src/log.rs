@@ -273,14 +273,15 @@ impl LogShared {
         // Batches at or past the published end may be an append in flight: never served.
         for item in h.data.range(offset_key(next)..offset_key(offsets.end)) {
             let (key, value) = item.map_err(sled_err)?;
+            // The stored value is the whole batch: one that does not fit is not decoded.
+            total = total.saturating_add(value.len());
+            if total > max_bytes {
+                break;
+            }
             let batch = self.decode(&key, &value)?;
             let gap_ok = next < compacted_upto && batch.base_offset() > next;
             if batch.base_offset() != next && !gap_ok {
                 return Err(self.missing(from, next));
-            }
-            total = total.saturating_add(batch.len());
-            if total > max_bytes {
-                break;
             }
             next = batch.next_offset();
             out.push(batch);
