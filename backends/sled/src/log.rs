@@ -230,7 +230,15 @@ impl LogShared {
         Ok(info)
     }
 
-    fn read(&self, h: &LogHandles, from: Offset, max_bytes: usize) -> Result<Vec<Batch>> {
+    /// Batches from `from` (see [`PartitionLog::read`]); without `min_one_batch`, a first batch
+    /// larger than `max_bytes` is left undecoded and nothing is returned.
+    fn read(
+        &self,
+        h: &LogHandles,
+        from: Offset,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<Vec<Batch>> {
         let offsets = self.offsets();
         check_range(from, offsets)?;
         if from == offsets.end {
@@ -238,17 +246,16 @@ impl LogShared {
         }
         let sled_err = |e| self.engine("reading batches", e);
         let compacted_upto = self.compacted_upto.load(Ordering::Acquire);
+        // The batch at or before `from`, if it holds `from` by its header (decoding checks it).
         let at_or_before = h
             .data
             .range(..=offset_key(from))
             .next_back()
             .transpose()
             .map_err(sled_err)?
-            .map(|(key, value)| self.decode(&key, &value))
-            .transpose()?
-            .filter(|b| b.next_offset() > from);
-        let first = match at_or_before {
-            Some(b) => b,
+            .filter(|(key, value)| stored_next_offset(key, value).is_none_or(|n| n > from));
+        let (key, value) = match at_or_before {
+            Some(pair) => pair,
             None => {
                 // Compaction removed what held `from`: serve the batch after the gap (never one
                 // at or past the published end, which may be an append in flight).
@@ -261,12 +268,16 @@ impl LogShared {
                     .next()
                     .transpose()
                     .map_err(sled_err)?;
-                let Some((key, value)) = after else {
+                let Some(pair) = after else {
                     return Err(self.missing(from, from));
                 };
-                self.decode(&key, &value)?
+                pair
             }
         };
+        if !min_one_batch && value.len() > max_bytes {
+            return Ok(Vec::new());
+        }
+        let first = self.decode(&key, &value)?;
         let mut next = first.next_offset();
         let mut total = first.len();
         let mut out = vec![first];
@@ -564,6 +575,14 @@ impl std::fmt::Debug for SledLog {
     }
 }
 
+/// The offset after a stored batch, from its key and header, without decoding it; `None` when
+/// either is too short (decoding then reports the damage).
+fn stored_next_offset(key: &[u8], value: &[u8]) -> Option<Offset> {
+    let base = decode_offset_key(key)?;
+    let last_delta = i32::from_be_bytes(value.get(23..27)?.try_into().ok()?);
+    Some(base + Offset::from(last_delta) + 1)
+}
+
 #[async_trait]
 impl PartitionLog for SledLog {
     fn reconfigure(&self, cfg: &LogConfig) {
@@ -577,7 +596,13 @@ impl PartitionLog for SledLog {
 
     async fn read(&self, from: Offset, max_bytes: usize) -> Result<Vec<Batch>> {
         self.shared
-            .run(move |s, h| s.read(h, from, max_bytes))
+            .run(move |s, h| s.read(h, from, max_bytes, true))
+            .await
+    }
+
+    async fn read_within(&self, from: Offset, max_bytes: usize) -> Result<Vec<Batch>> {
+        self.shared
+            .run(move |s, h| s.read(h, from, max_bytes, false))
             .await
     }
 
