@@ -218,12 +218,7 @@ async fn a_silent_member_is_expired_and_stale_commits_are_rejected() {
     assert_eq!(d.state, GroupState::Stable);
     assert!(d.generation > old_generation);
     // A commit from the old generation (and the expired member) is refused.
-    let offset = weir_storage::CommittedOffset {
-        offset: 1,
-        leader_epoch: -1,
-        metadata: String::new(),
-        commit_timestamp_ms: 0,
-    };
+    let offset = committed(1);
     let (m2, g2) = c2.member().expect("member");
     let stale = h
         .commit_offsets(
@@ -373,15 +368,7 @@ async fn kafka_classic_protocol_passes_opaque_assignments() {
         h2.join_group("kg", kafka_join("", &[("roundrobin", b"m2")], false))
             .await
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match h.heartbeat("kg", &id1, j1.generation).await {
-            Err(BrokerError::RebalanceInProgress) => break,
-            Ok(()) => assert!(Instant::now() < deadline, "no rebalance signalled"),
-            Err(e) => panic!("{e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_rebalance(&h, "kg", (&id1).into(), j1.generation).await;
     let j1b = h
         .join_group(
             "kg",
@@ -442,6 +429,29 @@ async fn kafka_classic_protocol_passes_opaque_assignments() {
     h.shutdown().await.expect("shutdown");
 }
 
+/// A committed offset without metadata.
+fn committed(offset: i64) -> weir_storage::CommittedOffset {
+    weir_storage::CommittedOffset {
+        offset,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp_ms: 0,
+    }
+}
+
+/// Heartbeats as `member` until the group answers REBALANCE_IN_PROGRESS (within 10 s).
+async fn until_rebalance(h: &BrokerHandle, group: &str, member: MemberRef<'_>, generation: i32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match h.heartbeat(group, member, generation).await {
+            Err(BrokerError::RebalanceInProgress) => return,
+            Ok(()) => assert!(Instant::now() < deadline, "no rebalance signalled"),
+            Err(e) => panic!("heartbeat: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A static member as its requests name it: (member id, instance id).
 fn as_ref<'a>(m: &'a (String, &'static str)) -> MemberRef<'a> {
     MemberRef {
@@ -483,9 +493,7 @@ async fn a_static_member_restarts_without_a_rebalance_and_fences_its_old_incarna
     .expect("sync");
     let h2 = h.clone();
     let second = tokio::spawn(async move { h2.join_group("sg", static_join("", "s2")).await });
-    while h.heartbeat("sg", as_ref(&s1), j1.generation).await.is_ok() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_rebalance(&h, "sg", as_ref(&s1), j1.generation).await;
     let j1 = h
         .join_group("sg", static_join(&s1.0, "s1"))
         .await
@@ -529,15 +537,7 @@ async fn a_static_member_restarts_without_a_rebalance_and_fences_its_old_incarna
     // The old incarnation is fenced wherever it turns up.
     let fenced = |r: Result<(), BrokerError>| matches!(r, Err(BrokerError::FencedInstanceId(_)));
     assert!(fenced(h.heartbeat("sg", as_ref(&s1), generation).await));
-    let offsets = vec![(
-        weir::storage::TopicPartition::new("t", 0),
-        weir::storage::CommittedOffset {
-            offset: 1,
-            leader_epoch: -1,
-            metadata: String::new(),
-            commit_timestamp_ms: 0,
-        },
-    )];
+    let offsets = vec![(weir::storage::TopicPartition::new("t", 0), committed(1))];
     assert!(fenced(
         h.commit_offsets("sg", as_ref(&s1), generation, offsets.clone())
             .await
@@ -586,9 +586,7 @@ async fn a_static_member_restarts_without_a_rebalance_and_fences_its_old_incarna
         };
         h2.join_group("sg", join).await
     });
-    while h.heartbeat("sg", as_ref(&new_s1), generation).await.is_ok() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_rebalance(&h, "sg", as_ref(&new_s1), generation).await;
     let rejoined = h
         .join_group("sg", static_join(&new_s1.0, "s1"))
         .await
@@ -611,12 +609,6 @@ async fn empty_groups_unload_and_load_again_when_named() {
     c.groups.empty_group_unload_ms = 100;
     let h = Broker::start(c).await.expect("start");
     let tp = TopicPartition::new("t", 0);
-    let committed = |offset| weir::storage::CommittedOffset {
-        offset,
-        leader_epoch: -1,
-        metadata: String::new(),
-        commit_timestamp_ms: 0,
-    };
     h.commit_offsets("kept", "", -1, vec![(tp.clone(), committed(42))])
         .await
         .expect("commit");
