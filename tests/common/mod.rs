@@ -22,16 +22,29 @@ impl Server {
     /// Starts `weir serve` on a config written into `dir`: data under `dir/data`, both
     /// listeners on free ports, then `extra` (more TOML, sections included).
     pub fn in_dir(dir: &Path, extra: &str) -> Server {
+        Server::in_dir_at(dir, "127.0.0.1:0", extra)
+    }
+
+    /// Like [`Server::in_dir`] with the Kafka listener on `kafka` (a fixed port, so that a
+    /// restarted server is where its clients reconnect).
+    pub fn in_dir_at(dir: &Path, kafka: &str, extra: &str) -> Server {
         let config = dir.join("weir.toml");
         let data = dir.join("data").display().to_string();
         std::fs::write(
             &config,
             format!(
-                "data_dir = {data:?}\n[listeners]\nnative = \"127.0.0.1:0\"\nkafka = \"127.0.0.1:0\"\n{extra}"
+                "data_dir = {data:?}\n[listeners]\nnative = \"127.0.0.1:0\"\nkafka = {kafka:?}\n{extra}"
             ),
         )
         .expect("config");
         Server::spawn(&config)
+    }
+
+    /// Kills it with SIGKILL and waits for it: nothing of its own shutdown runs.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait");
     }
 
     /// Starts `weir serve --config CONFIG` and waits until both listeners are up. The config
