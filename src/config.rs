@@ -749,7 +749,8 @@ pub struct GroupsSection {
     /// How long a new group waits for more members before its first rebalance completes.
     pub initial_rebalance_delay_ms: u64,
     /// How long a group without members stays in memory; then it unloads (its committed
-    /// offsets stay in storage) and the next request naming it loads it again.
+    /// offsets and generation stay in storage; a group without offsets is forgotten) and the
+    /// next request naming it loads it again.
     pub empty_group_unload_ms: u64,
 }
 

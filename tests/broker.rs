@@ -464,6 +464,12 @@ impl Storage for SlowStorage {
     async fn delete_offsets(&self, g: &str, p: &[TopicPartition]) -> weir_storage::Result<()> {
         self.inner.delete_offsets(g, p).await
     }
+    async fn put_group_state(&self, g: &str, state: &[u8]) -> weir_storage::Result<()> {
+        self.inner.put_group_state(g, state).await
+    }
+    async fn group_state(&self, g: &str) -> weir_storage::Result<Option<Vec<u8>>> {
+        self.inner.group_state(g).await
+    }
     async fn list_groups(&self) -> weir_storage::Result<Vec<String>> {
         self.inner.list_groups().await
     }

@@ -687,3 +687,130 @@ async fn empty_groups_unload_and_load_again_when_named() {
     assert!(!listed(h.clone()).await, "gone once unloaded");
     h.shutdown().await.expect("shutdown");
 }
+
+/// Kafka keeps a group's membership with its offsets: a broker restart does not make its
+/// members rejoin. Two members of a stable group go on in their generation after a restart
+/// (heartbeats, syncs with their assignments, commits), the group is listed Stable before anyone
+/// names it, a member that does not come back is removed after its session timeout, and an
+/// Empty group keeps its generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_carry_on_in_their_generation_after_a_restart() {
+    for backend in [Backend::Segment, Backend::Sled] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = Broker::start(config(backend, dir.path()))
+            .await
+            .expect("start");
+        let join = |id: &str, session_ms: u64| weir::broker::JoinGroup {
+            session_timeout: Duration::from_millis(session_ms),
+            ..kafka_join(id, &[("range", b"sub")], false)
+        };
+        let a = h.join_group("kept", join("", 10_000)).await.expect("join");
+        h.sync_group("kept", &a.member_id, a.generation, vec![])
+            .await
+            .expect("sync");
+        let h2 = h.clone();
+        let second = tokio::spawn(async move { h2.join_group("kept", join("", 1_000)).await });
+        until_rebalance(&h, "kept", (&a.member_id).into(), a.generation).await;
+        let a = h
+            .join_group("kept", join(&a.member_id, 10_000))
+            .await
+            .expect("rejoin");
+        let b = second.await.expect("task").expect("join");
+        let generation = a.generation;
+        let given = vec![
+            (a.member_id.clone(), "pa".into()),
+            (b.member_id.clone(), "pb".into()),
+        ];
+        let h2 = h.clone();
+        let b_id = b.member_id.clone();
+        let follower =
+            tokio::spawn(async move { h2.sync_group("kept", &b_id, generation, vec![]).await });
+        h.sync_group("kept", &a.member_id, generation, given)
+            .await
+            .expect("leader sync");
+        follower.await.expect("task").expect("follower sync");
+        h.shutdown().await.expect("shutdown");
+
+        let h = Broker::start(config(backend, dir.path()))
+            .await
+            .expect("restart");
+        assert_eq!(
+            h.list_groups().await.expect("list"),
+            vec![("kept".to_string(), GroupState::Stable)],
+            "{backend:?}: loaded with the broker"
+        );
+        let d = h.describe_group("kept").await.expect("describe");
+        assert_eq!(
+            (d.state, d.generation, d.leader.as_str()),
+            (GroupState::Stable, generation, a.member_id.as_str()),
+            "{backend:?}"
+        );
+        let assigned: BTreeMap<String, bytes::Bytes> = d
+            .members
+            .iter()
+            .map(|m| (m.member_id.clone(), m.assignment.clone()))
+            .collect();
+        assert_eq!(
+            assigned,
+            BTreeMap::from([
+                (a.member_id.clone(), "pa".into()),
+                (b.member_id.clone(), "pb".into())
+            ]),
+            "{backend:?}"
+        );
+        for m in [&a.member_id, &b.member_id] {
+            h.heartbeat("kept", m, generation)
+                .await
+                .expect("a heartbeat of the same generation");
+        }
+        let synced = h
+            .sync_group("kept", &b.member_id, generation, vec![])
+            .await
+            .expect("sync");
+        assert_eq!(synced.assignment, "pb", "{backend:?}");
+        h.commit_offsets(
+            "kept",
+            &b.member_id,
+            generation,
+            vec![(TopicPartition::new("t", 0), committed(5))],
+        )
+        .await
+        .expect("a commit of the same generation");
+
+        // b does not come back: its session (1 s) runs out, and a is told to rejoin.
+        until_rebalance(&h, "kept", (&a.member_id).into(), generation).await;
+        let a = h
+            .join_group("kept", join(&a.member_id, 10_000))
+            .await
+            .expect("rejoin alone");
+        assert_eq!(a.generation, generation + 1, "{backend:?}");
+        assert_eq!(a.members.len(), 1, "{backend:?}: b was removed");
+        h.sync_group("kept", &a.member_id, a.generation, vec![])
+            .await
+            .expect("sync");
+        let left = h
+            .leave_group("kept", vec![(a.member_id.clone(), None)])
+            .await
+            .expect("leave");
+        assert!(left.iter().all(Result::is_ok), "{left:?}");
+        let empty_generation = h.describe_group("kept").await.expect("describe").generation;
+        h.shutdown().await.expect("shutdown");
+
+        let h = Broker::start(config(backend, dir.path()))
+            .await
+            .expect("restart");
+        let d = h.describe_group("kept").await.expect("describe");
+        assert_eq!(
+            (d.state, d.generation, d.members.len()),
+            (GroupState::Empty, empty_generation, 0),
+            "{backend:?}: an empty group keeps its generation"
+        );
+        assert!(
+            h.heartbeat("kept", &a.member_id, a.generation)
+                .await
+                .is_err(),
+            "{backend:?}: the member that left is gone"
+        );
+        h.shutdown().await.expect("shutdown");
+    }
+}

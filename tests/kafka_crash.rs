@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -340,6 +340,53 @@ async fn kill_9_under_an_idempotent_producer(extra: &str) {
         })
     };
 
+    // A member of group "live" consumes through the kill and the restart, committing as it goes,
+    // until it has seen every offset up to `ends` (known once the producer is done).
+    let ends_slot: Arc<Mutex<Option<HashMap<i32, i64>>>> = Arc::default();
+    let live = {
+        let (boot, ends) = (kafka.clone(), ends_slot.clone());
+        std::thread::spawn(move || {
+            let c = member(&boot, "live");
+            let mut seen: HashMap<i32, BTreeSet<i64>> = HashMap::new();
+            let (mut read, mut errors) = (0usize, Vec::new());
+            let deadline = Instant::now() + Duration::from_secs(180);
+            loop {
+                if let Some(ends) = &*ends.lock().unwrap() {
+                    let caught_up = ends.iter().all(|(p, end)| {
+                        *end == 0 || seen.get(p).and_then(|o| o.last()) == Some(&(end - 1))
+                    });
+                    if caught_up {
+                        break;
+                    }
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the live member caught up in time"
+                );
+                match c.poll(Duration::from_millis(100)) {
+                    None => {}
+                    Some(Ok(m)) => {
+                        seen.entry(m.partition()).or_default().insert(m.offset());
+                        read += 1;
+                        if read.is_multiple_of(5_000) {
+                            // Fails while the server is down: the next one covers it.
+                            let _ = c.commit_consumer_state(CommitMode::Async);
+                        }
+                    }
+                    // The server's death reaches the member as transport errors.
+                    Some(Err(e)) => errors.push(e.to_string()),
+                }
+            }
+            match c.commit_consumer_state(CommitMode::Sync) {
+                // Nothing new since its last commit.
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => panic!("the last commit: {e}"),
+            }
+            println!("the live member read {read} records; errors: {errors:?}");
+            (seen, read)
+        })
+    };
+
     until_delivered(&deliveries, 20_000);
     // A group member reads part of the stream and commits where it is.
     let b = kafka.clone();
@@ -417,5 +464,42 @@ async fn kill_9_under_an_idempotent_producer(extra: &str) {
             "value-{n} where its delivery said"
         );
     }
+
+    // The live member saw every offset, each once: the restarted broker knew its group and
+    // generation (no rebalance, so no rewind to its last commit), and its group committed the
+    // ends.
+    let ends: HashMap<i32, i64> = (0..LOAD_PARTITIONS)
+        .map(|p| {
+            let end = stored
+                .get(&p)
+                .and_then(|r| r.last())
+                .map_or(0, |&(_, o)| o + 1);
+            (p, end)
+        })
+        .collect();
+    *ends_slot.lock().unwrap() = Some(ends.clone());
+    let (seen, read) = tokio::task::spawn_blocking(move || live.join().expect("live member"))
+        .await
+        .expect("join");
+    assert_eq!(read, sent, "the live member read each record once");
+    for (p, end) in &ends {
+        let offsets = seen.get(p).cloned().unwrap_or_default();
+        assert_eq!(
+            offsets.len() as i64,
+            *end,
+            "partition {p}: every offset below {end} consumed"
+        );
+    }
+    let b = kafka.clone();
+    let live_committed =
+        tokio::task::spawn_blocking(move || committed_offsets(&member(&b, "live")))
+            .await
+            .expect("committed");
+    let mut want: Vec<(i32, Offset)> = ends.iter().map(|(p, e)| (*p, Offset::Offset(*e))).collect();
+    want.sort_by_key(|(p, _)| *p);
+    assert_eq!(
+        live_committed, want,
+        "the live group committed every partition's end"
+    );
     second.terminate();
 }

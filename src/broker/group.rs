@@ -24,7 +24,10 @@
 //! before they are acknowledged (commits are atomic responses, so they persist in order), and
 //! loaded when the actor starts, so a group resumes after a broker restart. For the same
 //! reason a group without members can unload after `[groups] empty_group_unload_ms` and be
-//! loaded again when next named: groups that clients name once do not accumulate.
+//! loaded again when next named: groups that clients name once do not accumulate. Membership
+//! is stored too ([`super::group_record`]): each completed rebalance, and the group becoming
+//! Empty, write the group's record before anything else reaches the actor; a restarted broker
+//! loads every group that had members, which carry on in their generation without a rebalance.
 //!
 //! Static members (Kafka's `group.instance.id`, KIP-345) join without MEMBER_ID_REQUIRED; one
 //! that restarts (a join with its instance id and no member id) replaces its old incarnation,
@@ -43,6 +46,7 @@ use weir_storage::{CommittedOffset, Storage, TopicPartition};
 
 use super::assignor::{self, MemberSubscription};
 use super::error::BrokerError;
+use super::group_record::{GroupRecord, MemberRecord, VERSION};
 use super::registry::Routes;
 use super::types::{
     GroupDescription, GroupState, JoinGroup, JoinResult, JoinedMember, MemberDescription,
@@ -106,6 +110,9 @@ pub struct ConsumerGroup {
     pending: BTreeMap<String, Instant>,
     offsets: BTreeMap<TopicPartition, CommittedOffset>,
     rebalance_deadline: Option<SpawnHandle>,
+    /// The rebalance deadline is the initial delay of a join into an Empty group (Kafka's
+    /// `group.initial.rebalance.delay.ms`): it runs out even when everyone has joined.
+    initial_delay: bool,
     next_member: u64,
 }
 
@@ -135,6 +142,7 @@ impl ConsumerGroup {
             pending: BTreeMap::new(),
             offsets: BTreeMap::new(),
             rebalance_deadline: None,
+            initial_delay: false,
             next_member: 0,
         }
     }
@@ -149,7 +157,104 @@ impl ConsumerGroup {
         } else {
             client_id
         };
-        format!("{prefix}-{}-{nanos:08x}", self.next_member)
+        let id = format!("{prefix}-{}-{nanos:08x}", self.next_member);
+        // Restored members keep ids an earlier run gave out.
+        if self.members.contains_key(&id) || self.pending.contains_key(&id) {
+            return self.new_member_id(client_id);
+        }
+        id
+    }
+
+    /// The record to store, for a Stable or Empty group (see [`super::group_record`]).
+    fn record(&self) -> Option<GroupRecord> {
+        if !matches!(self.state, GroupState::Stable | GroupState::Empty) {
+            return None;
+        }
+        Some(GroupRecord {
+            version: VERSION,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| MemberRecord {
+                    id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout.as_millis() as u64,
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
+                    protocols: m.protocols.clone(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Stores the group's record. The actor handles nothing else until it is written, so
+    /// records reach storage in the order of the states they describe. A failed write is
+    /// reported and changes nothing for the members: the stored record stays the one before,
+    /// and after a restart its members would rejoin.
+    fn persist(&mut self, ctx: &mut Context<Self>) {
+        let Some(record) = self.record() else {
+            return;
+        };
+        let bytes = match record.encode() {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("weir: group {}: encoding its record failed: {e}", self.id);
+                return;
+            }
+        };
+        let (storage, id) = (self.storage.clone(), self.id.clone());
+        ctx.wait(
+            async move { storage.put_group_state(&id, &bytes).await }
+                .into_actor(self)
+                .map(|r, act, _| {
+                    if let Err(e) = r {
+                        eprintln!("weir: group {}: storing its record failed: {e}", act.id);
+                    }
+                }),
+        );
+    }
+
+    /// Takes the stored record's state: a group with members is Stable in the recorded
+    /// generation, their sessions counted from now.
+    fn restore(&mut self, record: GroupRecord) {
+        let now = Instant::now();
+        self.generation = record.generation;
+        self.protocol_type = record.protocol_type;
+        self.protocol = record.protocol;
+        self.leader = record.leader;
+        self.members = record
+            .members
+            .into_iter()
+            .map(|m| {
+                let member = Member {
+                    instance_id: m.instance_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    session_timeout: Duration::from_millis(m.session_timeout_ms),
+                    rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms.max(1)),
+                    protocols: m.protocols,
+                    assignment: m.assignment,
+                    last_seen: now,
+                    join_reply: None,
+                    sync_reply: None,
+                };
+                (m.id, member)
+            })
+            .collect();
+        self.state = if self.members.is_empty() {
+            self.protocol_type = None;
+            self.protocol = None;
+            self.leader = None;
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
     }
 
     /// Protocols every member supports.
@@ -213,6 +318,7 @@ impl ConsumerGroup {
         if timeout.is_zero() {
             self.complete_join(ctx);
         } else {
+            self.initial_delay = was_empty;
             self.rebalance_deadline = Some(ctx.run_later(timeout, |act, ctx| {
                 act.rebalance_deadline = None;
                 if act.state == GroupState::PreparingRebalance {
@@ -227,7 +333,7 @@ impl ConsumerGroup {
     }
 
     fn maybe_complete_join(&mut self, ctx: &mut Context<Self>) {
-        let initial_delay_running = self.generation == 0 && self.rebalance_deadline.is_some();
+        let initial_delay_running = self.initial_delay && self.rebalance_deadline.is_some();
         if self.state == GroupState::PreparingRebalance
             && !initial_delay_running
             && self.members.values().all(|m| m.join_reply.is_some())
@@ -248,6 +354,7 @@ impl ConsumerGroup {
             self.protocol = None;
             self.protocol_type = None;
             self.leader = None;
+            self.persist(ctx);
             return;
         }
         self.protocol = self.select_protocol();
@@ -273,6 +380,7 @@ impl ConsumerGroup {
         if broker_assigns {
             self.assign_on_broker(&protocol);
             self.state = GroupState::Stable;
+            self.persist(ctx);
         } else {
             self.state = GroupState::CompletingRebalance;
         }
@@ -369,6 +477,7 @@ impl ConsumerGroup {
                     self.state = GroupState::Empty;
                     self.protocol = None;
                     self.protocol_type = None;
+                    self.persist(ctx);
                 } else {
                     self.prepare_rebalance(ctx);
                 }
@@ -412,6 +521,28 @@ impl ConsumerGroup {
         if since.elapsed() < Duration::from_millis(self.settings.empty_group_unload_ms) {
             return;
         }
+        if self.offsets.is_empty() && self.generation > 0 {
+            // Nothing of it is worth keeping: its record goes too (Kafka's cleanup removes an
+            // empty group without offsets), then it unloads (nothing else runs in between).
+            let (storage, id) = (self.storage.clone(), self.id.clone());
+            ctx.wait(
+                async move { storage.delete_group(&id).await }
+                    .into_actor(self)
+                    .map(|r, act, ctx| {
+                        if let Err(e) = r {
+                            eprintln!("weir: group {}: removing its record failed: {e}", act.id);
+                        }
+                        act.generation = 0;
+                        act.unload(ctx);
+                    }),
+            );
+            return;
+        }
+        self.unload(ctx);
+    }
+
+    /// Leaves the registry and stops (see [`ConsumerGroup::maybe_unload`]).
+    fn unload(&mut self, ctx: &mut Context<Self>) {
         let me = ctx.address();
         {
             let mut live = self.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -468,14 +599,29 @@ impl Actor for ConsumerGroup {
     fn started(&mut self, ctx: &mut Self::Context) {
         let storage = self.storage.clone();
         let id = self.id.clone();
-        // Nothing else runs until the offsets are loaded (`wait` holds the mailbox).
+        // Nothing else runs until the offsets and the record are loaded (`wait` holds the
+        // mailbox).
         ctx.wait(
-            async move { storage.fetch_offsets(&id).await }
-                .into_actor(self)
-                .map(|r, act, _| match r {
+            async move {
+                let offsets = storage.fetch_offsets(&id).await;
+                (offsets, storage.group_state(&id).await)
+            }
+            .into_actor(self)
+            .map(|(offsets, record), act, _| {
+                match offsets {
                     Ok(v) => act.offsets = v.into_iter().collect(),
                     Err(e) => eprintln!("weir: group {}: loading offsets failed: {e}", act.id),
-                }),
+                }
+                match record.map(|r| r.map(|bytes| GroupRecord::decode(&bytes))) {
+                    Ok(None) => {}
+                    Ok(Some(Ok(record))) => act.restore(record),
+                    Ok(Some(Err(e))) => eprintln!(
+                        "weir: group {}: its stored record is unreadable ({e}); it starts empty",
+                        act.id
+                    ),
+                    Err(e) => eprintln!("weir: group {}: loading its record failed: {e}", act.id),
+                }
+            }),
         );
         ctx.run_interval(Duration::from_millis(100), |act, ctx| {
             act.expire_sessions(ctx);
@@ -600,6 +746,8 @@ impl ConsumerGroup {
             if self.select_protocol() == self.protocol {
                 let leader = leader.clone().unwrap_or_default();
                 self.rejoined_without_rebalance(member_id, leader);
+                // The record names the new incarnation.
+                self.persist(ctx);
                 return Ok(());
             }
         }
@@ -625,7 +773,8 @@ pub struct SyncGroup {
 impl Handler<SyncGroup> for ConsumerGroup {
     type Result = ResponseFuture<Result<SyncResult, BrokerError>>;
 
-    fn handle(&mut self, msg: SyncGroup, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: SyncGroup, ctx: &mut Self::Context) -> Self::Result {
+        let mut completed = false;
         let result = (|| {
             let state = self.state;
             let is_leader = self.leader.as_deref() == Some(msg.member_id.as_str());
@@ -639,6 +788,7 @@ impl Handler<SyncGroup> for ConsumerGroup {
                         m.assignment = given.get(id).cloned().unwrap_or_default();
                     }
                     self.state = GroupState::Stable;
+                    completed = true;
                     let (pt, p) = (
                         self.protocol_type.clone().unwrap_or_default(),
                         self.protocol.clone().unwrap_or_default(),
@@ -675,6 +825,9 @@ impl Handler<SyncGroup> for ConsumerGroup {
             }));
             Ok(rx)
         })();
+        if completed {
+            self.persist(ctx);
+        }
         Box::pin(async move {
             match result {
                 Ok(rx) => rx.await.unwrap_or(Err(BrokerError::ShuttingDown)),

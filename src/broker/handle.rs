@@ -13,6 +13,7 @@ use super::group::{
     CheckMember, CommitOffsets, CommitTxnOffsets, ConsumerGroup, DeleteGroup, DescribeGroup,
     FetchOffsets, ForgetPartitions, Heartbeat, LeaveGroup, StopGroup, SyncGroup,
 };
+use super::group_record::GroupRecord;
 use super::messages::{
     DescribeProducers, Fetch, GetOffsets, ListOffset, Publish, ReadLimit, TrimLog, WriteTxnMarker,
 };
@@ -150,6 +151,7 @@ impl Broker {
             .send(RecoverTopics)
             .await
             .map_err(BrokerError::from)??;
+        handle.load_groups_with_members().await?;
         handle.start_transaction_timer();
         Ok(handle)
     }
@@ -886,6 +888,23 @@ impl BrokerHandle {
         });
         groups.insert(id.to_string(), addr.clone());
         Ok(addr)
+    }
+
+    /// Starts the actor of every stored group whose record has members (Kafka's coordinator
+    /// loads all its groups): they carry on in their generation, and those that do not come
+    /// back are removed when their sessions run out. Groups without members load when named.
+    async fn load_groups_with_members(&self) -> Result<(), BrokerError> {
+        let storage = &self.shared.storage;
+        for name in storage.list_groups().await? {
+            let Some(bytes) = storage.group_state(&name).await? else {
+                continue;
+            };
+            // An unreadable record is reported by the group when it loads.
+            if GroupRecord::decode(&bytes).is_ok_and(|r| !r.members.is_empty()) {
+                self.group(&name)?;
+            }
+        }
+        Ok(())
     }
 
     /// Sends `msg` to group `group`'s actor (loading the group if needed). A group that

@@ -29,6 +29,8 @@ pub mod assignor;
 #[cfg(feature = "broker")]
 pub mod group;
 #[cfg(feature = "broker")]
+pub mod group_record;
+#[cfg(feature = "broker")]
 mod handle;
 #[cfg(feature = "broker")]
 pub mod idempotence;

@@ -36,6 +36,7 @@ struct Shared {
     logs: BTreeMap<TopicPartition, Arc<LogData>>,
     metadata: BTreeMap<String, Vec<u8>>,
     offsets: BTreeMap<String, BTreeMap<TopicPartition, CommittedOffset>>,
+    group_states: BTreeMap<String, Vec<u8>>,
 }
 
 /// The data of one log, kept by the storage so that reopening a log (without restarting the
@@ -173,12 +174,31 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
+    async fn put_group_state(&self, group: &str, state: &[u8]) -> Result<()> {
+        self.shared()
+            .group_states
+            .insert(group.to_string(), state.to_vec());
+        Ok(())
+    }
+
+    async fn group_state(&self, group: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.shared().group_states.get(group).cloned())
+    }
+
     async fn list_groups(&self) -> Result<Vec<String>> {
-        Ok(self.shared().offsets.keys().cloned().collect())
+        let shared = self.shared();
+        let names: std::collections::BTreeSet<&String> = shared
+            .offsets
+            .keys()
+            .chain(shared.group_states.keys())
+            .collect();
+        Ok(names.into_iter().cloned().collect())
     }
 
     async fn delete_group(&self, group: &str) -> Result<()> {
-        self.shared().offsets.remove(group);
+        let mut shared = self.shared();
+        shared.offsets.remove(group);
+        shared.group_states.remove(group);
         Ok(())
     }
 

@@ -27,7 +27,7 @@ mod log;
 mod records;
 mod segment;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -53,6 +53,8 @@ struct Inner {
     root: PathBuf,
     metadata: Mutex<Option<BTreeMap<String, Vec<u8>>>>,
     groups: Mutex<BTreeMap<String, GroupOffsets>>,
+    /// Groups' stored states (`<group>.state` files), loaded at open.
+    group_states: Mutex<BTreeMap<String, Vec<u8>>>,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -103,7 +105,7 @@ impl SegmentStorage {
         }
         fsutil::create_dir_durable(&root.join("logs"))?;
         fsutil::create_dir_durable(&root.join("groups"))?;
-        let mut groups = BTreeMap::new();
+        let (mut groups, mut group_states) = (BTreeMap::new(), BTreeMap::new());
         let dir = root.join("groups");
         for entry in std::fs::read_dir(&dir)
             .map_err(|e| StorageError::io(format!("listing {}", dir.display()), e))?
@@ -116,13 +118,19 @@ impl SegmentStorage {
                 fsutil::remove_if_exists(&path)?;
                 continue;
             }
-            if !name.ends_with(".offsets") {
+            let (offsets, state) = (name.ends_with(".offsets"), name.ends_with(".state"));
+            if !offsets && !state {
                 continue;
             }
             let buf = std::fs::read(&path)
                 .map_err(|e| StorageError::io(format!("reading {}", path.display()), e))?;
-            let (group, offsets) = records::decode_offsets(&path, &buf)?;
-            groups.insert(group, offsets);
+            if offsets {
+                let (group, offsets) = records::decode_offsets(&path, &buf)?;
+                groups.insert(group, offsets);
+            } else {
+                let (group, state) = records::decode_group_state(&path, &buf)?;
+                group_states.insert(group, state);
+            }
         }
         Ok(SegmentStorage {
             inner: Arc::new(Inner {
@@ -130,6 +138,7 @@ impl SegmentStorage {
                 root: root.to_path_buf(),
                 metadata: Mutex::new(None),
                 groups: Mutex::new(groups),
+                group_states: Mutex::new(group_states),
             }),
         })
     }
@@ -157,6 +166,12 @@ impl Inner {
         self.root
             .join("groups")
             .join(format!("{}.offsets", escape(group)))
+    }
+
+    fn group_state_path(&self, group: &str) -> PathBuf {
+        self.root
+            .join("groups")
+            .join(format!("{}.state", escape(group)))
     }
 
     /// Runs `f` on the metadata map (loaded on first use) and persists it when `f` says so.
@@ -344,15 +359,63 @@ impl Storage for SegmentStorage {
         .await
     }
 
+    async fn put_group_state(&self, group: &str, state: &[u8]) -> Result<()> {
+        let inner = self.inner.clone();
+        let (group, state) = (group.to_string(), state.to_vec());
+        // A group's states are written by its one actor, one after the other; the lock is not
+        // held over the write, so that readers never wait for a sync.
+        blocking(move || {
+            write_atomic(
+                &inner.group_state_path(&group),
+                &records::encode_group_state(&group, &state),
+            )?;
+            inner
+                .group_states
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(group, state);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn group_state(&self, group: &str) -> Result<Option<Vec<u8>>> {
+        let states = self
+            .inner
+            .group_states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Ok(states.get(group).cloned())
+    }
+
     async fn list_groups(&self) -> Result<Vec<String>> {
         let groups = self.inner.groups.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(groups.keys().cloned().collect())
+        let states = self
+            .inner
+            .group_states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let names: BTreeSet<&String> = groups.keys().chain(states.keys()).collect();
+        Ok(names.into_iter().cloned().collect())
     }
 
     async fn delete_group(&self, group: &str) -> Result<()> {
         let inner = self.inner.clone();
         let group = group.to_string();
-        blocking(move || inner.update_group(&group, GroupOffsets::clear)).await
+        blocking(move || {
+            inner.update_group(&group, GroupOffsets::clear)?;
+            let removed = inner
+                .group_states
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&group);
+            if removed.is_some() {
+                fsutil::remove_if_exists(&inner.group_state_path(&group))?;
+                fsutil::sync_dir(&inner.root.join("groups"))?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn close(&self) -> Result<()> {

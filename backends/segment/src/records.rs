@@ -12,6 +12,7 @@ use weir_storage::{CommittedOffset, Result, StorageError, TopicPartition};
 
 const META_MAGIC: &[u8; 8] = b"WEIRMET1";
 const OFFSETS_MAGIC: &[u8; 8] = b"WEIROFF1";
+const GROUP_STATE_MAGIC: &[u8; 8] = b"WEIRGST1";
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_be_bytes());
@@ -151,6 +152,24 @@ pub(crate) fn decode_offsets(path: &Path, buf: &[u8]) -> Result<(String, GroupOf
     Ok((group, map))
 }
 
+/// A group's stored state file: its name and the broker's opaque record.
+pub(crate) fn encode_group_state(group: &str, state: &[u8]) -> Vec<u8> {
+    let mut out = GROUP_STATE_MAGIC.to_vec();
+    put_bytes(&mut out, group.as_bytes());
+    put_bytes(&mut out, state);
+    seal(out)
+}
+
+pub(crate) fn decode_group_state(path: &Path, buf: &[u8]) -> Result<(String, Vec<u8>)> {
+    let mut c = open(path, buf, GROUP_STATE_MAGIC)?;
+    let group = c.string().ok_or_else(|| malformed(path, c.pos))?;
+    let state = c.bytes().ok_or_else(|| malformed(path, c.pos))?.to_vec();
+    if c.pos != c.buf.len() {
+        return Err(malformed(path, c.pos));
+    }
+    Ok((group, state))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,13 +197,20 @@ mod tests {
             decode_offsets(p, &buf2).expect("decode"),
             ("g".to_string(), offs)
         );
-        for buf in [buf, buf2] {
+        let buf3 = encode_group_state("g", b"state");
+        assert_eq!(
+            decode_group_state(p, &buf3).expect("decode"),
+            ("g".to_string(), b"state".to_vec())
+        );
+        for buf in [buf, buf2, buf3] {
             for i in 0..buf.len() {
                 let mut b = buf.clone();
                 b[i] ^= 0x10;
                 assert!(decode_metadata(p, &b).is_err() && decode_offsets(p, &b).is_err());
+                assert!(decode_group_state(p, &b).is_err());
             }
             assert!(decode_metadata(p, &buf[..buf.len() - 1]).is_err());
+            assert!(decode_group_state(p, &buf[..buf.len() - 1]).is_err());
         }
     }
 }

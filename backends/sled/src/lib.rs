@@ -163,6 +163,8 @@ struct Handles {
     cleaners: sled::Tree,
     metadata: sled::Tree,
     offsets: sled::Tree,
+    /// Groups' stored states (`Storage::put_group_state`), keyed by group name.
+    group_states: sled::Tree,
 }
 
 struct StorageShared {
@@ -460,6 +462,7 @@ impl SledStorage {
             cleaners: tree("cleaners")?,
             metadata: tree("metadata")?,
             offsets: tree("offsets")?,
+            group_states: tree("group_states")?,
             db: db.clone(),
         };
         let shared = StorageShared {
@@ -674,10 +677,41 @@ impl Storage for SledStorage {
             .await
     }
 
+    async fn put_group_state(&self, group: &str, state: &[u8]) -> Result<()> {
+        let (key, value) = (group.as_bytes().to_vec(), state.to_vec());
+        self.shared
+            .run(move |s, h| {
+                h.group_states
+                    .insert(key, value)
+                    .map_err(|e| s.engine("storing a group's state", e))?;
+                s.flush(h, "storing a group's state")
+            })
+            .await
+    }
+
+    async fn group_state(&self, group: &str) -> Result<Option<Vec<u8>>> {
+        let key = group.as_bytes().to_vec();
+        self.shared
+            .run(move |s, h| {
+                Ok(h.group_states
+                    .get(key)
+                    .map_err(|e| s.engine("reading a group's state", e))?
+                    .map(|v| v.to_vec()))
+            })
+            .await
+    }
+
     async fn list_groups(&self) -> Result<Vec<String>> {
         self.shared
             .run(|s, h| {
-                let mut out = Vec::new();
+                let mut out = std::collections::BTreeSet::new();
+                for key in h.group_states.iter().keys() {
+                    let key = key.map_err(|e| s.engine("listing groups", e))?;
+                    let group = String::from_utf8(key.to_vec()).map_err(|_| {
+                        s.corrupt("group states", format!("unreadable key {key:?}"))
+                    })?;
+                    out.insert(group);
+                }
                 let mut from = Vec::new();
                 // One seek per group: after reading a group, jump past all its keys.
                 while let Some(item) = h.offsets.range(from..).next() {
@@ -685,15 +719,16 @@ impl Storage for SledStorage {
                     let group = codec::decode_group(&k)
                         .ok_or_else(|| s.corrupt("offsets", format!("unreadable key {k:?}")))?;
                     from = codec::after_group(&group);
-                    out.push(group);
+                    out.insert(group);
                 }
-                Ok(out)
+                Ok(out.into_iter().collect())
             })
             .await
     }
 
     async fn delete_group(&self, group: &str) -> Result<()> {
         let prefix = codec::group_prefix(group);
+        let group_key = group.as_bytes().to_vec();
         self.shared
             .run(move |s, h| {
                 let mut batch = sled::Batch::default();
@@ -702,6 +737,9 @@ impl Storage for SledStorage {
                 }
                 h.offsets
                     .apply_batch(batch)
+                    .map_err(|e| s.engine("deleting a group", e))?;
+                h.group_states
+                    .remove(group_key)
                     .map_err(|e| s.engine("deleting a group", e))?;
                 s.flush(h, "deleting a group")
             })

@@ -286,13 +286,28 @@ pub trait Storage: Debug + Send + Sync + 'static {
     /// I/O errors.
     async fn delete_offsets(&self, group: &str, partitions: &[TopicPartition]) -> Result<()>;
 
-    /// Every group that has committed offsets, sorted.
+    /// Stores `state` for `group`, replacing what was stored before: the broker's record of the
+    /// group's membership (generation, members, assignments; opaque here), written when a
+    /// rebalance completes so that members carry on after a restart, as Kafka's group metadata
+    /// in its offsets topic. Kept apart from the offsets: committing does not touch it.
+    ///
+    /// # Errors
+    /// I/O errors.
+    async fn put_group_state(&self, group: &str, state: &[u8]) -> Result<()>;
+
+    /// What [`Storage::put_group_state`] last stored for `group`, if anything.
+    ///
+    /// # Errors
+    /// I/O errors, or a damaged record ([`StorageError::Corrupt`]).
+    async fn group_state(&self, group: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Every group that has committed offsets or a stored state, sorted.
     ///
     /// # Errors
     /// I/O errors.
     async fn list_groups(&self) -> Result<Vec<String>>;
 
-    /// Forgets `group` and all its offsets.
+    /// Forgets `group`: all its offsets and its state.
     ///
     /// # Errors
     /// I/O errors.

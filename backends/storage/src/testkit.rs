@@ -66,7 +66,7 @@ macro_rules! conformance_suite {
             read_from_middle_of_batch, out_of_range_offsets, timestamp_lookup,
             max_timestamp_lookup,
             invalid_append_changes_nothing, delete_before_moves_start, retention_by_time,
-            retention_by_bytes, metadata_store, group_offsets, concurrent_logs,
+            retention_by_bytes, metadata_store, group_offsets, group_states, concurrent_logs,
             reads_during_appends, closed_log_refuses, large_batches, snapshots_per_log,
             append_then_reports_before_resolving, model_check_no_reopen,
             compaction_keeps_each_keys_latest_record, compaction_tombstones_lag_and_null_keys,
@@ -612,6 +612,59 @@ pub async fn group_offsets(f: &dyn StorageFactory) {
     assert!(s.fetch_offsets("g2").await.expect("fetch").is_empty());
 }
 
+/// A group's stored state: replaced by the next, apart from its offsets, listed with the
+/// groups, forgotten with the group.
+pub async fn group_states(f: &dyn StorageFactory) {
+    let s = f.open().await;
+    let odd = "odd/group name ../ with ünïcode.offsets";
+    assert_eq!(s.group_state(odd).await.expect("state"), None);
+    s.put_group_state(odd, b"generation 1").await.expect("put");
+    s.put_group_state(odd, &[0, 255, 7]).await.expect("replace");
+    s.put_group_state("empty-state", b"").await.expect("put");
+    s.commit_offsets("offsets-only", &[(tp("t", 0), committed(1, ""))])
+        .await
+        .expect("commit");
+    s.commit_offsets(odd, &[(tp("t", 0), committed(2, ""))])
+        .await
+        .expect("commit");
+    assert_eq!(
+        s.group_state(odd).await.expect("state"),
+        Some(vec![0, 255, 7])
+    );
+    assert_eq!(
+        s.group_state("empty-state").await.expect("state"),
+        Some(Vec::new())
+    );
+    assert_eq!(s.group_state("offsets-only").await.expect("state"), None);
+    assert_eq!(
+        s.list_groups().await.expect("groups"),
+        vec![
+            "empty-state".to_string(),
+            odd.to_string(),
+            "offsets-only".to_string()
+        ]
+    );
+    // Offsets going do not take the state with them.
+    s.delete_offsets(odd, &[tp("t", 0)]).await.expect("delete");
+    assert!(s.fetch_offsets(odd).await.expect("fetch").is_empty());
+    assert_eq!(
+        s.group_state(odd).await.expect("state"),
+        Some(vec![0, 255, 7])
+    );
+    assert!(s
+        .list_groups()
+        .await
+        .expect("groups")
+        .contains(&odd.to_string()));
+    s.delete_group(odd).await.expect("delete group");
+    s.delete_group("empty-state").await.expect("delete group");
+    assert_eq!(s.group_state(odd).await.expect("state"), None);
+    assert_eq!(
+        s.list_groups().await.expect("groups"),
+        vec!["offsets-only".to_string()]
+    );
+}
+
 /// Many logs written at once stay independent; `list_logs` and `delete_log` see them all.
 pub async fn concurrent_logs(f: &dyn StorageFactory) {
     let s = f.open().await;
@@ -787,6 +840,13 @@ pub async fn reopen_keeps_everything(f: &dyn StorageFactory) {
         s.commit_offsets("g", &[(tp("keep", 3), committed(42, "x"))])
             .await
             .expect("commit");
+        s.put_group_state("g", b"old").await.expect("state");
+        s.put_group_state("g", b"members").await.expect("state");
+        s.put_group_state("state-only", b"empty")
+            .await
+            .expect("state");
+        s.put_group_state("deleted", b"gone").await.expect("state");
+        s.delete_group("deleted").await.expect("delete group");
         let batches = read_all(log.as_ref(), 7).await;
         let offsets = log.offsets();
         log.close().await.expect("close");
@@ -806,6 +866,19 @@ pub async fn reopen_keeps_everything(f: &dyn StorageFactory) {
     assert_eq!(
         s.fetch_offsets("g").await.expect("offsets"),
         vec![(tp("keep", 3), committed(42, "x"))]
+    );
+    assert_eq!(
+        s.group_state("g").await.expect("state"),
+        Some(b"members".to_vec())
+    );
+    assert_eq!(
+        s.group_state("state-only").await.expect("state"),
+        Some(b"empty".to_vec())
+    );
+    assert_eq!(s.group_state("deleted").await.expect("state"), None);
+    assert_eq!(
+        s.list_groups().await.expect("groups"),
+        vec!["g".to_string(), "state-only".to_string()]
     );
     assert_eq!(
         append_one(log.as_ref(), batch_of(1, 0, 1, Compression::None)).await,

@@ -1,0 +1,186 @@
+//! The record of a consumer group that storage keeps across restarts (Kafka's group metadata in
+//! its offsets topic): generation, protocol, leader, and each member with its subscription and
+//! assignment.
+//!
+//! ```text
+//!  rebalance completes (Stable), group becomes Empty, a static member replaced
+//!      ──► ConsumerGroup::persist ──► GroupRecord::encode ──► Storage::put_group_state
+//!  group actor starts ──► Storage::group_state ──► GroupRecord::decode ──► ConsumerGroup::restore
+//!  broker starts ──► every stored group whose record has members is loaded
+//! ```
+//!
+//! A restored group with members is Stable at its stored generation: its members' heartbeats,
+//! syncs and commits go on as before the restart, without a rebalance, and a member that does
+//! not come back is removed when its session timeout (counted from the restart) runs out, as
+//! Kafka does when a coordinator loads a group. Only Stable and Empty groups are recorded: a
+//! rebalance cut short by the restart leaves the last completed generation, whose members rejoin
+//! when told that their newer generation is unknown.
+//!
+//! The encoding is MessagePack with field names, so that later versions can add fields with
+//! defaults; a record this build cannot read is reported and the group starts empty (its
+//! offsets are stored apart and unaffected).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// The record format this build writes and reads.
+pub const VERSION: u8 = 1;
+
+/// A group as stored. See the module docs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// [`VERSION`].
+    pub version: u8,
+    /// The generation of the last completed rebalance.
+    pub generation: i32,
+    /// The members' protocol type (`consumer`, `weir`, ...); `None` when Empty.
+    pub protocol_type: Option<String>,
+    /// The chosen assignment protocol; `None` when Empty.
+    pub protocol: Option<String>,
+    /// The leader's member id.
+    pub leader: Option<String>,
+    /// The members, in member id order.
+    pub members: Vec<MemberRecord>,
+}
+
+/// A member as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Member id.
+    pub id: String,
+    /// A static member's `group.instance.id`.
+    pub instance_id: Option<String>,
+    /// The client's id.
+    pub client_id: String,
+    /// The client's address.
+    pub client_host: String,
+    /// Session timeout, ms.
+    pub session_timeout_ms: u64,
+    /// Rebalance timeout, ms.
+    pub rebalance_timeout_ms: u64,
+    /// Its protocols in preference order, with their metadata.
+    pub protocols: Vec<(String, Bytes)>,
+    /// Its assignment in the recorded generation.
+    pub assignment: Bytes,
+}
+
+impl GroupRecord {
+    /// The stored bytes.
+    ///
+    /// # Errors
+    /// Only if MessagePack encoding fails (it does not for these types).
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        rmp_serde::to_vec_named(self).map_err(|e| e.to_string())
+    }
+
+    /// Reads stored bytes back, checking that they describe a group this build can restore.
+    ///
+    /// # Errors
+    /// Undecodable bytes, another format version, or an inconsistent record (members without a
+    /// protocol, a leader that is not a member, duplicate or empty member ids).
+    pub fn decode(bytes: &[u8]) -> Result<GroupRecord, String> {
+        let r: GroupRecord = rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
+        if r.version != VERSION {
+            return Err(format!(
+                "record version {} (this build reads {VERSION})",
+                r.version
+            ));
+        }
+        if r.generation < 0 {
+            return Err(format!("negative generation {}", r.generation));
+        }
+        if !r.members.is_empty() && (r.protocol.is_none() || r.protocol_type.is_none()) {
+            return Err("members without a protocol".into());
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for m in &r.members {
+            if m.id.is_empty() || !ids.insert(m.id.as_str()) {
+                return Err(format!("empty or duplicate member id {:?}", m.id));
+            }
+        }
+        if let Some(l) = &r.leader {
+            if !ids.contains(l.as_str()) {
+                return Err(format!("leader {l:?} is not a member"));
+            }
+        }
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> GroupRecord {
+        GroupRecord {
+            version: VERSION,
+            generation: 7,
+            protocol_type: Some("consumer".into()),
+            protocol: Some("range".into()),
+            leader: Some("a-1".into()),
+            members: vec![
+                MemberRecord {
+                    id: "a-1".into(),
+                    instance_id: None,
+                    client_id: "a".into(),
+                    client_host: "/127.0.0.1".into(),
+                    session_timeout_ms: 10_000,
+                    rebalance_timeout_ms: 30_000,
+                    protocols: vec![("range".into(), Bytes::from_static(&[0, 1, 2]))],
+                    assignment: Bytes::from_static(&[9, 9]),
+                },
+                MemberRecord {
+                    id: "b-2".into(),
+                    instance_id: Some("static-b".into()),
+                    client_id: "b".into(),
+                    client_host: "/127.0.0.1".into(),
+                    session_timeout_ms: 45_000,
+                    rebalance_timeout_ms: 300_000,
+                    protocols: vec![
+                        ("cooperative-sticky".into(), Bytes::new()),
+                        ("range".into(), Bytes::from_static(b"md")),
+                    ],
+                    assignment: Bytes::new(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let r = sample();
+        assert_eq!(GroupRecord::decode(&r.encode().unwrap()), Ok(r));
+        let empty = GroupRecord {
+            version: VERSION,
+            generation: 3,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: Vec::new(),
+        };
+        assert_eq!(GroupRecord::decode(&empty.encode().unwrap()), Ok(empty));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_restore() {
+        let check = |f: fn(&mut GroupRecord), why: &str| {
+            let mut r = sample();
+            f(&mut r);
+            assert!(GroupRecord::decode(&r.encode().unwrap()).is_err(), "{why}");
+        };
+        check(|r| r.version = VERSION + 1, "another version");
+        check(|r| r.generation = -1, "negative generation");
+        check(|r| r.protocol = None, "members without a protocol");
+        check(
+            |r| r.leader = Some("nobody".into()),
+            "a leader that is not a member",
+        );
+        check(|r| r.members[1].id = "a-1".into(), "duplicate member ids");
+        check(|r| r.members[0].id = String::new(), "an empty member id");
+        let bytes = sample().encode().unwrap();
+        for cut in 0..bytes.len() {
+            assert!(GroupRecord::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(GroupRecord::decode(&[0xc1]).is_err());
+    }
+}
