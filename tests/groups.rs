@@ -814,3 +814,48 @@ async fn members_carry_on_in_their_generation_after_a_restart() {
         h.shutdown().await.expect("shutdown");
     }
 }
+
+/// Kafka's `group.initial.rebalance.delay.ms` holds the first rebalance of any group that was
+/// Empty, not only of a new one: members arriving within the delay form one generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_initial_delay_holds_a_join_into_any_empty_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(Backend::Memory, dir.path());
+    c.groups.initial_rebalance_delay_ms = 800;
+    let h = Broker::start(c).await.expect("start");
+    // A generation, then empty again.
+    let j = h
+        .join_group("again", kafka_join("", &[("range", b"m")], false))
+        .await
+        .expect("join");
+    h.leave_group("again", vec![(j.member_id.clone(), None)])
+        .await
+        .expect("leave");
+    let d = h.describe_group("again").await.expect("describe");
+    assert_eq!(d.state, GroupState::Empty);
+    assert!(d.generation > 0);
+    // Three members 100 ms apart: one rebalance when the delay runs out, with all three.
+    let mut joins = Vec::new();
+    for _ in 0..3 {
+        let h = h.clone();
+        joins.push(tokio::spawn(async move {
+            h.join_group("again", kafka_join("", &[("range", b"m")], false))
+                .await
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut generations = BTreeSet::new();
+    let mut largest_roster = 0;
+    for j in joins {
+        let j = tokio::time::timeout(Duration::from_secs(10), j)
+            .await
+            .expect("answered")
+            .expect("task")
+            .expect("join");
+        generations.insert(j.generation);
+        largest_roster = largest_roster.max(j.members.len());
+    }
+    assert_eq!(generations.len(), 1, "one generation: {generations:?}");
+    assert_eq!(largest_roster, 3, "the leader sees all three");
+    h.shutdown().await.expect("shutdown");
+}
