@@ -859,3 +859,93 @@ async fn the_initial_delay_holds_a_join_into_any_empty_group() {
     assert_eq!(largest_roster, 3, "the leader sees all three");
     h.shutdown().await.expect("shutdown");
 }
+
+/// A member that left during a rebalance is not waited for after a restart: the group was
+/// recorded rebalancing without it, so the others are told to rejoin at once and the rebalance
+/// completes with them (Kafka, which records a group only when a rebalance completes, would
+/// wait for the departed member's session to run out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_cut_short_by_a_restart_goes_on_without_the_member_that_left() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(Backend::Segment, dir.path());
+    // The three first joins make one generation.
+    c.groups.initial_rebalance_delay_ms = 500;
+    let h = Broker::start(c.clone()).await.expect("start");
+    let join = |id: &str| weir::broker::JoinGroup {
+        session_timeout: Duration::from_secs(60),
+        ..kafka_join(id, &[("range", b"sub")], false)
+    };
+    // Three members, one generation.
+    let mut pending = Vec::new();
+    for _ in 0..3 {
+        let h = h.clone();
+        pending.push(tokio::spawn(
+            async move { h.join_group("cut", join("")).await },
+        ));
+    }
+    let mut joined = Vec::new();
+    for p in pending {
+        joined.push(p.await.expect("task").expect("join"));
+    }
+    let generation = joined[0].generation;
+    assert!(joined.iter().all(|j| j.generation == generation));
+    let mut syncs = Vec::new();
+    for j in &joined {
+        let (h, id) = (h.clone(), j.member_id.clone());
+        syncs.push(tokio::spawn(async move {
+            h.sync_group("cut", &id, generation, vec![]).await
+        }));
+    }
+    let leader = joined
+        .iter()
+        .find(|j| !j.members.is_empty())
+        .expect("leader");
+    let given = joined
+        .iter()
+        .map(|j| (j.member_id.clone(), bytes::Bytes::from(j.member_id.clone())))
+        .collect();
+    h.sync_group("cut", &leader.member_id, generation, given)
+        .await
+        .expect("leader sync");
+    for s in syncs {
+        s.await.expect("task").expect("sync");
+    }
+    // One leaves; the broker stops before the others rejoin.
+    let gone = joined.pop().expect("member");
+    h.leave_group("cut", vec![(gone.member_id.clone(), None)])
+        .await
+        .expect("leave");
+    h.shutdown().await.expect("shutdown");
+
+    let h = Broker::start(c).await.expect("restart");
+    let d = h.describe_group("cut").await.expect("describe");
+    assert_eq!(d.state, GroupState::PreparingRebalance);
+    let members: BTreeSet<String> = d.members.iter().map(|m| m.member_id.clone()).collect();
+    let stayed: BTreeSet<String> = joined.iter().map(|j| j.member_id.clone()).collect();
+    assert_eq!(members, stayed, "the member that left is not restored");
+    let started = Instant::now();
+    let mut rejoins = Vec::new();
+    for j in &joined {
+        assert!(matches!(
+            h.heartbeat("cut", &j.member_id, generation).await,
+            Err(BrokerError::RebalanceInProgress)
+        ));
+        let (h, id) = (h.clone(), j.member_id.clone());
+        rejoins.push(tokio::spawn(
+            async move { h.join_group("cut", join(&id)).await },
+        ));
+    }
+    for r in rejoins {
+        let j = r.await.expect("task").expect("rejoin");
+        assert!(j.generation > generation);
+    }
+    // (Each member's session is 60 s: waiting for the one that left would take that long.)
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "completed without waiting for the departed member: {:?}",
+        started.elapsed()
+    );
+    let d = h.describe_group("cut").await.expect("describe");
+    assert_eq!(d.members.len(), 2);
+    h.shutdown().await.expect("shutdown");
+}

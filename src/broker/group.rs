@@ -165,14 +165,18 @@ impl ConsumerGroup {
         id
     }
 
-    /// The record to store, for a Stable or Empty group (see [`super::group_record`]).
+    /// The record to store (see [`super::group_record`]); none for a deleted group.
     fn record(&self) -> Option<GroupRecord> {
-        if !matches!(self.state, GroupState::Stable | GroupState::Empty) {
+        if self.state == GroupState::Dead {
             return None;
         }
         Some(GroupRecord {
             version: VERSION,
             generation: self.generation,
+            rebalancing: matches!(
+                self.state,
+                GroupState::PreparingRebalance | GroupState::CompletingRebalance
+            ),
             protocol_type: self.protocol_type.clone(),
             protocol: self.protocol.clone(),
             leader: self.leader.clone(),
@@ -221,8 +225,10 @@ impl ConsumerGroup {
     }
 
     /// Takes the stored record's state: a group with members is Stable in the recorded
-    /// generation, their sessions counted from now.
-    fn restore(&mut self, record: GroupRecord) {
+    /// generation, their sessions counted from now, or, if it was rebalancing, rebalances again
+    /// (its members are told to rejoin).
+    fn restore(&mut self, record: GroupRecord, ctx: &mut Context<Self>) {
+        let rebalancing = record.rebalancing;
         let now = Instant::now();
         self.generation = record.generation;
         self.protocol_type = record.protocol_type;
@@ -255,6 +261,9 @@ impl ConsumerGroup {
         } else {
             GroupState::Stable
         };
+        if rebalancing && self.state == GroupState::Stable {
+            self.prepare_rebalance(ctx);
+        }
     }
 
     /// Protocols every member supports.
@@ -380,10 +389,10 @@ impl ConsumerGroup {
         if broker_assigns {
             self.assign_on_broker(&protocol);
             self.state = GroupState::Stable;
-            self.persist(ctx);
         } else {
             self.state = GroupState::CompletingRebalance;
         }
+        self.persist(ctx);
         let leader = self.leader.clone().unwrap_or_default();
         let roster: Vec<JoinedMember> = self
             .members
@@ -462,9 +471,9 @@ impl ConsumerGroup {
     }
 
     fn remove_member(&mut self, id: &str, ctx: &mut Context<Self>) {
-        if let Some(mut m) = self.members.remove(id) {
+        let removed = self.members.remove(id).map(|mut m| {
             m.fail_waiting(&BrokerError::UnknownMember(id.to_string()));
-        }
+        });
         if self.leader.as_deref() == Some(id) {
             self.leader = None;
         }
@@ -483,6 +492,11 @@ impl ConsumerGroup {
                 }
             }
             GroupState::Empty | GroupState::Dead => {}
+        }
+        // A rebalance still waiting for members is recorded without the one that went, so that
+        // after a restart the others do not wait for it (a completed join recorded itself).
+        if removed.is_some() && self.state == GroupState::PreparingRebalance {
+            self.persist(ctx);
         }
     }
 
@@ -607,14 +621,14 @@ impl Actor for ConsumerGroup {
                 (offsets, storage.group_state(&id).await)
             }
             .into_actor(self)
-            .map(|(offsets, record), act, _| {
+            .map(|(offsets, record), act, ctx| {
                 match offsets {
                     Ok(v) => act.offsets = v.into_iter().collect(),
                     Err(e) => eprintln!("weir: group {}: loading offsets failed: {e}", act.id),
                 }
                 match record.map(|r| r.map(|bytes| GroupRecord::decode(&bytes))) {
                     Ok(None) => {}
-                    Ok(Some(Ok(record))) => act.restore(record),
+                    Ok(Some(Ok(record))) => act.restore(record, ctx),
                     Ok(Some(Err(e))) => eprintln!(
                         "weir: group {}: its stored record is unreadable ({e}); it starts empty",
                         act.id

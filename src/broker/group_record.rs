@@ -3,7 +3,8 @@
 //! assignment.
 //!
 //! ```text
-//!  rebalance completes (Stable), group becomes Empty, a static member replaced
+//!  join phase completes, leader's assignment (Stable), group becomes Empty, a member removed
+//!  during a rebalance, a static member replaced
 //!      ──► ConsumerGroup::persist ──► GroupRecord::encode ──► Storage::put_group_state
 //!  group actor starts ──► Storage::group_state ──► GroupRecord::decode ──► ConsumerGroup::restore
 //!  broker starts ──► every stored group whose record has members is loaded
@@ -12,9 +13,11 @@
 //! A restored group with members is Stable at its stored generation: its members' heartbeats,
 //! syncs and commits go on as before the restart, without a rebalance, and a member that does
 //! not come back is removed when its session timeout (counted from the restart) runs out, as
-//! Kafka does when a coordinator loads a group. Only Stable and Empty groups are recorded: a
-//! rebalance cut short by the restart leaves the last completed generation, whose members rejoin
-//! when told that their newer generation is unknown.
+//! Kafka does when a coordinator loads a group. A group recorded in a rebalance rebalances
+//! again when restored: its members are told to rejoin, and a member that had left before the
+//! restart is not waited for (Kafka records a group only when a rebalance completes, so a member
+//! that left during one is waited for until its session runs out). A member that joined during
+//! the rebalance is not recorded: its next request finds it unknown and it joins again.
 //!
 //! The encoding is MessagePack with field names, so that later versions can add fields with
 //! defaults; a record this build cannot read is reported and the group starts empty (its
@@ -31,8 +34,12 @@ pub const VERSION: u8 = 1;
 pub struct GroupRecord {
     /// [`VERSION`].
     pub version: u8,
-    /// The generation of the last completed rebalance.
+    /// The group's generation.
     pub generation: i32,
+    /// A rebalance was under way (members left it, or it waited for the leader's assignment):
+    /// a restored group starts it again.
+    #[serde(default)]
+    pub rebalancing: bool,
     /// The members' protocol type (`consumer`, `weir`, ...); `None` when Empty.
     pub protocol_type: Option<String>,
     /// The chosen assignment protocol; `None` when Empty.
@@ -89,8 +96,14 @@ impl GroupRecord {
         if r.generation < 0 {
             return Err(format!("negative generation {}", r.generation));
         }
-        if !r.members.is_empty() && (r.protocol.is_none() || r.protocol_type.is_none()) {
+        // (A rebalance into an empty group has not chosen its protocol yet.)
+        if !r.members.is_empty()
+            && (r.protocol_type.is_none() || (r.protocol.is_none() && !r.rebalancing))
+        {
             return Err("members without a protocol".into());
+        }
+        if r.members.is_empty() && r.rebalancing {
+            return Err("a rebalance without members".into());
         }
         let mut ids = std::collections::BTreeSet::new();
         for m in &r.members {
@@ -115,6 +128,7 @@ mod tests {
         GroupRecord {
             version: VERSION,
             generation: 7,
+            rebalancing: false,
             protocol_type: Some("consumer".into()),
             protocol: Some("range".into()),
             leader: Some("a-1".into()),
@@ -153,6 +167,7 @@ mod tests {
         let empty = GroupRecord {
             version: VERSION,
             generation: 3,
+            rebalancing: false,
             protocol_type: None,
             protocol: None,
             leader: None,
@@ -171,6 +186,14 @@ mod tests {
         check(|r| r.version = VERSION + 1, "another version");
         check(|r| r.generation = -1, "negative generation");
         check(|r| r.protocol = None, "members without a protocol");
+        check(
+            |r| {
+                r.members.clear();
+                r.leader = None;
+                r.rebalancing = true;
+            },
+            "a rebalance without members",
+        );
         check(
             |r| r.leader = Some("nobody".into()),
             "a leader that is not a member",

@@ -1,0 +1,304 @@
+"""Crash soak with real Kafka clients: a `weir serve` killed (-9, or stopped with SIGTERM) and
+restarted again and again while an idempotent confluent-kafka producer writes keyed records and
+a consumer group reads them and commits. Not part of CI; see README ("Tests beyond CI").
+
+    .venv/bin/python scripts/soak-kafka.py [--minutes M] [--bin PATH] [--consumers N]
+
+Without --bin it builds `cargo build --release --bin weir`. At the end it checks:
+- the producer was told every record was delivered (no delivery errors, idempotence included);
+- the topic holds every delivered record exactly once, at the offset its delivery reported,
+  in the order sent per key;
+- the group, whose members are replaced now and then, read every record (at least once) and
+  committed every partition's end; how many records it read twice is reported (a member
+  leaving commits first, and a restart keeps the group's generation, so few or none);
+- the server never exited on its own.
+Exits non-zero with a message when one fails. Seeded (`--seed`) for the choice of kills.
+"""
+import argparse
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import confluent_kafka as ck
+from confluent_kafka.admin import AdminClient, NewTopic
+
+TOPIC = "soak"
+# librdkafka logs every refused reconnect while the server is down; the checks say what matters.
+QUIET = {"log_level": 2}
+PARTITIONS = 6
+KEYS = 60
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`weir serve` on a fixed Kafka port and one data directory, restarted at will."""
+
+    def __init__(self, binary, work, port):
+        self.binary, self.work, self.port = binary, work, port
+        self.config = os.path.join(work, "weir.toml")
+        with open(self.config, "w") as f:
+            f.write(f'data_dir = "{work}/data"\n[listeners]\nnative = "127.0.0.1:0"\n'
+                    f'kafka = "127.0.0.1:{port}"\n')
+        self.proc = None
+        self.restarts = 0
+
+    def start(self):
+        log = open(os.path.join(self.work, f"serve-{self.restarts}.log"), "w")
+        self.proc = subprocess.Popen([self.binary, "serve", "--config", self.config],
+                                     stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                sys.exit(f"weir serve exited with {self.proc.returncode} while starting; "
+                         f"see {log.name}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        sys.exit("weir serve did not listen within 60 s")
+
+    def check_alive(self):
+        if self.proc.poll() is not None:
+            sys.exit(f"weir serve exited on its own with {self.proc.returncode} "
+                     f"(logs in {self.work})")
+
+    def stop(self, how):
+        self.check_alive()
+        self.proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
+        code = self.proc.wait(60)
+        if how == "term" and code != 0:
+            sys.exit(f"weir serve exited {code} on SIGTERM (logs in {self.work})")
+        self.restarts += 1
+
+
+class Producer(threading.Thread):
+    """Keyed values `key-K:N` (N counts per key), as fast as librdkafka takes them, up to `rate`."""
+
+    def __init__(self, boot, rate):
+        super().__init__(daemon=True)
+        self.p = ck.Producer({"bootstrap.servers": boot, "enable.idempotence": True,
+                              "linger.ms": 5, "message.timeout.ms": 600000,
+                              "reconnect.backoff.max.ms": 500, **QUIET})
+        self.rate, self.stop = rate, threading.Event()
+        self.delivered, self.errors, self.sent = {}, [], 0
+
+    def on_delivery(self, err, msg):
+        if err is not None:
+            self.errors.append(f"{err} ({msg.value()!r})")
+        else:
+            self.delivered[msg.value().decode()] = (msg.partition(), msg.offset())
+
+    def run(self):
+        per_key = [0] * KEYS
+        start = time.time()
+        while not self.stop.is_set():
+            k = self.sent % KEYS
+            value = f"key-{k}:{per_key[k]}"
+            try:
+                self.p.produce(TOPIC, key=f"key-{k}", value=value, on_delivery=self.on_delivery)
+            except BufferError:
+                self.p.poll(0.05)
+                continue
+            per_key[k] += 1
+            self.sent += 1
+            self.p.poll(0)
+            ahead = self.sent / self.rate - (time.time() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+        left = self.p.flush(600)
+        if left:
+            self.errors.append(f"{left} records not delivered after the final flush")
+
+
+class Member(threading.Thread):
+    """A group member: reads, commits every ~2,000 records (failures tolerated: the server may
+    be down), and records what it read."""
+
+    def __init__(self, boot, name, strategy):
+        super().__init__(daemon=True)
+        self.c = ck.Consumer({"bootstrap.servers": boot, "group.id": "soak",
+                              "client.id": name, "enable.auto.commit": False,
+                              "auto.offset.reset": "earliest",
+                              "partition.assignment.strategy": strategy,
+                              "reconnect.backoff.max.ms": 500, **QUIET})
+        self.stop = threading.Event()
+        self.read, self.assigns, self.commit_errors = [], 0, 0
+
+    def on_assign(self, consumer, partitions):
+        self.assigns += 1
+
+    def run(self):
+        self.c.subscribe([TOPIC], on_assign=self.on_assign)
+        since_commit = 0
+        while not self.stop.is_set():
+            for m in self.c.consume(500, 0.5):
+                if m.error() is None:
+                    self.read.append((m.partition(), m.offset(), m.value().decode()))
+                    since_commit += 1
+            if since_commit >= 2000:
+                try:
+                    self.c.commit(asynchronous=False)
+                    since_commit = 0
+                except ck.KafkaException:
+                    self.commit_errors += 1
+        try:
+            self.c.commit(asynchronous=False)
+        except ck.KafkaException as e:
+            if e.args[0].code() != ck.KafkaError._NO_OFFSET:
+                self.commit_errors += 1
+        self.c.close()
+
+
+def read_topic(boot):
+    """Every record of the topic: {partition: [(offset, value)]}."""
+    c = ck.Consumer({"bootstrap.servers": boot, "group.id": "soak-check",
+                     "enable.auto.commit": False, "enable.partition.eof": True, **QUIET})
+    ends = {p: c.get_watermark_offsets(ck.TopicPartition(TOPIC, p), 30)[1]
+            for p in range(PARTITIONS)}
+    c.assign([ck.TopicPartition(TOPIC, p, ck.OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    out = {p: [] for p in range(PARTITIONS)}
+    done = {p for p, e in ends.items() if e == 0}
+    deadline = time.time() + 300
+    while len(done) < PARTITIONS and time.time() < deadline:
+        for m in c.consume(1000, 1):
+            if m.error() is None:
+                out[m.partition()].append((m.offset(), m.value().decode()))
+                if m.offset() + 1 >= ends[m.partition()]:
+                    done.add(m.partition())
+            elif m.error().code() != ck.KafkaError._PARTITION_EOF:
+                sys.exit(f"reading the topic back: {m.error()}")
+    c.close()
+    if len(done) < PARTITIONS:
+        sys.exit("reading the topic back did not reach every partition's end in 300 s")
+    return out, ends
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=5)
+    ap.add_argument("--bin")
+    ap.add_argument("--consumers", type=int, default=3)
+    ap.add_argument("--rate", type=int, default=20000, help="records/s offered")
+    ap.add_argument("--seed", type=int, default=int(time.time()))
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    print(f"seed {args.seed}", flush=True)
+    binary = args.bin
+    if binary is None:
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "weir"], check=True)
+        binary = os.path.abspath("target/release/weir")
+    work = tempfile.mkdtemp(prefix="weir-soak-")
+    port = free_port()
+    server = Server(binary, work, port)
+    server.start()
+    boot = f"127.0.0.1:{port}"
+    admin = AdminClient({"bootstrap.servers": boot, **QUIET})
+    for f in admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)]).values():
+        f.result(30)
+
+    producer = Producer(boot, args.rate)
+    producer.start()
+    strategies = ["cooperative-sticky", "range"]
+    members = [Member(boot, f"m{i}", strategies[args.seed % 2]) for i in range(args.consumers)]
+    for m in members:
+        m.start()
+
+    end = time.time() + args.minutes * 60
+    kills = terms = replaced = 0
+    live = list(members)
+    while time.time() < end:
+        time.sleep(rng.uniform(2, 8))
+        if rng.random() < 0.3:
+            # Membership churn between crashes: one member leaves, a new one joins.
+            gone = live.pop(rng.randrange(len(live)))
+            gone.stop.set()
+            gone.join(120)
+            new = Member(boot, f"m{len(members)}", strategies[args.seed % 2])
+            new.start()
+            members.append(new)
+            live.append(new)
+            replaced += 1
+        how = "kill" if rng.random() < 0.8 else "term"
+        server.stop(how)
+        kills, terms = kills + (how == "kill"), terms + (how == "term")
+        time.sleep(rng.uniform(0, 1.5))
+        server.start()
+        print(f"{time.time() - end + args.minutes * 60:6.0f} s: {how}, restarted; "
+              f"{producer.sent} sent, {len(producer.delivered)} delivered, "
+              f"{sum(len(m.read) for m in members)} read", flush=True)
+
+    producer.stop.set()
+    producer.join()
+    server.check_alive()
+    problems = []
+    if producer.errors:
+        problems.append(f"{len(producer.errors)} delivery errors, first: {producer.errors[:3]}")
+    if len(producer.delivered) != producer.sent:
+        problems.append(f"{producer.sent} sent, {len(producer.delivered)} delivered")
+    stored, ends = read_topic(boot)
+    seen, last = {}, {}
+    for p, records in stored.items():
+        for offset, value in records:
+            if value in seen:
+                problems.append(f"{value} stored twice: {seen[value]} and {(p, offset)}")
+            seen[value] = (p, offset)
+            key, n = value.split(":")
+            if last.get(key, -1) >= int(n):
+                problems.append(f"{key} out of order at {(p, offset)}: {n} after {last[key]}")
+            last[key] = int(n)
+    for value, at in producer.delivered.items():
+        if seen.get(value) != at:
+            problems.append(f"{value} delivered at {at}, stored at {seen.get(value)}")
+    total = sum(ends.values())
+
+    # The group catches up, commits, and stops.
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        offsets = {(p, o) for m in members for p, o, _ in m.read}
+        if len(offsets) >= total:
+            break
+        time.sleep(1)
+    for m in members:
+        m.stop.set()
+    for m in members:
+        m.join(60)
+    offsets = {(p, o) for m in members for p, o, _ in m.read}
+    missing = total - len(offsets)
+    if missing:
+        problems.append(f"the group never read {missing} of {total} records")
+    check = ck.Consumer({"bootstrap.servers": boot, "group.id": "soak", **QUIET})
+    committed = check.committed([ck.TopicPartition(TOPIC, p) for p in range(PARTITIONS)], 30)
+    check.close()
+    for tp in committed:
+        if tp.offset != ends[tp.partition]:
+            problems.append(f"partition {tp.partition}: committed {tp.offset}, end "
+                            f"{ends[tp.partition]}")
+    reads = sum(len(m.read) for m in members)
+    server.stop("term")
+    print(f"{args.minutes} min, seed {args.seed}: {kills} kill -9 and {terms} SIGTERM restarts, "
+          f"{replaced} members replaced; "
+          f"{producer.sent} records produced, {total} stored; the group read {reads} "
+          f"({reads - len(offsets)} twice), {sum(m.assigns for m in members)} assignments, "
+          f"{sum(m.commit_errors for m in members)} failed commits")
+    if problems:
+        print("FAILED:", *problems[:20], sep="\n  ")
+        print(f"server logs and data in {work}")
+        sys.exit(1)
+    subprocess.run(["rm", "-rf", work], check=True)
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
