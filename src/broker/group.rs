@@ -25,9 +25,10 @@
 //! loaded when the actor starts, so a group resumes after a broker restart. For the same
 //! reason a group without members can unload after `[groups] empty_group_unload_ms` and be
 //! loaded again when next named: groups that clients name once do not accumulate. Membership
-//! is stored too ([`super::group_record`]): each completed rebalance, and the group becoming
-//! Empty, write the group's record before anything else reaches the actor; a restarted broker
-//! loads every group that had members, which carry on in their generation without a rebalance.
+//! is stored too ([`super::group_record`]): a completed join phase, the leader's assignment,
+//! the group becoming Empty and a member removed during a rebalance write the group's record
+//! before anything else reaches the actor; a restarted broker loads every group that had
+//! members, which carry on in their generation without a rebalance.
 //!
 //! Static members (Kafka's `group.instance.id`, KIP-345) join without MEMBER_ID_REQUIRED; one
 //! that restarts (a join with its instance id and no member id) replaces its old incarnation,
@@ -109,6 +110,9 @@ pub struct ConsumerGroup {
     /// Ids handed out with MEMBER_ID_REQUIRED, waiting for the member's second join.
     pending: BTreeMap<String, Instant>,
     offsets: BTreeMap<TopicPartition, CommittedOffset>,
+    /// `offsets` holds what storage has (false after a failed load: then nothing is removed
+    /// from storage on the strength of `offsets` being empty).
+    offsets_loaded: bool,
     rebalance_deadline: Option<SpawnHandle>,
     /// The rebalance deadline is the initial delay of a join into an Empty group (Kafka's
     /// `group.initial.rebalance.delay.ms`): it runs out even when everyone has joined.
@@ -141,6 +145,7 @@ impl ConsumerGroup {
             members: BTreeMap::new(),
             pending: BTreeMap::new(),
             offsets: BTreeMap::new(),
+            offsets_loaded: false,
             rebalance_deadline: None,
             initial_delay: false,
             next_member: 0,
@@ -535,7 +540,7 @@ impl ConsumerGroup {
         if since.elapsed() < Duration::from_millis(self.settings.empty_group_unload_ms) {
             return;
         }
-        if self.offsets.is_empty() && self.generation > 0 {
+        if self.offsets_loaded && self.offsets.is_empty() && self.generation > 0 {
             // Nothing of it is worth keeping: its record goes too (Kafka's cleanup removes an
             // empty group without offsets), then it unloads (nothing else runs in between).
             let (storage, id) = (self.storage.clone(), self.id.clone());
@@ -546,7 +551,6 @@ impl ConsumerGroup {
                         if let Err(e) = r {
                             eprintln!("weir: group {}: removing its record failed: {e}", act.id);
                         }
-                        act.generation = 0;
                         act.unload(ctx);
                     }),
             );
@@ -623,7 +627,10 @@ impl Actor for ConsumerGroup {
             .into_actor(self)
             .map(|(offsets, record), act, ctx| {
                 match offsets {
-                    Ok(v) => act.offsets = v.into_iter().collect(),
+                    Ok(v) => {
+                        act.offsets = v.into_iter().collect();
+                        act.offsets_loaded = true;
+                    }
                     Err(e) => eprintln!("weir: group {}: loading offsets failed: {e}", act.id),
                 }
                 match record.map(|r| r.map(|bytes| GroupRecord::decode(&bytes))) {
