@@ -214,6 +214,19 @@ fn inspect(backend: &str, data_dir: PathBuf) -> anyhow::Result<()> {
             println!("  metadata {key}: {} bytes", value.len());
         }
         for group in storage.list_groups().await? {
+            if let Some(bytes) = storage.group_state(&group).await? {
+                match weir::broker::group_record::GroupRecord::decode(&bytes) {
+                    Ok(r) => println!(
+                        "  group {group}: generation {}{}, {} members{}",
+                        r.generation,
+                        if r.rebalancing { " (rebalancing)" } else { "" },
+                        r.members.len(),
+                        r.protocol
+                            .map_or(String::new(), |p| format!(", protocol {p}"))
+                    ),
+                    Err(e) => println!("  group {group}: unreadable record ({e})"),
+                }
+            }
             for (tp, off) in storage.fetch_offsets(&group).await? {
                 println!("  group {group}: {tp} committed at {}", off.offset);
             }

@@ -94,6 +94,33 @@ async fn serve_stop_restart_keeps_records_and_offsets() {
         );
         drop(remote);
         child.terminate();
+
+        // `weir inspect` reads the stopped server's directory.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["inspect", "--backend", backend])
+            .arg(dir.path().join("data"))
+            .output()
+            .expect("weir inspect");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{backend}: {text}");
+        let (logs, offsets): (i64, i64) = text.lines().fold((0, 0), |(l, o), line| {
+            let n = |s: &str| s.trim().parse::<i64>().unwrap_or(0);
+            if let Some(rest) = line.trim().strip_prefix("log kept-") {
+                let records = rest.split(" (").nth(1).and_then(|r| r.split(' ').next());
+                (l + records.map_or(0, n), o)
+            } else if let Some(rest) = line.trim().strip_prefix("group keepers: kept-") {
+                (l, o + rest.rsplit(' ').next().map_or(0, n))
+            } else {
+                (l, o)
+            }
+        });
+        assert_eq!((logs, offsets), (100, 100), "{backend}: {text}");
+        // The consumer left: the group's record says Empty, at the generation it reached.
+        assert!(
+            text.lines()
+                .any(|l| l.contains("group keepers: generation") && l.contains(", 0 members")),
+            "{backend}: {text}"
+        );
     }
 }
 
