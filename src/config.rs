@@ -752,6 +752,13 @@ pub struct GroupsSection {
     /// offsets and generation stay in storage; a group without offsets is forgotten) and the
     /// next request naming it loads it again.
     pub empty_group_unload_ms: u64,
+    /// How long committed offsets are kept (Kafka's `offsets.retention.minutes`, in ms): those
+    /// of a group that had members expire this long after it became Empty, those committed
+    /// without group membership this long after each commit; a group left without offsets is
+    /// forgotten. -1 keeps them forever.
+    pub offsets_retention_ms: i64,
+    /// How often expired offsets are looked for (Kafka's `offsets.retention.check.interval.ms`).
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 impl Default for GroupsSection {
@@ -761,6 +768,8 @@ impl Default for GroupsSection {
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
             empty_group_unload_ms: 60_000,
+            offsets_retention_ms: 604_800_000,
+            offsets_retention_check_interval_ms: 600_000,
         }
     }
 }
@@ -944,6 +953,18 @@ impl Config {
         if g.empty_group_unload_ms == 0 {
             return Err(ConfigError::Invalid {
                 key: "groups.empty_group_unload_ms",
+                message: "must be positive".into(),
+            });
+        }
+        if g.offsets_retention_ms == 0 || g.offsets_retention_ms < -1 {
+            return Err(ConfigError::Invalid {
+                key: "groups.offsets_retention_ms",
+                message: "must be positive, or -1 to keep offsets forever".into(),
+            });
+        }
+        if g.offsets_retention_check_interval_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "groups.offsets_retention_check_interval_ms",
                 message: "must be positive".into(),
             });
         }

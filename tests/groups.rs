@@ -949,3 +949,118 @@ async fn a_rebalance_cut_short_by_a_restart_goes_on_without_the_member_that_left
     assert_eq!(d.members.len(), 2);
     h.shutdown().await.expect("shutdown");
 }
+
+/// Kafka's offset expiration (`offsets.retention.minutes`, KIP-211): offsets committed without
+/// membership expire by their commit time; a group's stay while it has members, however old,
+/// and go `offsets_retention_ms` after it became Empty; a group left without offsets is
+/// forgotten (not listed, nothing stored), also across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_expire_after_the_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(Backend::Segment, dir.path());
+    c.groups.offsets_retention_ms = 2_000;
+    c.groups.offsets_retention_check_interval_ms = 100;
+    c.groups.empty_group_unload_ms = 200;
+    let h = Broker::start(c.clone()).await.expect("start");
+    let tp = TopicPartition::new("t", 0);
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64
+    };
+    let at = |offset: i64, ms: i64| weir_storage::CommittedOffset {
+        commit_timestamp_ms: ms,
+        ..committed(offset)
+    };
+    // Standalone commits: one already older than the retention, one fresh.
+    h.commit_offsets(
+        "standalone",
+        "",
+        -1,
+        vec![
+            (tp.clone(), at(1, now() - 5_000)),
+            (TopicPartition::new("t", 1), at(2, now())),
+        ],
+    )
+    .await
+    .expect("commit");
+    // A member commits, and stays past the retention.
+    let j = h
+        .join_group("members", kafka_join("", &[("range", b"m")], false))
+        .await
+        .expect("join");
+    h.sync_group("members", &j.member_id, j.generation, vec![])
+        .await
+        .expect("sync");
+    // (Commit times by which, alone, one would have expired already and the other never.)
+    h.commit_offsets(
+        "members",
+        &j.member_id,
+        j.generation,
+        vec![
+            (tp.clone(), at(7, now() - 5_000)),
+            (TopicPartition::new("t", 1), at(8, now() + 600_000)),
+        ],
+    )
+    .await
+    .expect("commit");
+    let offsets = |h: BrokerHandle, g: &'static str| async move {
+        h.fetch_offsets(g, None)
+            .await
+            .expect("fetch")
+            .into_iter()
+            .map(|(tp, o)| (tp.partition, o.offset))
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        h.heartbeat("members", &j.member_id, j.generation)
+            .await
+            .expect("heartbeat");
+    }
+    assert_eq!(
+        offsets(h.clone(), "members").await,
+        vec![(0, 7), (1, 8)],
+        "kept while a member is there"
+    );
+    assert_eq!(
+        offsets(h.clone(), "standalone").await,
+        vec![(1, 2)],
+        "the old standalone commit expired, the fresh one not yet"
+    );
+    // The member leaves: its group's offsets go a retention later, then the group.
+    h.leave_group("members", vec![(j.member_id.clone(), None)])
+        .await
+        .expect("leave");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        offsets(h.clone(), "members").await,
+        vec![(0, 7), (1, 8)],
+        "not yet"
+    );
+    h.shutdown().await.expect("shutdown");
+    // The time it became Empty is stored with it: both go by that.
+    let h = Broker::start(c).await.expect("restart");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = h.list_groups().await.expect("list");
+        if listed.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still listed: {listed:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(offsets(h.clone(), "members").await.is_empty());
+    assert!(offsets(h.clone(), "standalone").await.is_empty());
+    let d = h.describe_group("members").await.expect("describe");
+    assert_eq!(d.state, GroupState::Dead, "forgotten");
+    h.shutdown().await.expect("shutdown");
+    let storage = weir_segment::SegmentStorage::open(dir.path())
+        .await
+        .expect("open the data directory");
+    let groups = weir_storage::Storage::list_groups(&storage)
+        .await
+        .expect("list");
+    assert!(groups.is_empty(), "nothing stored: {groups:?}");
+}

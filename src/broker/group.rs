@@ -50,7 +50,7 @@ use super::error::BrokerError;
 use super::group_record::{GroupRecord, MemberRecord, VERSION};
 use super::registry::Routes;
 use super::types::{
-    GroupDescription, GroupState, JoinGroup, JoinResult, JoinedMember, MemberDescription,
+    now_ms, GroupDescription, GroupState, JoinGroup, JoinResult, JoinedMember, MemberDescription,
     SyncResult, WEIR_PROTOCOL_TYPE,
 };
 use crate::config::GroupsSection;
@@ -110,6 +110,10 @@ pub struct ConsumerGroup {
     /// Ids handed out with MEMBER_ID_REQUIRED, waiting for the member's second join.
     pending: BTreeMap<String, Instant>,
     offsets: BTreeMap<TopicPartition, CommittedOffset>,
+    /// When the group last became Empty, ms since the epoch (stored with its record); its
+    /// offsets expire `[groups] offsets_retention_ms` later. `None` for a group that never had
+    /// members: its offsets expire by their commit times.
+    emptied_at_ms: Option<i64>,
     /// `offsets` holds what storage has (false after a failed load: then nothing is removed
     /// from storage on the strength of `offsets` being empty).
     offsets_loaded: bool,
@@ -145,6 +149,7 @@ impl ConsumerGroup {
             members: BTreeMap::new(),
             pending: BTreeMap::new(),
             offsets: BTreeMap::new(),
+            emptied_at_ms: None,
             offsets_loaded: false,
             rebalance_deadline: None,
             initial_delay: false,
@@ -185,6 +190,9 @@ impl ConsumerGroup {
             protocol_type: self.protocol_type.clone(),
             protocol: self.protocol.clone(),
             leader: self.leader.clone(),
+            empty_since_ms: self
+                .emptied_at_ms
+                .filter(|_| self.state == GroupState::Empty),
             members: self
                 .members
                 .iter()
@@ -239,6 +247,7 @@ impl ConsumerGroup {
         self.protocol_type = record.protocol_type;
         self.protocol = record.protocol;
         self.leader = record.leader;
+        self.emptied_at_ms = record.empty_since_ms;
         self.members = record
             .members
             .into_iter()
@@ -368,6 +377,7 @@ impl ConsumerGroup {
             self.protocol = None;
             self.protocol_type = None;
             self.leader = None;
+            self.emptied_at_ms = Some(now_ms());
             self.persist(ctx);
             return;
         }
@@ -491,6 +501,7 @@ impl ConsumerGroup {
                     self.state = GroupState::Empty;
                     self.protocol = None;
                     self.protocol_type = None;
+                    self.emptied_at_ms = Some(now_ms());
                     self.persist(ctx);
                 } else {
                     self.prepare_rebalance(ctx);
@@ -1140,6 +1151,71 @@ impl Handler<DescribeGroup> for ConsumerGroup {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         })
+    }
+}
+
+/// Removes the committed offsets that `[groups] offsets_retention_ms` says have expired (Kafka's
+/// offset expiration, KIP-211): none while the group has members; all of them once it has been
+/// Empty for the retention; for a group that never had members, each offset by its commit time.
+/// Answers how many were removed. A group left without offsets is forgotten when it unloads.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<usize, BrokerError>")]
+pub struct ExpireOffsets {
+    /// The time to judge by, ms since the epoch.
+    pub now_ms: i64,
+    /// `[groups] offsets_retention_ms` (positive).
+    pub retention_ms: i64,
+}
+
+/// The offsets of a group in `state`, last Empty since `emptied_at_ms`, that have expired at
+/// `now_ms` (see [`ExpireOffsets`]).
+pub fn expired_offsets<'a>(
+    state: GroupState,
+    emptied_at_ms: Option<i64>,
+    offsets: impl IntoIterator<Item = (&'a TopicPartition, &'a CommittedOffset)>,
+    now_ms: i64,
+    retention_ms: i64,
+) -> Vec<TopicPartition> {
+    if state != GroupState::Empty {
+        return Vec::new();
+    }
+    let due = |at: i64| now_ms.saturating_sub(at) >= retention_ms;
+    offsets
+        .into_iter()
+        .filter(|(_, o)| emptied_at_ms.map_or(due(o.commit_timestamp_ms), due))
+        .map(|(tp, _)| tp.clone())
+        .collect()
+}
+
+impl Handler<ExpireOffsets> for ConsumerGroup {
+    type Result = AtomicResponse<Self, Result<usize, BrokerError>>;
+
+    fn handle(&mut self, msg: ExpireOffsets, _: &mut Self::Context) -> Self::Result {
+        let expired = expired_offsets(
+            self.state,
+            self.emptied_at_ms,
+            &self.offsets,
+            msg.now_ms,
+            msg.retention_ms,
+        );
+        if expired.is_empty() || !self.offsets_loaded {
+            return AtomicResponse::new(Box::pin(async { Ok(0) }.into_actor(self)));
+        }
+        let (storage, id) = (self.storage.clone(), self.id.clone());
+        AtomicResponse::new(Box::pin(
+            async move {
+                storage.delete_offsets(&id, &expired).await?;
+                Ok(expired)
+            }
+            .into_actor(self)
+            .map(|r: Result<Vec<TopicPartition>, BrokerError>, act, _| {
+                let expired = r?;
+                for tp in &expired {
+                    act.offsets.remove(tp);
+                }
+                Ok(expired.len())
+            }),
+        ))
     }
 }
 

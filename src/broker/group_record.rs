@@ -46,6 +46,10 @@ pub struct GroupRecord {
     pub protocol: Option<String>,
     /// The leader's member id.
     pub leader: Option<String>,
+    /// When the group last became Empty (ms since the epoch): its offsets expire
+    /// `[groups] offsets_retention_ms` later.
+    #[serde(default)]
+    pub empty_since_ms: Option<i64>,
     /// The members, in member id order.
     pub members: Vec<MemberRecord>,
 }
@@ -132,6 +136,7 @@ mod tests {
             protocol_type: Some("consumer".into()),
             protocol: Some("range".into()),
             leader: Some("a-1".into()),
+            empty_since_ms: None,
             members: vec![
                 MemberRecord {
                     id: "a-1".into(),
@@ -171,6 +176,7 @@ mod tests {
             protocol_type: None,
             protocol: None,
             leader: None,
+            empty_since_ms: Some(1_700_000_000_000),
             members: Vec::new(),
         };
         assert_eq!(GroupRecord::decode(&empty.encode().unwrap()), Ok(empty));

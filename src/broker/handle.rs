@@ -153,6 +153,7 @@ impl Broker {
             .map_err(BrokerError::from)??;
         handle.load_groups_with_members().await?;
         handle.start_transaction_timer();
+        handle.start_offsets_retention_timer();
         Ok(handle)
     }
 }
@@ -683,6 +684,85 @@ impl BrokerHandle {
                 tokio::time::sleep(period).await;
             }
         });
+    }
+
+    /// Every `[groups] offsets_retention_check_interval_ms`, expires committed offsets (see
+    /// [`BrokerHandle::expire_offsets`]), unless `offsets_retention_ms` is -1.
+    fn start_offsets_retention_timer(&self) {
+        let groups = &self.shared.config.groups;
+        if groups.offsets_retention_ms < 0 {
+            return;
+        }
+        let period = Duration::from_millis(groups.offsets_retention_check_interval_ms);
+        let weak = Arc::downgrade(&self.shared);
+        let Some(arbiter) = self.shared.arbiters.first() else {
+            return;
+        };
+        arbiter.spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(shared) = weak.upgrade() else { break };
+                let h = BrokerHandle { shared };
+                if let Err(e) = h.expire_offsets().await {
+                    eprintln!("weir: expiring committed offsets failed: {e}");
+                }
+            }
+        });
+    }
+
+    /// Expires committed offsets now (Kafka's offset expiration; the rules are
+    /// [`group::ExpireOffsets`]'s): every stored group whose offsets may have expired, judged
+    /// from storage, is asked to remove them; a stored empty group without offsets is loaded,
+    /// so that it unloads and is forgotten. Returns how many offsets were removed.
+    ///
+    /// # Errors
+    /// A storage failure.
+    pub async fn expire_offsets(&self) -> Result<usize, BrokerError> {
+        let retention_ms = self.shared.config.groups.offsets_retention_ms;
+        if retention_ms < 0 {
+            return Ok(0);
+        }
+        let now = super::now_ms();
+        let storage = &self.shared.storage;
+        let mut removed = 0;
+        for name in storage.list_groups().await? {
+            let record = match storage.group_state(&name).await? {
+                Some(bytes) => GroupRecord::decode(&bytes).ok(),
+                None => None,
+            };
+            if record.as_ref().is_some_and(|r| !r.members.is_empty()) {
+                continue;
+            }
+            let offsets = storage.fetch_offsets(&name).await?;
+            let due = if offsets.is_empty() {
+                record.is_some()
+            } else {
+                let emptied = record.as_ref().and_then(|r| r.empty_since_ms);
+                !group::expired_offsets(
+                    GroupState::Empty,
+                    emptied,
+                    offsets.iter().map(|(tp, o)| (tp, o)),
+                    now,
+                    retention_ms,
+                )
+                .is_empty()
+            };
+            if due {
+                removed += self
+                    .ask_group(
+                        &name,
+                        group::ExpireOffsets {
+                            now_ms: now,
+                            retention_ms,
+                        },
+                    )
+                    .await??;
+            }
+        }
+        if removed > 0 {
+            eprintln!("weir: {removed} committed offsets expired");
+        }
+        Ok(removed)
     }
 
     /// Reads decided data ([`Isolation::ReadCommitted`]) from `topic`/`partition` at `from`: up
