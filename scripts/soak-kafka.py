@@ -3,11 +3,13 @@ restarted again and again while an idempotent confluent-kafka producer writes ke
 a consumer group reads them and commits. Not part of CI; see README ("Tests beyond CI").
 
     .venv/bin/python scripts/soak-kafka.py [--minutes M] [--bin PATH] [--consumers N]
+                                           [--transactions]
 
 Without --bin it builds `cargo build --release --bin weir`. At the end it checks:
-- the producer was told every record was delivered (no delivery errors, idempotence included);
+- the producer was told every record was delivered (no delivery errors, idempotence included),
+  or with --transactions, every transaction committed or aborted (an aborted one is sent again);
 - the topic holds every delivered record exactly once, at the offset its delivery reported,
-  in the order sent per key;
+  in the order sent per key (read_committed: committed transactions only, each once);
 - the group, whose members are replaced now and then, read every record (at least once) and
   committed every partition's end; how many records it read twice is reported (a member
   leaving commits first, and a restart keeps the group's generation, so few or none);
@@ -84,42 +86,96 @@ class Server:
 
 
 class Producer(threading.Thread):
-    """Keyed values `key-K:N` (N counts per key), as fast as librdkafka takes them, up to `rate`."""
+    """Keyed values `key-K:N` (N counts per key) at up to `rate` records/s: one by one through an
+    idempotent producer, or with `transactional`, in transactions of 200 records, each sent
+    again in a new transaction if it had to be aborted. `committed` holds the values whose
+    delivery (or transaction commit) was confirmed."""
 
-    def __init__(self, boot, rate):
+    def __init__(self, boot, rate, transactional):
         super().__init__(daemon=True)
-        self.p = ck.Producer({"bootstrap.servers": boot, "enable.idempotence": True,
-                              "linger.ms": 5, "message.timeout.ms": 600000,
-                              "reconnect.backoff.max.ms": 500, **QUIET})
-        self.rate, self.stop = rate, threading.Event()
+        conf = {"bootstrap.servers": boot, "enable.idempotence": True, "linger.ms": 5,
+                "message.timeout.ms": 600000, "reconnect.backoff.max.ms": 500, **QUIET}
+        if transactional:
+            conf.update({"transactional.id": "soak-tx", "message.timeout.ms": 60000,
+                         "transaction.timeout.ms": 60000})
+        self.p = ck.Producer(conf)
+        self.rate, self.transactional, self.stop = rate, transactional, threading.Event()
         self.delivered, self.errors, self.sent = {}, [], 0
+        self.committed, self.aborts, self.per_key = set(), 0, [0] * KEYS
 
     def on_delivery(self, err, msg):
         if err is not None:
-            self.errors.append(f"{err} ({msg.value()!r})")
-        else:
+            if not self.transactional:
+                self.errors.append(f"{err} ({msg.value()!r})")
+        elif not self.transactional:
             self.delivered[msg.value().decode()] = (msg.partition(), msg.offset())
+            self.committed.add(msg.value().decode())
 
-    def run(self):
-        per_key = [0] * KEYS
-        start = time.time()
-        while not self.stop.is_set():
-            k = self.sent % KEYS
-            value = f"key-{k}:{per_key[k]}"
+    def next_values(self, n):
+        out = []
+        for _ in range(n):
+            k = (self.sent + len(out)) % KEYS
+            out.append((f"key-{k}", f"key-{k}:{self.per_key[k]}"))
+            self.per_key[k] += 1
+        return out
+
+    def send(self, key, value):
+        while True:
             try:
-                self.p.produce(TOPIC, key=f"key-{k}", value=value, on_delivery=self.on_delivery)
+                self.p.produce(TOPIC, key=key, value=value, on_delivery=self.on_delivery)
+                self.p.poll(0)
+                return
             except BufferError:
                 self.p.poll(0.05)
+
+    def pace(self, start):
+        ahead = self.sent / self.rate - (time.time() - start)
+        if ahead > 0:
+            time.sleep(ahead)
+
+    def run(self):
+        start = time.time()
+        if not self.transactional:
+            while not self.stop.is_set():
+                (key, value), = self.next_values(1)
+                self.send(key, value)
+                self.sent += 1
+                self.pace(start)
+            left = self.p.flush(600)
+            if left:
+                self.errors.append(f"{left} records not delivered after the final flush")
+            return
+        self.retrying(lambda: self.p.init_transactions(30))
+        batch = []
+        while not self.stop.is_set():
+            if not batch:
+                batch = self.next_values(200)
+            try:
+                self.p.begin_transaction()
+                for key, value in batch:
+                    self.send(key, value)
+                self.retrying(lambda: self.p.commit_transaction(30))
+            except ck.KafkaException as e:
+                if not e.args[0].txn_requires_abort():
+                    self.errors.append(f"transaction: {e.args[0]}")
+                    return
+                self.retrying(lambda: self.p.abort_transaction(30))
+                self.aborts += 1
                 continue
-            per_key[k] += 1
-            self.sent += 1
-            self.p.poll(0)
-            ahead = self.sent / self.rate - (time.time() - start)
-            if ahead > 0:
-                time.sleep(ahead)
-        left = self.p.flush(600)
-        if left:
-            self.errors.append(f"{left} records not delivered after the final flush")
+            self.committed.update(v for _, v in batch)
+            self.sent += len(batch)
+            batch = []
+            self.pace(start)
+
+    def retrying(self, call):
+        """`call` again while librdkafka says its error is retriable (the server is down)."""
+        while True:
+            try:
+                return call()
+            except ck.KafkaException as e:
+                if not e.args[0].retriable():
+                    raise
+                time.sleep(0.1)
 
 
 class Member(threading.Thread):
@@ -141,18 +197,22 @@ class Member(threading.Thread):
 
     def run(self):
         self.c.subscribe([TOPIC], on_assign=self.on_assign)
-        since_commit = 0
+        since_commit, last_commit = 0, time.time()
         while not self.stop.is_set():
             for m in self.c.consume(500, 0.5):
                 if m.error() is None:
                     self.read.append((m.partition(), m.offset(), m.value().decode()))
                     since_commit += 1
-            if since_commit >= 2000:
+            # Every 2,000 records, and what is left after a second.
+            if since_commit >= 2000 or (since_commit and time.time() - last_commit > 1):
                 try:
                     self.c.commit(asynchronous=False)
-                    since_commit = 0
-                except ck.KafkaException:
-                    self.commit_errors += 1
+                    since_commit, last_commit = 0, time.time()
+                except ck.KafkaException as e:
+                    if e.args[0].code() == ck.KafkaError._NO_OFFSET:
+                        since_commit = 0
+                    else:
+                        self.commit_errors += 1
         try:
             self.c.commit(asynchronous=False)
         except ck.KafkaException as e:
@@ -162,22 +222,24 @@ class Member(threading.Thread):
 
 
 def read_topic(boot):
-    """Every record of the topic: {partition: [(offset, value)]}."""
+    """Every record of the topic (committed ones only), to each partition's end:
+    ({partition: [(offset, value)]}, {partition: high watermark})."""
     c = ck.Consumer({"bootstrap.servers": boot, "group.id": "soak-check",
-                     "enable.auto.commit": False, "enable.partition.eof": True, **QUIET})
+                     "isolation.level": "read_committed", "enable.auto.commit": False,
+                     "enable.partition.eof": True, **QUIET})
     ends = {p: c.get_watermark_offsets(ck.TopicPartition(TOPIC, p), 30)[1]
             for p in range(PARTITIONS)}
     c.assign([ck.TopicPartition(TOPIC, p, ck.OFFSET_BEGINNING) for p in range(PARTITIONS)])
     out = {p: [] for p in range(PARTITIONS)}
-    done = {p for p, e in ends.items() if e == 0}
+    done = set()
     deadline = time.time() + 300
     while len(done) < PARTITIONS and time.time() < deadline:
         for m in c.consume(1000, 1):
             if m.error() is None:
                 out[m.partition()].append((m.offset(), m.value().decode()))
-                if m.offset() + 1 >= ends[m.partition()]:
-                    done.add(m.partition())
-            elif m.error().code() != ck.KafkaError._PARTITION_EOF:
+            elif m.error().code() == ck.KafkaError._PARTITION_EOF:
+                done.add(m.partition())
+            else:
                 sys.exit(f"reading the topic back: {m.error()}")
     c.close()
     if len(done) < PARTITIONS:
@@ -192,6 +254,8 @@ def main():
     ap.add_argument("--consumers", type=int, default=3)
     ap.add_argument("--rate", type=int, default=20000, help="records/s offered")
     ap.add_argument("--seed", type=int, default=int(time.time()))
+    ap.add_argument("--transactions", action="store_true",
+                    help="produce in transactions; the group reads committed records")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     print(f"seed {args.seed}", flush=True)
@@ -208,7 +272,7 @@ def main():
     for f in admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)]).values():
         f.result(30)
 
-    producer = Producer(boot, args.rate)
+    producer = Producer(boot, args.rate, args.transactions)
     producer.start()
     strategies = ["cooperative-sticky", "range"]
     members = [Member(boot, f"m{i}", strategies[args.seed % 2]) for i in range(args.consumers)]
@@ -236,7 +300,7 @@ def main():
         time.sleep(rng.uniform(0, 1.5))
         server.start()
         print(f"{time.time() - end + args.minutes * 60:6.0f} s: {how}, restarted; "
-              f"{producer.sent} sent, {len(producer.delivered)} delivered, "
+              f"{producer.sent} sent, {len(producer.committed)} delivered, "
               f"{sum(len(m.read) for m in members)} read", flush=True)
 
     producer.stop.set()
@@ -245,8 +309,8 @@ def main():
     problems = []
     if producer.errors:
         problems.append(f"{len(producer.errors)} delivery errors, first: {producer.errors[:3]}")
-    if len(producer.delivered) != producer.sent:
-        problems.append(f"{producer.sent} sent, {len(producer.delivered)} delivered")
+    if len(producer.committed) != producer.sent:
+        problems.append(f"{producer.sent} sent, {len(producer.committed)} delivered")
     stored, ends = read_topic(boot)
     seen, last = {}, {}
     for p, records in stored.items():
@@ -261,35 +325,48 @@ def main():
     for value, at in producer.delivered.items():
         if seen.get(value) != at:
             problems.append(f"{value} delivered at {at}, stored at {seen.get(value)}")
-    total = sum(ends.values())
+    for value in producer.committed - seen.keys():
+        problems.append(f"{value} was committed and is not stored")
+    for value in seen.keys() - producer.committed:
+        problems.append(f"{value} is stored and was never committed")
+    data = {(p, o) for p, records in stored.items() for o, _ in records}
+    total = len(data)
 
-    # The group catches up, commits, and stops.
+    # The group catches up and commits: each partition's committed offset passes its last record
+    # (a transaction's marker may follow it), then the members stop.
+    lasts = {p: max((o for q, o in data if q == p), default=-1) for p in range(PARTITIONS)}
+    check = ck.Consumer({"bootstrap.servers": boot, "group.id": "soak", **QUIET})
+
+    def behind():
+        committed = check.committed([ck.TopicPartition(TOPIC, p) for p in range(PARTITIONS)], 30)
+        return [(tp.partition, tp.offset) for tp in committed
+                if lasts[tp.partition] >= 0
+                and not lasts[tp.partition] < tp.offset <= ends[tp.partition]]
+
     deadline = time.time() + 300
-    while time.time() < deadline:
-        offsets = {(p, o) for m in members for p, o, _ in m.read}
-        if len(offsets) >= total:
-            break
+    while behind() and time.time() < deadline:
         time.sleep(1)
     for m in members:
         m.stop.set()
     for m in members:
         m.join(60)
+    for p, offset in behind():
+        problems.append(f"partition {p}: committed {offset}, last record {lasts[p]}, "
+                        f"end {ends[p]}")
+    check.close()
     offsets = {(p, o) for m in members for p, o, _ in m.read}
-    missing = total - len(offsets)
+    missing = len(data - offsets)
     if missing:
         problems.append(f"the group never read {missing} of {total} records")
-    check = ck.Consumer({"bootstrap.servers": boot, "group.id": "soak", **QUIET})
-    committed = check.committed([ck.TopicPartition(TOPIC, p) for p in range(PARTITIONS)], 30)
-    check.close()
-    for tp in committed:
-        if tp.offset != ends[tp.partition]:
-            problems.append(f"partition {tp.partition}: committed {tp.offset}, end "
-                            f"{ends[tp.partition]}")
+    if offsets - data:
+        problems.append(f"the group read {len(offsets - data)} records not in the topic")
     reads = sum(len(m.read) for m in members)
     server.stop("term")
+    txns = (f", in transactions ({producer.aborts} aborted and sent again)"
+            if args.transactions else "")
     print(f"{args.minutes} min, seed {args.seed}: {kills} kill -9 and {terms} SIGTERM restarts, "
           f"{replaced} members replaced; "
-          f"{producer.sent} records produced, {total} stored; the group read {reads} "
+          f"{producer.sent} records produced{txns}, {total} stored; the group read {reads} "
           f"({reads - len(offsets)} twice), {sum(m.assigns for m in members)} assignments, "
           f"{sum(m.commit_errors for m in members)} failed commits")
     if problems:
