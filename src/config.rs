@@ -759,6 +759,9 @@ pub struct GroupsSection {
     pub offsets_retention_ms: i64,
     /// How often expired offsets are looked for (Kafka's `offsets.retention.check.interval.ms`).
     pub offsets_retention_check_interval_ms: u64,
+    /// Most members a group may have (Kafka's `group.max.size`): a join past it gets
+    /// GROUP_MAX_SIZE_REACHED.
+    pub max_size: u32,
 }
 
 impl Default for GroupsSection {
@@ -770,6 +773,7 @@ impl Default for GroupsSection {
             empty_group_unload_ms: 60_000,
             offsets_retention_ms: 604_800_000,
             offsets_retention_check_interval_ms: 600_000,
+            max_size: i32::MAX as u32,
         }
     }
 }
@@ -960,6 +964,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "groups.offsets_retention_ms",
                 message: "must be positive, or -1 to keep offsets forever".into(),
+            });
+        }
+        if g.max_size == 0 {
+            return Err(ConfigError::Invalid {
+                key: "groups.max_size",
+                message: "must be positive".into(),
             });
         }
         if g.offsets_retention_check_interval_ms == 0 {

@@ -1064,3 +1064,65 @@ async fn committed_offsets_expire_after_the_retention() {
         .expect("list");
     assert!(groups.is_empty(), "nothing stored: {groups:?}");
 }
+
+/// Kafka's `group.max.size`: a join that would add a member past `[groups] max_size` gets
+/// GROUP_MAX_SIZE_REACHED; members already in the group rejoin, and a place freed is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_group_refuses_new_members() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(Backend::Memory, dir.path());
+    c.groups.max_size = 2;
+    let h = Broker::start(c).await.expect("start");
+    let join = |id: &str| kafka_join(id, &[("range", b"m")], false);
+    let a = h.join_group("full", join("")).await.expect("join");
+    h.sync_group("full", &a.member_id, a.generation, vec![])
+        .await
+        .expect("sync");
+    let h2 = h.clone();
+    let second = tokio::spawn(async move { h2.join_group("full", join("")).await });
+    until_rebalance(&h, "full", (&a.member_id).into(), a.generation).await;
+    let a = h
+        .join_group("full", join(&a.member_id))
+        .await
+        .expect("rejoin");
+    let b = second.await.expect("task").expect("join");
+    let third = h.join_group("full", join("")).await;
+    assert!(
+        matches!(
+            third,
+            Err(BrokerError::GroupMaxSizeReached { ref group, max: 2 }) if group == "full"
+        ),
+        "{third:?}"
+    );
+    assert_eq!(
+        BrokerError::GroupMaxSizeReached {
+            group: "full".into(),
+            max: 2
+        }
+        .kafka_code(),
+        81
+    );
+    let d = h.describe_group("full").await.expect("describe");
+    assert_eq!(d.members.len(), 2);
+    // b leaves: a newcomer fits.
+    h.leave_group("full", vec![(b.member_id.clone(), None)])
+        .await
+        .expect("leave");
+    until_rebalance(&h, "full", (&a.member_id).into(), a.generation).await;
+    let a = h
+        .join_group("full", join(&a.member_id))
+        .await
+        .expect("rejoin alone");
+    h.sync_group("full", &a.member_id, a.generation, vec![])
+        .await
+        .expect("sync");
+    let h2 = h.clone();
+    let newcomer = tokio::spawn(async move { h2.join_group("full", join("")).await });
+    until_rebalance(&h, "full", (&a.member_id).into(), a.generation).await;
+    h.join_group("full", join(&a.member_id))
+        .await
+        .expect("rejoin");
+    let c = newcomer.await.expect("task").expect("a place was free");
+    assert_eq!(c.members.len(), 0, "a follows");
+    h.shutdown().await.expect("shutdown");
+}

@@ -174,6 +174,14 @@ pub enum BrokerError {
     /// A record the topic cannot take: on a compacted topic, one without a key.
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// A new member would take the group past `[groups] max_size` (Kafka's `group.max.size`).
+    #[error("group {group:?} is full: it has its maximum of {max} members")]
+    GroupMaxSizeReached {
+        /// The group.
+        group: String,
+        /// `[groups] max_size`.
+        max: u32,
+    },
     /// A group's committed offsets of a topic its members consume cannot be deleted.
     #[error("group {group:?} is subscribed to topic {topic:?}")]
     GroupSubscribedToTopic {
@@ -221,6 +229,7 @@ impl BrokerError {
             BrokerError::InvalidProducerIdMapping(_) => 31,
             BrokerError::ConcurrentTransactions(_) => 32,
             BrokerError::InvalidTransactionTimeout { .. } => 33,
+            BrokerError::GroupMaxSizeReached { .. } => 34,
         }
     }
 
@@ -257,7 +266,8 @@ impl BrokerError {
             BrokerError::InvalidTransactionTimeout { .. } => 50, // INVALID_TRANSACTION_TIMEOUT
             BrokerError::ConcurrentTransactions(_) => 51, // CONCURRENT_TRANSACTIONS
             BrokerError::GroupSubscribedToTopic { .. } => 86,
-            BrokerError::InvalidRecord(_) => 87, // INVALID_RECORD
+            BrokerError::GroupMaxSizeReached { .. } => 81, // GROUP_MAX_SIZE_REACHED
+            BrokerError::InvalidRecord(_) => 87,           // INVALID_RECORD
             // NOT_ENOUGH_REPLICAS: Kafka clients retry it until their delivery timeout.
             BrokerError::NotEnoughReplicas { .. } => 19,
         }
@@ -380,6 +390,10 @@ mod tests {
             BrokerError::GroupSubscribedToTopic {
                 group: String::new(),
                 topic: String::new(),
+            },
+            BrokerError::GroupMaxSizeReached {
+                group: String::new(),
+                max: 1,
             },
         ];
         let mut codes: Vec<u16> = all.iter().map(BrokerError::code).collect();

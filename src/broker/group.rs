@@ -703,6 +703,21 @@ impl ConsumerGroup {
                 return Err(BrokerError::InconsistentGroupProtocol);
             }
         }
+        // A member the group does not have yet (not a known one rejoining, not a static member
+        // replacing its old incarnation) must fit in `max_size`.
+        let adds = !self.members.contains_key(&msg.member_id)
+            && !msg.instance_id.as_ref().is_some_and(|iid| {
+                self.members
+                    .values()
+                    .any(|m| m.instance_id.as_ref() == Some(iid))
+            });
+        if adds && self.members.len() >= self.settings.max_size as usize {
+            self.pending.remove(&msg.member_id);
+            return Err(BrokerError::GroupMaxSizeReached {
+                group: self.id.clone(),
+                max: self.settings.max_size,
+            });
+        }
         let mut member_id = msg.member_id.clone();
         // A static member coming back: its previous incarnation, and the leader before it.
         let mut replaced: Option<(Member, Option<String>)> = None;
