@@ -334,7 +334,7 @@ def main():
 
     # The group catches up and commits: each partition's committed offset passes its last record
     # (a transaction's marker may follow it), then the members stop.
-    lasts = {p: max((o for q, o in data if q == p), default=-1) for p in range(PARTITIONS)}
+    lasts = {p: max((o for o, _ in stored[p]), default=-1) for p in range(PARTITIONS)}
     check = ck.Consumer({"bootstrap.servers": boot, "group.id": "soak", **QUIET})
 
     def behind():
