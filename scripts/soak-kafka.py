@@ -3,7 +3,7 @@ restarted again and again while an idempotent confluent-kafka producer writes ke
 a consumer group reads them and commits. Not part of CI; see README ("Tests beyond CI").
 
     .venv/bin/python scripts/soak-kafka.py [--minutes M] [--bin PATH] [--consumers N]
-                                           [--transactions]
+                                           [--transactions] [--backend segment|sled]
 
 Without --bin it builds `cargo build --release --bin weir`. At the end it checks:
 - the producer was told every record was delivered (no delivery errors, idempotence included),
@@ -46,12 +46,12 @@ def free_port():
 class Server:
     """`weir serve` on a fixed Kafka port and one data directory, restarted at will."""
 
-    def __init__(self, binary, work, port):
+    def __init__(self, binary, work, port, backend):
         self.binary, self.work, self.port = binary, work, port
         self.config = os.path.join(work, "weir.toml")
         with open(self.config, "w") as f:
-            f.write(f'data_dir = "{work}/data"\n[listeners]\nnative = "127.0.0.1:0"\n'
-                    f'kafka = "127.0.0.1:{port}"\n')
+            f.write(f'data_dir = "{work}/data"\n[storage]\nbackend = "{backend}"\n'
+                    f'[listeners]\nnative = "127.0.0.1:0"\nkafka = "127.0.0.1:{port}"\n')
         self.proc = None
         self.restarts = 0
 
@@ -254,6 +254,8 @@ def main():
     ap.add_argument("--consumers", type=int, default=3)
     ap.add_argument("--rate", type=int, default=20000, help="records/s offered")
     ap.add_argument("--seed", type=int, default=int(time.time()))
+    ap.add_argument("--backend", default="segment", choices=["segment", "sled"],
+                    help="storage backend (durability: the default, always)")
     ap.add_argument("--transactions", action="store_true",
                     help="produce in transactions; the group reads committed records")
     args = ap.parse_args()
@@ -265,7 +267,7 @@ def main():
         binary = os.path.abspath("target/release/weir")
     work = tempfile.mkdtemp(prefix="weir-soak-")
     port = free_port()
-    server = Server(binary, work, port)
+    server = Server(binary, work, port, args.backend)
     server.start()
     boot = f"127.0.0.1:{port}"
     admin = AdminClient({"bootstrap.servers": boot, **QUIET})
@@ -362,9 +364,24 @@ def main():
         problems.append(f"the group read {len(offsets - data)} records not in the topic")
     reads = sum(len(m.read) for m in members)
     server.stop("term")
+    # What the server said besides its listeners: a panic is a failure, the rest is shown.
+    said = {}
+    for name in sorted(os.listdir(work)):
+        if name.startswith("serve-"):
+            with open(os.path.join(work, name), errors="replace") as f:
+                for line in f:
+                    if "listener on" in line:
+                        continue
+                    if "panicked" in line:
+                        problems.append(f"{name}: {line.strip()}")
+                    said.setdefault(line.strip()[:160], name)
+    if said:
+        print(f"the server's logs ({len(said)} distinct lines besides its listeners):")
+        for line, name in list(said.items())[:15]:
+            print(f"  {name}: {line}")
     txns = (f", in transactions ({producer.aborts} aborted and sent again)"
             if args.transactions else "")
-    print(f"{args.minutes} min, seed {args.seed}: {kills} kill -9 and {terms} SIGTERM restarts, "
+    print(f"{args.minutes} min, {args.backend}, seed {args.seed}: {kills} kill -9 and {terms} SIGTERM restarts, "
           f"{replaced} members replaced; "
           f"{producer.sent} records produced{txns}, {total} stored; the group read {reads} "
           f"({reads - len(offsets)} twice), {sum(m.assigns for m in members)} assignments, "
