@@ -158,10 +158,7 @@ impl ProducerContext for Acks {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
             Ok(m) => {
-                let n = std::str::from_utf8(m.payload().unwrap_or_default())
-                    .ok()
-                    .and_then(|v| v.strip_prefix("value-")?.parse().ok())
-                    .expect("a value the test sent");
+                let n = value_number(m.payload());
                 self.0
                     .acked
                     .lock()
@@ -175,6 +172,14 @@ impl ProducerContext for Acks {
             )),
         }
     }
+}
+
+/// N of a value `value-N` the load test sent.
+fn value_number(payload: Option<&[u8]>) -> usize {
+    payload
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .and_then(|v| v.strip_prefix("value-")?.parse().ok())
+        .expect("a value the test sent")
 }
 
 /// Waits until `n` records have been delivered in all; fails at the first failed delivery.
@@ -244,10 +249,7 @@ fn read_load(boot: &str) -> HashMap<i32, Vec<(usize, i64)>> {
         match c.poll(Duration::from_millis(200)) {
             None => {}
             Some(Ok(m)) => {
-                let n = std::str::from_utf8(m.payload().expect("a value"))
-                    .ok()
-                    .and_then(|v| v.strip_prefix("value-")?.parse().ok())
-                    .expect("a value the test sent");
+                let n = value_number(m.payload());
                 out.entry(m.partition()).or_default().push((n, m.offset()));
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
