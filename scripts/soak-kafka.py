@@ -189,20 +189,31 @@ class Member(threading.Thread):
                               "auto.offset.reset": "earliest",
                               "partition.assignment.strategy": strategy,
                               "reconnect.backoff.max.ms": 500, **QUIET})
-        self.stop = threading.Event()
+        self.name, self.stop = name, threading.Event()
         self.read, self.assigns, self.commit_errors = [], 0, 0
+        self.owned, self.last_read = set(), time.time()
 
     def on_assign(self, consumer, partitions):
         self.assigns += 1
+        self.owned |= {tp.partition for tp in partitions}
+
+    def on_revoke(self, consumer, partitions):
+        self.owned -= {tp.partition for tp in partitions}
+
+    def state(self):
+        return (f"{self.name}: partitions {sorted(self.owned)}, last read "
+                f"{time.time() - self.last_read:.0f} s ago")
 
     def run(self):
-        self.c.subscribe([TOPIC], on_assign=self.on_assign)
+        self.c.subscribe([TOPIC], on_assign=self.on_assign, on_revoke=self.on_revoke,
+                         on_lost=self.on_revoke)
         since_commit, last_commit = 0, time.time()
         while not self.stop.is_set():
             for m in self.c.consume(500, 0.5):
                 if m.error() is None:
                     self.read.append((m.partition(), m.offset(), m.value().decode()))
                     since_commit += 1
+                    self.last_read = time.time()
             # Every 2,000 records, and what is left after a second.
             if since_commit >= 2000 or (since_commit and time.time() - last_commit > 1):
                 try:
@@ -304,6 +315,11 @@ def main():
         print(f"{time.time() - end + args.minutes * 60:6.0f} s: {how}, restarted; "
               f"{producer.sent} sent, {len(producer.committed)} delivered, "
               f"{sum(len(m.read) for m in members)} read", flush=True)
+        # A group that stopped reading while records came: who holds what (for diagnosis; the
+        # checks at the end judge).
+        if time.time() - max(m.last_read for m in live) > 15:
+            print("  the group has read nothing for 15 s: "
+                  + "; ".join(m.state() for m in live), flush=True)
 
     producer.stop.set()
     producer.join()
