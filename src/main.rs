@@ -171,6 +171,9 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
         println!("weir: shutting down");
+        // Groups answer the joins they hold first: connections drain without waiting for a
+        // rebalance.
+        broker.begin_shutdown().await;
         if let Some(server) = native {
             server.shutdown().await;
         }

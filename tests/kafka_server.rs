@@ -1504,3 +1504,92 @@ async fn leave_group_answers_each_member() {
     };
     assert_eq!(r.error_code, 25, "UNKNOWN_MEMBER_ID for the one member");
 }
+
+/// A JoinGroup held for members that have not rejoined does not hold a shutdown back (it found
+/// `weir serve` waiting out a member's session, ~45 s, on SIGTERM): `begin_shutdown`, which
+/// `weir serve` calls first, answers it at once with NOT_COORDINATOR (16), so that clients
+/// look for the coordinator again, and the server drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_join_is_answered_when_the_broker_begins_to_shut_down() {
+    use weir::protocol::kafka::messages::join_group::{JoinGroupRequest, JoinGroupRequestProtocol};
+
+    let (broker, server, _dir) = start().await;
+    let a = broker
+        .join_group(
+            "held",
+            weir::broker::JoinGroup {
+                member_id: String::new(),
+                instance_id: None,
+                client_id: "test".into(),
+                client_host: "/127.0.0.1".into(),
+                session_timeout: Duration::from_secs(60),
+                rebalance_timeout: Duration::from_secs(120),
+                protocol_type: "consumer".into(),
+                protocols: vec![("range".into(), Bytes::new())],
+                require_known_member_id: false,
+            },
+        )
+        .await
+        .expect("join");
+    broker
+        .sync_group("held", &a.member_id, a.generation, vec![])
+        .await
+        .expect("sync");
+    // A second member joins over the wire: held until the first rejoins, which it never does.
+    let mut s = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let join = Request::JoinGroup(JoinGroupRequest {
+        group_id: "held".into(),
+        session_timeout_ms: 60_000,
+        rebalance_timeout_ms: 120_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![JoinGroupRequestProtocol {
+            name: "range".into(),
+            metadata: Bytes::new(),
+        }],
+        ..JoinGroupRequest::default()
+    });
+    send(&mut s, ApiKey::JoinGroup, 2, 7, join).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while broker.describe_group("held").await.expect("describe").state
+        != weir::broker::GroupState::PreparingRebalance
+    {
+        assert!(std::time::Instant::now() < deadline, "the join arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    broker.begin_shutdown().await;
+    let frame = read_frame(&mut s).await.expect("the held join answered");
+    let (id, r) = decode_response(ApiKey::JoinGroup, 2, frame).expect("decode");
+    let Response::JoinGroup(j) = r else {
+        panic!("not a JoinGroup answer")
+    };
+    assert_eq!((id, j.error_code), (7, 16), "NOT_COORDINATOR");
+    // New joins are refused at once too, and the server drains.
+    let again = broker
+        .join_group(
+            "held",
+            weir::broker::JoinGroup {
+                member_id: a.member_id.clone(),
+                instance_id: None,
+                client_id: "test".into(),
+                client_host: "/127.0.0.1".into(),
+                session_timeout: Duration::from_secs(60),
+                rebalance_timeout: Duration::from_secs(120),
+                protocol_type: "consumer".into(),
+                protocols: vec![("range".into(), Bytes::new())],
+                require_known_member_id: false,
+            },
+        )
+        .await;
+    assert!(
+        matches!(again, Err(weir::broker::BrokerError::ShuttingDown)),
+        "{again:?}"
+    );
+    drop(s);
+    tokio::time::timeout(Duration::from_secs(30), server.shutdown())
+        .await
+        .expect("the server drains without waiting for the rebalance (120 s)");
+    broker.shutdown().await.expect("shutdown");
+}

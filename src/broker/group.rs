@@ -121,6 +121,8 @@ pub struct ConsumerGroup {
     /// The rebalance deadline is the initial delay of a join into an Empty group (Kafka's
     /// `group.initial.rebalance.delay.ms`): it runs out even when everyone has joined.
     initial_delay: bool,
+    /// Set by [`ReleaseWaiting`]: joins and syncs are refused.
+    closing: bool,
     next_member: u64,
 }
 
@@ -153,6 +155,7 @@ impl ConsumerGroup {
             offsets_loaded: false,
             rebalance_deadline: None,
             initial_delay: false,
+            closing: false,
             next_member: 0,
         }
     }
@@ -666,6 +669,9 @@ impl Handler<JoinGroup> for ConsumerGroup {
     type Result = ResponseFuture<Result<JoinResult, BrokerError>>;
 
     fn handle(&mut self, msg: JoinGroup, ctx: &mut Self::Context) -> Self::Result {
+        if self.closing {
+            return Box::pin(async { Err(BrokerError::ShuttingDown) });
+        }
         let (tx, rx) = oneshot::channel();
         if let Err(e) = self.join(msg, tx, ctx) {
             return Box::pin(async move { Err(e) });
@@ -821,6 +827,9 @@ impl Handler<SyncGroup> for ConsumerGroup {
     type Result = ResponseFuture<Result<SyncResult, BrokerError>>;
 
     fn handle(&mut self, msg: SyncGroup, ctx: &mut Self::Context) -> Self::Result {
+        if self.closing {
+            return Box::pin(async { Err(BrokerError::ShuttingDown) });
+        }
         let mut completed = false;
         let result = (|| {
             let state = self.state;
@@ -1348,6 +1357,25 @@ impl Handler<ForgetPartitions> for ConsumerGroup {
     fn handle(&mut self, msg: ForgetPartitions, _: &mut Self::Context) {
         for tp in msg.0 {
             self.offsets.remove(&tp);
+        }
+    }
+}
+
+/// The broker is about to stop: joins and syncs waiting for other members are answered with
+/// [`BrokerError::ShuttingDown`] at once (Kafka's NOT_COORDINATOR: the clients find the
+/// coordinator again and rejoin), and new ones are refused, so that connections drain without
+/// waiting for a rebalance. Members, offsets and the stored record stay as they are.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct ReleaseWaiting;
+
+impl Handler<ReleaseWaiting> for ConsumerGroup {
+    type Result = ();
+
+    fn handle(&mut self, _: ReleaseWaiting, _: &mut Self::Context) {
+        self.closing = true;
+        for m in self.members.values_mut() {
+            m.fail_waiting(&BrokerError::ShuttingDown);
         }
     }
 }

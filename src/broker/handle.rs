@@ -67,6 +67,8 @@ struct Shared {
     groups: group::GroupRegistry,
     /// Async: allocating may write a block reservation to storage under the lock.
     producer_ids: tokio::sync::Mutex<idempotence::ProducerIdAllocator>,
+    /// Set by [`BrokerHandle::begin_shutdown`].
+    closing: std::sync::atomic::AtomicBool,
     /// Transactional ids and their transactions.
     txns: TxnCoordinator,
     /// The partitions ever added to a transaction.
@@ -141,6 +143,7 @@ impl Broker {
                 next_arbiter: std::sync::atomic::AtomicUsize::new(0),
                 groups: Arc::new(Mutex::new(HashMap::new())),
                 producer_ids: tokio::sync::Mutex::new(idempotence::ProducerIdAllocator::new()),
+                closing: std::sync::atomic::AtomicBool::new(false),
                 txns,
                 txn_logs,
             }),
@@ -969,8 +972,30 @@ impl BrokerHandle {
         let addr = ConsumerGroup::start_in_arbiter(home, move |_| {
             ConsumerGroup::new(gid, storage, routes, settings, registry)
         });
+        if self
+            .shared
+            .closing
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // Before any request: a group started while the broker drains holds no join.
+            addr.do_send(group::ReleaseWaiting);
+        }
         groups.insert(id.to_string(), addr.clone());
         Ok(addr)
+    }
+
+    /// Prepares a shutdown while the servers drain their connections: every group answers the
+    /// joins and syncs it holds for other members at once, and refuses new ones
+    /// ([`group::ReleaseWaiting`]), so that no connection waits for a rebalance (up to the
+    /// members' rebalance timeout) before the broker can stop. Everything else goes on until
+    /// [`BrokerHandle::shutdown`].
+    pub async fn begin_shutdown(&self) {
+        self.shared
+            .closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for g in self.active_groups() {
+            let _ = g.send(group::ReleaseWaiting).await;
+        }
     }
 
     /// Starts the actor of every stored group whose record has members (Kafka's coordinator

@@ -42,9 +42,24 @@ use crate::protocol::kafka::messages::offset_fetch::{
 use crate::protocol::kafka::messages::sync_group::{SyncGroupRequest, SyncGroupResponse};
 use crate::protocol::kafka::{Ctx, Reader};
 
-use super::{code, Session};
+use super::Session;
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+
+/// The Kafka error code of a group request's failure: as [`BrokerError::kafka_code`], except
+/// that a broker shutting down is NOT_COORDINATOR (16), which makes clients look up the
+/// coordinator again and retry (NOT_LEADER_OR_FOLLOWER means nothing to a group request).
+fn group_code(e: impl std::borrow::Borrow<BrokerError>) -> i16 {
+    match e.borrow() {
+        BrokerError::ShuttingDown => 16,
+        e => e.kafka_code(),
+    }
+}
+
+/// [`group_code`] of a result (0 for success).
+fn code<T>(r: &Result<T, BrokerError>) -> i16 {
+    r.as_ref().err().map_or(0, group_code)
+}
 
 fn ms(v: i32) -> Duration {
     Duration::from_millis(v.max(0) as u64)
@@ -94,7 +109,7 @@ pub(super) async fn join(s: &Session, r: JoinGroupRequest, version: i16) -> Join
             ..JoinGroupResponse::default()
         },
         Err(e) => JoinGroupResponse {
-            error_code: e.kafka_code(),
+            error_code: group_code(&e),
             generation_id: -1,
             protocol_name: empty_name,
             // MEMBER_ID_REQUIRED hands the new member its id, to rejoin with.
@@ -140,7 +155,7 @@ pub(super) async fn sync(s: &Session, r: SyncGroupRequest) -> SyncGroupResponse 
             ..SyncGroupResponse::default()
         },
         Err(e) => SyncGroupResponse {
-            error_code: e.kafka_code(),
+            error_code: group_code(e),
             ..SyncGroupResponse::default()
         },
     }
@@ -176,7 +191,7 @@ pub(super) async fn leave(s: &Session, r: LeaveGroupRequest, version: i16) -> Le
         Ok(outcomes) => outcomes,
         Err(e) => {
             return LeaveGroupResponse {
-                error_code: e.kafka_code(),
+                error_code: group_code(e),
                 ..LeaveGroupResponse::default()
             }
         }
@@ -451,7 +466,7 @@ pub(super) async fn describe(s: &Session, r: DescribeGroupsRequest) -> DescribeG
                 ..DescribedGroup::default()
             },
             Err(e) => DescribedGroup {
-                error_code: e.kafka_code(),
+                error_code: group_code(&e),
                 error_message: Some(e.to_string()),
                 group_id: g,
                 group_state: GroupState::Dead.name().to_string(),
@@ -487,7 +502,7 @@ pub(super) async fn delete_offsets(s: &Session, r: OffsetDeleteRequest) -> Offse
         Ok(o) => o,
         Err(e) => {
             return OffsetDeleteResponse {
-                error_code: e.kafka_code(),
+                error_code: group_code(e),
                 ..OffsetDeleteResponse::default()
             }
         }
@@ -496,7 +511,7 @@ pub(super) async fn delete_offsets(s: &Session, r: OffsetDeleteRequest) -> Offse
     for (tp, outcome) in outcomes {
         let partition = OffsetDeleteResponsePartition {
             partition_index: tp.partition,
-            error_code: outcome.err().map_or(0, |e| e.kafka_code()),
+            error_code: outcome.err().map_or(0, group_code),
         };
         match topics.last_mut() {
             Some(t) if t.name == tp.topic => t.partitions.push(partition),
@@ -532,13 +547,13 @@ pub(super) async fn delete(s: &Session, r: DeleteGroupsRequest) -> DeleteGroupsR
     let mut results = Vec::with_capacity(r.groups_names.len());
     for group_id in r.groups_names {
         let error_code = match &known {
-            Err(e) => e.kafka_code(),
+            Err(e) => group_code(e),
             Ok(known) if !known.contains(&group_id) => {
                 BrokerError::UnknownGroup(group_id.clone()).kafka_code()
             }
             Ok(_) => match s.broker.delete_group(&group_id).await {
                 Ok(()) => 0,
-                Err(e) => e.kafka_code(),
+                Err(e) => group_code(e),
             },
         };
         results.push(DeletableGroupResult {
@@ -557,7 +572,7 @@ pub(super) async fn list(s: &Session, r: ListGroupsRequest) -> ListGroupsRespons
         Ok(l) => l,
         Err(e) => {
             return ListGroupsResponse {
-                error_code: e.kafka_code(),
+                error_code: group_code(e),
                 ..ListGroupsResponse::default()
             }
         }
