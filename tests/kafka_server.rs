@@ -1514,23 +1514,18 @@ async fn a_held_join_is_answered_when_the_broker_begins_to_shut_down() {
     use weir::protocol::kafka::messages::join_group::{JoinGroupRequest, JoinGroupRequestProtocol};
 
     let (broker, server, _dir) = start().await;
-    let a = broker
-        .join_group(
-            "held",
-            weir::broker::JoinGroup {
-                member_id: String::new(),
-                instance_id: None,
-                client_id: "test".into(),
-                client_host: "/127.0.0.1".into(),
-                session_timeout: Duration::from_secs(60),
-                rebalance_timeout: Duration::from_secs(120),
-                protocol_type: "consumer".into(),
-                protocols: vec![("range".into(), Bytes::new())],
-                require_known_member_id: false,
-            },
-        )
-        .await
-        .expect("join");
+    let join = |member_id: &str| weir::broker::JoinGroup {
+        member_id: member_id.into(),
+        instance_id: None,
+        client_id: "test".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout: Duration::from_secs(60),
+        rebalance_timeout: Duration::from_secs(120),
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::new())],
+        require_known_member_id: false,
+    };
+    let a = broker.join_group("held", join("")).await.expect("join");
     broker
         .sync_group("held", &a.member_id, a.generation, vec![])
         .await
@@ -1539,7 +1534,7 @@ async fn a_held_join_is_answered_when_the_broker_begins_to_shut_down() {
     let mut s = TcpStream::connect(server.local_addr())
         .await
         .expect("connect");
-    let join = Request::JoinGroup(JoinGroupRequest {
+    let wire_join = Request::JoinGroup(JoinGroupRequest {
         group_id: "held".into(),
         session_timeout_ms: 60_000,
         rebalance_timeout_ms: 120_000,
@@ -1550,7 +1545,7 @@ async fn a_held_join_is_answered_when_the_broker_begins_to_shut_down() {
         }],
         ..JoinGroupRequest::default()
     });
-    send(&mut s, ApiKey::JoinGroup, 2, 7, join).await;
+    send(&mut s, ApiKey::JoinGroup, 2, 7, wire_join).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while broker.describe_group("held").await.expect("describe").state
         != weir::broker::GroupState::PreparingRebalance
@@ -1567,22 +1562,7 @@ async fn a_held_join_is_answered_when_the_broker_begins_to_shut_down() {
     };
     assert_eq!((id, j.error_code), (7, 16), "NOT_COORDINATOR");
     // New joins are refused at once too, and the server drains.
-    let again = broker
-        .join_group(
-            "held",
-            weir::broker::JoinGroup {
-                member_id: a.member_id.clone(),
-                instance_id: None,
-                client_id: "test".into(),
-                client_host: "/127.0.0.1".into(),
-                session_timeout: Duration::from_secs(60),
-                rebalance_timeout: Duration::from_secs(120),
-                protocol_type: "consumer".into(),
-                protocols: vec![("range".into(), Bytes::new())],
-                require_known_member_id: false,
-            },
-        )
-        .await;
+    let again = broker.join_group("held", join(&a.member_id)).await;
     assert!(
         matches!(again, Err(weir::broker::BrokerError::ShuttingDown)),
         "{again:?}"
