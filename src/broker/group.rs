@@ -1373,6 +1373,14 @@ impl Handler<ReleaseWaiting> for ConsumerGroup {
     type Result = ();
 
     fn handle(&mut self, _: ReleaseWaiting, _: &mut Self::Context) {
+        self.release_waiting();
+    }
+}
+
+impl ConsumerGroup {
+    /// Answers every join and sync waiting with [`BrokerError::ShuttingDown`] and refuses new
+    /// ones (see [`ReleaseWaiting`]).
+    fn release_waiting(&mut self) {
         self.closing = true;
         for m in self.members.values_mut() {
             m.fail_waiting(&BrokerError::ShuttingDown);
@@ -1389,9 +1397,7 @@ impl Handler<StopGroup> for ConsumerGroup {
     type Result = ();
 
     fn handle(&mut self, _: StopGroup, ctx: &mut Self::Context) {
-        for m in self.members.values_mut() {
-            m.fail_waiting(&BrokerError::ShuttingDown);
-        }
+        self.release_waiting();
         ctx.stop();
     }
 }
