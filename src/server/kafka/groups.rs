@@ -56,8 +56,9 @@ fn group_code(e: impl std::borrow::Borrow<BrokerError>) -> i16 {
     }
 }
 
-/// [`group_code`] of a result (0 for success).
-fn code<T>(r: &Result<T, BrokerError>) -> i16 {
+/// [`group_code`] of a result (0 for success): the group requests' own `code`, kept apart from
+/// [`super::code`], which maps a shutting-down broker for data requests.
+fn group_result_code<T>(r: &Result<T, BrokerError>) -> i16 {
     r.as_ref().err().map_or(0, group_code)
 }
 
@@ -172,7 +173,7 @@ pub(super) async fn heartbeat(s: &Session, r: HeartbeatRequest) -> HeartbeatResp
         )
         .await;
     HeartbeatResponse {
-        error_code: code(&result),
+        error_code: group_result_code(&result),
         ..HeartbeatResponse::default()
     }
 }
@@ -199,7 +200,7 @@ pub(super) async fn leave(s: &Session, r: LeaveGroupRequest, version: i16) -> Le
     if version < 3 {
         // One member: its outcome is the request's.
         return LeaveGroupResponse {
-            error_code: outcomes.first().map_or(0, code),
+            error_code: outcomes.first().map_or(0, group_result_code),
             ..LeaveGroupResponse::default()
         };
     }
@@ -212,7 +213,7 @@ pub(super) async fn leave(s: &Session, r: LeaveGroupRequest, version: i16) -> Le
             .map(|((member_id, group_instance_id), outcome)| MemberResponse {
                 member_id,
                 group_instance_id,
-                error_code: code(outcome),
+                error_code: group_result_code(outcome),
             })
             .collect(),
         ..LeaveGroupResponse::default()
@@ -256,7 +257,7 @@ pub(super) async fn commit(s: &Session, r: OffsetCommitRequest) -> OffsetCommitR
             )
             .await
     };
-    let all = code(&result);
+    let all = group_result_code(&result);
     OffsetCommitResponse {
         topics: r
             .topics
@@ -359,7 +360,7 @@ pub(super) async fn fetch_offsets(
             let unstable = unstable(s, &g.group_id, r.require_stable).await;
             groups.push(OffsetFetchResponseGroup {
                 group_id: g.group_id,
-                error_code: code(&result),
+                error_code: group_result_code(&result),
                 topics: result
                     .unwrap_or_default()
                     .into_iter()
@@ -393,7 +394,7 @@ pub(super) async fn fetch_offsets(
     let result = group_offsets(s, &r.group_id, wanted).await;
     let unstable = unstable(s, &r.group_id, r.require_stable).await;
     OffsetFetchResponse {
-        error_code: code(&result),
+        error_code: group_result_code(&result),
         topics: result
             .unwrap_or_default()
             .into_iter()
