@@ -762,6 +762,12 @@ pub struct GroupsSection {
     /// Most members a group may have (Kafka's `group.max.size`): a join past it gets
     /// GROUP_MAX_SIZE_REACHED.
     pub max_size: u32,
+    /// The session timeout of members of Kafka's consumer protocol (KIP-848; Kafka's
+    /// `group.consumer.session.timeout.ms`): one not heard from for this long is removed.
+    pub consumer_session_timeout_ms: u64,
+    /// How often those members are told to send heartbeats (Kafka's
+    /// `group.consumer.heartbeat.interval.ms`).
+    pub consumer_heartbeat_interval_ms: u64,
 }
 
 impl Default for GroupsSection {
@@ -774,6 +780,8 @@ impl Default for GroupsSection {
             offsets_retention_ms: 604_800_000,
             offsets_retention_check_interval_ms: 600_000,
             max_size: i32::MAX as u32,
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -970,6 +978,15 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "groups.max_size",
                 message: "must be positive".into(),
+            });
+        }
+        if g.consumer_heartbeat_interval_ms == 0
+            || g.consumer_heartbeat_interval_ms >= g.consumer_session_timeout_ms
+            || g.consumer_session_timeout_ms > i32::MAX as u64
+        {
+            return Err(ConfigError::Invalid {
+                key: "groups.consumer_heartbeat_interval_ms",
+                message: "must be positive and below groups.consumer_session_timeout_ms".into(),
             });
         }
         if g.offsets_retention_check_interval_ms == 0 {

@@ -245,6 +245,14 @@ fn confluent_admin() {
     scenario("confluent_admin");
 }
 
+/// Kafka's consumer group protocol (KIP-848) with librdkafka's `group.protocol=consumer`:
+/// server-side assignment shared and handed back without a partition held twice, describe and
+/// list, resuming from commits, pattern subscriptions, classic members refused.
+#[test]
+fn confluent_kafka_consumer_group_protocol() {
+    scenario("consumer_protocol");
+}
+
 /// aiokafka's admin client: topics, cluster, group offsets, configs, partitions, records.
 #[test]
 fn aiokafka_admin() {

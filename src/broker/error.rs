@@ -182,6 +182,45 @@ pub enum BrokerError {
         /// `[groups] max_size`.
         max: u32,
     },
+    /// A consumer-protocol heartbeat named an epoch the member does not have (KIP-848): it
+    /// must rejoin.
+    #[error("member {member:?} is fenced: it named epoch {got}, its epoch is {current}")]
+    FencedMemberEpoch {
+        /// The member.
+        member: String,
+        /// The epoch it named.
+        got: i32,
+        /// Its epoch.
+        current: i32,
+    },
+    /// An offset commit or fetch named an epoch other than the member's (KIP-848): retry with
+    /// the epoch of the latest heartbeat.
+    #[error("member {member:?} named epoch {got}, its epoch is {current}")]
+    StaleMemberEpoch {
+        /// The member.
+        member: String,
+        /// The epoch it named.
+        got: i32,
+        /// Its epoch.
+        current: i32,
+    },
+    /// A static member joined with an instance id another live member holds.
+    #[error("instance id {0:?} is held by a member that has not left")]
+    UnreleasedInstanceId(String),
+    /// A heartbeat asked for a server-side assignor the broker does not have.
+    #[error("no server-side assignor {0:?} (there are: uniform, range)")]
+    UnsupportedAssignor(String),
+    /// A subscription pattern that does not compile.
+    #[error("invalid regular expression {0}")]
+    InvalidRegularExpression(String),
+    /// A group of the other protocol (classic or consumer) has this id.
+    #[error("group {group:?} is a {actual} group: it has members of that protocol")]
+    GroupTypeMismatch {
+        /// The group.
+        group: String,
+        /// Its type: `classic` or `consumer`.
+        actual: String,
+    },
     /// A group's committed offsets of a topic its members consume cannot be deleted.
     #[error("group {group:?} is subscribed to topic {topic:?}")]
     GroupSubscribedToTopic {
@@ -230,6 +269,12 @@ impl BrokerError {
             BrokerError::ConcurrentTransactions(_) => 32,
             BrokerError::InvalidTransactionTimeout { .. } => 33,
             BrokerError::GroupMaxSizeReached { .. } => 34,
+            BrokerError::FencedMemberEpoch { .. } => 35,
+            BrokerError::StaleMemberEpoch { .. } => 36,
+            BrokerError::UnreleasedInstanceId(_) => 37,
+            BrokerError::UnsupportedAssignor(_) => 38,
+            BrokerError::InvalidRegularExpression(_) => 39,
+            BrokerError::GroupTypeMismatch { .. } => 40,
         }
     }
 
@@ -270,6 +315,14 @@ impl BrokerError {
             BrokerError::InvalidRecord(_) => 87,           // INVALID_RECORD
             // NOT_ENOUGH_REPLICAS: Kafka clients retry it until their delivery timeout.
             BrokerError::NotEnoughReplicas { .. } => 19,
+            BrokerError::FencedMemberEpoch { .. } => 110, // FENCED_MEMBER_EPOCH
+            BrokerError::UnreleasedInstanceId(_) => 111,  // UNRELEASED_INSTANCE_ID
+            BrokerError::UnsupportedAssignor(_) => 112,   // UNSUPPORTED_ASSIGNOR
+            BrokerError::StaleMemberEpoch { .. } => 113,  // STALE_MEMBER_EPOCH
+            BrokerError::InvalidRegularExpression(_) => 128, // INVALID_REGULAR_EXPRESSION
+            // GROUP_ID_NOT_FOUND to ConsumerGroupHeartbeat and ConsumerGroupDescribe (Kafka's
+            // "not a consumer group"); the classic APIs map it themselves.
+            BrokerError::GroupTypeMismatch { .. } => 69,
         }
     }
 
@@ -394,6 +447,23 @@ mod tests {
             BrokerError::GroupMaxSizeReached {
                 group: String::new(),
                 max: 1,
+            },
+            BrokerError::FencedMemberEpoch {
+                member: String::new(),
+                got: 0,
+                current: 0,
+            },
+            BrokerError::StaleMemberEpoch {
+                member: String::new(),
+                got: 0,
+                current: 0,
+            },
+            BrokerError::UnreleasedInstanceId(String::new()),
+            BrokerError::UnsupportedAssignor(String::new()),
+            BrokerError::InvalidRegularExpression(String::new()),
+            BrokerError::GroupTypeMismatch {
+                group: String::new(),
+                actual: "classic".into(),
             },
         ];
         let mut codes: Vec<u16> = all.iter().map(BrokerError::code).collect();

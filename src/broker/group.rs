@@ -46,12 +46,16 @@ use tokio::sync::oneshot;
 use weir_storage::{CommittedOffset, Storage, TopicPartition};
 
 use super::assignor::{self, MemberSubscription};
+use super::consumer_protocol::{
+    self, Assignment, ConsumerGroupState, Deadlines, HeartbeatInput, MemberState,
+};
 use super::error::BrokerError;
 use super::group_record::{GroupRecord, MemberRecord, VERSION};
 use super::registry::Routes;
 use super::types::{
-    now_ms, GroupDescription, GroupState, JoinGroup, JoinResult, JoinedMember, MemberDescription,
-    SyncResult, WEIR_PROTOCOL_TYPE,
+    now_ms, ConsumerGroupDescription, ConsumerMemberDescription, GroupDescription, GroupState,
+    JoinGroup, JoinResult, JoinedMember, MemberDescription, SyncResult, TopicPartitions,
+    WEIR_PROTOCOL_TYPE,
 };
 use crate::config::GroupsSection;
 
@@ -124,6 +128,11 @@ pub struct ConsumerGroup {
     /// Set by [`ReleaseWaiting`]: joins and syncs are refused.
     closing: bool,
     next_member: u64,
+    /// Membership and assignment under Kafka's consumer protocol (KIP-848); its members and
+    /// the classic `members` are never both non-empty.
+    consumer: ConsumerGroupState,
+    /// Its members' session and revocation timers.
+    deadlines: Deadlines,
 }
 
 impl ConsumerGroup {
@@ -157,7 +166,45 @@ impl ConsumerGroup {
             initial_delay: false,
             closing: false,
             next_member: 0,
+            consumer: ConsumerGroupState::default(),
+            deadlines: Deadlines::default(),
         }
+    }
+
+    /// Whether the group has members of either protocol.
+    fn has_members(&self) -> bool {
+        !self.members.is_empty() || !self.consumer.members.is_empty()
+    }
+
+    /// The group's state as the classic protocol names it: a consumer-protocol group with
+    /// members is Stable when every member has its target, else rebalancing.
+    fn classic_state(&self) -> GroupState {
+        match consumer_protocol::state_name(&self.consumer) {
+            _ if self.consumer.members.is_empty() => self.state,
+            "Stable" => GroupState::Stable,
+            "Assigning" => GroupState::PreparingRebalance,
+            _ => GroupState::CompletingRebalance,
+        }
+    }
+
+    /// The broker's topics: partition counts by name, and names and ids both ways.
+    fn topics(
+        &self,
+    ) -> (
+        BTreeMap<String, u32>,
+        HashMap<u128, String>,
+        HashMap<String, u128>,
+    ) {
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        let mut counts = BTreeMap::new();
+        let mut names = HashMap::with_capacity(routes.len());
+        let mut ids = HashMap::with_capacity(routes.len());
+        for (name, r) in routes.iter() {
+            counts.insert(name.clone(), r.partitions.len() as u32);
+            names.insert(r.id, name.clone());
+            ids.insert(name.clone(), r.id);
+        }
+        (counts, names, ids)
     }
 
     fn new_member_id(&mut self, client_id: &str) -> String {
@@ -195,7 +242,7 @@ impl ConsumerGroup {
             leader: self.leader.clone(),
             empty_since_ms: self
                 .emptied_at_ms
-                .filter(|_| self.state == GroupState::Empty),
+                .filter(|_| self.state == GroupState::Empty && !self.has_members()),
             members: self
                 .members
                 .iter()
@@ -210,6 +257,7 @@ impl ConsumerGroup {
                     assignment: m.assignment.clone(),
                 })
                 .collect(),
+            consumer: (self.consumer.group_epoch > 0).then(|| self.consumer.clone()),
         })
     }
 
@@ -246,6 +294,17 @@ impl ConsumerGroup {
     fn restore(&mut self, record: GroupRecord, ctx: &mut Context<Self>) {
         let rebalancing = record.rebalancing;
         let now = Instant::now();
+        if let Some(c) = record.consumer {
+            // Sessions and revocations are counted from the load, as for classic members.
+            for (id, m) in &c.members {
+                self.deadlines.last_seen.insert(id.clone(), now);
+                if m.state == MemberState::UnrevokedPartitions {
+                    let timeout = Duration::from_millis(m.rebalance_timeout_ms.max(1) as u64);
+                    self.deadlines.revoke_by.insert(id.clone(), now + timeout);
+                }
+            }
+            self.consumer = c;
+        }
         self.generation = record.generation;
         self.protocol_type = record.protocol_type;
         self.protocol = record.protocol;
@@ -533,6 +592,17 @@ impl ConsumerGroup {
         for id in expired {
             self.remove_member(&id, ctx);
         }
+        let session = Duration::from_millis(self.settings.consumer_session_timeout_ms);
+        let gone = self.consumer.expired(now, session, &self.deadlines);
+        if !gone.is_empty() {
+            for id in gone {
+                self.consumer.remove(&id, &mut self.deadlines);
+            }
+            if self.consumer.members.is_empty() {
+                self.emptied_at_ms = Some(now_ms());
+            }
+            self.persist(ctx);
+        }
         let max = Duration::from_millis(self.settings.max_session_timeout_ms);
         self.pending.retain(|_, at| now.duration_since(*at) <= max);
     }
@@ -545,7 +615,7 @@ impl ConsumerGroup {
     /// named once: consumers with a new group id per run, a DescribeGroups of many names.
     fn maybe_unload(&mut self, ctx: &mut Context<Self>) {
         let idle =
-            self.state == GroupState::Empty && self.members.is_empty() && self.pending.is_empty();
+            self.state == GroupState::Empty && !self.has_members() && self.pending.is_empty();
         if !idle {
             self.empty_since = None;
             return;
@@ -554,7 +624,8 @@ impl ConsumerGroup {
         if since.elapsed() < Duration::from_millis(self.settings.empty_group_unload_ms) {
             return;
         }
-        if self.offsets_loaded && self.offsets.is_empty() && self.generation > 0 {
+        let used = self.generation > 0 || self.consumer.group_epoch > 0;
+        if self.offsets_loaded && self.offsets.is_empty() && used {
             // Nothing of it is worth keeping: its record goes too (Kafka's cleanup removes an
             // empty group without offsets), then it unloads (nothing else runs in between).
             let (storage, id) = (self.storage.clone(), self.id.clone());
@@ -622,6 +693,27 @@ impl ConsumerGroup {
         }
         m.last_seen = Instant::now();
         Ok(m)
+    }
+}
+
+impl ConsumerGroup {
+    /// An offset commit of a consumer-protocol member names its current epoch (Kafka's
+    /// STALE_MEMBER_EPOCH otherwise: the client retries with the epoch of its latest
+    /// heartbeat).
+    fn check_consumer_member(&self, member_id: &str, epoch: i32) -> Result<(), BrokerError> {
+        let m = self
+            .consumer
+            .members
+            .get(member_id)
+            .ok_or_else(|| BrokerError::UnknownMember(member_id.to_string()))?;
+        if m.epoch != epoch {
+            return Err(BrokerError::StaleMemberEpoch {
+                member: member_id.to_string(),
+                got: epoch,
+                current: m.epoch,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -695,6 +787,10 @@ impl ConsumerGroup {
             ));
         }
         if msg.protocols.is_empty() || msg.protocol_type.is_empty() {
+            return Err(BrokerError::InconsistentGroupProtocol);
+        }
+        // A group whose members use Kafka's consumer protocol takes no classic member.
+        if !self.consumer.members.is_empty() {
             return Err(BrokerError::InconsistentGroupProtocol);
         }
         if !self.members.is_empty() && self.protocol_type.as_deref() != Some(&msg.protocol_type) {
@@ -994,6 +1090,110 @@ impl ConsumerGroup {
     }
 }
 
+/// A heartbeat of Kafka's consumer protocol (KIP-848): joins, stays in or leaves the group,
+/// and answers with the member's epoch and, when it changed, its assignment (see
+/// [`consumer_protocol`]).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<ConsumerHeartbeatAnswer, BrokerError>")]
+pub struct ConsumerHeartbeat {
+    /// The request (its `owned` is filled in from `owned_ids`).
+    pub input: HeartbeatInput,
+    /// The partitions the member owns, by topic id; `None`: unchanged.
+    pub owned_ids: Option<Vec<(u128, Vec<i32>)>>,
+}
+
+/// The answer to a [`ConsumerHeartbeat`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerHeartbeatAnswer {
+    /// The member id (chosen by the group for a v0 join).
+    pub member_id: String,
+    /// Its epoch.
+    pub member_epoch: i32,
+    /// How often it is to send heartbeats.
+    pub heartbeat_interval_ms: i32,
+    /// Its assignment by topic id, when it changed or the member asked in full.
+    pub assignment: Option<Vec<(u128, Vec<i32>)>>,
+}
+
+impl Handler<ConsumerHeartbeat> for ConsumerGroup {
+    type Result = Result<ConsumerHeartbeatAnswer, BrokerError>;
+
+    fn handle(&mut self, msg: ConsumerHeartbeat, ctx: &mut Self::Context) -> Self::Result {
+        if self.closing {
+            return Err(BrokerError::ShuttingDown);
+        }
+        if self.state == GroupState::Dead {
+            return Err(BrokerError::UnknownGroup(self.id.clone()));
+        }
+        if !self.members.is_empty() {
+            return Err(BrokerError::GroupTypeMismatch {
+                group: self.id.clone(),
+                actual: "classic".into(),
+            });
+        }
+        let (topics, names, ids) = self.topics();
+        let mut input = msg.input;
+        input.owned = msg.owned_ids.map(|owned| {
+            let mut a = Assignment::new();
+            for (id, ps) in owned {
+                // Partitions of topics deleted since are no longer anyone's.
+                if let Some(name) = names.get(&id) {
+                    a.entry(name.clone()).or_default().extend(ps);
+                }
+            }
+            a
+        });
+        let before = self.consumer.clone();
+        let was_empty = self.consumer.members.is_empty() && !self.has_members();
+        let client_id = input.client_id.clone();
+        let next = &mut self.next_member;
+        let out = self.consumer.heartbeat(
+            input,
+            &topics,
+            Instant::now(),
+            &mut self.deadlines,
+            self.settings.max_size,
+            || {
+                *next += 1;
+                format!(
+                    "{}-{}-{:x}",
+                    if client_id.is_empty() {
+                        "member"
+                    } else {
+                        &client_id
+                    },
+                    next,
+                    rand::random::<u64>()
+                )
+            },
+        );
+        let out = out.map_err(|e| match e {
+            BrokerError::GroupMaxSizeReached { max, .. } => BrokerError::GroupMaxSizeReached {
+                group: self.id.clone(),
+                max,
+            },
+            e => e,
+        });
+        if self.consumer != before {
+            if self.consumer.members.is_empty() && !was_empty {
+                self.emptied_at_ms = Some(now_ms());
+            }
+            self.persist(ctx);
+        }
+        let out = out?;
+        Ok(ConsumerHeartbeatAnswer {
+            member_id: out.member_id,
+            member_epoch: out.member_epoch,
+            heartbeat_interval_ms: self.settings.consumer_heartbeat_interval_ms as i32,
+            assignment: out.assignment.map(|a| {
+                a.into_iter()
+                    .filter_map(|(t, ps)| ids.get(&t).map(|id| (*id, ps.into_iter().collect())))
+                    .collect()
+            }),
+        })
+    }
+}
+
 /// Commits offsets: from a member of the current generation, from anyone while the group has
 /// no members (generation -1, Kafka's "simple" consumers), or as an admin reset (`admin`),
 /// which requires an empty group.
@@ -1021,16 +1221,19 @@ impl Handler<CommitOffsets> for ConsumerGroup {
                 return Err(BrokerError::UnknownGroup(self.id.clone()));
             }
             if msg.admin {
-                if !self.members.is_empty() {
+                if self.has_members() {
                     return Err(BrokerError::GroupNotEmpty(self.id.clone()));
                 }
                 return Ok(());
             }
             if msg.generation < 0 && msg.member_id.is_empty() {
-                if !self.members.is_empty() {
+                if self.has_members() {
                     return Err(BrokerError::UnknownMember(String::new()));
                 }
                 return Ok(());
+            }
+            if !self.consumer.members.is_empty() {
+                return self.check_consumer_member(&msg.member_id, msg.generation);
             }
             let state = self.state;
             self.check_member(&msg.member_id, msg.instance_id.as_deref(), msg.generation)?;
@@ -1105,6 +1308,9 @@ impl Handler<CheckMember> for ConsumerGroup {
     type Result = Result<(), BrokerError>;
 
     fn handle(&mut self, msg: CheckMember, _: &mut Self::Context) -> Self::Result {
+        if !self.consumer.members.is_empty() {
+            return self.check_consumer_member(&msg.member_id, msg.generation);
+        }
         self.check_member(&msg.member_id, msg.instance_id.as_deref(), msg.generation)
             .map(|_| ())
     }
@@ -1148,11 +1354,23 @@ impl Handler<DescribeGroup> for ConsumerGroup {
         let protocol = self.protocol.clone().unwrap_or_default();
         // A group nobody joined or committed to does not exist, as far as Kafka's clients are
         // told (Kafka answers such a name with the state Dead, and does not list it).
-        let unused =
-            self.state == GroupState::Empty && self.generation == 0 && self.offsets.is_empty();
+        let unused = self.state == GroupState::Empty
+            && self.generation == 0
+            && self.consumer.group_epoch == 0
+            && self.offsets.is_empty();
+        // A group is of the consumer protocol while it has such members, and once they all
+        // left if it never had classic ones (Kafka keeps an empty group's type).
+        let consumer_type = self.members.is_empty()
+            && self.consumer.group_epoch > 0
+            && (!self.consumer.members.is_empty() || self.generation == 0);
+        let consumer = consumer_type.then(|| self.describe_consumer());
         MessageResult(GroupDescription {
             group_id: self.id.clone(),
-            state: if unused { GroupState::Dead } else { self.state },
+            state: if unused {
+                GroupState::Dead
+            } else {
+                self.classic_state()
+            },
             generation: self.generation,
             protocol_type: self.protocol_type.clone().unwrap_or_default(),
             protocol: protocol.clone(),
@@ -1174,7 +1392,45 @@ impl Handler<DescribeGroup> for ConsumerGroup {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            consumer,
         })
+    }
+}
+
+impl ConsumerGroup {
+    fn describe_consumer(&self) -> ConsumerGroupDescription {
+        let (_, _, ids) = self.topics();
+        let with_ids = |a: &Assignment| -> Vec<TopicPartitions> {
+            a.iter()
+                .map(|(t, ps)| {
+                    let id = ids.get(t).copied().unwrap_or(0);
+                    (t.clone(), id, ps.iter().copied().collect())
+                })
+                .collect()
+        };
+        let c = &self.consumer;
+        ConsumerGroupDescription {
+            state: consumer_protocol::state_name(c).to_string(),
+            group_epoch: c.group_epoch,
+            assignment_epoch: c.assignment_epoch,
+            assignor: c.assignor.clone(),
+            members: c
+                .members
+                .iter()
+                .map(|(id, m)| ConsumerMemberDescription {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    member_epoch: m.epoch,
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    subscribed_topic_names: m.subscribed_names.clone(),
+                    subscribed_topic_regex: m.subscribed_regex.clone(),
+                    assignment: with_ids(&m.assigned),
+                    target_assignment: c.target.get(id).map(&with_ids).unwrap_or_default(),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -1216,7 +1472,11 @@ impl Handler<ExpireOffsets> for ConsumerGroup {
 
     fn handle(&mut self, msg: ExpireOffsets, _: &mut Self::Context) -> Self::Result {
         let expired = expired_offsets(
-            self.state,
+            if self.has_members() {
+                GroupState::Stable
+            } else {
+                self.state
+            },
             self.emptied_at_ms,
             &self.offsets,
             msg.now_ms,
@@ -1252,7 +1512,7 @@ impl Handler<DeleteGroup> for ConsumerGroup {
     type Result = AtomicResponse<Self, Result<(), BrokerError>>;
 
     fn handle(&mut self, _: DeleteGroup, _: &mut Self::Context) -> Self::Result {
-        if !self.members.is_empty() {
+        if self.has_members() {
             let e = BrokerError::GroupNotEmpty(self.id.clone());
             return AtomicResponse::new(Box::pin(async move { Err(e) }.into_actor(self)));
         }
@@ -1309,6 +1569,13 @@ impl Handler<DeleteOffsets> for ConsumerGroup {
             match (topics, subscribed.as_mut()) {
                 (Some(t), Some(all)) => all.extend(t),
                 _ => subscribed = None,
+            }
+        }
+        if !self.consumer.members.is_empty() {
+            let (topics, _, _) = self.topics();
+            let consumed = self.consumer.subscribed_metadata(&topics);
+            if let Some(all) = subscribed.as_mut() {
+                all.extend(consumed.into_keys());
             }
         }
         let mut outcomes = Vec::with_capacity(msg.partitions.len());

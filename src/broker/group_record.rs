@@ -26,6 +26,8 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::consumer_protocol::ConsumerGroupState;
+
 /// The record format this build writes and reads.
 pub const VERSION: u8 = 1;
 
@@ -50,8 +52,12 @@ pub struct GroupRecord {
     /// `[groups] offsets_retention_ms` later.
     #[serde(default)]
     pub empty_since_ms: Option<i64>,
-    /// The members, in member id order.
+    /// The members of the classic protocol, in member id order.
     pub members: Vec<MemberRecord>,
+    /// A group of Kafka's consumer protocol (KIP-848): its epochs, members and assignments
+    /// (its members are not in `members`, which are the classic protocol's).
+    #[serde(default)]
+    pub consumer: Option<ConsumerGroupState>,
 }
 
 /// A member as stored.
@@ -120,6 +126,25 @@ impl GroupRecord {
                 return Err(format!("leader {l:?} is not a member"));
             }
         }
+        if let Some(c) = &r.consumer {
+            if !r.members.is_empty() && !c.members.is_empty() {
+                return Err("members of both group protocols".into());
+            }
+            if c.members.keys().any(String::is_empty) {
+                return Err("an empty member id".into());
+            }
+            if c.members
+                .values()
+                .any(|m| m.epoch < -2 || m.epoch > c.group_epoch)
+            {
+                return Err("a member epoch beyond the group epoch".into());
+            }
+            if c.assignment_epoch > c.group_epoch
+                || c.target.keys().any(|id| !c.members.contains_key(id))
+            {
+                return Err("a target assignment of members the group does not have".into());
+            }
+        }
         Ok(r)
     }
 }
@@ -162,6 +187,118 @@ mod tests {
                     assignment: Bytes::new(),
                 },
             ],
+            consumer: None,
+        }
+    }
+
+    /// A group of the consumer protocol: one stable member, one giving up a partition.
+    fn consumer_sample() -> GroupRecord {
+        use crate::broker::consumer_protocol::{Assignment, ConsumerMember, MemberState};
+        let parts = |t: &str, ps: &[i32]| -> Assignment {
+            [(t.to_string(), ps.iter().copied().collect())].into()
+        };
+        let member = |epoch, assigned, revoking, state| ConsumerMember {
+            instance_id: None,
+            rack_id: None,
+            client_id: "rdkafka".into(),
+            client_host: "/127.0.0.1".into(),
+            subscribed_names: vec!["orders".into()],
+            subscribed_regex: None,
+            server_assignor: None,
+            rebalance_timeout_ms: 300_000,
+            epoch,
+            previous_epoch: epoch - 1,
+            state,
+            assigned,
+            revoking,
+        };
+        let c = ConsumerGroupState {
+            group_epoch: 4,
+            assignment_epoch: 4,
+            assignor: "uniform".into(),
+            members: [
+                (
+                    "m1".to_string(),
+                    member(
+                        4,
+                        parts("orders", &[0, 1]),
+                        Assignment::new(),
+                        MemberState::Stable,
+                    ),
+                ),
+                (
+                    "m2".to_string(),
+                    member(
+                        3,
+                        parts("orders", &[2]),
+                        parts("orders", &[3]),
+                        MemberState::UnrevokedPartitions,
+                    ),
+                ),
+            ]
+            .into(),
+            target: [
+                ("m1".to_string(), parts("orders", &[0, 1, 3])),
+                ("m2".to_string(), parts("orders", &[2])),
+            ]
+            .into(),
+            subscribed_topics: [("orders".to_string(), 4)].into(),
+        };
+        GroupRecord {
+            version: VERSION,
+            generation: 0,
+            rebalancing: false,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            empty_since_ms: None,
+            members: Vec::new(),
+            consumer: Some(c),
+        }
+    }
+
+    #[test]
+    fn consumer_protocol_groups_round_trip_and_bad_ones_are_refused() {
+        let r = consumer_sample();
+        assert_eq!(GroupRecord::decode(&r.encode().unwrap()), Ok(r.clone()));
+        let check = |f: fn(&mut GroupRecord), why: &str| {
+            let mut r = consumer_sample();
+            f(&mut r);
+            assert!(GroupRecord::decode(&r.encode().unwrap()).is_err(), "{why}");
+        };
+        check(
+            |r| r.members = sample().members,
+            "members of both protocols",
+        );
+        check(
+            |r| {
+                let c = r.consumer.as_mut().unwrap();
+                let m = c.members.remove("m1").unwrap();
+                c.members.insert(String::new(), m);
+            },
+            "an empty member id",
+        );
+        check(
+            |r| {
+                r.consumer
+                    .as_mut()
+                    .unwrap()
+                    .members
+                    .get_mut("m1")
+                    .unwrap()
+                    .epoch = 5
+            },
+            "a member epoch beyond the group epoch",
+        );
+        check(
+            |r| {
+                r.consumer.as_mut().unwrap().members.remove("m2");
+            },
+            "a target for a member that is not there",
+        );
+        let bytes = r.encode().unwrap();
+        for cut in 0..bytes.len() {
+            assert!(GroupRecord::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
     }
 
@@ -178,6 +315,7 @@ mod tests {
             leader: None,
             empty_since_ms: Some(1_700_000_000_000),
             members: Vec::new(),
+            consumer: None,
         };
         assert_eq!(GroupRecord::decode(&empty.encode().unwrap()), Ok(empty));
     }

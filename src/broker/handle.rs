@@ -387,6 +387,17 @@ impl BrokerHandle {
         v
     }
 
+    /// The name of the topic whose id (Kafka's topic id) is `id`, if it exists.
+    pub fn topic_name(&self, id: u128) -> Option<String> {
+        self.shared
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|r| r.id == id)
+            .map(|r| r.name.clone())
+    }
+
     /// The partition count of `topic`, if it exists.
     pub fn partition_count(&self, topic: &str) -> Option<u32> {
         self.route(topic).map(|r| r.partitions.len() as u32)
@@ -1008,7 +1019,10 @@ impl BrokerHandle {
                 continue;
             };
             // An unreadable record is reported by the group when it loads.
-            if GroupRecord::decode(&bytes).is_ok_and(|r| !r.members.is_empty()) {
+            let has_members = |r: GroupRecord| {
+                !r.members.is_empty() || r.consumer.is_some_and(|c| !c.members.is_empty())
+            };
+            if GroupRecord::decode(&bytes).is_ok_and(has_members) {
                 self.group(&name)?;
             }
         }
@@ -1044,6 +1058,24 @@ impl BrokerHandle {
         join: JoinGroup,
     ) -> Result<JoinResult, BrokerError> {
         self.ask_group(group, join).await?
+    }
+
+    /// A heartbeat of Kafka's consumer group protocol (KIP-848): joins (epoch 0), stays in, or
+    /// leaves (epoch -1; -2 for a static member that will be back) group `group`. See
+    /// [`super::consumer_protocol`].
+    ///
+    /// # Errors
+    /// UNKNOWN_MEMBER_ID, FENCED_MEMBER_EPOCH, UNRELEASED_INSTANCE_ID, FENCED_INSTANCE_ID,
+    /// UNSUPPORTED_ASSIGNOR, INVALID_REGULAR_EXPRESSION, GROUP_MAX_SIZE_REACHED, a classic group
+    /// with members ([`BrokerError::GroupTypeMismatch`]).
+    pub async fn consumer_group_heartbeat(
+        &self,
+        group: &str,
+        input: super::consumer_protocol::HeartbeatInput,
+        owned_ids: Option<Vec<(u128, Vec<i32>)>>,
+    ) -> Result<group::ConsumerHeartbeatAnswer, BrokerError> {
+        self.ask_group(group, group::ConsumerHeartbeat { input, owned_ids })
+            .await?
     }
 
     /// Gets (and from the leader, sets) the assignment of generation `generation`.

@@ -27,6 +27,8 @@ pub mod types;
 #[cfg(feature = "broker")]
 pub mod assignor;
 #[cfg(feature = "broker")]
+pub mod consumer_protocol;
+#[cfg(feature = "broker")]
 pub mod group;
 #[cfg(feature = "broker")]
 pub mod group_record;
@@ -51,7 +53,8 @@ pub use self::error::BrokerError;
 #[cfg(feature = "broker")]
 pub use self::handle::{Broker, BrokerHandle, StartError};
 pub use self::types::{
-    now_ms, AbortedFilter, AbortedTxn, Acks, FetchResult, GroupDescription, GroupState, Isolation,
-    JoinGroup, JoinResult, JoinedMember, MemberDescription, MemberRef, OffsetSpec, PublishAck,
-    ResetTo, SyncResult, TopicDescription, WEIR_PROTOCOL_TYPE,
+    now_ms, AbortedFilter, AbortedTxn, Acks, ConsumerGroupDescription, ConsumerMemberDescription,
+    FetchResult, GroupDescription, GroupState, Isolation, JoinGroup, JoinResult, JoinedMember,
+    MemberDescription, MemberRef, OffsetSpec, PublishAck, ResetTo, SyncResult, TopicDescription,
+    WEIR_PROTOCOL_TYPE,
 };

@@ -343,6 +343,53 @@ pub struct GroupDescription {
     pub members: Vec<MemberDescription>,
     /// Committed offsets.
     pub offsets: Vec<(TopicPartition, CommittedOffset)>,
+    /// For a group of Kafka's consumer protocol (KIP-848): its epochs, assignor and members
+    /// (`members` above are the classic protocol's). `None` for a classic group.
+    #[serde(default)]
+    pub consumer: Option<ConsumerGroupDescription>,
+}
+
+/// A group of Kafka's consumer protocol, as `BrokerHandle::describe_group` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConsumerGroupDescription {
+    /// Kafka's state name: `Empty`, `Assigning`, `Reconciling` or `Stable`.
+    pub state: String,
+    /// The group epoch.
+    pub group_epoch: i32,
+    /// The epoch of the target assignment.
+    pub assignment_epoch: i32,
+    /// The assignor of the target assignment.
+    pub assignor: String,
+    /// The members, by member id.
+    pub members: Vec<ConsumerMemberDescription>,
+}
+
+/// Partitions of one topic: its name, its id, the partitions.
+pub type TopicPartitions = (String, u128, Vec<i32>);
+
+/// A member of a consumer-protocol group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConsumerMemberDescription {
+    /// The member id.
+    pub member_id: String,
+    /// Its static instance id.
+    pub instance_id: Option<String>,
+    /// Its rack.
+    pub rack_id: Option<String>,
+    /// Its epoch.
+    pub member_epoch: i32,
+    /// The client id.
+    pub client_id: String,
+    /// The client's address.
+    pub client_host: String,
+    /// Topics it subscribes to by name.
+    pub subscribed_topic_names: Vec<String>,
+    /// Topics it subscribes to by pattern.
+    pub subscribed_topic_regex: Option<String>,
+    /// What it has been given.
+    pub assignment: Vec<TopicPartitions>,
+    /// What it is to have.
+    pub target_assignment: Vec<TopicPartitions>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch (record timestamps, retention).

@@ -411,6 +411,105 @@ def scenario_cooperative():
     check(failed_commits or len(seen) == n, f"exactly once: {len(seen)} records of {n}")
 
 
+def scenario_consumer_protocol():
+    """Kafka's consumer group protocol (KIP-848, `group.protocol=consumer`, librdkafka through
+    confluent-kafka): the broker assigns; a second member takes half the partitions once the
+    first has given them up; describe and list show a consumer group; the first takes everything
+    back when the second leaves; every record is consumed once (unless a commit raced a
+    reassignment); a new member resumes from the committed offsets; a pattern subscription;
+    a classic member cannot join the group."""
+    create("kip848", 4)
+    create("kip848-more", 2)
+    n = 4000
+    produce_ck("kip848", [(f"k{i}".encode(), f"{i}".encode(), None, None) for i in range(n)])
+    conf = {
+        "bootstrap.servers": BOOT, "group.id": "kip848", "group.protocol": "consumer",
+        "auto.offset.reset": "earliest", "enable.auto.commit": False,
+    }
+    seen, failed_commits = [], []
+
+    def take(c):
+        m = c.poll(0.05)
+        if m is None or m.error() is not None:
+            return
+        seen.append(int(m.value()))
+        commit_racing(c, failed_commits, message=m)
+
+    deadline = time.time() + TIMEOUT
+    a = ck.Consumer(conf)
+    a.subscribe(["kip848"])
+    while len(seen) < 1000 and time.time() < deadline:
+        take(a)
+    check(len(a.assignment()) == 4, f"a alone has every partition: {a.assignment()}")
+    b = ck.Consumer(conf)
+    b.subscribe(["kip848"])
+    while (len(seen) < 3000 or not b.assignment()) and time.time() < deadline:
+        take(a)
+        take(b)
+    mine = (sorted(p.partition for p in a.assignment()), sorted(p.partition for p in b.assignment()))
+    check(len(mine[0]) == 2 and sorted(mine[0] + mine[1]) == [0, 1, 2, 3], f"shared: {mine}")
+    d = admin().describe_consumer_groups(["kip848"])["kip848"].result(TIMEOUT)
+    check(d.type == ck.ConsumerGroupType.CONSUMER and d.state == ck.ConsumerGroupState.STABLE,
+          f"described: {d.type} {d.state}")
+    described = sorted(sorted(tp.partition for tp in m.assignment.topic_partitions) for m in d.members)
+    check(described == sorted([mine[0], mine[1]]), f"described members: {described}")
+    listed = admin().list_consumer_groups().result(TIMEOUT).valid
+    check([(g.group_id, g.type) for g in listed if g.group_id == "kip848"]
+          == [("kip848", ck.ConsumerGroupType.CONSUMER)], f"listed: {listed}")
+    # DescribeGroups (kafka-python) shows it as Kafka does: protocol type consumer, and each
+    # member's assignment in the classic format.
+    kp = KafkaAdminClient(bootstrap_servers=BOOT)
+    g = kp.describe_groups(["kip848"])["kip848"]
+    check(g["protocol_type"] == "consumer" and g["group_state"] == "Stable", f"DescribeGroups: {g}")
+    parts = sorted(sorted(p for a in m["member_assignment"]["assigned_partitions"] for p in a["partitions"])
+                   for m in g["members"])
+    check(parts == sorted([mine[0], mine[1]]), f"DescribeGroups members: {g['members']}")
+    check(all(m["member_metadata"]["topics"] == ["kip848"] for m in g["members"]), f"subscriptions: {g}")
+    kp.close()
+    # A classic consumer cannot join while the group has consumer-protocol members.
+    classic = ck.Consumer({**{k: v for k, v in conf.items() if k != "group.protocol"},
+                           "session.timeout.ms": 6000})
+    classic.subscribe(["kip848"])
+    refused = None
+    while refused is None and time.time() < deadline:
+        take(a)
+        take(b)
+        m = classic.poll(0.05)
+        if m is not None and m.error() is not None:
+            refused = m.error()
+    check(refused is not None and refused.code() == ck.KafkaError.INCONSISTENT_GROUP_PROTOCOL,
+          f"classic member: {refused}")
+    classic.close()
+    b.close()
+    while len(set(seen)) < n and time.time() < deadline:
+        take(a)
+    check(len(a.assignment()) == 4, f"a has everything again: {a.assignment()}")
+    a.close()
+    check(sorted(set(seen)) == list(range(n)), f"at least once: {len(set(seen))} distinct of {n}")
+    check(failed_commits or len(seen) == n, f"exactly once: {len(seen)} records of {n}")
+    # A new member resumes where the group committed.
+    produce_ck("kip848", [(f"k{i}".encode(), f"{i}".encode(), None, None) for i in range(n, n + 100)])
+    c = ck.Consumer(conf)
+    c.subscribe(["kip848"])
+    later = []
+    while len(later) < 100 and time.time() < deadline:
+        m = c.poll(0.1)
+        if m is not None and m.error() is None:
+            later.append(int(m.value()))
+    extra = c.poll(1.0)
+    c.close()
+    check(sorted(later) == list(range(n, n + 100)) and extra is None, f"resumed: {len(later)}")
+    # A pattern subscription takes the partitions of every matching topic.
+    r = ck.Consumer({**conf, "group.id": "kip848-pattern"})
+    r.subscribe(["^kip848.*"])
+    while len(r.assignment()) < 6 and time.time() < deadline:
+        r.poll(0.1)
+    got = sorted((p.topic, p.partition) for p in r.assignment())
+    r.close()
+    check(got == [("kip848", i) for i in range(4)] + [("kip848-more", 0), ("kip848-more", 1)],
+          f"pattern: {got}")
+
+
 def scenario_static():
     """Static membership (group.instance.id): a member that restarts gets its partitions back
     without the other member noticing (no revocation), every record is consumed once, and a

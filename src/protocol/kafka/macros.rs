@@ -191,6 +191,27 @@ macro_rules! kafka_struct {
                 this
             }
         }
+        impl $crate::protocol::kafka::wire::Wire for Option<$name> {
+            fn min_size(_: $crate::protocol::kafka::wire::Ctx) -> usize {
+                1
+            }
+            fn read(
+                r: &mut $crate::protocol::kafka::wire::Reader,
+                ctx: $crate::protocol::kafka::wire::Ctx,
+            ) -> $crate::protocol::kafka::error::Result<Self> {
+                $crate::protocol::kafka::wire::read_nullable_struct(r, ctx)
+            }
+            fn write(
+                &self,
+                w: &mut $crate::protocol::kafka::wire::Writer,
+                ctx: $crate::protocol::kafka::wire::Ctx,
+            ) -> $crate::protocol::kafka::error::Result<()> {
+                $crate::protocol::kafka::wire::write_nullable_struct(self, w, ctx)
+            }
+            fn example(seed: u32, ctx: $crate::protocol::kafka::wire::Ctx) -> Self {
+                $crate::protocol::kafka::wire::example_nullable_struct(seed, ctx)
+            }
+        }
     };
 
     (@default) => { Default::default() };

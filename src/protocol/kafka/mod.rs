@@ -373,6 +373,14 @@ apis! {
     ListTransactions = 66,
         list_transactions::{ListTransactionsRequest, ListTransactionsResponse},
         decode 0..=1, supported 0..=1, flexible 0;
+    /// Join, stay in and leave a group of Kafka's consumer group protocol (KIP-848).
+    ConsumerGroupHeartbeat = 68,
+        consumer_group_heartbeat::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse},
+        decode 0..=1, supported 0..=1, flexible 0;
+    /// Describe groups of Kafka's consumer group protocol (KIP-848).
+    ConsumerGroupDescribe = 69,
+        consumer_group_describe::{ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse},
+        decode 0..=1, supported 0..=1, flexible 0;
 }
 
 impl ApiKey {

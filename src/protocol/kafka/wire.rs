@@ -902,6 +902,39 @@ impl Wire for Option<RecordSet> {
     }
 }
 
+/// A nullable struct (`Option<S>` of a `kafka_struct!`): an int8 marker, negative for null
+/// (Kafka writes -1) and 1 before the struct's fields. `kafka_struct!` implements
+/// [`Wire`] for `Option<S>` of every struct it generates through these.
+pub fn read_nullable_struct<T: Wire>(r: &mut Reader, ctx: Ctx) -> Result<Option<T>> {
+    if r.i8()? < 0 {
+        if !ctx.nullable {
+            return Err(unexpected_null(ctx));
+        }
+        return Ok(None);
+    }
+    T::read(r, ctx.with_nullable(false)).map(Some)
+}
+
+/// Writes a nullable struct; see [`read_nullable_struct`].
+pub fn write_nullable_struct<T: Wire>(v: &Option<T>, w: &mut Writer, ctx: Ctx) -> Result<()> {
+    match v {
+        None if !ctx.nullable => Err(null_error(ctx)),
+        None => {
+            w.i8(-1);
+            Ok(())
+        }
+        Some(s) => {
+            w.i8(1);
+            s.write(w, ctx.with_nullable(false))
+        }
+    }
+}
+
+/// A sample nullable struct: null for a third of the seeds, where allowed.
+pub fn example_nullable_struct<T: Wire>(seed: u32, ctx: Ctx) -> Option<T> {
+    (!example_null(seed, ctx)).then(|| T::example(seed, ctx.with_nullable(false)))
+}
+
 /// Reads `n` elements whose count was already checked against the input.
 fn read_elements<T: Wire>(r: &mut Reader, n: usize, ctx: Ctx) -> Result<Vec<T>> {
     let mut out = Vec::with_capacity(n);

@@ -33,6 +33,22 @@ pub(super) fn topic_uuid(id: u128) -> Uuid {
 /// Brokers (just this one) and the requested topics, auto-creating unknown ones when the
 /// request and the broker's config both allow it.
 pub(super) async fn metadata(s: &Session, r: MetadataRequest, version: i16) -> MetadataResponse {
+    const UNKNOWN_TOPIC_ID: i16 = 100;
+    // Topics named by id alone (v10+; consumers of the consumer group protocol resolve their
+    // assignments this way): the id's topic, or UNKNOWN_TOPIC_ID.
+    let mut by_id = Vec::new();
+    let mut unknown_ids = Vec::new();
+    if let Some(topics) = &r.topics {
+        for t in topics
+            .iter()
+            .filter(|t| t.name.is_none() && t.topic_id != [0; 16])
+        {
+            match s.broker.topic_name(u128::from_be_bytes(t.topic_id)) {
+                Some(name) => by_id.push(name),
+                None => unknown_ids.push(t.topic_id),
+            }
+        }
+    }
     let names: Vec<String> = match r.topics {
         // Null (v1+), or an empty list in v0: every topic.
         None => s.broker.list_topics(),
@@ -43,6 +59,7 @@ pub(super) async fn metadata(s: &Session, r: MetadataRequest, version: i16) -> M
             let mut seen = std::collections::HashSet::new();
             t.into_iter()
                 .filter_map(|t| t.name)
+                .chain(by_id)
                 .filter(|name| seen.insert(name.clone()))
                 .collect()
         }
@@ -52,6 +69,15 @@ pub(super) async fn metadata(s: &Session, r: MetadataRequest, version: i16) -> M
     let mut topics = Vec::with_capacity(names.len());
     for name in names {
         topics.push(describe_topic(s, name, allow_create).await);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for id in unknown_ids.into_iter().filter(|id| seen.insert(*id)) {
+        topics.push(MetadataResponseTopic {
+            error_code: UNKNOWN_TOPIC_ID,
+            name: None,
+            topic_id: id,
+            ..MetadataResponseTopic::default()
+        });
     }
     MetadataResponse {
         brokers: vec![MetadataResponseBroker {

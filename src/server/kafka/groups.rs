@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use weir_storage::{CommittedOffset, TopicPartition};
 
-use crate::broker::{BrokerError, GroupState, JoinGroup, MemberRef};
+use crate::broker::{BrokerError, ConsumerGroupDescription, GroupState, JoinGroup, MemberRef};
 use crate::protocol::kafka::messages::delete_groups::{
     DeletableGroupResult, DeleteGroupsRequest, DeleteGroupsResponse,
 };
@@ -42,6 +42,7 @@ use crate::protocol::kafka::messages::offset_fetch::{
 use crate::protocol::kafka::messages::sync_group::{SyncGroupRequest, SyncGroupResponse};
 use crate::protocol::kafka::{Ctx, Reader};
 
+use super::consumer_groups;
 use super::Session;
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -446,6 +447,7 @@ pub(super) async fn describe(s: &Session, r: DescribeGroupsRequest) -> DescribeG
             continue;
         }
         groups.push(match s.broker.describe_group(&g).await {
+            Ok(d) if d.consumer.is_some() => described_consumer_group(d),
             Ok(d) => DescribedGroup {
                 error_code: 0,
                 group_id: d.group_id,
@@ -478,6 +480,39 @@ pub(super) async fn describe(s: &Session, r: DescribeGroupsRequest) -> DescribeG
     DescribeGroupsResponse {
         groups,
         ..DescribeGroupsResponse::default()
+    }
+}
+
+/// A group of Kafka's consumer protocol as DescribeGroups shows it (as Kafka does): its state,
+/// protocol type `consumer`, its assignor as the protocol, and each member's subscription and
+/// assignment in the classic consumer protocol's format.
+fn described_consumer_group(d: crate::broker::GroupDescription) -> DescribedGroup {
+    let c = d.consumer.unwrap_or_else(|| ConsumerGroupDescription {
+        state: "Dead".into(),
+        group_epoch: 0,
+        assignment_epoch: 0,
+        assignor: String::new(),
+        members: Vec::new(),
+    });
+    DescribedGroup {
+        error_code: 0,
+        group_id: d.group_id,
+        group_state: c.state,
+        protocol_type: "consumer".into(),
+        protocol_data: c.assignor,
+        members: c
+            .members
+            .into_iter()
+            .map(|m| DescribedGroupMember {
+                member_metadata: consumer_groups::classic_subscription(&m.subscribed_topic_names),
+                member_assignment: consumer_groups::classic_assignment(&m.assignment),
+                member_id: m.member_id,
+                group_instance_id: m.instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+            })
+            .collect(),
+        ..DescribedGroup::default()
     }
 }
 
@@ -580,12 +615,23 @@ pub(super) async fn list(s: &Session, r: ListGroupsRequest) -> ListGroupsRespons
     };
     let mut groups = Vec::with_capacity(listed.len());
     for (name, state) in listed {
-        let state_name = state.name();
+        // Loaded groups are described for their type, protocol type and (consumer protocol)
+        // state; a group with only committed offsets is a classic one, as Kafka reports it.
+        let described = s.broker.describe_group(&name).await.ok();
+        let consumer = described.as_ref().and_then(|d| d.consumer.as_ref());
+        let group_type = if consumer.is_some() {
+            "consumer"
+        } else {
+            "classic"
+        };
+        let state_name = consumer
+            .map_or(state.name(), |c| c.state.as_str())
+            .to_string();
         if !r.states_filter.is_empty()
             && !r
                 .states_filter
                 .iter()
-                .any(|f| f.eq_ignore_ascii_case(state_name))
+                .any(|f| f.eq_ignore_ascii_case(&state_name))
         {
             continue;
         }
@@ -593,20 +639,20 @@ pub(super) async fn list(s: &Session, r: ListGroupsRequest) -> ListGroupsRespons
             && !r
                 .types_filter
                 .iter()
-                .any(|f| f.eq_ignore_ascii_case("classic"))
+                .any(|f| f.eq_ignore_ascii_case(group_type))
         {
             continue;
         }
-        let protocol_type = match s.broker.describe_group(&name).await {
-            Ok(d) if !d.protocol_type.is_empty() => d.protocol_type,
-            // A group with only committed offsets: what Kafka reports for consumer groups.
+        let protocol_type = match described {
+            Some(d) if !d.protocol_type.is_empty() => d.protocol_type,
+            // A group with only committed offsets, or of the consumer protocol.
             _ => "consumer".to_string(),
         };
         groups.push(ListedGroup {
             group_id: name,
             protocol_type,
-            group_state: state_name.to_string(),
-            group_type: "classic".to_string(),
+            group_state: state_name,
+            group_type: group_type.to_string(),
         });
     }
     ListGroupsResponse {

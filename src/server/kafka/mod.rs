@@ -26,6 +26,7 @@
 
 mod admin;
 mod cluster;
+mod consumer_groups;
 mod data;
 mod groups;
 mod txn;
@@ -412,6 +413,12 @@ async fn handle(s: &Session, request: Request, version: i16) -> Response {
         }
         Request::TxnOffsetCommit(r) => {
             Response::TxnOffsetCommit(txn::txn_offset_commit(s, r).await)
+        }
+        Request::ConsumerGroupHeartbeat(r) => {
+            Response::ConsumerGroupHeartbeat(consumer_groups::heartbeat(s, r, version).await)
+        }
+        Request::ConsumerGroupDescribe(r) => {
+            Response::ConsumerGroupDescribe(consumer_groups::describe(s, r).await)
         }
         Request::Produce(_) => unreachable_produce(),
     }

@@ -1,0 +1,1319 @@
+//! Kafka's consumer group protocol (KIP-848), the coordinator's side: server-side assignment
+//! and the reconciliation of each member towards it. Pure state, no actor and no I/O: the
+//! group actor ([`super::group`]) owns a [`ConsumerGroupState`], feeds it heartbeats with the
+//! topics that exist, and stores what it says.
+//!
+//! ```text
+//!  member ──ConsumerGroupHeartbeat(epoch, subscription?, owned?)──► heartbeat()
+//!     1. join (epoch 0), leave (-1), static leave (-2), or check the epoch it names
+//!     2. a new member, a changed subscription or changed topic metadata bumps the group epoch
+//!     3. group epoch > assignment epoch: the assignor computes the target assignment
+//!     4. the member is reconciled towards its target (below); the answer carries its epoch
+//!        and, when it changed, its assignment
+//! ```
+//!
+//! Reconciliation keeps a partition from ever being assigned to two members at once. A member
+//! whose target lacks partitions it holds is first told to give them up (its assignment without
+//! them, its epoch unchanged: *unrevoked partitions*); once a heartbeat shows it no longer owns
+//! them, it moves to the target epoch with the partitions of its target that nobody else holds
+//! (*unreleased partitions* while some still are held by others, then *stable*). Epochs: a
+//! member naming an epoch above its own, or below it other than the previous one it was given
+//! (a lost answer), is fenced (FENCED_MEMBER_EPOCH) and must rejoin. A member that does not
+//! give up its partitions within its rebalance timeout, or sends no heartbeat within the
+//! session timeout, is removed, and its partitions go to the others.
+//!
+//! Assignors: `uniform` (the default: balanced, keeping each member's partitions where it
+//! can) and `range` (each topic's partitions split in ranges over its subscribers in member
+//! id order).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::error::BrokerError;
+
+/// Partitions by topic name.
+pub type Assignment = BTreeMap<String, BTreeSet<i32>>;
+
+/// The assignor used when no member names one.
+pub const DEFAULT_ASSIGNOR: &str = "uniform";
+
+/// The server-side assignors.
+pub const ASSIGNORS: &[&str] = &["uniform", "range"];
+
+/// The member epoch of a join.
+pub const JOIN_EPOCH: i32 = 0;
+/// The member epoch of a leave.
+pub const LEAVE_EPOCH: i32 = -1;
+/// The member epoch of a static member's temporary leave (it keeps its partitions for its
+/// session timeout, for its next incarnation).
+pub const STATIC_LEAVE_EPOCH: i32 = -2;
+
+/// Where a member is in its reconciliation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MemberState {
+    /// It has its target assignment, at the assignment epoch.
+    Stable,
+    /// It must give up partitions before it moves on.
+    UnrevokedPartitions,
+    /// It is at the target epoch, waiting for partitions other members still hold.
+    UnreleasedPartitions,
+}
+
+/// A member of a consumer-protocol group.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ConsumerMember {
+    /// Its static instance id (`group.instance.id`).
+    pub instance_id: Option<String>,
+    /// Its rack.
+    pub rack_id: Option<String>,
+    /// The client id of its requests.
+    pub client_id: String,
+    /// Where its requests come from.
+    pub client_host: String,
+    /// The topics it subscribes to by name, sorted.
+    pub subscribed_names: Vec<String>,
+    /// The topics it subscribes to by pattern (Kafka's RE2/J syntax, matching whole names).
+    pub subscribed_regex: Option<String>,
+    /// The server-side assignor it asks for.
+    pub server_assignor: Option<String>,
+    /// How long it may take to give up partitions, in ms.
+    pub rebalance_timeout_ms: i32,
+    /// Its epoch (-2: a static member that left for now).
+    pub epoch: i32,
+    /// The epoch before (a heartbeat naming it is accepted: the answer may have been lost).
+    pub previous_epoch: i32,
+    /// Its reconciliation state.
+    pub state: MemberState,
+    /// The partitions it has been given and may consume.
+    pub assigned: Assignment,
+    /// Partitions it must give up (it still owns them until it says otherwise).
+    pub revoking: Assignment,
+}
+
+/// What a heartbeat brings (null fields of the request: `None`, unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct HeartbeatInput {
+    /// The member id (v1: chosen by the client; empty on a v0 join: the group chooses).
+    pub member_id: String,
+    /// The epoch it names.
+    pub member_epoch: i32,
+    /// Its static instance id.
+    pub instance_id: Option<String>,
+    /// Its rack.
+    pub rack_id: Option<String>,
+    /// Its rebalance timeout (-1: unchanged).
+    pub rebalance_timeout_ms: i32,
+    /// Topics by name.
+    pub subscribed_names: Option<Vec<String>>,
+    /// Topics by pattern.
+    pub subscribed_regex: Option<String>,
+    /// The assignor it asks for.
+    pub server_assignor: Option<String>,
+    /// What it owns now, by topic name (topics the broker no longer knows are left out).
+    pub owned: Option<Assignment>,
+    /// The client id.
+    pub client_id: String,
+    /// The client's host.
+    pub client_host: String,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatOutput {
+    /// The member id.
+    pub member_id: String,
+    /// Its epoch now (-1 or -2 after a leave).
+    pub member_epoch: i32,
+    /// Its assignment, when it changed or the member asked in full; `None` otherwise.
+    pub assignment: Option<Assignment>,
+}
+
+/// A consumer-protocol group's membership and assignment.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ConsumerGroupState {
+    /// Bumped by every change of membership, subscriptions or subscribed topics' partitions.
+    pub group_epoch: i32,
+    /// The group epoch the target assignment was computed for.
+    pub assignment_epoch: i32,
+    /// The assignor of the target assignment.
+    pub assignor: String,
+    /// Members by id.
+    pub members: BTreeMap<String, ConsumerMember>,
+    /// The target assignment, by member id.
+    pub target: BTreeMap<String, Assignment>,
+    /// The partition counts of the subscribed topics the target was computed from.
+    pub subscribed_topics: BTreeMap<String, u32>,
+}
+
+/// Timers of the members (not stored: a restarted broker counts from its start).
+#[derive(Debug, Default)]
+pub struct Deadlines {
+    /// When each member was last heard from.
+    pub last_seen: BTreeMap<String, Instant>,
+    /// When each member that must give up partitions has to have done so.
+    pub revoke_by: BTreeMap<String, Instant>,
+}
+
+/// Kafka's group states of a consumer-protocol group.
+pub fn state_name(g: &ConsumerGroupState) -> &'static str {
+    if g.members.is_empty() {
+        "Empty"
+    } else if g.assignment_epoch < g.group_epoch {
+        "Assigning"
+    } else if g
+        .members
+        .values()
+        .any(|m| m.epoch != g.assignment_epoch || m.state != MemberState::Stable)
+    {
+        "Reconciling"
+    } else {
+        "Stable"
+    }
+}
+
+fn is_subset(a: &Assignment, b: &Assignment) -> bool {
+    a.iter().all(|(t, ps)| {
+        ps.is_empty()
+            || b.get(t)
+                .is_some_and(|theirs| ps.iter().all(|p| theirs.contains(p)))
+    })
+}
+
+fn intersects(a: &Assignment, b: &Assignment) -> bool {
+    a.iter()
+        .any(|(t, ps)| b.get(t).is_some_and(|theirs| !ps.is_disjoint(theirs)))
+}
+
+fn count(a: &Assignment) -> usize {
+    a.values().map(BTreeSet::len).sum()
+}
+
+fn without_empty(mut a: Assignment) -> Assignment {
+    a.retain(|_, ps| !ps.is_empty());
+    a
+}
+
+/// The topics a member subscribes to that exist, with their partition counts.
+fn member_topics<'a>(
+    m: &ConsumerMember,
+    pattern: Option<&regex::Regex>,
+    topics: &'a BTreeMap<String, u32>,
+) -> BTreeMap<&'a str, u32> {
+    topics
+        .iter()
+        .filter(|(name, _)| {
+            m.subscribed_names.binary_search(name).is_ok()
+                || pattern.is_some_and(|p| p.is_match(name))
+        })
+        .map(|(name, &n)| (name.as_str(), n))
+        .collect()
+}
+
+/// Compiles a subscription pattern as Kafka matches it: the whole topic name.
+///
+/// # Errors
+/// [`BrokerError::InvalidRegularExpression`].
+pub fn compile_pattern(pattern: &str) -> Result<regex::Regex, BrokerError> {
+    regex::Regex::new(&format!("^(?:{pattern})$"))
+        .map_err(|e| BrokerError::InvalidRegularExpression(format!("{pattern:?}: {e}")))
+}
+
+impl ConsumerGroupState {
+    /// The subscribed topics that exist, by name, with their partition counts.
+    pub fn subscribed_metadata(&self, topics: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
+        let mut out = BTreeMap::new();
+        for m in self.members.values() {
+            let pattern = m
+                .subscribed_regex
+                .as_deref()
+                .and_then(|p| compile_pattern(p).ok());
+            for (name, n) in member_topics(m, pattern.as_ref(), topics) {
+                out.insert(name.to_string(), n);
+            }
+        }
+        out
+    }
+
+    /// The assignor of the next target: the one most members ask for (ties: by name), or
+    /// [`DEFAULT_ASSIGNOR`].
+    fn choose_assignor(&self) -> String {
+        let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
+        for m in self.members.values() {
+            if let Some(a) = m.server_assignor.as_deref() {
+                *votes.entry(a).or_default() += 1;
+            }
+        }
+        let best = votes.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)));
+        best.map_or(DEFAULT_ASSIGNOR, |(name, _)| name).to_string()
+    }
+
+    /// Handles one heartbeat at `now`; `topics` are the broker's topics with their partition
+    /// counts; `max_members` is `[groups] max_size`; `new_member_id` makes an id for a v0 join.
+    ///
+    /// # Errors
+    /// Kafka's answers: UNKNOWN_MEMBER_ID, FENCED_MEMBER_EPOCH, UNRELEASED_INSTANCE_ID,
+    /// FENCED_INSTANCE_ID, UNSUPPORTED_ASSIGNOR, INVALID_REGULAR_EXPRESSION,
+    /// GROUP_MAX_SIZE_REACHED, INVALID_REQUEST.
+    pub fn heartbeat(
+        &mut self,
+        req: HeartbeatInput,
+        topics: &BTreeMap<String, u32>,
+        now: Instant,
+        deadlines: &mut Deadlines,
+        max_members: u32,
+        new_member_id: impl FnOnce() -> String,
+    ) -> Result<HeartbeatOutput, BrokerError> {
+        if let Some(a) = req.server_assignor.as_deref() {
+            if !ASSIGNORS.contains(&a) {
+                return Err(BrokerError::UnsupportedAssignor(a.to_string()));
+            }
+        }
+        if let Some(p) = req.subscribed_regex.as_deref() {
+            compile_pattern(p)?;
+        }
+        match req.member_epoch {
+            LEAVE_EPOCH | STATIC_LEAVE_EPOCH => return self.leave(&req, deadlines),
+            e if e < STATIC_LEAVE_EPOCH => {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "member epoch {e} is not an epoch"
+                )))
+            }
+            _ => {}
+        }
+        let joining = req.member_epoch == JOIN_EPOCH;
+        let (member_id, created) =
+            self.resolve_member(&req, joining, max_members, deadlines, new_member_id)?;
+        let changed = {
+            let m = self
+                .members
+                .get_mut(&member_id)
+                .ok_or_else(|| BrokerError::UnknownMember(member_id.clone()))?;
+            if !joining {
+                check_epoch(&member_id, m, req.member_epoch, req.owned.as_ref())?;
+            }
+            update_member(m, &req)
+        };
+        deadlines.last_seen.insert(member_id.clone(), now);
+        // One bump for whatever changed: membership, subscriptions, the topics' partitions.
+        let metadata = self.subscribed_metadata(topics);
+        let topics_changed = metadata != self.subscribed_topics;
+        self.subscribed_topics = metadata;
+        if changed || created || topics_changed {
+            self.group_epoch += 1;
+        }
+        if self.group_epoch > self.assignment_epoch {
+            self.assignor = self.choose_assignor();
+            self.target = compute_target(self, topics);
+            self.assignment_epoch = self.group_epoch;
+        }
+
+        let before = self.members.get(&member_id).map(|m| m.assigned.clone());
+        self.reconcile(&member_id, req.owned.as_ref(), now, deadlines);
+        let m = self
+            .members
+            .get(&member_id)
+            .ok_or_else(|| BrokerError::UnknownMember(member_id.clone()))?;
+        let full = req.rebalance_timeout_ms != -1
+            && (req.subscribed_names.is_some() || req.subscribed_regex.is_some())
+            && req.owned.is_some();
+        let send = joining || full || before.as_ref() != Some(&m.assigned);
+        Ok(HeartbeatOutput {
+            member_id: member_id.clone(),
+            member_epoch: m.epoch,
+            assignment: send.then(|| m.assigned.clone()),
+        })
+    }
+
+    /// The member a heartbeat is for: an existing one, a new one (a join), or a static
+    /// member's new incarnation taking over from the one that left.
+    fn resolve_member(
+        &mut self,
+        req: &HeartbeatInput,
+        joining: bool,
+        max_members: u32,
+        deadlines: &mut Deadlines,
+        new_member_id: impl FnOnce() -> String,
+    ) -> Result<(String, bool), BrokerError> {
+        if let Some(iid) = req.instance_id.as_deref() {
+            let holder = self
+                .members
+                .iter()
+                .find(|(_, m)| m.instance_id.as_deref() == Some(iid))
+                .map(|(id, m)| (id.clone(), m.epoch));
+            match holder {
+                Some((id, _)) if id == req.member_id => {}
+                Some((old, epoch)) if joining => {
+                    if epoch != STATIC_LEAVE_EPOCH {
+                        return Err(BrokerError::UnreleasedInstanceId(iid.to_string()));
+                    }
+                    // The new incarnation takes the old one's place, assignment and epoch.
+                    let id = if req.member_id.is_empty() {
+                        new_member_id()
+                    } else {
+                        req.member_id.clone()
+                    };
+                    let mut m = self
+                        .members
+                        .remove(&old)
+                        .ok_or_else(|| BrokerError::UnknownMember(old.clone()))?;
+                    m.epoch = m.previous_epoch.max(0);
+                    if let Some(t) = self.target.remove(&old) {
+                        self.target.insert(id.clone(), t);
+                    }
+                    deadlines.last_seen.remove(&old);
+                    deadlines.revoke_by.remove(&old);
+                    self.members.insert(id.clone(), m);
+                    return Ok((id, false));
+                }
+                Some(_) => return Err(BrokerError::FencedInstanceId(iid.to_string())),
+                None => {}
+            }
+        }
+        if self.members.contains_key(&req.member_id) {
+            return Ok((req.member_id.clone(), false));
+        }
+        if !joining {
+            return Err(BrokerError::UnknownMember(req.member_id.clone()));
+        }
+        if req.subscribed_names.is_none() && req.subscribed_regex.is_none() {
+            return Err(BrokerError::InvalidRequest(
+                "a join names the topics it subscribes to (SubscribedTopicNames or \
+                 SubscribedTopicRegex)"
+                    .into(),
+            ));
+        }
+        if self.members.len() >= max_members as usize {
+            return Err(BrokerError::GroupMaxSizeReached {
+                group: String::new(),
+                max: max_members,
+            });
+        }
+        let id = if req.member_id.is_empty() {
+            new_member_id()
+        } else {
+            req.member_id.clone()
+        };
+        self.members.insert(
+            id.clone(),
+            ConsumerMember {
+                instance_id: req.instance_id.clone(),
+                rack_id: None,
+                client_id: String::new(),
+                client_host: String::new(),
+                subscribed_names: Vec::new(),
+                subscribed_regex: None,
+                server_assignor: None,
+                rebalance_timeout_ms: 300_000,
+                epoch: JOIN_EPOCH,
+                previous_epoch: JOIN_EPOCH,
+                state: MemberState::Stable,
+                assigned: Assignment::new(),
+                revoking: Assignment::new(),
+            },
+        );
+        Ok((id, true))
+    }
+
+    fn leave(
+        &mut self,
+        req: &HeartbeatInput,
+        deadlines: &mut Deadlines,
+    ) -> Result<HeartbeatOutput, BrokerError> {
+        let by_instance = req.instance_id.as_deref().and_then(|iid| {
+            self.members
+                .iter()
+                .find(|(_, m)| m.instance_id.as_deref() == Some(iid))
+                .map(|(id, _)| id.clone())
+        });
+        let id = match by_instance {
+            Some(id) if id != req.member_id => {
+                return Err(BrokerError::FencedInstanceId(
+                    req.instance_id.clone().unwrap_or_default(),
+                ))
+            }
+            _ => req.member_id.clone(),
+        };
+        let Some(m) = self.members.get_mut(&id) else {
+            return Err(BrokerError::UnknownMember(id));
+        };
+        if req.member_epoch == STATIC_LEAVE_EPOCH && m.instance_id.is_some() {
+            // Its partitions wait for its next incarnation until its session runs out.
+            if m.epoch != STATIC_LEAVE_EPOCH {
+                m.previous_epoch = m.epoch;
+            }
+            m.epoch = STATIC_LEAVE_EPOCH;
+            deadlines.revoke_by.remove(&id);
+        } else {
+            self.remove(&id, deadlines);
+        }
+        Ok(HeartbeatOutput {
+            member_id: id,
+            member_epoch: req.member_epoch,
+            assignment: None,
+        })
+    }
+
+    /// Removes a member (it left, or its session or rebalance timeout ran out); its partitions
+    /// go to the others with the next target.
+    pub fn remove(&mut self, id: &str, deadlines: &mut Deadlines) -> bool {
+        deadlines.last_seen.remove(id);
+        deadlines.revoke_by.remove(id);
+        if self.members.remove(id).is_none() {
+            return false;
+        }
+        self.target.remove(id);
+        self.group_epoch += 1;
+        true
+    }
+
+    /// Members whose session (`session_timeout`) or rebalance timeout ran out at `now`.
+    pub fn expired(
+        &self,
+        now: Instant,
+        session_timeout: Duration,
+        deadlines: &Deadlines,
+    ) -> Vec<String> {
+        self.members
+            .keys()
+            .filter(|id| {
+                let silent = deadlines
+                    .last_seen
+                    .get(*id)
+                    .is_none_or(|at| now.duration_since(*at) > session_timeout);
+                let late = deadlines.revoke_by.get(*id).is_some_and(|by| now > *by);
+                silent || late
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Whether a partition is held (assigned or being given up) by a member other than `id`.
+    fn held_by_other(&self, id: &str, topic: &str, partition: i32) -> bool {
+        self.members.iter().any(|(other, m)| {
+            other != id
+                && (m
+                    .assigned
+                    .get(topic)
+                    .is_some_and(|ps| ps.contains(&partition))
+                    || m.revoking
+                        .get(topic)
+                        .is_some_and(|ps| ps.contains(&partition)))
+        })
+    }
+
+    /// Moves member `id` towards its target (see the module docs).
+    fn reconcile(
+        &mut self,
+        id: &str,
+        owned: Option<&Assignment>,
+        now: Instant,
+        deadlines: &mut Deadlines,
+    ) {
+        let Some(m) = self.members.get(id) else {
+            return;
+        };
+        if m.state == MemberState::UnrevokedPartitions {
+            match owned {
+                Some(owned) if !intersects(owned, &m.revoking) => {}
+                // Still holding what it must give up.
+                _ => return,
+            }
+        }
+        let target = self.target.get(id).cloned().unwrap_or_default();
+        let (epoch, state, assigned) = (m.epoch, m.state, m.assigned.clone());
+        if epoch == self.assignment_epoch && state == MemberState::Stable {
+            return;
+        }
+        let keep: Assignment = without_empty(
+            assigned
+                .iter()
+                .map(|(t, ps)| {
+                    let mine = target.get(t);
+                    let kept = ps
+                        .iter()
+                        .filter(|p| mine.is_some_and(|s| s.contains(p)))
+                        .copied()
+                        .collect();
+                    (t.clone(), kept)
+                })
+                .collect(),
+        );
+        let revoke: Assignment = without_empty(
+            assigned
+                .iter()
+                .map(|(t, ps)| {
+                    let mine = target.get(t);
+                    let gone = ps
+                        .iter()
+                        .filter(|p| !mine.is_some_and(|s| s.contains(p)))
+                        .copied()
+                        .collect();
+                    (t.clone(), gone)
+                })
+                .collect(),
+        );
+        if !revoke.is_empty() && epoch < self.assignment_epoch {
+            let timeout = Duration::from_millis(m.rebalance_timeout_ms.max(1) as u64);
+            deadlines.revoke_by.insert(id.to_string(), now + timeout);
+            if let Some(m) = self.members.get_mut(id) {
+                m.assigned = keep;
+                m.revoking = revoke;
+                m.state = MemberState::UnrevokedPartitions;
+            }
+            return;
+        }
+        deadlines.revoke_by.remove(id);
+        let mut next = keep;
+        let mut complete = true;
+        for (t, ps) in &target {
+            for &p in ps {
+                if next.get(t).is_some_and(|s| s.contains(&p)) {
+                    continue;
+                }
+                if self.held_by_other(id, t, p) {
+                    complete = false;
+                } else {
+                    next.entry(t.clone()).or_default().insert(p);
+                }
+            }
+        }
+        let assignment_epoch = self.assignment_epoch;
+        if let Some(m) = self.members.get_mut(id) {
+            if m.epoch != assignment_epoch {
+                m.previous_epoch = m.epoch;
+                m.epoch = assignment_epoch;
+            }
+            m.revoking.clear();
+            m.assigned = next;
+            m.state = if complete {
+                MemberState::Stable
+            } else {
+                MemberState::UnreleasedPartitions
+            };
+        }
+    }
+}
+
+/// Kafka's epoch check of a heartbeat: above the member's epoch is fenced; below it only the
+/// previous epoch is accepted, with owned partitions the member was given (its answer may have
+/// been lost).
+fn check_epoch(
+    id: &str,
+    m: &ConsumerMember,
+    got: i32,
+    owned: Option<&Assignment>,
+) -> Result<(), BrokerError> {
+    let fenced = || BrokerError::FencedMemberEpoch {
+        member: id.to_string(),
+        got,
+        current: m.epoch,
+    };
+    if m.epoch == STATIC_LEAVE_EPOCH || got > m.epoch {
+        return Err(fenced());
+    }
+    if got < m.epoch {
+        let owns_given = owned.is_some_and(|o| is_subset(o, &m.assigned));
+        if got != m.previous_epoch || !owns_given {
+            return Err(fenced());
+        }
+    }
+    Ok(())
+}
+
+/// Takes the non-null fields of a heartbeat; answers whether what the member consumes changed
+/// (its subscription or assignor).
+fn update_member(m: &mut ConsumerMember, req: &HeartbeatInput) -> bool {
+    let mut changed = false;
+    if let Some(names) = &req.subscribed_names {
+        let mut names = names.clone();
+        names.sort();
+        names.dedup();
+        changed |= m.subscribed_names != names;
+        m.subscribed_names = names;
+    }
+    if let Some(p) = &req.subscribed_regex {
+        let p = (!p.is_empty()).then(|| p.clone());
+        changed |= m.subscribed_regex != p;
+        m.subscribed_regex = p;
+    }
+    if req.server_assignor.is_some() && m.server_assignor != req.server_assignor {
+        changed = true;
+        m.server_assignor = req.server_assignor.clone();
+    }
+    if req.rebalance_timeout_ms > 0 {
+        m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+    }
+    if req.rack_id.is_some() {
+        m.rack_id = req.rack_id.clone();
+    }
+    if !req.client_id.is_empty() {
+        m.client_id = req.client_id.clone();
+    }
+    m.client_host = req.client_host.clone();
+    changed
+}
+
+/// The target assignment of `g`'s members with its assignor.
+fn compute_target(
+    g: &ConsumerGroupState,
+    topics: &BTreeMap<String, u32>,
+) -> BTreeMap<String, Assignment> {
+    let subscriptions: BTreeMap<&str, BTreeMap<&str, u32>> = g
+        .members
+        .iter()
+        .map(|(id, m)| {
+            let pattern = m
+                .subscribed_regex
+                .as_deref()
+                .and_then(|p| compile_pattern(p).ok());
+            (id.as_str(), member_topics(m, pattern.as_ref(), topics))
+        })
+        .collect();
+    if g.assignor == "range" {
+        range(&subscriptions)
+    } else {
+        uniform(&subscriptions, &g.target)
+    }
+}
+
+/// Each topic's partitions in ranges over its subscribers, in member id order: with `n`
+/// partitions and `m` subscribers, the first `n % m` get `n / m + 1`, the others `n / m`.
+pub fn range(subscriptions: &BTreeMap<&str, BTreeMap<&str, u32>>) -> BTreeMap<String, Assignment> {
+    let mut out: BTreeMap<String, Assignment> = subscriptions
+        .keys()
+        .map(|id| (id.to_string(), Assignment::new()))
+        .collect();
+    let mut by_topic: BTreeMap<&str, (u32, Vec<&str>)> = BTreeMap::new();
+    for (id, topics) in subscriptions {
+        for (&t, &n) in topics {
+            by_topic.entry(t).or_insert((n, Vec::new())).1.push(id);
+        }
+    }
+    for (t, (n, members)) in by_topic {
+        let (each, extra) = (n as usize / members.len(), n as usize % members.len());
+        let mut next = 0i32;
+        for (i, id) in members.iter().enumerate() {
+            let take = each + usize::from(i < extra);
+            let ps: BTreeSet<i32> = (next..next + take as i32).collect();
+            next += take as i32;
+            if !ps.is_empty() {
+                out.entry(id.to_string())
+                    .or_default()
+                    .insert(t.to_string(), ps);
+            }
+        }
+    }
+    out
+}
+
+/// A balanced assignment that keeps partitions where they were (`previous`) when it can: each
+/// member keeps its previous partitions that it still subscribes to, up to its share; the rest
+/// go one by one (partitions with the fewest candidates first) to the candidate with the
+/// fewest; then partitions move from the fullest members to candidates with two fewer until
+/// no such move is left. With identical subscriptions the counts differ by at most one.
+pub fn uniform(
+    subscriptions: &BTreeMap<&str, BTreeMap<&str, u32>>,
+    previous: &BTreeMap<String, Assignment>,
+) -> BTreeMap<String, Assignment> {
+    // Every subscribed partition with its candidates.
+    let mut candidates: BTreeMap<(&str, i32), Vec<&str>> = BTreeMap::new();
+    for (id, topics) in subscriptions {
+        for (&t, &n) in topics {
+            for p in 0..n as i32 {
+                candidates.entry((t, p)).or_default().push(id);
+            }
+        }
+    }
+    let members_with_topics = subscriptions.values().filter(|t| !t.is_empty()).count();
+    let mut owner: BTreeMap<(&str, i32), &str> = BTreeMap::new();
+    let mut counts: BTreeMap<&str, usize> = subscriptions.keys().map(|id| (*id, 0)).collect();
+    if members_with_topics > 0 {
+        let share = candidates.len().div_ceil(members_with_topics);
+        // 1. Stickiness, up to the share.
+        for (id, assignment) in previous {
+            let Some((&id, _)) = subscriptions.get_key_value(id.as_str()) else {
+                continue;
+            };
+            for (t, ps) in assignment {
+                for &p in ps {
+                    let Some((&key, cands)) = candidates.get_key_value(&(t.as_str(), p)) else {
+                        continue;
+                    };
+                    if counts[id] < share && cands.contains(&id) && !owner.contains_key(&key) {
+                        owner.insert(key, id);
+                        *counts.entry(id).or_default() += 1;
+                    }
+                }
+            }
+        }
+        // 2. The rest, most constrained first.
+        let mut rest: Vec<(&(&str, i32), &Vec<&str>)> = candidates
+            .iter()
+            .filter(|(k, _)| !owner.contains_key(*k))
+            .collect();
+        rest.sort_by_key(|(k, c)| (c.len(), **k));
+        for (key, cands) in rest {
+            if let Some(&best) = cands.iter().min_by_key(|id| (counts[*id], **id)) {
+                owner.insert(*key, best);
+                *counts.entry(best).or_default() += 1;
+            }
+        }
+        // 3. Balance: move from a member to a candidate with at least two fewer.
+        let mut moves = candidates.len() * subscriptions.len();
+        'balance: while moves > 0 {
+            moves -= 1;
+            for (key, cands) in &candidates {
+                let from = owner[key];
+                if let Some(&to) = cands
+                    .iter()
+                    .filter(|c| counts[**c] + 1 < counts[from])
+                    .min_by_key(|id| (counts[*id], **id))
+                {
+                    owner.insert(*key, to);
+                    *counts.entry(from).or_default() -= 1;
+                    *counts.entry(to).or_default() += 1;
+                    continue 'balance;
+                }
+            }
+            break;
+        }
+    }
+    let mut out: BTreeMap<String, Assignment> = subscriptions
+        .keys()
+        .map(|id| (id.to_string(), Assignment::new()))
+        .collect();
+    for ((t, p), id) in owner {
+        out.entry(id.to_string())
+            .or_default()
+            .entry(t.to_string())
+            .or_default()
+            .insert(p);
+    }
+    out
+}
+
+/// The number of partitions of an assignment (for descriptions and tests).
+pub fn partitions(a: &Assignment) -> usize {
+    count(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn topics(list: &[(&str, u32)]) -> BTreeMap<String, u32> {
+        list.iter().map(|(t, n)| (t.to_string(), *n)).collect()
+    }
+
+    fn parts(t: &str, ps: &[i32]) -> Assignment {
+        [(t.to_string(), ps.iter().copied().collect())].into()
+    }
+
+    /// A group and the clients of its members, each owning what it was last told to own.
+    struct World {
+        g: ConsumerGroupState,
+        d: Deadlines,
+        now: Instant,
+        topics: BTreeMap<String, u32>,
+        owned: BTreeMap<String, Assignment>,
+        epochs: BTreeMap<String, i32>,
+    }
+
+    impl World {
+        fn new(t: &[(&str, u32)]) -> Self {
+            World {
+                g: ConsumerGroupState::default(),
+                d: Deadlines::default(),
+                now: Instant::now(),
+                topics: topics(t),
+                owned: BTreeMap::new(),
+                epochs: BTreeMap::new(),
+            }
+        }
+
+        fn send(&mut self, req: HeartbeatInput) -> Result<HeartbeatOutput, BrokerError> {
+            let id = req.member_id.clone();
+            let out = self
+                .g
+                .heartbeat(req, &self.topics, self.now, &mut self.d, 1000, || {
+                    "new".into()
+                });
+            if let Ok(o) = &out {
+                self.epochs.insert(id, o.member_epoch);
+                if let Some(a) = &o.assignment {
+                    // A client takes what it is given (and gives up the rest).
+                    self.owned.insert(o.member_id.clone(), a.clone());
+                }
+            }
+            self.check_exclusive();
+            out
+        }
+
+        fn join(&mut self, id: &str, subscribed: &[&str]) -> HeartbeatOutput {
+            self.send(HeartbeatInput {
+                member_id: id.into(),
+                member_epoch: 0,
+                rebalance_timeout_ms: 60_000,
+                subscribed_names: Some(subscribed.iter().map(|s| s.to_string()).collect()),
+                owned: Some(Assignment::new()),
+                ..HeartbeatInput::default()
+            })
+            .expect("join")
+        }
+
+        fn beat(&mut self, id: &str) -> HeartbeatOutput {
+            let req = HeartbeatInput {
+                member_id: id.into(),
+                member_epoch: self.epochs[id],
+                owned: Some(self.owned.get(id).cloned().unwrap_or_default()),
+                ..HeartbeatInput::default()
+            };
+            self.send(req).expect("heartbeat")
+        }
+
+        fn leave(&mut self, id: &str) {
+            let req = HeartbeatInput {
+                member_id: id.into(),
+                member_epoch: LEAVE_EPOCH,
+                ..HeartbeatInput::default()
+            };
+            self.send(req).expect("leave");
+            self.owned.remove(id);
+        }
+
+        /// No partition is held by two members (in the group's view or the clients').
+        fn check_exclusive(&self) {
+            let mut holders: BTreeMap<(String, i32), String> = BTreeMap::new();
+            for (id, m) in &self.g.members {
+                for a in [&m.assigned, &m.revoking] {
+                    for (t, ps) in a {
+                        for p in ps {
+                            let prev = holders.insert((t.clone(), *p), id.clone());
+                            assert!(
+                                prev.is_none() || prev.as_deref() == Some(id),
+                                "{t}-{p} held by {prev:?} and {id}"
+                            );
+                        }
+                    }
+                }
+            }
+            let mut owners: BTreeMap<(String, i32), &str> = BTreeMap::new();
+            for (id, a) in &self.owned {
+                for (t, ps) in a {
+                    for p in ps {
+                        let prev = owners.insert((t.clone(), *p), id);
+                        assert!(prev.is_none(), "clients {prev:?} and {id} both own {t}-{p}");
+                    }
+                }
+            }
+        }
+
+        fn settle(&mut self, rounds: usize) {
+            for _ in 0..rounds {
+                let ids: Vec<String> = self.g.members.keys().cloned().collect();
+                for id in ids {
+                    self.beat(&id);
+                }
+            }
+        }
+
+        fn counts(&self) -> Vec<usize> {
+            self.g
+                .members
+                .values()
+                .map(|m| count(&m.assigned))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_second_member_gets_partitions_only_after_the_first_gave_them_up() {
+        let mut w = World::new(&[("t", 4)]);
+        let a = w.join("a", &["t"]);
+        assert_eq!(
+            (a.member_epoch, a.assignment),
+            (1, Some(parts("t", &[0, 1, 2, 3])))
+        );
+        let b = w.join("b", &["t"]);
+        // b is at the new epoch, but a still holds everything.
+        assert_eq!(b.member_epoch, 2);
+        assert_eq!(b.assignment, Some(Assignment::new()));
+        assert_eq!(state_name(&w.g), "Reconciling");
+        // a is told to keep half (its epoch unchanged until it has given up the rest).
+        let a = w.beat("a");
+        assert_eq!(a.member_epoch, 1);
+        let kept = a.assignment.expect("a's assignment changed");
+        assert_eq!(count(&kept), 2);
+        assert_eq!(w.g.members["a"].state, MemberState::UnrevokedPartitions);
+        // Its next heartbeat (owning only the kept half) moves it to epoch 2.
+        let a = w.beat("a");
+        assert_eq!((a.member_epoch, a.assignment), (2, None));
+        let b = w.beat("b");
+        assert_eq!(b.member_epoch, 2);
+        let got = b.assignment.expect("b's partitions");
+        assert_eq!(count(&got), 2);
+        assert!(!intersects(&got, &kept));
+        assert_eq!(state_name(&w.g), "Stable");
+    }
+
+    #[test]
+    fn a_member_that_does_not_give_up_its_partitions_keeps_the_others_waiting_until_its_timeout() {
+        let mut w = World::new(&[("t", 2)]);
+        w.join("a", &["t"]);
+        w.join("b", &["t"]);
+        // a's client answers, but does not let go: it keeps reporting both partitions.
+        let out =
+            w.g.heartbeat(
+                HeartbeatInput {
+                    member_id: "a".into(),
+                    member_epoch: 1,
+                    owned: Some(parts("t", &[0, 1])),
+                    ..HeartbeatInput::default()
+                },
+                &w.topics,
+                w.now,
+                &mut w.d,
+                1000,
+                String::new,
+            )
+            .unwrap();
+        assert_eq!(out.member_epoch, 1);
+        assert_eq!(w.g.members["a"].state, MemberState::UnrevokedPartitions);
+        for _ in 0..3 {
+            let b = w.beat("b");
+            assert_eq!(count(&w.g.members["b"].assigned), 0, "{b:?}");
+        }
+        // Its rebalance timeout (60 s) runs out: it is removed and b gets everything.
+        let later = w.now + Duration::from_secs(61);
+        assert_eq!(
+            w.g.expired(later, Duration::from_secs(3600), &w.d),
+            vec!["a"]
+        );
+        w.g.remove("a", &mut w.d);
+        w.owned.remove("a");
+        let b = w.beat("b");
+        assert_eq!(b.assignment, Some(parts("t", &[0, 1])));
+    }
+
+    #[test]
+    fn epochs_are_checked_and_a_lost_answer_is_forgiven() {
+        let mut w = World::new(&[("t", 2)]);
+        w.join("a", &["t"]);
+        let bad = |w: &mut World, epoch: i32, owned: Assignment| {
+            w.g.heartbeat(
+                HeartbeatInput {
+                    member_id: "a".into(),
+                    member_epoch: epoch,
+                    owned: Some(owned),
+                    ..HeartbeatInput::default()
+                },
+                &w.topics,
+                w.now,
+                &mut w.d,
+                1000,
+                String::new,
+            )
+        };
+        assert!(matches!(
+            bad(&mut w, 2, parts("t", &[0, 1])),
+            Err(BrokerError::FencedMemberEpoch {
+                got: 2,
+                current: 1,
+                ..
+            })
+        ));
+        w.join("b", &["t"]);
+        w.settle(3);
+        assert_eq!(w.g.members["a"].epoch, 2);
+        // The answer that gave epoch 2 was lost: epoch 1 with what it was given is accepted.
+        let kept = w.g.members["a"].assigned.clone();
+        assert!(bad(&mut w, 1, kept).is_ok());
+        // Epoch 1 claiming partitions it was not given is fenced.
+        assert!(matches!(
+            bad(&mut w, 1, parts("t", &[0, 1])),
+            Err(BrokerError::FencedMemberEpoch { .. })
+        ));
+        assert!(matches!(
+            bad(&mut w, 0, Assignment::new()),
+            Ok(HeartbeatOutput {
+                member_epoch: 2,
+                assignment: Some(_),
+                ..
+            })
+        ));
+        let unknown = w.g.heartbeat(
+            HeartbeatInput {
+                member_id: "zz".into(),
+                member_epoch: 3,
+                ..HeartbeatInput::default()
+            },
+            &w.topics,
+            w.now,
+            &mut w.d,
+            1000,
+            String::new,
+        );
+        assert!(matches!(unknown, Err(BrokerError::UnknownMember(_))));
+    }
+
+    #[test]
+    fn a_static_member_comes_back_to_its_partitions_without_a_rebalance() {
+        let mut w = World::new(&[("t", 4)]);
+        let join = |w: &mut World, id: &str, iid: &str| {
+            w.send(HeartbeatInput {
+                member_id: id.into(),
+                member_epoch: 0,
+                instance_id: Some(iid.into()),
+                rebalance_timeout_ms: 60_000,
+                subscribed_names: Some(vec!["t".into()]),
+                owned: Some(Assignment::new()),
+                ..HeartbeatInput::default()
+            })
+        };
+        join(&mut w, "a1", "a").unwrap();
+        join(&mut w, "b1", "b").unwrap();
+        w.settle(3);
+        let before = w.g.members["a1"].assigned.clone();
+        let epoch = w.g.group_epoch;
+        w.send(HeartbeatInput {
+            member_id: "a1".into(),
+            member_epoch: STATIC_LEAVE_EPOCH,
+            instance_id: Some("a".into()),
+            ..HeartbeatInput::default()
+        })
+        .unwrap();
+        w.owned.remove("a1");
+        assert_eq!(w.g.group_epoch, epoch, "a temporary leave is no change");
+        // Another live member with b's instance id is refused.
+        assert!(matches!(
+            join(&mut w, "b2", "b"),
+            Err(BrokerError::UnreleasedInstanceId(_))
+        ));
+        let back = join(&mut w, "a2", "a").unwrap();
+        assert_eq!(back.assignment, Some(before));
+        assert_eq!(w.g.group_epoch, epoch);
+        assert!(!w.g.members.contains_key("a1"));
+        // The old incarnation is fenced.
+        assert!(matches!(
+            w.g.heartbeat(
+                HeartbeatInput {
+                    member_id: "a1".into(),
+                    member_epoch: epoch,
+                    instance_id: Some("a".into()),
+                    ..HeartbeatInput::default()
+                },
+                &w.topics,
+                w.now,
+                &mut w.d,
+                1000,
+                String::new,
+            ),
+            Err(BrokerError::FencedInstanceId(_))
+        ));
+    }
+
+    #[test]
+    fn new_partitions_and_matching_topics_are_assigned() {
+        let mut w = World::new(&[("orders", 2), ("other", 1)]);
+        w.send(HeartbeatInput {
+            member_id: "a".into(),
+            member_epoch: 0,
+            subscribed_regex: Some("ord.*".into()),
+            owned: Some(Assignment::new()),
+            ..HeartbeatInput::default()
+        })
+        .unwrap();
+        assert_eq!(w.owned["a"], parts("orders", &[0, 1]));
+        w.topics.insert("orders".into(), 3);
+        w.topics.insert("ordinals".into(), 1);
+        w.topics.insert("xorders".into(), 1);
+        let a = w.beat("a");
+        let mut want = parts("orders", &[0, 1, 2]);
+        want.extend(parts("ordinals", &[0]));
+        assert_eq!(a.assignment, Some(want));
+        // Bad patterns and assignors are refused.
+        let refused = |w: &mut World, regex: &str, assignor: Option<&str>| {
+            w.g.heartbeat(
+                HeartbeatInput {
+                    member_id: "z".into(),
+                    member_epoch: 0,
+                    subscribed_regex: Some(regex.into()),
+                    server_assignor: assignor.map(str::to_string),
+                    ..HeartbeatInput::default()
+                },
+                &w.topics,
+                w.now,
+                &mut w.d,
+                1000,
+                String::new,
+            )
+        };
+        assert!(matches!(
+            refused(&mut w, "(", None),
+            Err(BrokerError::InvalidRegularExpression(_))
+        ));
+        assert!(matches!(
+            refused(&mut w, "x", Some("sticky")),
+            Err(BrokerError::UnsupportedAssignor(_))
+        ));
+    }
+
+    #[test]
+    fn a_full_group_refuses_a_new_member_and_a_join_without_a_subscription_is_invalid() {
+        let mut w = World::new(&[("t", 1)]);
+        w.join("a", &["t"]);
+        let r = w.g.heartbeat(
+            HeartbeatInput {
+                member_id: "b".into(),
+                member_epoch: 0,
+                subscribed_names: Some(vec!["t".into()]),
+                ..HeartbeatInput::default()
+            },
+            &w.topics,
+            w.now,
+            &mut w.d,
+            1,
+            String::new,
+        );
+        assert!(matches!(
+            r,
+            Err(BrokerError::GroupMaxSizeReached { max: 1, .. })
+        ));
+        let r = w.g.heartbeat(
+            HeartbeatInput {
+                member_id: "c".into(),
+                member_epoch: 0,
+                ..HeartbeatInput::default()
+            },
+            &w.topics,
+            w.now,
+            &mut w.d,
+            10,
+            String::new,
+        );
+        assert!(matches!(r, Err(BrokerError::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn range_and_uniform_assignments() {
+        let subs: BTreeMap<&str, BTreeMap<&str, u32>> = [
+            ("a", [("x", 3), ("y", 2)].into()),
+            ("b", [("x", 3)].into()),
+            ("c", [("y", 2)].into()),
+        ]
+        .into();
+        let r = range(&subs);
+        assert_eq!(r["a"], {
+            let mut a = parts("x", &[0, 1]);
+            a.extend(parts("y", &[0]));
+            a
+        });
+        assert_eq!(r["b"], parts("x", &[2]));
+        assert_eq!(r["c"], parts("y", &[1]));
+        let u = uniform(&subs, &BTreeMap::new());
+        let sizes: Vec<usize> = u.values().map(count).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 5);
+        assert!(sizes.iter().all(|&n| (1..=2).contains(&n)), "{u:?}");
+        // Sticky: a member that joins takes partitions from the others, who keep the rest.
+        let two: BTreeMap<&str, BTreeMap<&str, u32>> =
+            [("a", [("x", 6)].into()), ("b", [("x", 6)].into())].into();
+        let before = uniform(&two, &BTreeMap::new());
+        let three: BTreeMap<&str, BTreeMap<&str, u32>> = [
+            ("a", [("x", 6)].into()),
+            ("b", [("x", 6)].into()),
+            ("c", [("x", 6)].into()),
+        ]
+        .into();
+        let after = uniform(&three, &before);
+        for id in ["a", "b"] {
+            assert_eq!(count(&after[id]), 2);
+            assert!(is_subset(&after[id], &before[id]), "{id} kept its own");
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Join(u8, bool),
+        Beat(u8),
+        Leave(u8),
+        AddPartition,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0u8..5, any::<bool>()).prop_map(|(m, both)| Step::Join(m, both)),
+            (0u8..5).prop_map(Step::Beat),
+            (0u8..5).prop_map(Step::Beat),
+            (0u8..5).prop_map(Step::Beat),
+            (0u8..5).prop_map(Step::Leave),
+            Just(Step::AddPartition),
+        ]
+    }
+
+    proptest! {
+        /// Whatever members do, no partition is ever held by two of them (checked after every
+        /// heartbeat), and once they only send heartbeats, every member reaches its target: the
+        /// group is Stable, every subscribed partition is someone's, and with the same
+        /// subscriptions the counts differ by at most one.
+        #[test]
+        fn no_partition_is_ever_held_twice_and_the_group_settles(
+            steps in proptest::collection::vec(step(), 1..60),
+            assignor in prop_oneof![Just("uniform"), Just("range")],
+        ) {
+            let mut w = World::new(&[("x", 5), ("y", 3)]);
+            for s in steps {
+                match s {
+                    Step::Join(m, both) => {
+                        let id = format!("m{m}");
+                        if w.g.members.contains_key(&id) {
+                            continue;
+                        }
+                        let subs: &[&str] = if both { &["x", "y"] } else { &["x"] };
+                        w.send(HeartbeatInput {
+                            member_id: id,
+                            member_epoch: 0,
+                            rebalance_timeout_ms: 60_000,
+                            subscribed_names: Some(subs.iter().map(|s| s.to_string()).collect()),
+                            server_assignor: Some(assignor.to_string()),
+                            owned: Some(Assignment::new()),
+                            ..HeartbeatInput::default()
+                        }).unwrap();
+                    }
+                    Step::Beat(m) => {
+                        let id = format!("m{m}");
+                        if w.g.members.contains_key(&id) {
+                            w.beat(&id);
+                        }
+                    }
+                    Step::Leave(m) => {
+                        let id = format!("m{m}");
+                        if w.g.members.contains_key(&id) {
+                            w.leave(&id);
+                        }
+                    }
+                    Step::AddPartition => {
+                        *w.topics.get_mut("x").unwrap() += 1;
+                    }
+                }
+            }
+            w.settle(4);
+            if !w.g.members.is_empty() {
+                prop_assert_eq!(state_name(&w.g), "Stable");
+                let x = w.topics["x"] as usize;
+                let any_y = w.g.members.values().any(|m| m.subscribed_names.len() == 2);
+                let total: usize = w.counts().iter().sum();
+                prop_assert_eq!(total, x + if any_y { 3 } else { 0 });
+                for (id, m) in &w.g.members {
+                    prop_assert_eq!(&w.owned[id], &m.assigned);
+                }
+                let same = w.g.members.values().all(|m| m.subscribed_names.len() == 1)
+                    || w.g.members.values().all(|m| m.subscribed_names.len() == 2);
+                if same && assignor == "uniform" {
+                    let c = w.counts();
+                    prop_assert!(c.iter().max().unwrap() - c.iter().min().unwrap() <= 1, "{:?}", c);
+                }
+            }
+        }
+    }
+}
