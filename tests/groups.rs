@@ -1126,3 +1126,137 @@ async fn a_full_group_refuses_new_members() {
     assert_eq!(c.members.len(), 0, "a follows");
     h.shutdown().await.expect("shutdown");
 }
+
+/// Partitions a member owns, by topic id.
+type OwnedById = Option<Vec<(u128, Vec<i32>)>>;
+
+/// A heartbeat of Kafka's consumer protocol (KIP-848) as librdkafka sends it: member `id`
+/// at `epoch`, owning `owned` (partitions of topic `t`, whose id is `topic`).
+fn consumer_beat(
+    id: &str,
+    epoch: i32,
+    owned: &[i32],
+    topic: u128,
+) -> (weir::broker::consumer_protocol::HeartbeatInput, OwnedById) {
+    let input = weir::broker::consumer_protocol::HeartbeatInput {
+        member_id: id.into(),
+        member_epoch: epoch,
+        rebalance_timeout_ms: if epoch == 0 { 60_000 } else { -1 },
+        subscribed_names: (epoch == 0).then(|| vec!["t".to_string()]),
+        client_id: "rdkafka".into(),
+        client_host: "/127.0.0.1".into(),
+        ..Default::default()
+    };
+    (input, Some(vec![(topic, owned.to_vec())]))
+}
+
+/// Kafka's coordinator keeps a consumer-protocol group's members, epochs and assignments in its
+/// offsets topic; Weir in the group's record. Two members share a topic (the second gets its
+/// partitions once the first has given them up), commit with their epochs, and after a restart
+/// carry on at the same epochs with the same partitions; a classic member still cannot join;
+/// the member that does not come back is removed after its session and the other gets
+/// everything at a new epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_protocol_members_carry_on_after_a_restart() {
+    for backend in [Backend::Segment, Backend::Sled] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = config(backend, dir.path());
+        c.groups.consumer_session_timeout_ms = 1_500;
+        c.groups.consumer_heartbeat_interval_ms = 500;
+        let h = Broker::start(c.clone()).await.expect("start");
+        let topic = h
+            .create_topic("t", Some(4), vec![])
+            .await
+            .expect("topic")
+            .id;
+        let beat = |h: &BrokerHandle, id: &str, epoch: i32, owned: &[i32]| {
+            let (input, owned) = consumer_beat(id, epoch, owned, topic);
+            let h = h.clone();
+            async move { h.consumer_group_heartbeat("k", input, owned).await }
+        };
+        let a = beat(&h, "a", 0, &[]).await.expect("a joins");
+        assert_eq!(a.member_epoch, 1);
+        assert_eq!(a.assignment, Some(vec![(topic, vec![0, 1, 2, 3])]));
+        assert_eq!(a.heartbeat_interval_ms, 500);
+        let b = beat(&h, "b", 0, &[]).await.expect("b joins");
+        assert_eq!((b.member_epoch, b.assignment), (2, Some(vec![])));
+        let a = beat(&h, "a", 1, &[0, 1, 2, 3]).await.expect("a is told");
+        let kept = a.assignment.expect("a gives up half")[0].1.clone();
+        assert_eq!((a.member_epoch, kept.len()), (1, 2));
+        let a = beat(&h, "a", 1, &kept).await.expect("a has given them up");
+        assert_eq!(a.member_epoch, 2);
+        let b = beat(&h, "b", 2, &[]).await.expect("b gets the rest");
+        let theirs = b.assignment.expect("b's partitions")[0].1.clone();
+        assert_eq!(theirs.len(), 2);
+        assert!(theirs.iter().all(|p| !kept.contains(p)));
+        // Commits name the member's epoch.
+        let offsets = vec![(TopicPartition::new("t", theirs[0]), committed(7))];
+        h.commit_offsets("k", "b", 2, offsets.clone())
+            .await
+            .expect("commit at the member's epoch");
+        assert!(matches!(
+            h.commit_offsets("k", "b", 1, offsets.clone()).await,
+            Err(BrokerError::StaleMemberEpoch {
+                got: 1,
+                current: 2,
+                ..
+            })
+        ));
+        h.shutdown().await.expect("shutdown");
+
+        let h = Broker::start(c.clone()).await.expect("restart");
+        assert_eq!(
+            h.list_groups().await.expect("list"),
+            vec![("k".to_string(), GroupState::Stable)],
+            "{backend:?}: loaded with the broker"
+        );
+        let d = h.describe_group("k").await.expect("describe");
+        let cd = d.consumer.expect("a consumer-protocol group");
+        assert_eq!((cd.state.as_str(), cd.group_epoch), ("Stable", 2));
+        let epochs: Vec<(String, i32)> = cd
+            .members
+            .iter()
+            .map(|m| (m.member_id.clone(), m.member_epoch))
+            .collect();
+        assert_eq!(
+            epochs,
+            vec![("a".into(), 2), ("b".into(), 2)],
+            "{backend:?}"
+        );
+        let a = beat(&h, "a", 2, &kept).await.expect("a carries on");
+        assert_eq!((a.member_epoch, a.assignment), (2, None), "{backend:?}");
+        h.commit_offsets(
+            "k",
+            "a",
+            2,
+            vec![(TopicPartition::new("t", kept[0]), committed(3))],
+        )
+        .await
+        .expect("a commits at its epoch");
+        assert!(matches!(
+            h.join_group("k", kafka_join("", &[("range", b"sub")], false))
+                .await,
+            Err(BrokerError::InconsistentGroupProtocol)
+        ));
+        // b never comes back: after its session a is given everything at the next epoch.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut owned = kept.clone();
+        let all = loop {
+            let r = beat(&h, "a", if owned.len() == 4 { 3 } else { 2 }, &owned)
+                .await
+                .expect("a's heartbeat");
+            if let Some(given) = &r.assignment {
+                owned = given[0].1.clone();
+            }
+            if owned.len() == 4 {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "{backend:?}: b was not removed");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(all.member_epoch, 3, "{backend:?}");
+        let stored = h.fetch_offsets("k", None).await.expect("offsets");
+        assert_eq!(stored.len(), 2, "{backend:?}: both commits kept");
+        h.shutdown().await.expect("shutdown");
+    }
+}

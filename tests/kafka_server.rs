@@ -1573,3 +1573,201 @@ async fn a_held_join_is_answered_when_the_broker_begins_to_shut_down() {
         .expect("the server drains without waiting for the rebalance (120 s)");
     broker.shutdown().await.expect("shutdown");
 }
+
+/// Metadata names topics by id (v10+; how consumers of Kafka's consumer group protocol learn
+/// the topics of their assignments), UNKNOWN_TOPIC_ID for an id no topic has; the consumer
+/// group protocol's requests are checked before they reach the group, and ConsumerGroupDescribe
+/// tells consumer-protocol groups from classic and unknown ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_by_id_and_the_consumer_group_protocol_requests() {
+    use weir::protocol::kafka::messages::consumer_group_describe::ConsumerGroupDescribeRequest;
+    use weir::protocol::kafka::messages::consumer_group_heartbeat::ConsumerGroupHeartbeatRequest;
+
+    const INVALID_REQUEST: i16 = 42;
+    const GROUP_ID_NOT_FOUND: i16 = 69;
+    const UNKNOWN_TOPIC_ID: i16 = 100;
+    const UNSUPPORTED_ASSIGNOR: i16 = 112;
+    const INVALID_REGULAR_EXPRESSION: i16 = 128;
+
+    let (broker, server, _dir) = start().await;
+    let id = broker
+        .create_topic("byid", Some(3), vec![])
+        .await
+        .expect("create")
+        .id;
+    let mut s = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let nobody = [7u8; 16];
+    let request = Request::Metadata(MetadataRequest {
+        topics: Some(vec![
+            MetadataRequestTopic {
+                topic_id: id.to_be_bytes(),
+                name: None,
+            },
+            MetadataRequestTopic {
+                topic_id: nobody,
+                name: None,
+            },
+        ]),
+        allow_auto_topic_creation: false,
+        ..MetadataRequest::default()
+    });
+    let Response::Metadata(m) = call(&mut s, 12, 1, request).await else {
+        panic!("not Metadata")
+    };
+    let topics: Vec<(i16, Option<&str>, [u8; 16], usize)> = m
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.error_code,
+                t.name.as_deref(),
+                t.topic_id,
+                t.partitions.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        topics,
+        vec![
+            (0, Some("byid"), id.to_be_bytes(), 3),
+            (UNKNOWN_TOPIC_ID, None, nobody, 0)
+        ]
+    );
+
+    let heartbeat =
+        |group: &str, member: &str, version_1_regex: Option<&str>| ConsumerGroupHeartbeatRequest {
+            group_id: group.into(),
+            member_id: member.into(),
+            member_epoch: 0,
+            rebalance_timeout_ms: 30_000,
+            subscribed_topic_names: Some(vec!["byid".into()]),
+            subscribed_topic_regex: version_1_regex.map(str::to_string),
+            topic_partitions: Some(vec![]),
+            ..ConsumerGroupHeartbeatRequest::default()
+        };
+    let answer = |r: Response| match r {
+        Response::ConsumerGroupHeartbeat(h) => h,
+        other => panic!("not a heartbeat answer: {other:?}"),
+    };
+    // Version 1: the member names itself; version 0: the group names a joining member.
+    let r = answer(
+        call(
+            &mut s,
+            1,
+            2,
+            Request::ConsumerGroupHeartbeat(heartbeat("g", "", None)),
+        )
+        .await,
+    );
+    assert_eq!(r.error_code, INVALID_REQUEST, "{r:?}");
+    let r = answer(
+        call(
+            &mut s,
+            1,
+            3,
+            Request::ConsumerGroupHeartbeat(heartbeat("", "m", None)),
+        )
+        .await,
+    );
+    assert_eq!(r.error_code, INVALID_REQUEST, "{r:?}");
+    let r = answer(
+        call(
+            &mut s,
+            0,
+            4,
+            Request::ConsumerGroupHeartbeat(heartbeat("g", "", None)),
+        )
+        .await,
+    );
+    assert_eq!((r.error_code, r.member_epoch), (0, 1), "{r:?}");
+    let named = r.member_id.expect("the group named the member");
+    assert!(!named.is_empty());
+    let given = r.assignment.expect("an assignment").topic_partitions;
+    assert_eq!(given.len(), 1);
+    assert_eq!(
+        (given[0].topic_id, given[0].partitions.clone()),
+        (id.to_be_bytes(), vec![0, 1, 2])
+    );
+    let mut bad = heartbeat("g", "x", None);
+    bad.server_assignor = Some("sticky".into());
+    let r = answer(call(&mut s, 1, 5, Request::ConsumerGroupHeartbeat(bad)).await);
+    assert_eq!(r.error_code, UNSUPPORTED_ASSIGNOR, "{r:?}");
+    let r = answer(
+        call(
+            &mut s,
+            1,
+            6,
+            Request::ConsumerGroupHeartbeat(heartbeat("g", "y", Some("("))),
+        )
+        .await,
+    );
+    assert_eq!(r.error_code, INVALID_REGULAR_EXPRESSION, "{r:?}");
+    assert!(r
+        .error_message
+        .is_some_and(|m| m.contains("regular expression")));
+
+    // A classic group with a member.
+    broker
+        .join_group(
+            "classic",
+            weir::broker::JoinGroup {
+                member_id: String::new(),
+                instance_id: Some("i".into()),
+                client_id: "c".into(),
+                client_host: "h".into(),
+                session_timeout: Duration::from_secs(30),
+                rebalance_timeout: Duration::from_secs(30),
+                protocol_type: "consumer".into(),
+                protocols: vec![("range".into(), Bytes::new())],
+                require_known_member_id: false,
+            },
+        )
+        .await
+        .expect("classic join");
+    let r = answer(
+        call(
+            &mut s,
+            1,
+            7,
+            Request::ConsumerGroupHeartbeat(heartbeat("classic", "z", None)),
+        )
+        .await,
+    );
+    assert_eq!(r.error_code, GROUP_ID_NOT_FOUND, "{r:?}");
+    let request = Request::ConsumerGroupDescribe(ConsumerGroupDescribeRequest {
+        group_ids: vec!["g".into(), "classic".into(), "never".into()],
+        include_authorized_operations: false,
+    });
+    let Response::ConsumerGroupDescribe(d) = call(&mut s, 1, 8, request).await else {
+        panic!("not ConsumerGroupDescribe")
+    };
+    let groups: Vec<(&str, i16, &str, usize)> = d
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.group_id.as_str(),
+                g.error_code,
+                g.group_state.as_str(),
+                g.members.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        vec![
+            ("g", 0, "Stable", 1),
+            ("classic", GROUP_ID_NOT_FOUND, "Dead", 0),
+            ("never", GROUP_ID_NOT_FOUND, "Dead", 0)
+        ]
+    );
+    let m = &d.groups[0].members[0];
+    assert_eq!((m.member_id.as_str(), m.member_epoch), (named.as_str(), 1));
+    assert_eq!(m.assignment.topic_partitions[0].topic_name, "byid");
+    assert_eq!(m.target_assignment, m.assignment);
+    assert_eq!(d.groups[0].assignor_name, "uniform");
+    server.shutdown().await;
+    broker.shutdown().await.expect("shutdown");
+}
