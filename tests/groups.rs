@@ -1202,6 +1202,22 @@ async fn consumer_protocol_members_carry_on_after_a_restart() {
                 ..
             })
         ));
+        // So do offset fetches of members (OffsetFetch v9); an admin's names no member.
+        assert_eq!(
+            h.fetch_offsets_as_member("k", None, "b", 2)
+                .await
+                .expect("fetch"),
+            offsets
+        );
+        assert!(matches!(
+            h.fetch_offsets_as_member("k", None, "b", 1).await,
+            Err(BrokerError::StaleMemberEpoch { .. })
+        ));
+        assert!(matches!(
+            h.fetch_offsets_as_member("k", None, "zz", 2).await,
+            Err(BrokerError::UnknownMember(_))
+        ));
+        assert_eq!(h.fetch_offsets("k", None).await.expect("admin"), offsets);
         h.shutdown().await.expect("shutdown");
 
         let h = Broker::start(c.clone()).await.expect("restart");

@@ -1318,17 +1318,26 @@ impl Handler<CheckMember> for ConsumerGroup {
 
 /// Committed offsets of the listed partitions (all when `None`).
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Vec<(TopicPartition, CommittedOffset)>")]
+#[rtype(result = "Result<Vec<(TopicPartition, CommittedOffset)>, BrokerError>")]
 pub struct FetchOffsets {
     /// The partitions, or all.
     pub partitions: Option<Vec<TopicPartition>>,
+    /// The member asking and its epoch (Kafka's OffsetFetch v9): in a group of the consumer
+    /// protocol it must be a member at that epoch (STALE_MEMBER_EPOCH otherwise), so that it
+    /// reads offsets its partitions' previous owners committed before giving them up.
+    pub member: Option<(String, i32)>,
 }
 
 impl Handler<FetchOffsets> for ConsumerGroup {
-    type Result = MessageResult<FetchOffsets>;
+    type Result = Result<Vec<(TopicPartition, CommittedOffset)>, BrokerError>;
 
     fn handle(&mut self, msg: FetchOffsets, _: &mut Self::Context) -> Self::Result {
-        MessageResult(match msg.partitions {
+        if let Some((id, epoch)) = &msg.member {
+            if !self.consumer.members.is_empty() {
+                self.check_consumer_member(id, *epoch)?;
+            }
+        }
+        Ok(match msg.partitions {
             None => self
                 .offsets
                 .iter()

@@ -1173,7 +1173,37 @@ impl BrokerHandle {
         group: &str,
         partitions: Option<Vec<TopicPartition>>,
     ) -> Result<Vec<(TopicPartition, CommittedOffset)>, BrokerError> {
-        self.ask_group(group, FetchOffsets { partitions }).await
+        self.ask_group(
+            group,
+            FetchOffsets {
+                partitions,
+                member: None,
+            },
+        )
+        .await?
+    }
+
+    /// Committed offsets of `group` for `partitions` (all when `None`), asked by member
+    /// `member_id` at epoch `epoch` (Kafka's OffsetFetch v9): in a group of the consumer
+    /// protocol the member must be at that epoch.
+    ///
+    /// # Errors
+    /// [`BrokerError::UnknownMember`], [`BrokerError::StaleMemberEpoch`], a stopped broker.
+    pub async fn fetch_offsets_as_member(
+        &self,
+        group: &str,
+        partitions: Option<Vec<TopicPartition>>,
+        member_id: &str,
+        epoch: i32,
+    ) -> Result<Vec<(TopicPartition, CommittedOffset)>, BrokerError> {
+        self.ask_group(
+            group,
+            FetchOffsets {
+                partitions,
+                member: Some((member_id.to_string(), epoch)),
+            },
+        )
+        .await?
     }
 
     /// State, members, assignments and committed offsets of a group.

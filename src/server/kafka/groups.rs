@@ -292,13 +292,21 @@ async fn group_offsets(
     s: &Session,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
+    member: Option<(String, i32)>,
 ) -> Result<GroupOffsets, BrokerError> {
     let partitions = wanted.as_ref().map(|w| {
         w.iter()
             .flat_map(|(t, ps)| ps.iter().map(move |p| TopicPartition::new(t.clone(), *p)))
             .collect::<Vec<_>>()
     });
-    let committed = s.broker.fetch_offsets(group, partitions).await?;
+    let committed = match member {
+        Some((id, epoch)) => {
+            s.broker
+                .fetch_offsets_as_member(group, partitions, &id, epoch)
+                .await?
+        }
+        None => s.broker.fetch_offsets(group, partitions).await?,
+    };
     let none = CommittedOffset {
         offset: -1,
         leader_epoch: -1,
@@ -357,7 +365,13 @@ pub(super) async fn fetch_offsets(
                     .map(|t| (t.name, t.partition_indexes))
                     .collect()
             });
-            let result = group_offsets(s, &g.group_id, wanted).await;
+            // v9: a member of a consumer-protocol group names itself and its epoch (an admin
+            // client sends no member id and epoch -1).
+            let member = g
+                .member_id
+                .filter(|id| !id.is_empty() && g.member_epoch >= 0)
+                .map(|id| (id, g.member_epoch));
+            let result = group_offsets(s, &g.group_id, wanted, member).await;
             let unstable = unstable(s, &g.group_id, r.require_stable).await;
             groups.push(OffsetFetchResponseGroup {
                 group_id: g.group_id,
@@ -392,7 +406,7 @@ pub(super) async fn fetch_offsets(
             .map(|t| (t.name, t.partition_indexes))
             .collect()
     });
-    let result = group_offsets(s, &r.group_id, wanted).await;
+    let result = group_offsets(s, &r.group_id, wanted, None).await;
     let unstable = unstable(s, &r.group_id, r.require_stable).await;
     OffsetFetchResponse {
         error_code: group_result_code(&result),
