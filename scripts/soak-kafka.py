@@ -4,6 +4,7 @@ a consumer group reads them and commits. Not part of CI; see README ("Tests beyo
 
     .venv/bin/python scripts/soak-kafka.py [--minutes M] [--bin PATH] [--consumers N]
                                            [--transactions] [--backend segment|sled]
+                                           [--group-protocol classic|consumer]
 
 Without --bin it builds `cargo build --release --bin weir`. At the end it checks:
 - the producer was told every record was delivered (no delivery errors, idempotence included),
@@ -184,11 +185,14 @@ class Member(threading.Thread):
 
     def __init__(self, boot, name, strategy):
         super().__init__(daemon=True)
+        # "consumer": Kafka's consumer group protocol (KIP-848), the broker assigns; otherwise
+        # the classic protocol with this client-side assignor.
+        protocol = ({"group.protocol": "consumer"} if strategy == "consumer"
+                    else {"partition.assignment.strategy": strategy})
         self.c = ck.Consumer({"bootstrap.servers": boot, "group.id": "soak",
                               "client.id": name, "enable.auto.commit": False,
                               "auto.offset.reset": "earliest",
-                              "partition.assignment.strategy": strategy,
-                              "reconnect.backoff.max.ms": 500, **QUIET})
+                              "reconnect.backoff.max.ms": 500, **protocol, **QUIET})
         self.name, self.stop = name, threading.Event()
         self.read, self.assigns, self.commit_errors = [], 0, 0
         self.owned, self.last_read = set(), time.time()
@@ -269,6 +273,9 @@ def main():
                     help="storage backend (durability: the default, always)")
     ap.add_argument("--transactions", action="store_true",
                     help="produce in transactions; the group reads committed records")
+    ap.add_argument("--group-protocol", default="classic", choices=["classic", "consumer"],
+                    help="the group's protocol: classic (range or cooperative-sticky by seed) "
+                         "or Kafka's consumer protocol (KIP-848)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     print(f"seed {args.seed}", flush=True)
@@ -287,7 +294,8 @@ def main():
 
     producer = Producer(boot, args.rate, args.transactions)
     producer.start()
-    strategies = ["cooperative-sticky", "range"]
+    strategies = (["consumer"] * 2 if args.group_protocol == "consumer"
+                  else ["cooperative-sticky", "range"])
     members = [Member(boot, f"m{i}", strategies[args.seed % 2]) for i in range(args.consumers)]
     for m in members:
         m.start()

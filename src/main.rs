@@ -219,6 +219,24 @@ fn inspect(backend: &str, data_dir: PathBuf) -> anyhow::Result<()> {
         for group in storage.list_groups().await? {
             if let Some(bytes) = storage.group_state(&group).await? {
                 match weir::broker::group_record::GroupRecord::decode(&bytes) {
+                    Ok(r) if r.members.is_empty() && r.consumer.is_some() => {
+                        let c = r.consumer.unwrap_or_default();
+                        println!(
+                            "  group {group}: consumer protocol, group epoch {}, assignment \
+                             epoch {} ({}), {} members",
+                            c.group_epoch,
+                            c.assignment_epoch,
+                            c.assignor,
+                            c.members.len()
+                        );
+                        for (id, m) in &c.members {
+                            let parts: usize = m.assigned.values().map(|p| p.len()).sum();
+                            println!(
+                                "  group {group}: member {id} at epoch {}, {parts} partitions",
+                                m.epoch
+                            );
+                        }
+                    }
                     Ok(r) => println!(
                         "  group {group}: generation {}{}, {} members{}",
                         r.generation,

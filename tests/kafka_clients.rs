@@ -250,7 +250,10 @@ fn confluent_admin() {
 /// list, resuming from commits, pattern subscriptions, classic members refused.
 #[test]
 fn confluent_kafka_consumer_group_protocol() {
-    scenario("consumer_protocol");
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Heartbeats every second (Kafka's default is 5 s): partitions change hands sooner.
+    let server = start_with(None, "consumer_heartbeat_interval_ms = 1000\n");
+    run_scenario(&server, "consumer_protocol");
 }
 
 /// aiokafka's admin client: topics, cluster, group offsets, configs, partitions, records.

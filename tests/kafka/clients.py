@@ -347,12 +347,15 @@ def scenario_group():
 def commit_racing(c, failed, **kw):
     """Commits synchronously. A commit racing a rebalance fails, from Kafka too:
     REBALANCE_IN_PROGRESS between the rebalance's JoinGroup and SyncGroup, ILLEGAL_GENERATION
-    with the generation the rebalance replaced; such failures are collected in `failed`."""
+    with the generation the rebalance replaced, and in the consumer protocol (KIP-848)
+    STALE_MEMBER_EPOCH with the epoch a heartbeat answer just replaced; such failures are
+    collected in `failed`."""
     try:
         c.commit(asynchronous=False, **kw)
     except ck.KafkaException as e:
         code = e.args[0].code()
-        check(code in (ck.KafkaError.REBALANCE_IN_PROGRESS, ck.KafkaError.ILLEGAL_GENERATION),
+        check(code in (ck.KafkaError.REBALANCE_IN_PROGRESS, ck.KafkaError.ILLEGAL_GENERATION,
+                       ck.KafkaError.STALE_MEMBER_EPOCH),
               f"commit: {e}")
         failed.append(code)
 
@@ -435,7 +438,7 @@ def scenario_consumer_protocol():
         seen.append(int(m.value()))
         commit_racing(c, failed_commits, message=m)
 
-    deadline = time.time() + TIMEOUT
+    deadline = time.time() + 3 * TIMEOUT
     a = ck.Consumer(conf)
     a.subscribe(["kip848"])
     while len(seen) < 1000 and time.time() < deadline:
