@@ -360,6 +360,16 @@ def commit_racing(c, failed, **kw):
         failed.append(code)
 
 
+def take_one(c, seen, failed_commits):
+    """Polls one record; its value (a number) goes to `seen` and its offset is committed
+    (failures of commits racing a rebalance go to `failed_commits`)."""
+    m = c.poll(0.05)
+    if m is None or m.error() is not None:
+        return
+    seen.append(int(m.value()))
+    commit_racing(c, failed_commits, message=m)
+
+
 def scenario_cooperative():
     """librdkafka's cooperative-sticky assignor (incremental rebalancing over the classic
     protocol): a second member takes half the partitions without the first giving up the rest,
@@ -384,11 +394,7 @@ def scenario_cooperative():
     seen, failed_commits = [], []
 
     def take(c):
-        m = c.poll(0.05)
-        if m is None or m.error() is not None:
-            return
-        seen.append(int(m.value()))
-        commit_racing(c, failed_commits, message=m)
+        take_one(c, seen, failed_commits)
 
     deadline = time.time() + TIMEOUT
     a = member("a")
@@ -432,11 +438,7 @@ def scenario_consumer_protocol():
     seen, failed_commits = [], []
 
     def take(c):
-        m = c.poll(0.05)
-        if m is None or m.error() is not None:
-            return
-        seen.append(int(m.value()))
-        commit_racing(c, failed_commits, message=m)
+        take_one(c, seen, failed_commits)
 
     deadline = time.time() + 3 * TIMEOUT
     a = ck.Consumer(conf)
