@@ -850,6 +850,24 @@ mod tests {
             out
         }
 
+        /// A heartbeat as a client that does not take what it is given would send it.
+        fn raw(
+            &mut self,
+            req: HeartbeatInput,
+            max_members: u32,
+        ) -> Result<HeartbeatOutput, BrokerError> {
+            let out = self.g.heartbeat(
+                req,
+                &self.topics,
+                self.now,
+                &mut self.d,
+                max_members,
+                String::new,
+            );
+            self.check_exclusive();
+            out
+        }
+
         fn join(&mut self, id: &str, subscribed: &[&str]) -> HeartbeatOutput {
             self.send(HeartbeatInput {
                 member_id: id.into(),
@@ -963,19 +981,15 @@ mod tests {
         w.join("a", &["t"]);
         w.join("b", &["t"]);
         // a's client answers, but does not let go: it keeps reporting both partitions.
-        let out =
-            w.g.heartbeat(
+        let out = w
+            .raw(
                 HeartbeatInput {
                     member_id: "a".into(),
                     member_epoch: 1,
                     owned: Some(parts("t", &[0, 1])),
                     ..HeartbeatInput::default()
                 },
-                &w.topics,
-                w.now,
-                &mut w.d,
                 1000,
-                String::new,
             )
             .unwrap();
         assert_eq!(out.member_epoch, 1);
@@ -1001,18 +1015,14 @@ mod tests {
         let mut w = World::new(&[("t", 2)]);
         w.join("a", &["t"]);
         let bad = |w: &mut World, epoch: i32, owned: Assignment| {
-            w.g.heartbeat(
+            w.raw(
                 HeartbeatInput {
                     member_id: "a".into(),
                     member_epoch: epoch,
                     owned: Some(owned),
                     ..HeartbeatInput::default()
                 },
-                &w.topics,
-                w.now,
-                &mut w.d,
                 1000,
-                String::new,
             )
         };
         assert!(matches!(
@@ -1042,17 +1052,13 @@ mod tests {
                 ..
             })
         ));
-        let unknown = w.g.heartbeat(
+        let unknown = w.raw(
             HeartbeatInput {
                 member_id: "zz".into(),
                 member_epoch: 3,
                 ..HeartbeatInput::default()
             },
-            &w.topics,
-            w.now,
-            &mut w.d,
             1000,
-            String::new,
         );
         assert!(matches!(unknown, Err(BrokerError::UnknownMember(_))));
     }
@@ -1096,18 +1102,14 @@ mod tests {
         assert!(!w.g.members.contains_key("a1"));
         // The old incarnation is fenced.
         assert!(matches!(
-            w.g.heartbeat(
+            w.raw(
                 HeartbeatInput {
                     member_id: "a1".into(),
                     member_epoch: epoch,
                     instance_id: Some("a".into()),
                     ..HeartbeatInput::default()
                 },
-                &w.topics,
-                w.now,
-                &mut w.d,
-                1000,
-                String::new,
+                1000
             ),
             Err(BrokerError::FencedInstanceId(_))
         ));
@@ -1134,7 +1136,7 @@ mod tests {
         assert_eq!(a.assignment, Some(want));
         // Bad patterns and assignors are refused.
         let refused = |w: &mut World, regex: &str, assignor: Option<&str>| {
-            w.g.heartbeat(
+            w.raw(
                 HeartbeatInput {
                     member_id: "z".into(),
                     member_epoch: 0,
@@ -1142,11 +1144,7 @@ mod tests {
                     server_assignor: assignor.map(str::to_string),
                     ..HeartbeatInput::default()
                 },
-                &w.topics,
-                w.now,
-                &mut w.d,
                 1000,
-                String::new,
             )
         };
         assert!(matches!(
@@ -1163,34 +1161,26 @@ mod tests {
     fn a_full_group_refuses_a_new_member_and_a_join_without_a_subscription_is_invalid() {
         let mut w = World::new(&[("t", 1)]);
         w.join("a", &["t"]);
-        let r = w.g.heartbeat(
+        let r = w.raw(
             HeartbeatInput {
                 member_id: "b".into(),
                 member_epoch: 0,
                 subscribed_names: Some(vec!["t".into()]),
                 ..HeartbeatInput::default()
             },
-            &w.topics,
-            w.now,
-            &mut w.d,
             1,
-            String::new,
         );
         assert!(matches!(
             r,
             Err(BrokerError::GroupMaxSizeReached { max: 1, .. })
         ));
-        let r = w.g.heartbeat(
+        let r = w.raw(
             HeartbeatInput {
                 member_id: "c".into(),
                 member_epoch: 0,
                 ..HeartbeatInput::default()
             },
-            &w.topics,
-            w.now,
-            &mut w.d,
             10,
-            String::new,
         );
         assert!(matches!(r, Err(BrokerError::InvalidRequest(_))));
     }
