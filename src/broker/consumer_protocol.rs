@@ -74,6 +74,9 @@ pub struct ConsumerMember {
     pub subscribed_names: Vec<String>,
     /// The topics it subscribes to by pattern (Kafka's RE2/J syntax, matching whole names).
     pub subscribed_regex: Option<String>,
+    /// `subscribed_regex` compiled (once per change of subscription; not stored).
+    #[serde(skip)]
+    pub pattern: Option<Pattern>,
     /// The server-side assignor it asks for.
     pub server_assignor: Option<String>,
     /// How long it may take to give up partitions, in ms.
@@ -88,6 +91,22 @@ pub struct ConsumerMember {
     pub assigned: Assignment,
     /// Partitions it must give up (it still owns them until it says otherwise).
     pub revoking: Assignment,
+}
+
+/// A compiled subscription pattern. Equal when their sources are.
+#[derive(Clone)]
+pub struct Pattern(std::sync::Arc<regex::Regex>);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl std::fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pattern({:?})", self.0.as_str())
+    }
 }
 
 /// What a heartbeat brings (null fields of the request: `None`, unchanged).
@@ -196,9 +215,18 @@ fn without_empty(mut a: Assignment) -> Assignment {
 /// The topics a member subscribes to that exist, with their partition counts.
 fn member_topics<'a>(
     m: &ConsumerMember,
-    pattern: Option<&regex::Regex>,
     topics: &'a BTreeMap<String, u32>,
 ) -> BTreeMap<&'a str, u32> {
+    // (A member restored from storage has its pattern compiled at its group's next heartbeat.)
+    let compiled;
+    let pattern = match (&m.pattern, &m.subscribed_regex) {
+        (Some(p), _) => Some(&*p.0),
+        (None, Some(source)) => {
+            compiled = compile_pattern(source).ok();
+            compiled.as_ref()
+        }
+        (None, None) => None,
+    };
     topics
         .iter()
         .filter(|(name, _)| {
@@ -213,7 +241,7 @@ fn member_topics<'a>(
 ///
 /// # Errors
 /// [`BrokerError::InvalidRegularExpression`].
-pub fn compile_pattern(pattern: &str) -> Result<regex::Regex, BrokerError> {
+fn compile_pattern(pattern: &str) -> Result<regex::Regex, BrokerError> {
     regex::Regex::new(&format!("^(?:{pattern})$"))
         .map_err(|e| BrokerError::InvalidRegularExpression(format!("{pattern:?}: {e}")))
 }
@@ -223,11 +251,7 @@ impl ConsumerGroupState {
     pub fn subscribed_metadata(&self, topics: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
         let mut out = BTreeMap::new();
         for m in self.members.values() {
-            let pattern = m
-                .subscribed_regex
-                .as_deref()
-                .and_then(|p| compile_pattern(p).ok());
-            for (name, n) in member_topics(m, pattern.as_ref(), topics) {
+            for (name, n) in member_topics(m, topics) {
                 out.insert(name.to_string(), n);
             }
         }
@@ -268,8 +292,18 @@ impl ConsumerGroupState {
                 return Err(BrokerError::UnsupportedAssignor(a.to_string()));
             }
         }
-        if let Some(p) = req.subscribed_regex.as_deref() {
-            compile_pattern(p)?;
+        let pattern = match req.subscribed_regex.as_deref() {
+            Some(p) if !p.is_empty() => Some(Pattern(std::sync::Arc::new(compile_pattern(p)?))),
+            _ => None,
+        };
+        for m in self.members.values_mut() {
+            if m.pattern.is_none() {
+                if let Some(source) = &m.subscribed_regex {
+                    m.pattern = compile_pattern(source)
+                        .ok()
+                        .map(|r| Pattern(std::sync::Arc::new(r)));
+                }
+            }
         }
         match req.member_epoch {
             LEAVE_EPOCH | STATIC_LEAVE_EPOCH => return self.leave(&req, deadlines),
@@ -291,7 +325,7 @@ impl ConsumerGroupState {
             if !joining {
                 check_epoch(&member_id, m, req.member_epoch, req.owned.as_ref())?;
             }
-            update_member(m, &req)
+            update_member(m, &req, pattern)
         };
         deadlines.last_seen.insert(member_id.clone(), now);
         // One bump for whatever changed: membership, subscriptions, the topics' partitions.
@@ -402,6 +436,7 @@ impl ConsumerGroupState {
                 client_host: String::new(),
                 subscribed_names: Vec::new(),
                 subscribed_regex: None,
+                pattern: None,
                 server_assignor: None,
                 rebalance_timeout_ms: 300_000,
                 epoch: JOIN_EPOCH,
@@ -622,7 +657,7 @@ fn check_epoch(
 
 /// Takes the non-null fields of a heartbeat; answers whether what the member consumes changed
 /// (its subscription or assignor).
-fn update_member(m: &mut ConsumerMember, req: &HeartbeatInput) -> bool {
+fn update_member(m: &mut ConsumerMember, req: &HeartbeatInput, pattern: Option<Pattern>) -> bool {
     let mut changed = false;
     if let Some(names) = &req.subscribed_names {
         let mut names = names.clone();
@@ -635,6 +670,7 @@ fn update_member(m: &mut ConsumerMember, req: &HeartbeatInput) -> bool {
         let p = (!p.is_empty()).then(|| p.clone());
         changed |= m.subscribed_regex != p;
         m.subscribed_regex = p;
+        m.pattern = pattern;
     }
     if req.server_assignor.is_some() && m.server_assignor != req.server_assignor {
         changed = true;
@@ -661,13 +697,7 @@ fn compute_target(
     let subscriptions: BTreeMap<&str, BTreeMap<&str, u32>> = g
         .members
         .iter()
-        .map(|(id, m)| {
-            let pattern = m
-                .subscribed_regex
-                .as_deref()
-                .and_then(|p| compile_pattern(p).ok());
-            (id.as_str(), member_topics(m, pattern.as_ref(), topics))
-        })
+        .map(|(id, m)| (id.as_str(), member_topics(m, topics)))
         .collect();
     if g.assignor == "range" {
         range(&subscriptions)
@@ -1127,10 +1157,15 @@ mod tests {
         })
         .unwrap();
         assert_eq!(w.owned["a"], parts("orders", &[0, 1]));
+        // As restored after a restart: the pattern is compiled again from its source.
+        let stored = rmp_serde::to_vec_named(&w.g).expect("encode");
+        w.g = rmp_serde::from_slice(&stored).expect("decode");
+        assert!(w.g.members["a"].pattern.is_none());
         w.topics.insert("orders".into(), 3);
         w.topics.insert("ordinals".into(), 1);
         w.topics.insert("xorders".into(), 1);
         let a = w.beat("a");
+        assert!(w.g.members["a"].pattern.is_some());
         let mut want = parts("orders", &[0, 1, 2]);
         want.extend(parts("ordinals", &[0]));
         assert_eq!(a.assignment, Some(want));

@@ -204,6 +204,7 @@ mod tests {
             client_host: "/127.0.0.1".into(),
             subscribed_names: vec!["orders".into()],
             subscribed_regex: None,
+            pattern: None,
             server_assignor: None,
             rebalance_timeout_ms: 300_000,
             epoch,

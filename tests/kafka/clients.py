@@ -470,7 +470,18 @@ def scenario_consumer_protocol():
                    for m in g["members"])
     check(parts == sorted([mine[0], mine[1]]), f"DescribeGroups members: {g['members']}")
     check(all(m["member_metadata"]["topics"] == ["kip848"] for m in g["members"]), f"subscriptions: {g}")
+    # The topic its members consume keeps its offsets; the group is not deleted while it has
+    # members.
+    from kafka import TopicPartition as KpTopicPartition
+    from kafka.errors import GroupSubscribedToTopicError
+    r = kp.delete_group_offsets("kip848", [KpTopicPartition("kip848", 0)])
+    check(r == {KpTopicPartition("kip848", 0): GroupSubscribedToTopicError}, f"delete offsets: {r}")
     kp.close()
+    try:
+        admin().delete_consumer_groups(["kip848"])["kip848"].result(TIMEOUT)
+        check(False, "deleted a group with members")
+    except ck.KafkaException as e:
+        check(e.args[0].code() == ck.KafkaError.NON_EMPTY_GROUP, f"non-empty group: {e}")
     # A classic consumer cannot join while the group has consumer-protocol members.
     classic = ck.Consumer({**{k: v for k, v in conf.items() if k != "group.protocol"},
                            "session.timeout.ms": 6000})
