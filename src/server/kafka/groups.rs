@@ -9,7 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use weir_storage::{CommittedOffset, TopicPartition};
 
-use crate::broker::{BrokerError, ConsumerGroupDescription, GroupState, JoinGroup, MemberRef};
+use crate::broker::{
+    BrokerError, ConsumerGroupDescription, GroupDescription, GroupState, JoinGroup, MemberRef,
+};
 use crate::protocol::kafka::messages::delete_groups::{
     DeletableGroupResult, DeleteGroupsRequest, DeleteGroupsResponse,
 };
@@ -461,7 +463,11 @@ pub(super) async fn describe(s: &Session, r: DescribeGroupsRequest) -> DescribeG
             continue;
         }
         groups.push(match s.broker.describe_group(&g).await {
-            Ok(d) if d.consumer.is_some() => described_consumer_group(d),
+            Ok(GroupDescription {
+                group_id,
+                consumer: Some(c),
+                ..
+            }) => described_consumer_group(group_id, c),
             Ok(d) => DescribedGroup {
                 error_code: 0,
                 group_id: d.group_id,
@@ -500,17 +506,10 @@ pub(super) async fn describe(s: &Session, r: DescribeGroupsRequest) -> DescribeG
 /// A group of Kafka's consumer protocol as DescribeGroups shows it (as Kafka does): its state,
 /// protocol type `consumer`, its assignor as the protocol, and each member's subscription and
 /// assignment in the classic consumer protocol's format.
-fn described_consumer_group(d: crate::broker::GroupDescription) -> DescribedGroup {
-    let c = d.consumer.unwrap_or_else(|| ConsumerGroupDescription {
-        state: "Dead".into(),
-        group_epoch: 0,
-        assignment_epoch: 0,
-        assignor: String::new(),
-        members: Vec::new(),
-    });
+fn described_consumer_group(group_id: String, c: ConsumerGroupDescription) -> DescribedGroup {
     DescribedGroup {
         error_code: 0,
-        group_id: d.group_id,
+        group_id,
         group_state: c.state,
         protocol_type: "consumer".into(),
         protocol_data: c.assignor,
@@ -629,8 +628,8 @@ pub(super) async fn list(s: &Session, r: ListGroupsRequest) -> ListGroupsRespons
     };
     let mut groups = Vec::with_capacity(listed.len());
     for (name, state) in listed {
-        // Loaded groups are described for their type, protocol type and (consumer protocol)
-        // state; a group with only committed offsets is a classic one, as Kafka reports it.
+        // Each group is described for its type, protocol type and (consumer protocol) state; a
+        // group with only committed offsets is a classic one.
         let described = s.broker.describe_group(&name).await.ok();
         let consumer = described.as_ref().and_then(|d| d.consumer.as_ref());
         let group_type = if consumer.is_some() {
