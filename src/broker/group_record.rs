@@ -19,6 +19,11 @@
 //! that left during one is waited for until its session runs out). A member that joined during
 //! the rebalance is not recorded: its next request finds it unknown and it joins again.
 //!
+//! A group of Kafka's consumer protocol (KIP-848) keeps its whole state in `consumer` (group and
+//! assignment epochs, target assignment, each member with its epoch, subscription and
+//! partitions), written whenever a heartbeat or a timeout changes it; restored, its members go
+//! on at their epochs, their sessions counted from the load.
+//!
 //! The encoding is MessagePack with field names, so that later versions can add fields with
 //! defaults; a record this build cannot read is reported and the group starts empty (its
 //! offsets are stored apart and unaffected).
