@@ -322,11 +322,7 @@ def scenario_group():
     check(KpTopicPartition("other", 0) not in left and KpTopicPartition("grp", 0) in left, f"offsets left {left}")
     kp.close()
     # DeleteGroups: refused while a member remains, then done; unknown groups are reported.
-    try:
-        admin().delete_consumer_groups(["two"])["two"].result(TIMEOUT)
-        check(False, "deleted a group with a member")
-    except ck.KafkaException as e:
-        check(e.args[0].code() == ck.KafkaError.NON_EMPTY_GROUP, f"non-empty group: {e}")
+    check_not_deleted("two")
     a.close()
     kp = KafkaAdminClient(bootstrap_servers=BOOT)
     r = kp.delete_group_offsets("two", [KpTopicPartition("grp", 0)])
@@ -358,6 +354,15 @@ def commit_racing(c, failed, **kw):
                        ck.KafkaError.STALE_MEMBER_EPOCH),
               f"commit: {e}")
         failed.append(code)
+
+
+def check_not_deleted(group):
+    """DeleteGroups of a group with members fails with NON_EMPTY_GROUP."""
+    try:
+        admin().delete_consumer_groups([group])[group].result(TIMEOUT)
+        check(False, f"deleted group {group} with members")
+    except ck.KafkaException as e:
+        check(e.args[0].code() == ck.KafkaError.NON_EMPTY_GROUP, f"non-empty group: {e}")
 
 
 def take_one(c, seen, failed_commits):
@@ -477,11 +482,7 @@ def scenario_consumer_protocol():
     r = kp.delete_group_offsets("kip848", [KpTopicPartition("kip848", 0)])
     check(r == {KpTopicPartition("kip848", 0): GroupSubscribedToTopicError}, f"delete offsets: {r}")
     kp.close()
-    try:
-        admin().delete_consumer_groups(["kip848"])["kip848"].result(TIMEOUT)
-        check(False, "deleted a group with members")
-    except ck.KafkaException as e:
-        check(e.args[0].code() == ck.KafkaError.NON_EMPTY_GROUP, f"non-empty group: {e}")
+    check_not_deleted("kip848")
     # A classic consumer cannot join while the group has consumer-protocol members.
     classic = ck.Consumer({**{k: v for k, v in conf.items() if k != "group.protocol"},
                            "session.timeout.ms": 6000})
