@@ -203,15 +203,6 @@ fn intersects(a: &Assignment, b: &Assignment) -> bool {
         .any(|(t, ps)| b.get(t).is_some_and(|theirs| !ps.is_disjoint(theirs)))
 }
 
-fn count(a: &Assignment) -> usize {
-    a.values().map(BTreeSet::len).sum()
-}
-
-fn without_empty(mut a: Assignment) -> Assignment {
-    a.retain(|_, ps| !ps.is_empty());
-    a
-}
-
 /// The topics a member subscribes to that exist, with their partition counts.
 fn member_topics<'a>(
     m: &ConsumerMember,
@@ -559,34 +550,19 @@ impl ConsumerGroupState {
         if epoch == self.assignment_epoch && state == MemberState::Stable {
             return;
         }
-        let keep: Assignment = without_empty(
-            assigned
-                .iter()
-                .map(|(t, ps)| {
-                    let mine = target.get(t);
-                    let kept = ps
-                        .iter()
-                        .filter(|p| mine.is_some_and(|s| s.contains(p)))
-                        .copied()
-                        .collect();
-                    (t.clone(), kept)
-                })
-                .collect(),
-        );
-        let revoke: Assignment = without_empty(
-            assigned
-                .iter()
-                .map(|(t, ps)| {
-                    let mine = target.get(t);
-                    let gone = ps
-                        .iter()
-                        .filter(|p| !mine.is_some_and(|s| s.contains(p)))
-                        .copied()
-                        .collect();
-                    (t.clone(), gone)
-                })
-                .collect(),
-        );
+        // What it holds splits into what its target keeps and what it must give up.
+        let (mut keep, mut revoke) = (Assignment::new(), Assignment::new());
+        for (t, ps) in &assigned {
+            let mine = target.get(t);
+            for &p in ps {
+                let side = if mine.is_some_and(|s| s.contains(&p)) {
+                    &mut keep
+                } else {
+                    &mut revoke
+                };
+                side.entry(t.clone()).or_default().insert(p);
+            }
+        }
         if !revoke.is_empty() && epoch < self.assignment_epoch {
             let timeout = Duration::from_millis(m.rebalance_timeout_ms.max(1) as u64);
             deadlines.revoke_by.insert(id.to_string(), now + timeout);
@@ -822,11 +798,6 @@ pub fn uniform(
     out
 }
 
-/// The number of partitions of an assignment (for descriptions and tests).
-pub fn partitions(a: &Assignment) -> usize {
-    count(a)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -834,6 +805,10 @@ mod tests {
 
     fn topics(list: &[(&str, u32)]) -> BTreeMap<String, u32> {
         list.iter().map(|(t, n)| (t.to_string(), *n)).collect()
+    }
+
+    fn count(a: &Assignment) -> usize {
+        a.values().map(BTreeSet::len).sum()
     }
 
     fn parts(t: &str, ps: &[i32]) -> Assignment {

@@ -1144,7 +1144,7 @@ impl Handler<ConsumerHeartbeat> for ConsumerGroup {
             a
         });
         let before = self.consumer.clone();
-        let was_empty = self.consumer.members.is_empty() && !self.has_members();
+        let was_empty = !self.has_members();
         let client_id = input.client_id.clone();
         let next = &mut self.next_member;
         let out = self.consumer.heartbeat(
