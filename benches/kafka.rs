@@ -34,6 +34,15 @@
 //! (`scripts/bench-kafka-compare.sh` does this with tansu, a Kafka-compatible Rust broker, on
 //! its in-memory storage).
 //!
+//! With `KAFKA_BENCH_CLIENT_PRELOAD=/path/to/libmalloc.so`, every run also consumes Weir's
+//! batch-call topic twice more, each time in a child process of this bench, once as it is and
+//! once with that library in `LD_PRELOAD` (the same client code; librdkafka's own `malloc` calls go to the preloaded
+//! allocator): the native client runs on mimalloc (the `weir` binary's allocator), librdkafka
+//! on glibc's `malloc`, whose arena lock its fetch thread (one allocation per record) and the
+//! application thread (one free per record) contend for. Debian's `libmimalloc2.0` gives the
+//! like-for-like comparison:
+//! `KAFKA_BENCH_CLIENT_PRELOAD=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2 cargo bench --bench kafka`.
+//!
 //! Client and server share the machine's cores. Medians of the runs are printed last.
 
 use std::io::{BufRead, BufReader};
@@ -301,6 +310,41 @@ fn consume_batched(boot: &str, topic: &str, n: u64, extra: &[(&str, &str)]) -> f
     // SAFETY: the reference taken above.
     unsafe { rd::rd_kafka_queue_destroy(queue) };
     (n - 1) as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// The environment variable that makes this bench a client child: `BOOT TOPIC N`, consumed as
+/// [`consume_batched`] does with librdkafka's defaults; the child prints the rate and exits.
+const CHILD: &str = "KAFKA_BENCH_CHILD_CONSUME";
+
+/// Runs [`consume_batched`] in a child process of this bench, with `lib` in `LD_PRELOAD` if
+/// given, on a topic that holds `n` records; returns its records/s.
+fn consume_in_child(lib: Option<&std::ffi::OsStr>, boot: &str, topic: &str, n: u64) -> f64 {
+    let mut child = Command::new(std::env::current_exe().expect("this bench"));
+    child.env(CHILD, format!("{boot} {topic} {n}"));
+    if let Some(lib) = lib {
+        child.env("LD_PRELOAD", lib);
+    }
+    let out = child
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("client child");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "client child failed: {text}");
+    text.trim().parse().expect("the child's rate")
+}
+
+/// If this process is a client child ([`CHILD`]), consumes and exits.
+fn run_child() {
+    let Ok(spec) = std::env::var(CHILD) else {
+        return;
+    };
+    let mut parts = spec.split(' ');
+    let (Some(boot), Some(topic), Some(n)) = (parts.next(), parts.next(), parts.next()) else {
+        panic!("{CHILD}: BOOT TOPIC N, got {spec:?}");
+    };
+    let n = n.parse().expect("a record count");
+    println!("{}", consume_batched(boot, topic, n, &[]));
+    std::process::exit(0);
 }
 
 /// Collects the median round trip of the broker's requests in each statistics window
@@ -762,6 +806,20 @@ async fn kafka_phases(
     })
     .await
     .expect("consume");
+    // The same batch-call consumer with another allocator under librdkafka, if asked for.
+    let preloaded = match std::env::var_os("KAFKA_BENCH_CLIENT_PRELOAD") {
+        Some(lib) if name == "weir" => {
+            let (b2, t2) = (boot.to_string(), btopic.clone());
+            let rates = tokio::task::spawn_blocking(move || {
+                let plain = consume_in_child(None, &b2, &t2, n);
+                (plain, consume_in_child(Some(&lib), &b2, &t2, n))
+            })
+            .await
+            .expect("consume");
+            Some(rates)
+        }
+        _ => None,
+    };
     delete(boot, &btopic).await;
     let mut row: Row = vec![
         (format!("{name} rdkafka produce"), kp),
@@ -792,6 +850,18 @@ async fn kafka_phases(
             bt,
         ),
     ];
+    if let Some((plain, preloaded)) = preloaded {
+        row.extend([
+            (
+                format!("{name} rdkafka batch calls: consume, child process"),
+                plain,
+            ),
+            (
+                format!("{name} rdkafka batch calls: consume, child, malloc preloaded"),
+                preloaded,
+            ),
+        ]);
+    }
     if let [Some(s0), Some(s1), Some(s2)] = [s0, s1, s2] {
         row.extend([
             (
@@ -846,6 +916,7 @@ async fn kafka_phases(
 
 #[tokio::main]
 async fn main() {
+    run_child();
     // `cargo bench` passes `--bench`; nothing else is accepted.
     let runs = env_or("KAFKA_BENCH_RUNS", 3);
     let n = env_or("KAFKA_BENCH_RECORDS", 1_000_000);
@@ -990,6 +1061,23 @@ async fn main() {
         100.0 * median_ratio(&rows, "weir rdkafka batch calls: produce", "native produce"),
         100.0 * median_ratio(&rows, "weir rdkafka batch calls: consume", "native consume"),
     );
+    if std::env::var_os("KAFKA_BENCH_CLIENT_PRELOAD").is_some() {
+        println!(
+            "kafka (librdkafka's batch calls in a child process) / native consume, median of the runs' own ratios: {:.0}% as it is, {:.0}% with the preloaded malloc",
+            100.0
+                * median_ratio(
+                    &rows,
+                    "weir rdkafka batch calls: consume, child process",
+                    "native consume"
+                ),
+            100.0
+                * median_ratio(
+                    &rows,
+                    "weir rdkafka batch calls: consume, child, malloc preloaded",
+                    "native consume"
+                ),
+        );
+    }
     println!(
         "lean kafka / native: produce {:.0}%, consume {:.0}%",
         100.0 * m("lean kafka produce") / m("native produce"),
