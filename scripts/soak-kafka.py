@@ -4,7 +4,7 @@ a consumer group reads them and commits. Not part of CI; see README ("Tests beyo
 
     .venv/bin/python scripts/soak-kafka.py [--minutes M] [--bin PATH] [--consumers N]
                                            [--transactions] [--backend segment|sled]
-                                           [--group-protocol classic|consumer]
+                                           [--group-protocol classic|consumer|mixed]
 
 Without --bin it builds `cargo build --release --bin weir`. At the end it checks:
 - the producer was told every record was delivered (no delivery errors, idempotence included),
@@ -193,7 +193,7 @@ class Member(threading.Thread):
                               "client.id": name, "enable.auto.commit": False,
                               "auto.offset.reset": "earliest",
                               "reconnect.backoff.max.ms": 500, **protocol, **QUIET})
-        self.name, self.stop = name, threading.Event()
+        self.name, self.strategy, self.stop = name, strategy, threading.Event()
         self.read, self.assigns, self.commit_errors = [], 0, 0
         self.owned, self.last_read = set(), time.time()
 
@@ -205,7 +205,7 @@ class Member(threading.Thread):
         self.owned -= {tp.partition for tp in partitions}
 
     def state(self):
-        return (f"{self.name}: partitions {sorted(self.owned)}, last read "
+        return (f"{self.name} ({self.strategy}): partitions {sorted(self.owned)}, last read "
                 f"{time.time() - self.last_read:.0f} s ago")
 
     def run(self):
@@ -273,9 +273,12 @@ def main():
                     help="storage backend (durability: the default, always)")
     ap.add_argument("--transactions", action="store_true",
                     help="produce in transactions; the group reads committed records")
-    ap.add_argument("--group-protocol", default="classic", choices=["classic", "consumer"],
-                    help="the group's protocol: classic (range or cooperative-sticky by seed) "
-                         "or Kafka's consumer protocol (KIP-848)")
+    ap.add_argument("--group-protocol", default="classic",
+                    choices=["classic", "consumer", "mixed"],
+                    help="the group's protocol: classic (range or cooperative-sticky by seed), "
+                         "Kafka's consumer protocol (KIP-848), or mixed: each member picks the "
+                         "consumer protocol or the classic range assignor at random, so that the "
+                         "group changes protocol as members come and go (online migration)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     print(f"seed {args.seed}", flush=True)
@@ -296,7 +299,13 @@ def main():
     producer.start()
     strategies = (["consumer"] * 2 if args.group_protocol == "consumer"
                   else ["cooperative-sticky", "range"])
-    members = [Member(boot, f"m{i}", strategies[args.seed % 2]) for i in range(args.consumers)]
+
+    def strategy():
+        if args.group_protocol == "mixed":
+            return rng.choice(["consumer", "range"])
+        return strategies[args.seed % 2]
+
+    members = [Member(boot, f"m{i}", strategy()) for i in range(args.consumers)]
     for m in members:
         m.start()
 
@@ -310,7 +319,7 @@ def main():
             gone = live.pop(rng.randrange(len(live)))
             gone.stop.set()
             gone.join(120)
-            new = Member(boot, f"m{len(members)}", strategies[args.seed % 2])
+            new = Member(boot, f"m{len(members)}", strategy())
             new.start()
             members.append(new)
             live.append(new)

@@ -768,6 +768,45 @@ pub struct GroupsSection {
     /// How often those members are told to send heartbeats (Kafka's
     /// `group.consumer.heartbeat.interval.ms`).
     pub consumer_heartbeat_interval_ms: u64,
+    /// Whether a group changes protocol while it has members (Kafka's
+    /// `group.consumer.migration.policy`): a consumer-protocol member joining a classic group
+    /// of Kafka consumers turns it into a consumer-protocol group (upgrade), and the last
+    /// consumer-protocol member leaving one whose other members use the classic protocol
+    /// turns it back (downgrade).
+    pub migration_policy: MigrationPolicy,
+}
+
+/// `[groups] migration_policy`: which online changes of a group's protocol are allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationPolicy {
+    /// Both ways (Kafka 4's default).
+    #[default]
+    Bidirectional,
+    /// Classic to consumer protocol only.
+    Upgrade,
+    /// Consumer to classic protocol only.
+    Downgrade,
+    /// Neither: a group keeps its protocol while it has members.
+    Disabled,
+}
+
+impl MigrationPolicy {
+    /// Whether a classic group may become a consumer-protocol group.
+    pub fn upgrades(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Bidirectional | MigrationPolicy::Upgrade
+        )
+    }
+
+    /// Whether a consumer-protocol group may become a classic group.
+    pub fn downgrades(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Bidirectional | MigrationPolicy::Downgrade
+        )
+    }
 }
 
 impl Default for GroupsSection {
@@ -782,6 +821,7 @@ impl Default for GroupsSection {
             max_size: i32::MAX as u32,
             consumer_session_timeout_ms: 45_000,
             consumer_heartbeat_interval_ms: 5_000,
+            migration_policy: MigrationPolicy::Bidirectional,
         }
     }
 }

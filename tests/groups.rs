@@ -1153,7 +1153,8 @@ fn consumer_beat(
 /// Kafka's coordinator keeps a consumer-protocol group's members, epochs and assignments in its
 /// offsets topic; Weir in the group's record. Two members share a topic (the second gets its
 /// partitions once the first has given them up), commit with their epochs, and after a restart
-/// carry on at the same epochs with the same partitions; a classic member still cannot join;
+/// carry on at the same epochs with the same partitions; a classic join whose metadata is not a
+/// consumer subscription is refused;
 /// the member that does not come back is removed after its session and the other gets
 /// everything at a new epoch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1273,6 +1274,165 @@ async fn consumer_protocol_members_carry_on_after_a_restart() {
         assert_eq!(all.member_epoch, 3, "{backend:?}");
         let stored = h.fetch_offsets("k", None).await.expect("offsets");
         assert_eq!(stored.len(), 2, "{backend:?}: both commits kept");
+        h.shutdown().await.expect("shutdown");
+    }
+}
+
+/// A consumer's classic subscription to topic `t` (the embedded consumer protocol, v1: what it
+/// owns).
+fn subscription(owned: &[i32]) -> bytes::Bytes {
+    use weir::protocol::kafka::embedded;
+    embedded::encode_subscription(&embedded::Subscription {
+        version: 1,
+        topics: vec!["t".into()],
+        owned_partitions: if owned.is_empty() {
+            Vec::new()
+        } else {
+            vec![("t".into(), owned.to_vec())]
+        },
+        generation: -1,
+        ..Default::default()
+    })
+}
+
+/// The partitions of topic `t` in a classic assignment.
+fn assigned(bytes: &bytes::Bytes) -> Vec<i32> {
+    let tps =
+        weir::protocol::kafka::embedded::decode_assignment(bytes.clone()).expect("assignment");
+    tps.into_iter().flat_map(|(_, ps)| ps).collect()
+}
+
+/// Kafka 4's online migration between the group protocols, with a restart in the middle: a
+/// classic group of one Kafka consumer becomes a consumer-protocol group when a member of that
+/// protocol joins; the classic member rejoins, is answered by the group (no leader), gives up
+/// half; both carry on after a restart; when the consumer-protocol member leaves, the group is
+/// classic again and its member rejoins the classic way, as leader of a new generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_changes_protocol_under_its_classic_member_and_back() {
+    for backend in [Backend::Segment, Backend::Sled] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = config(backend, dir.path());
+        c.groups.initial_rebalance_delay_ms = 0;
+        let h = Broker::start(c.clone()).await.expect("start");
+        let topic = h
+            .create_topic("t", Some(4), vec![])
+            .await
+            .expect("topic")
+            .id;
+        // A classic consumer leads a group of its own and takes everything.
+        let sub = subscription(&[]);
+        let j = h
+            .join_group("m", kafka_join("", &[("range", &sub)], false))
+            .await
+            .expect("classic join");
+        let all = weir::protocol::kafka::embedded::encode_assignment(
+            0,
+            &[("t".into(), vec![0, 1, 2, 3])],
+        );
+        h.sync_group(
+            "m",
+            &j.member_id,
+            j.generation,
+            vec![(j.member_id.clone(), all)],
+        )
+        .await
+        .expect("leader's sync");
+        let classic = j.member_id.clone();
+        // A consumer-protocol member joins: the group changes protocol under it.
+        let (input, owned) = consumer_beat("n", 0, &[], topic);
+        let n = h
+            .consumer_group_heartbeat("m", input, owned)
+            .await
+            .expect("n joins");
+        assert_eq!(
+            n.assignment,
+            Some(vec![]),
+            "{backend:?}: c still holds everything"
+        );
+        let d = h.describe_group("m").await.expect("describe");
+        let cd = d.consumer.expect("a consumer-protocol group");
+        assert_eq!(
+            cd.members
+                .iter()
+                .map(|m| (m.member_id.as_str(), m.classic))
+                .collect::<Vec<_>>(),
+            vec![("n", false), (classic.as_str(), true)]
+        );
+        // The classic member is told to rejoin, rejoins having given up everything (eager),
+        // and is answered at once with its epoch and no leader; its sync gives it half.
+        assert!(matches!(
+            h.heartbeat("m", &classic, j.generation).await,
+            Err(BrokerError::RebalanceInProgress)
+        ));
+        let r = h
+            .join_group("m", kafka_join(&classic, &[("range", &sub)], true))
+            .await
+            .expect("rejoin");
+        assert_eq!((r.leader.as_str(), r.members.len()), ("", 0));
+        assert_eq!(
+            (r.protocol_type.as_str(), r.protocol.as_str()),
+            ("consumer", "range")
+        );
+        let s = h
+            .sync_group("m", &classic, r.generation, vec![])
+            .await
+            .expect("sync");
+        let mine = assigned(&s.assignment);
+        assert_eq!(mine.len(), 2, "{backend:?}");
+        h.heartbeat("m", &classic, r.generation)
+            .await
+            .expect("stable");
+        let (input, owned) = consumer_beat("n", n.member_epoch, &[], topic);
+        let n = h
+            .consumer_group_heartbeat("m", input, owned)
+            .await
+            .expect("n's heartbeat");
+        let theirs = n.assignment.expect("n gets the rest")[0].1.clone();
+        assert!(theirs.len() == 2 && theirs.iter().all(|p| !mine.contains(p)));
+        // A classic member commits with its generation.
+        let offsets = vec![(TopicPartition::new("t", mine[0]), committed(5))];
+        assert!(matches!(
+            h.commit_offsets("m", &classic, r.generation + 1, offsets.clone())
+                .await,
+            Err(BrokerError::IllegalGeneration { .. })
+        ));
+        h.commit_offsets("m", &classic, r.generation, offsets.clone())
+            .await
+            .expect("commit");
+        h.shutdown().await.expect("shutdown");
+
+        // After a restart both carry on where they were.
+        let h = Broker::start(c.clone()).await.expect("restart");
+        h.heartbeat("m", &classic, r.generation)
+            .await
+            .expect("the classic member carries on");
+        let (input, owned) = consumer_beat("n", n.member_epoch, &theirs, topic);
+        let n2 = h
+            .consumer_group_heartbeat("m", input, owned)
+            .await
+            .expect("n carries on");
+        assert_eq!(n2.member_epoch, n.member_epoch, "{backend:?}");
+        // n leaves: the group is classic again, and rebalances.
+        let (mut input, _) = consumer_beat("n", -1, &[], topic);
+        input.member_epoch = -1;
+        h.consumer_group_heartbeat("m", input, None)
+            .await
+            .expect("n leaves");
+        let d = h.describe_group("m").await.expect("describe");
+        assert!(d.consumer.is_none(), "{backend:?}: a classic group again");
+        assert_eq!(d.protocol_type, "consumer");
+        assert_eq!(d.state, GroupState::PreparingRebalance, "{backend:?}");
+        assert!(matches!(
+            h.heartbeat("m", &classic, r.generation).await,
+            Err(BrokerError::RebalanceInProgress)
+        ));
+        let j = h
+            .join_group("m", kafka_join(&classic, &[("range", &sub)], true))
+            .await
+            .expect("classic rejoin");
+        assert_eq!(j.leader, classic, "{backend:?}: it leads the classic group");
+        assert!(j.generation > r.generation);
+        assert_eq!(h.fetch_offsets("m", None).await.expect("offsets"), offsets);
         h.shutdown().await.expect("shutdown");
     }
 }

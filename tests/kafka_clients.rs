@@ -251,9 +251,22 @@ fn confluent_admin() {
 #[test]
 fn confluent_kafka_consumer_group_protocol() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    // Heartbeats every second (Kafka's default is 5 s): partitions change hands sooner.
-    let server = start_with(None, "consumer_heartbeat_interval_ms = 1000\n");
+    // Heartbeats every second (Kafka's default is 5 s): partitions change hands sooner. The
+    // scenario checks that a classic consumer is refused: no migration here.
+    let server = start_with(
+        None,
+        "consumer_heartbeat_interval_ms = 1000\nmigration_policy = \"disabled\"\n",
+    );
     run_scenario(&server, "consumer_protocol");
+}
+
+/// A rolling change of a group's consumers from the classic protocol to the consumer protocol
+/// and back (Kafka 4's online migration), confluent-kafka on both sides.
+#[test]
+fn confluent_kafka_group_protocol_migration() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_with(None, "consumer_heartbeat_interval_ms = 1000\n");
+    run_scenario(&server, "protocol_migration");
 }
 
 /// aiokafka's admin client: topics, cluster, group offsets, configs, partitions, records.

@@ -1708,7 +1708,8 @@ async fn topics_by_id_and_the_consumer_group_protocol_requests() {
         .error_message
         .is_some_and(|m| m.contains("regular expression")));
 
-    // A classic group with a member.
+    // A classic group of Kafka Connect workers (a group of classic consumers would change
+    // protocol: tests/groups.rs).
     broker
         .join_group(
             "classic",
@@ -1719,8 +1720,8 @@ async fn topics_by_id_and_the_consumer_group_protocol_requests() {
                 client_host: "h".into(),
                 session_timeout: Duration::from_secs(30),
                 rebalance_timeout: Duration::from_secs(30),
-                protocol_type: "consumer".into(),
-                protocols: vec![("range".into(), Bytes::new())],
+                protocol_type: "connect".into(),
+                protocols: vec![("sessioned".into(), Bytes::new())],
                 require_known_member_id: false,
             },
         )

@@ -25,6 +25,23 @@
 //! Assignors: `uniform` (the default: balanced, keeping each member's partitions where it
 //! can) and `range` (each topic's partitions split in ranges over its subscribers in member
 //! id order).
+//!
+//! Classic members (KIP-848's migration path): a Kafka consumer of the classic protocol in
+//! such a group ([`ClassicMeta`]) is a member like the others, driven by its classic requests
+//! instead of heartbeats:
+//!
+//! ```text
+//!  JoinGroup(subscription, owned) ──► classic_join(): as a heartbeat that names what it owns
+//!      (an eager consumer owns nothing when it rejoins); answered at once with its epoch as
+//!      the generation, and no leader: the group assigns
+//!  SyncGroup(generation = epoch) ──► classic_sync(): its assigned partitions
+//!  Heartbeat(generation = epoch) ──► classic_heartbeat(): REBALANCE_IN_PROGRESS when the group
+//!      epoch moved past it, it must give up partitions, or partitions it waits for are free;
+//!      it then has its rebalance timeout to rejoin
+//! ```
+//!
+//! A cooperative consumer told to give up partitions gets its assignment without them, revokes
+//! them and rejoins, owning less; an eager one gives up everything before it rejoins.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -91,6 +108,59 @@ pub struct ConsumerMember {
     pub assigned: Assignment,
     /// Partitions it must give up (it still owns them until it says otherwise).
     pub revoking: Assignment,
+    /// Set for a member of the classic protocol (JoinGroup, SyncGroup, Heartbeat).
+    #[serde(default)]
+    pub classic: Option<ClassicMeta>,
+}
+
+/// What a classic member's JoinGroup said beyond its subscription.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClassicMeta {
+    /// Its session timeout, ms.
+    pub session_timeout_ms: u64,
+    /// Its assignment protocols in preference order, with their metadata: the first names
+    /// the protocol its join is answered with.
+    pub protocols: Vec<(String, bytes::Bytes)>,
+    /// The version of its subscription (its assignment is written in it).
+    pub version: i16,
+}
+
+/// A classic member's JoinGroup, its subscription read.
+#[derive(Debug, Clone, Default)]
+pub struct ClassicJoinInput {
+    /// Its member id (empty: a static member's new incarnation; the group names it).
+    pub member_id: String,
+    /// Its static instance id.
+    pub instance_id: Option<String>,
+    /// The client id.
+    pub client_id: String,
+    /// The client's host.
+    pub client_host: String,
+    /// Its session timeout, ms.
+    pub session_timeout_ms: u64,
+    /// Its rebalance timeout, ms.
+    pub rebalance_timeout_ms: i32,
+    /// Its protocols with their metadata.
+    pub protocols: Vec<(String, bytes::Bytes)>,
+    /// The topics it subscribes to.
+    pub subscribed_names: Vec<String>,
+    /// What it owns (topics the broker no longer knows left out).
+    pub owned: Assignment,
+    /// Its subscription's version.
+    pub version: i16,
+    /// Its rack.
+    pub rack_id: Option<String>,
+}
+
+/// The answer to a classic member's SyncGroup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassicSyncOutput {
+    /// Its assigned partitions.
+    pub assigned: Assignment,
+    /// The version to write them in.
+    pub version: i16,
+    /// The protocol its join was answered with.
+    pub protocol: String,
 }
 
 /// A compiled subscription pattern. Equal when their sources are.
@@ -307,37 +377,32 @@ impl ConsumerGroupState {
         }
         let joining = req.member_epoch == JOIN_EPOCH;
         let (member_id, created) =
-            self.resolve_member(&req, joining, max_members, deadlines, new_member_id)?;
+            self.resolve_member(&req, joining, false, max_members, deadlines, new_member_id)?;
         let changed = {
             let m = self
                 .members
                 .get_mut(&member_id)
                 .ok_or_else(|| BrokerError::UnknownMember(member_id.clone()))?;
             if !joining {
+                if m.classic.is_some() {
+                    // Its requests are the classic protocol's.
+                    return Err(BrokerError::UnknownMember(member_id));
+                }
                 check_epoch(&member_id, m, req.member_epoch, req.owned.as_ref())?;
             }
-            update_member(m, &req, pattern)
+            // (A classic member's new incarnation may speak this protocol.)
+            let was_classic = m.classic.take().is_some();
+            update_member(m, &req, pattern) || was_classic
         };
-        deadlines.last_seen.insert(member_id.clone(), now);
-        // One bump for whatever changed: membership, subscriptions, the topics' partitions.
-        let metadata = self.subscribed_metadata(topics);
-        let topics_changed = metadata != self.subscribed_topics;
-        self.subscribed_topics = metadata;
-        if changed || created || topics_changed {
-            self.group_epoch += 1;
-        }
-        if self.group_epoch > self.assignment_epoch {
-            self.assignor = self.choose_assignor();
-            self.target = compute_target(self, topics);
-            self.assignment_epoch = self.group_epoch;
-        }
-
         let before = self.members.get(&member_id).map(|m| m.assigned.clone());
-        self.reconcile(&member_id, req.owned.as_ref(), now, deadlines);
-        let m = self
-            .members
-            .get(&member_id)
-            .ok_or_else(|| BrokerError::UnknownMember(member_id.clone()))?;
+        let m = self.advance(
+            &member_id,
+            changed || created,
+            req.owned.as_ref(),
+            topics,
+            now,
+            deadlines,
+        )?;
         let full = req.rebalance_timeout_ms != -1
             && (req.subscribed_names.is_some() || req.subscribed_regex.is_some())
             && req.owned.is_some();
@@ -349,12 +414,237 @@ impl ConsumerGroupState {
         })
     }
 
+    /// What every request of a member does once it is known: its session restarts; one group
+    /// epoch bump for whatever changed (`changed`: its membership or subscription; or the
+    /// subscribed topics' partitions); a new target when the epoch moved; the member
+    /// reconciled towards it, given what it says it `owned`.
+    fn advance(
+        &mut self,
+        id: &str,
+        changed: bool,
+        owned: Option<&Assignment>,
+        topics: &BTreeMap<String, u32>,
+        now: Instant,
+        deadlines: &mut Deadlines,
+    ) -> Result<&ConsumerMember, BrokerError> {
+        deadlines.last_seen.insert(id.to_string(), now);
+        let topics_changed = self.topics_changed(topics);
+        if changed || topics_changed {
+            self.group_epoch += 1;
+        }
+        if self.group_epoch > self.assignment_epoch {
+            self.assignor = self.choose_assignor();
+            self.target = compute_target(self, topics);
+            self.assignment_epoch = self.group_epoch;
+        }
+        self.reconcile(id, owned, now, deadlines);
+        self.members
+            .get(id)
+            .ok_or_else(|| BrokerError::UnknownMember(id.to_string()))
+    }
+
+    /// Takes the subscribed topics' partition counts; answers whether they changed.
+    fn topics_changed(&mut self, topics: &BTreeMap<String, u32>) -> bool {
+        let metadata = self.subscribed_metadata(topics);
+        let changed = metadata != self.subscribed_topics;
+        self.subscribed_topics = metadata;
+        changed
+    }
+
+    /// A classic member's JoinGroup (see the module docs): joins or rejoins, taking what it
+    /// owns into account; the answer's epoch is its generation. The caller has dealt with
+    /// MEMBER_ID_REQUIRED and unknown member ids.
+    ///
+    /// # Errors
+    /// GROUP_MAX_SIZE_REACHED.
+    pub fn classic_join(
+        &mut self,
+        join: ClassicJoinInput,
+        topics: &BTreeMap<String, u32>,
+        now: Instant,
+        deadlines: &mut Deadlines,
+        max_members: u32,
+        new_member_id: impl FnOnce() -> String,
+    ) -> Result<HeartbeatOutput, BrokerError> {
+        let req = HeartbeatInput {
+            member_id: join.member_id,
+            member_epoch: JOIN_EPOCH,
+            instance_id: join.instance_id,
+            rack_id: join.rack_id,
+            rebalance_timeout_ms: join.rebalance_timeout_ms,
+            subscribed_names: Some(join.subscribed_names),
+            // A classic member subscribes by name (its client resolves patterns).
+            subscribed_regex: Some(String::new()),
+            server_assignor: None,
+            owned: Some(join.owned),
+            client_id: join.client_id,
+            client_host: join.client_host,
+        };
+        let (member_id, created) =
+            self.resolve_member(&req, true, true, max_members, deadlines, new_member_id)?;
+        let changed = {
+            let m = self
+                .members
+                .get_mut(&member_id)
+                .ok_or_else(|| BrokerError::UnknownMember(member_id.clone()))?;
+            m.classic = Some(ClassicMeta {
+                session_timeout_ms: join.session_timeout_ms,
+                protocols: join.protocols,
+                version: join.version,
+            });
+            // Classic members take no part in choosing the assignor.
+            let assignor = m.server_assignor.take().is_some();
+            update_member(m, &req, None) || assignor
+        };
+        // It rejoined: its rebalance timeout stops (reconciling may start it again).
+        deadlines.revoke_by.remove(&member_id);
+        let m = self.advance(
+            &member_id,
+            changed || created,
+            req.owned.as_ref(),
+            topics,
+            now,
+            deadlines,
+        )?;
+        Ok(HeartbeatOutput {
+            member_id: member_id.clone(),
+            member_epoch: m.epoch,
+            assignment: Some(m.assigned.clone()),
+        })
+    }
+
+    /// The classic member a SyncGroup or Heartbeat names, checked: its instance id still its
+    /// own, its generation its epoch.
+    fn classic_member(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<&ConsumerMember, BrokerError> {
+        if let Some(iid) = instance_id {
+            let holder = self
+                .members
+                .iter()
+                .find(|(_, m)| m.instance_id.as_deref() == Some(iid));
+            match holder {
+                Some((id, _)) if id != member_id => {
+                    return Err(BrokerError::FencedInstanceId(iid.to_string()))
+                }
+                Some(_) => {}
+                None => return Err(BrokerError::UnknownMember(member_id.to_string())),
+            }
+        }
+        let m = self
+            .members
+            .get(member_id)
+            .filter(|m| m.classic.is_some())
+            .ok_or_else(|| BrokerError::UnknownMember(member_id.to_string()))?;
+        if generation != m.epoch {
+            return Err(BrokerError::IllegalGeneration {
+                got: generation,
+                current: m.epoch,
+            });
+        }
+        Ok(m)
+    }
+
+    /// Whether member `id` waits for partitions of its target that another member holds.
+    fn waiting_on_others(&self, id: &str) -> bool {
+        let (Some(m), Some(target)) = (self.members.get(id), self.target.get(id)) else {
+            return false;
+        };
+        target.iter().any(|(t, ps)| {
+            ps.iter().any(|&p| {
+                !m.assigned.get(t).is_some_and(|a| a.contains(&p)) && self.held_by_other(id, t, p)
+            })
+        })
+    }
+
+    /// Starts a classic member's rebalance timeout (to rejoin) unless it runs already.
+    fn await_rejoin(&self, id: &str, now: Instant, deadlines: &mut Deadlines) {
+        if let Some(m) = self.members.get(id) {
+            let timeout = Duration::from_millis(m.rebalance_timeout_ms.max(1) as u64);
+            deadlines
+                .revoke_by
+                .entry(id.to_string())
+                .or_insert(now + timeout);
+        }
+    }
+
+    /// A classic member's Heartbeat: `true` when it is to rejoin (REBALANCE_IN_PROGRESS): the
+    /// group epoch moved past it (as it does when subscribed topics gain partitions or
+    /// matching topics appear), it must give up partitions, or partitions it waits for are
+    /// free.
+    ///
+    /// # Errors
+    /// UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID, ILLEGAL_GENERATION.
+    pub fn classic_heartbeat(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        topics: &BTreeMap<String, u32>,
+        now: Instant,
+        deadlines: &mut Deadlines,
+    ) -> Result<bool, BrokerError> {
+        self.classic_member(member_id, instance_id, generation)?;
+        if self.topics_changed(topics) {
+            self.group_epoch += 1;
+        }
+        let m = self.classic_member(member_id, instance_id, generation)?;
+        let rejoin = m.epoch < self.group_epoch
+            || m.state == MemberState::UnrevokedPartitions
+            || (m.state == MemberState::UnreleasedPartitions && !self.waiting_on_others(member_id));
+        deadlines.last_seen.insert(member_id.to_string(), now);
+        if rejoin {
+            self.await_rejoin(member_id, now, deadlines);
+        }
+        Ok(rejoin)
+    }
+
+    /// A classic member's SyncGroup: its assignment.
+    ///
+    /// # Errors
+    /// UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID, ILLEGAL_GENERATION, and REBALANCE_IN_PROGRESS when
+    /// the group epoch moved past it since it joined (unless it is giving up partitions: its
+    /// next join comes anyway).
+    pub fn classic_sync(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now: Instant,
+        deadlines: &mut Deadlines,
+    ) -> Result<ClassicSyncOutput, BrokerError> {
+        let m = self.classic_member(member_id, instance_id, generation)?;
+        deadlines.last_seen.insert(member_id.to_string(), now);
+        if self.group_epoch > m.epoch && m.state != MemberState::UnrevokedPartitions {
+            self.await_rejoin(member_id, now, deadlines);
+            return Err(BrokerError::RebalanceInProgress);
+        }
+        let meta = m.classic.as_ref();
+        Ok(ClassicSyncOutput {
+            assigned: m.assigned.clone(),
+            version: meta.map_or(0, |c| c.version),
+            protocol: meta
+                .and_then(|c| c.protocols.first())
+                .map(|(name, _)| name.clone())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Whether the group has members of the consumer protocol (not only classic ones).
+    pub fn has_consumer_members(&self) -> bool {
+        self.members.values().any(|m| m.classic.is_none())
+    }
+
     /// The member a heartbeat is for: an existing one, a new one (a join), or a static
     /// member's new incarnation taking over from the one that left.
     fn resolve_member(
         &mut self,
         req: &HeartbeatInput,
         joining: bool,
+        classic: bool,
         max_members: u32,
         deadlines: &mut Deadlines,
         new_member_id: impl FnOnce() -> String,
@@ -364,11 +654,13 @@ impl ConsumerGroupState {
                 .members
                 .iter()
                 .find(|(_, m)| m.instance_id.as_deref() == Some(iid))
-                .map(|(id, m)| (id.clone(), m.epoch));
+                .map(|(id, m)| (id.clone(), m.epoch, m.classic.is_some()));
             match holder {
-                Some((id, _)) if id == req.member_id => {}
-                Some((old, epoch)) if joining => {
-                    if epoch != STATIC_LEAVE_EPOCH {
+                Some((id, _, _)) if id == req.member_id => {}
+                Some((old, epoch, held_classic)) if joining => {
+                    // A classic member never says it left for now: a new incarnation of
+                    // either protocol replaces it (and a classic join replaces any).
+                    if epoch != STATIC_LEAVE_EPOCH && !classic && !held_classic {
                         return Err(BrokerError::UnreleasedInstanceId(iid.to_string()));
                     }
                     // The new incarnation takes the old one's place, assignment and epoch.
@@ -381,7 +673,9 @@ impl ConsumerGroupState {
                         .members
                         .remove(&old)
                         .ok_or_else(|| BrokerError::UnknownMember(old.clone()))?;
-                    m.epoch = m.previous_epoch.max(0);
+                    if m.epoch == STATIC_LEAVE_EPOCH {
+                        m.epoch = m.previous_epoch.max(0);
+                    }
                     if let Some(t) = self.target.remove(&old) {
                         self.target.insert(id.clone(), t);
                     }
@@ -435,6 +729,7 @@ impl ConsumerGroupState {
                 state: MemberState::Stable,
                 assigned: Assignment::new(),
                 revoking: Assignment::new(),
+                classic: None,
             },
         );
         Ok((id, true))
@@ -500,16 +795,20 @@ impl ConsumerGroupState {
         deadlines: &Deadlines,
     ) -> Vec<String> {
         self.members
-            .keys()
-            .filter(|id| {
+            .iter()
+            .filter(|(id, m)| {
+                // A classic member's session is the one its join asked for.
+                let session = m.classic.as_ref().map_or(session_timeout, |c| {
+                    Duration::from_millis(c.session_timeout_ms)
+                });
                 let silent = deadlines
                     .last_seen
                     .get(*id)
-                    .is_none_or(|at| now.duration_since(*at) > session_timeout);
+                    .is_none_or(|at| now.duration_since(*at) > session);
                 let late = deadlines.revoke_by.get(*id).is_some_and(|by| now > *by);
                 silent || late
             })
-            .cloned()
+            .map(|(id, _)| id.clone())
             .collect()
     }
 
@@ -563,7 +862,9 @@ impl ConsumerGroupState {
                 side.entry(t.clone()).or_default().insert(p);
             }
         }
-        if !revoke.is_empty() && epoch < self.assignment_epoch {
+        // (A member that says what it owns and no longer owns them has nothing to give up.)
+        let owns_revoked = owned.is_none_or(|o| intersects(o, &revoke));
+        if !revoke.is_empty() && epoch < self.assignment_epoch && owns_revoked {
             let timeout = Duration::from_millis(m.rebalance_timeout_ms.max(1) as u64);
             deadlines.revoke_by.insert(id.to_string(), now + timeout);
             if let Some(m) = self.members.get_mut(id) {
@@ -823,6 +1124,8 @@ mod tests {
         topics: BTreeMap<String, u32>,
         owned: BTreeMap<String, Assignment>,
         epochs: BTreeMap<String, i32>,
+        /// The classic members' clients: whether each is cooperative, and its subscription.
+        classic: BTreeMap<String, (bool, Vec<String>)>,
     }
 
     impl World {
@@ -834,6 +1137,77 @@ mod tests {
                 topics: topics(t),
                 owned: BTreeMap::new(),
                 epochs: BTreeMap::new(),
+                classic: BTreeMap::new(),
+            }
+        }
+
+        /// A classic client joins: JoinGroup, then SyncGroup (see [`World::classic_rejoin`]).
+        fn classic_join(&mut self, id: &str, subscribed: &[&str], cooperative: bool) {
+            let subs = subscribed.iter().map(|s| s.to_string()).collect();
+            self.classic.insert(id.into(), (cooperative, subs));
+            self.classic_rejoin(id);
+        }
+
+        /// A classic client's (re)join as librdkafka goes about it: an eager one gives up
+        /// everything first; it joins naming what it owns, syncs, takes its assignment, and a
+        /// cooperative one that lost partitions (revoked them) joins again.
+        fn classic_rejoin(&mut self, id: &str) {
+            let (cooperative, subs) = self.classic[id].clone();
+            for _ in 0..4 {
+                if !cooperative {
+                    self.owned.insert(id.into(), Assignment::new());
+                }
+                let owned = self.owned.get(id).cloned().unwrap_or_default();
+                let join = ClassicJoinInput {
+                    member_id: id.into(),
+                    session_timeout_ms: 10_000,
+                    rebalance_timeout_ms: 60_000,
+                    protocols: vec![("range".into(), bytes::Bytes::new())],
+                    subscribed_names: subs.clone(),
+                    owned,
+                    version: 1,
+                    ..ClassicJoinInput::default()
+                };
+                let out = self
+                    .g
+                    .classic_join(join, &self.topics, self.now, &mut self.d, 1000, || {
+                        "new".into()
+                    })
+                    .expect("classic join");
+                self.epochs.insert(id.into(), out.member_epoch);
+                self.check_exclusive();
+                match self
+                    .g
+                    .classic_sync(id, None, out.member_epoch, self.now, &mut self.d)
+                {
+                    Ok(sync) => {
+                        let before = self.owned.get(id).cloned().unwrap_or_default();
+                        self.owned.insert(id.into(), sync.assigned.clone());
+                        self.check_exclusive();
+                        if !cooperative || is_subset(&before, &sync.assigned) {
+                            return;
+                        }
+                    }
+                    Err(BrokerError::RebalanceInProgress) => {}
+                    Err(e) => panic!("classic sync: {e}"),
+                }
+            }
+        }
+
+        /// A member's client sends its next heartbeat (of its protocol) and acts on it.
+        fn tick(&mut self, id: &str) {
+            if !self.classic.contains_key(id) {
+                self.beat(id);
+                return;
+            }
+            let epoch = self.epochs[id];
+            match self
+                .g
+                .classic_heartbeat(id, None, epoch, &self.topics, self.now, &mut self.d)
+            {
+                Ok(false) => {}
+                Ok(true) | Err(BrokerError::IllegalGeneration { .. }) => self.classic_rejoin(id),
+                Err(e) => panic!("classic heartbeat of {id}: {e}"),
             }
         }
 
@@ -896,6 +1270,12 @@ mod tests {
         }
 
         fn leave(&mut self, id: &str) {
+            if self.classic.remove(id).is_some() {
+                // LeaveGroup.
+                assert!(self.g.remove(id, &mut self.d));
+                self.owned.remove(id);
+                return;
+            }
             let req = HeartbeatInput {
                 member_id: id.into(),
                 member_epoch: LEAVE_EPOCH,
@@ -936,7 +1316,7 @@ mod tests {
             for _ in 0..rounds {
                 let ids: Vec<String> = self.g.members.keys().cloned().collect();
                 for id in ids {
-                    self.beat(&id);
+                    self.tick(&id);
                 }
             }
         }
@@ -948,6 +1328,101 @@ mod tests {
                 .map(|m| count(&m.assigned))
                 .collect()
         }
+    }
+
+    #[test]
+    fn a_classic_member_shares_the_group_through_joins_syncs_and_heartbeats() {
+        let mut w = World::new(&[("t", 4)]);
+        // An eager classic consumer alone: everything, its epoch as its generation.
+        w.classic_join("c", &["t"], false);
+        assert_eq!(w.owned["c"], parts("t", &[0, 1, 2, 3]));
+        let generation = w.epochs["c"];
+        let (topics, now) = (w.topics.clone(), w.now);
+        let beat = |w: &mut World, id: &str, generation: i32| {
+            w.g.classic_heartbeat(id, None, generation, &topics, now, &mut w.d)
+        };
+        assert!(matches!(
+            beat(&mut w, "c", generation + 1),
+            Err(BrokerError::IllegalGeneration { .. })
+        ));
+        assert!(matches!(
+            beat(&mut w, "nobody", generation),
+            Err(BrokerError::UnknownMember(_))
+        ));
+        assert_eq!(beat(&mut w, "c", generation), Ok(false));
+        // Its requests are the classic protocol's: a consumer-protocol heartbeat naming it is
+        // not its own.
+        let stray = HeartbeatInput {
+            member_id: "c".into(),
+            member_epoch: generation,
+            ..HeartbeatInput::default()
+        };
+        assert!(matches!(
+            w.raw(stray, 10),
+            Err(BrokerError::UnknownMember(_))
+        ));
+        // A consumer-protocol member joins: nothing for it while c holds everything.
+        let b = w.join("b", &["t"]);
+        assert_eq!(b.assignment, Some(Assignment::new()));
+        // c is told to rejoin; a sync at its old generation is refused the same way.
+        assert_eq!(beat(&mut w, "c", generation), Ok(true));
+        assert!(matches!(
+            w.g.classic_sync("c", None, generation, now, &mut w.d),
+            Err(BrokerError::RebalanceInProgress)
+        ));
+        // It rejoins (having given everything up), gets half; b then gets the rest.
+        w.classic_rejoin("c");
+        assert_eq!(count(&w.owned["c"]), 2);
+        assert!(w.epochs["c"] > generation);
+        let rejoined = w.epochs["c"];
+        assert_eq!(beat(&mut w, "c", rejoined), Ok(false));
+        assert_eq!(count(&w.beat("b").assignment.expect("b's half")), 2);
+        assert_eq!(state_name(&w.g), "Stable");
+        // A classic member's session is the one it asked for (10 s), not the group's.
+        let later = w.now + Duration::from_secs(11);
+        assert_eq!(
+            w.g.expired(later, Duration::from_secs(45), &w.d),
+            vec!["c".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_cooperative_classic_member_gives_up_partitions_before_they_move() {
+        let mut w = World::new(&[("t", 4)]);
+        w.classic_join("c", &["t"], true);
+        let b = w.join("b", &["t"]);
+        assert_eq!(b.assignment, Some(Assignment::new()));
+        let (generation, now) = (w.epochs["c"], w.now);
+        // c rejoins still owning all four: it is to give up two, at its generation.
+        let join = ClassicJoinInput {
+            member_id: "c".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 60_000,
+            protocols: vec![("cooperative-sticky".into(), bytes::Bytes::new())],
+            subscribed_names: vec!["t".into()],
+            owned: parts("t", &[0, 1, 2, 3]),
+            version: 3,
+            ..ClassicJoinInput::default()
+        };
+        let out =
+            w.g.classic_join(join, &w.topics, now, &mut w.d, 10, String::new)
+                .expect("rejoin");
+        assert_eq!(out.member_epoch, generation);
+        assert_eq!(w.g.members["c"].state, MemberState::UnrevokedPartitions);
+        let sync =
+            w.g.classic_sync("c", None, generation, now, &mut w.d)
+                .expect("sync while revoking");
+        assert_eq!(
+            (count(&sync.assigned), sync.version, sync.protocol.as_str()),
+            (2, 3, "cooperative-sticky")
+        );
+        // b still waits; the two c gives up go to b once c rejoins without them.
+        assert_eq!(count(&w.beat("b").assignment.unwrap_or_default()), 0);
+        w.owned.insert("c".into(), sync.assigned);
+        w.classic_rejoin("c");
+        assert!(w.epochs["c"] > generation);
+        assert_eq!(count(&w.beat("b").assignment.expect("b's half")), 2);
+        assert_eq!(state_name(&w.g), "Stable");
     }
 
     #[test]
@@ -1235,6 +1710,8 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Step {
         Join(u8, bool),
+        /// A classic member joins: subscribing to both topics or one, cooperative or eager.
+        ClassicJoin(u8, bool, bool),
         Beat(u8),
         Leave(u8),
         AddPartition,
@@ -1243,6 +1720,8 @@ mod tests {
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             (0u8..5, any::<bool>()).prop_map(|(m, both)| Step::Join(m, both)),
+            (0u8..5, any::<bool>(), any::<bool>())
+                .prop_map(|(m, both, coop)| Step::ClassicJoin(m, both, coop)),
             (0u8..5).prop_map(Step::Beat),
             (0u8..5).prop_map(Step::Beat),
             (0u8..5).prop_map(Step::Beat),
@@ -1252,8 +1731,9 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever members do, no partition is ever held by two of them (checked after every
-        /// heartbeat), and once they only send heartbeats, every member reaches its target: the
+        /// Whatever members do, of either protocol (classic ones eager or cooperative), no
+        /// partition is ever held by two of them (checked after every request), and once they
+        /// only send heartbeats, every member reaches its target: the
         /// group is Stable, every subscribed partition is someone's, and with the same
         /// subscriptions the counts differ by at most one.
         #[test]
@@ -1280,10 +1760,18 @@ mod tests {
                             ..HeartbeatInput::default()
                         }).unwrap();
                     }
+                    Step::ClassicJoin(m, both, cooperative) => {
+                        let id = format!("m{m}");
+                        if w.g.members.contains_key(&id) {
+                            continue;
+                        }
+                        let subs: &[&str] = if both { &["x", "y"] } else { &["x"] };
+                        w.classic_join(&id, subs, cooperative);
+                    }
                     Step::Beat(m) => {
                         let id = format!("m{m}");
                         if w.g.members.contains_key(&id) {
-                            w.beat(&id);
+                            w.tick(&id);
                         }
                     }
                     Step::Leave(m) => {
@@ -1297,7 +1785,7 @@ mod tests {
                     }
                 }
             }
-            w.settle(4);
+            w.settle(6);
             if !w.g.members.is_empty() {
                 prop_assert_eq!(state_name(&w.g), "Stable");
                 let x = w.topics["x"] as usize;

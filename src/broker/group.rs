@@ -30,11 +30,18 @@
 //! before anything else reaches the actor; a restarted broker loads every group that had
 //! members, which carry on in their generation without a rebalance.
 //!
+//! Kafka's consumer group protocol (KIP-848) lives beside it in [`consumer_protocol`]: a group
+//! is of one protocol at a time while it has members, and Kafka consumers may move a group
+//! from one to the other without stopping it ([`migration`]: classic members in a
+//! consumer-protocol group, and the conversions both ways).
+//!
 //! Static members (Kafka's `group.instance.id`, KIP-345) join without MEMBER_ID_REQUIRED; one
 //! that restarts (a join with its instance id and no member id) replaces its old incarnation,
 //! taking its assignment, and in a stable group without a rebalance unless the protocol the
 //! group would choose changes. Requests still naming the old incarnation's member id with that
 //! instance id get [`BrokerError::FencedInstanceId`].
+
+mod migration;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -57,7 +64,7 @@ use super::types::{
     JoinGroup, JoinResult, JoinedMember, MemberDescription, SyncResult, TopicPartitions,
     WEIR_PROTOCOL_TYPE,
 };
-use crate::config::GroupsSection;
+use crate::config::{GroupsSection, MigrationPolicy};
 
 struct Member {
     instance_id: Option<String>,
@@ -598,10 +605,7 @@ impl ConsumerGroup {
             for id in gone {
                 self.consumer.remove(&id, &mut self.deadlines);
             }
-            if self.consumer.members.is_empty() {
-                self.emptied_at_ms = Some(now_ms());
-            }
-            self.persist(ctx);
+            self.after_consumer_removal(ctx);
         }
         let max = Duration::from_millis(self.settings.max_session_timeout_ms);
         self.pending.retain(|_, at| now.duration_since(*at) <= max);
@@ -706,6 +710,13 @@ impl ConsumerGroup {
             .members
             .get(member_id)
             .ok_or_else(|| BrokerError::UnknownMember(member_id.to_string()))?;
+        if m.classic.is_some() && m.epoch != epoch {
+            // A classic member names its generation.
+            return Err(BrokerError::IllegalGeneration {
+                got: epoch,
+                current: m.epoch,
+            });
+        }
         if m.epoch != epoch {
             return Err(BrokerError::StaleMemberEpoch {
                 member: member_id.to_string(),
@@ -789,9 +800,13 @@ impl ConsumerGroup {
         if msg.protocols.is_empty() || msg.protocol_type.is_empty() {
             return Err(BrokerError::InconsistentGroupProtocol);
         }
-        // A group whose members use Kafka's consumer protocol takes no classic member.
-        if !self.consumer.members.is_empty() {
-            return Err(BrokerError::InconsistentGroupProtocol);
+        // A group whose members use Kafka's consumer protocol takes classic Kafka consumers
+        // as members of its own ([`migration`]), unless its protocol may not change.
+        if self.classic_in_consumer_group() {
+            if self.settings.migration_policy == MigrationPolicy::Disabled {
+                return Err(BrokerError::InconsistentGroupProtocol);
+            }
+            return self.classic_join_to_consumer_group(msg, reply, ctx);
         }
         if !self.members.is_empty() && self.protocol_type.as_deref() != Some(&msg.protocol_type) {
             return Err(BrokerError::InconsistentGroupProtocol);
@@ -926,6 +941,14 @@ impl Handler<SyncGroup> for ConsumerGroup {
         if self.closing {
             return Box::pin(async { Err(BrokerError::ShuttingDown) });
         }
+        if self.classic_in_consumer_group() {
+            let result = self.classic_sync_to_consumer_group(
+                &msg.member_id,
+                msg.instance_id.as_deref(),
+                msg.generation,
+            );
+            return Box::pin(async move { result });
+        }
         let mut completed = false;
         let result = (|| {
             let state = self.state;
@@ -1005,6 +1028,13 @@ impl Handler<Heartbeat> for ConsumerGroup {
     type Result = Result<(), BrokerError>;
 
     fn handle(&mut self, msg: Heartbeat, _: &mut Self::Context) -> Self::Result {
+        if self.classic_in_consumer_group() {
+            return self.classic_heartbeat_to_consumer_group(
+                &msg.member_id,
+                msg.instance_id.as_deref(),
+                msg.generation,
+            );
+        }
         let state = self.state;
         self.check_member(&msg.member_id, msg.instance_id.as_deref(), msg.generation)?;
         match state {
@@ -1067,6 +1097,9 @@ impl ConsumerGroup {
         instance: Option<String>,
         ctx: &mut Context<Self>,
     ) -> Result<(), BrokerError> {
+        if self.classic_in_consumer_group() {
+            return self.classic_leave_consumer_group(id, instance, ctx);
+        }
         if id.is_empty() {
             let owner = instance.as_ref().and_then(|iid| {
                 self.members
@@ -1126,10 +1159,14 @@ impl Handler<ConsumerHeartbeat> for ConsumerGroup {
             return Err(BrokerError::UnknownGroup(self.id.clone()));
         }
         if !self.members.is_empty() {
-            return Err(BrokerError::GroupTypeMismatch {
-                group: self.id.clone(),
-                actual: "classic".into(),
-            });
+            // A classic group with members: only a join may change its protocol.
+            if msg.input.member_epoch != consumer_protocol::JOIN_EPOCH {
+                return Err(BrokerError::GroupTypeMismatch {
+                    group: self.id.clone(),
+                    actual: "classic".into(),
+                });
+            }
+            self.upgrade(ctx)?;
         }
         let (topics, names, ids) = self.topics();
         let mut input = msg.input;
@@ -1179,6 +1216,8 @@ impl Handler<ConsumerHeartbeat> for ConsumerGroup {
                 self.emptied_at_ms = Some(now_ms());
             }
             self.persist(ctx);
+            // The last consumer-protocol member may have left classic ones behind.
+            self.maybe_downgrade(ctx);
         }
         let out = out?;
         Ok(ConsumerHeartbeatAnswer {
@@ -1437,6 +1476,7 @@ impl ConsumerGroup {
                     subscribed_topic_regex: m.subscribed_regex.clone(),
                     assignment: with_ids(&m.assigned),
                     target_assignment: c.target.get(id).map(&with_ids).unwrap_or_default(),
+                    classic: m.classic.is_some(),
                 })
                 .collect(),
         }

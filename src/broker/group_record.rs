@@ -21,8 +21,9 @@
 //!
 //! A group of Kafka's consumer protocol (KIP-848) keeps its whole state in `consumer` (group and
 //! assignment epochs, target assignment, each member with its epoch, subscription and
-//! partitions), written whenever a heartbeat or a timeout changes it; restored, its members go
-//! on at their epochs, their sessions counted from the load.
+//! partitions, and for a classic member in it what its join said), written whenever a request
+//! or a timeout changes it; restored, its members go on at their epochs, their sessions
+//! counted from the load.
 //!
 //! The encoding is MessagePack with field names, so that later versions can add fields with
 //! defaults; a record this build cannot read is reported and the group starts empty (its
@@ -198,7 +199,9 @@ mod tests {
 
     /// A group of the consumer protocol: one stable member, one giving up a partition.
     fn consumer_sample() -> GroupRecord {
-        use crate::broker::consumer_protocol::{Assignment, ConsumerMember, MemberState};
+        use crate::broker::consumer_protocol::{
+            Assignment, ClassicMeta, ConsumerMember, MemberState,
+        };
         let parts = |t: &str, ps: &[i32]| -> Assignment {
             [(t.to_string(), ps.iter().copied().collect())].into()
         };
@@ -217,6 +220,7 @@ mod tests {
             state,
             assigned,
             revoking,
+            classic: None,
         };
         let c = ConsumerGroupState {
             group_epoch: 4,
@@ -234,12 +238,20 @@ mod tests {
                 ),
                 (
                     "m2".to_string(),
-                    member(
-                        3,
-                        parts("orders", &[2]),
-                        parts("orders", &[3]),
-                        MemberState::UnrevokedPartitions,
-                    ),
+                    ConsumerMember {
+                        // A classic member (KIP-848's migration path).
+                        classic: Some(ClassicMeta {
+                            session_timeout_ms: 10_000,
+                            protocols: vec![("range".into(), Bytes::from_static(b"\0\x01"))],
+                            version: 3,
+                        }),
+                        ..member(
+                            3,
+                            parts("orders", &[2]),
+                            parts("orders", &[3]),
+                            MemberState::UnrevokedPartitions,
+                        )
+                    },
                 ),
             ]
             .into(),

@@ -390,6 +390,9 @@ pub struct ConsumerMemberDescription {
     pub assignment: Vec<TopicPartitions>,
     /// What it is to have.
     pub target_assignment: Vec<TopicPartitions>,
+    /// A member of the classic protocol (see [`super::consumer_protocol::ClassicMeta`]).
+    #[serde(default)]
+    pub classic: bool,
 }
 
 /// Wall-clock milliseconds since the Unix epoch (record timestamps, retention).

@@ -365,14 +365,25 @@ def check_not_deleted(group):
         check(e.args[0].code() == ck.KafkaError.NON_EMPTY_GROUP, f"non-empty group: {e}")
 
 
-def take_one(c, seen, failed_commits):
+def take_one(c, seen, failed_commits, timeout=0.05):
     """Polls one record; its value (a number) goes to `seen` and its offset is committed
-    (failures of commits racing a rebalance go to `failed_commits`)."""
-    m = c.poll(0.05)
+    (failures of commits racing a rebalance go to `failed_commits`). Answers whether it got
+    one."""
+    m = c.poll(timeout)
     if m is None or m.error() is not None:
-        return
+        return False
     seen.append(int(m.value()))
     commit_racing(c, failed_commits, message=m)
+    return True
+
+
+def take_some(members, seen, failed_commits):
+    """Takes records from each member in turn, up to 100 at a time while it has them (so that
+    an idle member does not hold up a busy one)."""
+    for c in members:
+        for _ in range(100):
+            if not take_one(c, seen, failed_commits, timeout=0.01):
+                break
 
 
 def scenario_cooperative():
@@ -483,7 +494,9 @@ def scenario_consumer_protocol():
     check(r == {KpTopicPartition("kip848", 0): GroupSubscribedToTopicError}, f"delete offsets: {r}")
     kp.close()
     check_not_deleted("kip848")
-    # A classic consumer cannot join while the group has consumer-protocol members.
+    # A classic consumer cannot join while the group has consumer-protocol members (this
+    # server's `migration_policy` is "disabled"; see scenario_protocol_migration for the
+    # default).
     classic = ck.Consumer({**{k: v for k, v in conf.items() if k != "group.protocol"},
                            "session.timeout.ms": 6000})
     classic.subscribe(["kip848"])
@@ -526,6 +539,70 @@ def scenario_consumer_protocol():
     r.close()
     check(got == [("kip848", i) for i in range(4)] + [("kip848-more", 0), ("kip848-more", 1)],
           f"pattern: {got}")
+
+
+def scenario_protocol_migration():
+    """A rolling change of a group's consumers between Kafka's two group protocols, as Kafka 4
+    allows (`group.consumer.migration.policy`, bidirectional by default): a classic group of two
+    eager consumers; one restarts with `group.protocol=consumer` (the group becomes a
+    consumer-protocol group; the classic member goes on in it and gives up half its partitions
+    to the new member); another classic consumer joins it as a classic member; the
+    consumer-protocol member leaves (the group is classic again, and its members rebalance
+    among themselves). Every record is consumed, once unless a commit raced a rebalance."""
+    create("migrate", 4)
+    n = 6000
+    produce_ck("migrate", [(f"k{i}".encode(), f"{i}".encode(), None, None) for i in range(n)])
+    common = {"bootstrap.servers": BOOT, "group.id": "migrate", "auto.offset.reset": "earliest",
+              "enable.auto.commit": False}
+    classic_conf = {**common, "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+    seen, failed_commits = [], []
+    deadline = time.time() + 4 * TIMEOUT
+
+    def parts(c):
+        return sorted(p.partition for p in c.assignment())
+
+    def consume_until(members, records, sizes):
+        """Polls the members in turn until `records` distinct records were seen and their
+        assignments have the given sizes (in order) and cover the topic."""
+        def settled():
+            got = [parts(c) for c in members]
+            return [len(g) for g in got] == sizes and sorted(sum(got, [])) == [0, 1, 2, 3]
+        while (len(set(seen)) < records or not settled()) and time.time() < deadline:
+            take_some(members, seen, failed_commits)
+        check(settled(), f"assignments {[parts(c) for c in members]}, wanted sizes {sizes}")
+
+    def described(kind, members):
+        d = admin().describe_consumer_groups(["migrate"])["migrate"].result(TIMEOUT)
+        check(d.type == kind and len(d.members) == members, f"described: {d.type} {d.state} {d.members}")
+
+    a = ck.Consumer(classic_conf)
+    a.subscribe(["migrate"])
+    b = ck.Consumer(classic_conf)
+    b.subscribe(["migrate"])
+    consume_until([a, b], 1000, [2, 2])
+    described(ck.ConsumerGroupType.CLASSIC, 2)
+    # b restarts with the consumer protocol: the group changes protocol under a.
+    b.close()
+    b = ck.Consumer({**common, "group.protocol": "consumer"})
+    b.subscribe(["migrate"])
+    consume_until([a, b], 2500, [2, 2])
+    described(ck.ConsumerGroupType.CONSUMER, 2)
+    # A classic consumer joins the consumer-protocol group.
+    c = ck.Consumer(classic_conf)
+    c.subscribe(["migrate"])
+    while not parts(c) and time.time() < deadline:
+        take_some([a, b, c], seen, failed_commits)
+    got = [parts(m) for m in (a, b, c)]
+    check(all(got) and sorted(sum(got, [])) == [0, 1, 2, 3], f"three members: {got}")
+    described(ck.ConsumerGroupType.CONSUMER, 3)
+    # The consumer-protocol member leaves: the group is classic again, a and c share it.
+    b.close()
+    consume_until([a, c], n, [2, 2])
+    described(ck.ConsumerGroupType.CLASSIC, 2)
+    a.close()
+    c.close()
+    check(sorted(set(seen)) == list(range(n)), f"at least once: {len(set(seen))} distinct of {n}")
+    check(failed_commits or len(seen) == n, f"exactly once: {len(seen)} records of {n}")
 
 
 def scenario_static():

@@ -30,6 +30,7 @@
 //!   round-trip more real traffic); the server checks [`ApiKey::is_supported`] itself.
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
+pub mod embedded;
 pub mod error;
 pub(crate) mod macros;
 pub mod messages;

@@ -172,8 +172,8 @@ fn member(m: ConsumerMemberDescription) -> DescribedConsumerMember {
         subscribed_topic_regex: m.subscribed_topic_regex,
         assignment: described(m.assignment),
         target_assignment: described(m.target_assignment),
-        // 1: a member of the consumer protocol (0 would be a classic member in the group).
-        member_type: 1,
+        // 0: a classic member in the group; 1: a member of the consumer protocol.
+        member_type: if m.classic { 0 } else { 1 },
     }
 }
 
