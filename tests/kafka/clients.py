@@ -543,18 +543,27 @@ def scenario_consumer_protocol():
 
 def scenario_protocol_migration():
     """A rolling change of a group's consumers between Kafka's two group protocols, as Kafka 4
-    allows (`group.consumer.migration.policy`, bidirectional by default): a classic group of two
-    eager consumers; one restarts with `group.protocol=consumer` (the group becomes a
-    consumer-protocol group; the classic member goes on in it and gives up half its partitions
-    to the new member); another classic consumer joins it as a classic member; the
-    consumer-protocol member leaves (the group is classic again, and its members rebalance
-    among themselves). Every record is consumed, once unless a commit raced a rebalance."""
-    create("migrate", 4)
+    allows (`group.consumer.migration.policy`, bidirectional by default), with eager (range)
+    and with cooperative (cooperative-sticky) classic consumers: a classic group of two; one
+    restarts with `group.protocol=consumer` (the group becomes a consumer-protocol group; the
+    classic member goes on in it and gives up half its partitions to the new member); another
+    classic consumer joins it as a classic member; the consumer-protocol member leaves (the
+    group is classic again, and its members rebalance among themselves). Every record is
+    consumed, once unless a commit raced a rebalance."""
+    for strategy in ("range", "cooperative-sticky"):
+        migrate_with(strategy)
+
+
+def migrate_with(strategy):
+    """scenario_protocol_migration with classic consumers of this assignor."""
+    name = f"migrate-{strategy}"
+    create(name, 4)
     n = 6000
-    produce_ck("migrate", [(f"k{i}".encode(), f"{i}".encode(), None, None) for i in range(n)])
-    common = {"bootstrap.servers": BOOT, "group.id": "migrate", "auto.offset.reset": "earliest",
+    produce_ck(name, [(f"k{i}".encode(), f"{i}".encode(), None, None) for i in range(n)])
+    common = {"bootstrap.servers": BOOT, "group.id": name, "auto.offset.reset": "earliest",
               "enable.auto.commit": False}
-    classic_conf = {**common, "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+    classic_conf = {**common, "session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
+                    "partition.assignment.strategy": strategy}
     seen, failed_commits = [], []
     deadline = time.time() + 4 * TIMEOUT
 
@@ -569,27 +578,27 @@ def scenario_protocol_migration():
             return [len(g) for g in got] == sizes and sorted(sum(got, [])) == [0, 1, 2, 3]
         while (len(set(seen)) < records or not settled()) and time.time() < deadline:
             take_some(members, seen, failed_commits)
-        check(settled(), f"assignments {[parts(c) for c in members]}, wanted sizes {sizes}")
+        check(settled(), f"{strategy}: assignments {[parts(c) for c in members]}, wanted sizes {sizes}")
 
     def described(kind, members):
-        d = admin().describe_consumer_groups(["migrate"])["migrate"].result(TIMEOUT)
-        check(d.type == kind and len(d.members) == members, f"described: {d.type} {d.state} {d.members}")
+        d = admin().describe_consumer_groups([name])[name].result(TIMEOUT)
+        check(d.type == kind and len(d.members) == members, f"{strategy}: described: {d.type} {d.state} {d.members}")
 
     a = ck.Consumer(classic_conf)
-    a.subscribe(["migrate"])
+    a.subscribe([name])
     b = ck.Consumer(classic_conf)
-    b.subscribe(["migrate"])
+    b.subscribe([name])
     consume_until([a, b], 1000, [2, 2])
     described(ck.ConsumerGroupType.CLASSIC, 2)
     # b restarts with the consumer protocol: the group changes protocol under a.
     b.close()
     b = ck.Consumer({**common, "group.protocol": "consumer"})
-    b.subscribe(["migrate"])
+    b.subscribe([name])
     consume_until([a, b], 2500, [2, 2])
     described(ck.ConsumerGroupType.CONSUMER, 2)
     # A classic consumer joins the consumer-protocol group.
     c = ck.Consumer(classic_conf)
-    c.subscribe(["migrate"])
+    c.subscribe([name])
     while not parts(c) and time.time() < deadline:
         take_some([a, b, c], seen, failed_commits)
     got = [parts(m) for m in (a, b, c)]
