@@ -329,9 +329,11 @@ def main():
         kills, terms = kills + (how == "kill"), terms + (how == "term")
         time.sleep(rng.uniform(0, 1.5))
         server.start()
+        mix = (f" (members: {', '.join(m.strategy for m in live)})"
+               if args.group_protocol == "mixed" else "")
         print(f"{time.time() - end + args.minutes * 60:6.0f} s: {how}, restarted; "
               f"{producer.sent} sent, {len(producer.committed)} delivered, "
-              f"{sum(len(m.read) for m in members)} read", flush=True)
+              f"{sum(len(m.read) for m in members)} read{mix}", flush=True)
         # A group that stopped reading while records came: who holds what (for diagnosis; the
         # checks at the end judge).
         if time.time() - max(m.last_read for m in live) > 15:
