@@ -1338,6 +1338,22 @@ async fn a_group_changes_protocol_under_its_classic_member_and_back() {
         .await
         .expect("leader's sync");
         let classic = j.member_id.clone();
+        // A consumer-protocol join the group would refuse leaves it as it was.
+        let (mut input, owned) = consumer_beat("n", 0, &[], topic);
+        input.server_assignor = Some("nonesuch".into());
+        assert!(matches!(
+            h.consumer_group_heartbeat("m", input, owned).await,
+            Err(BrokerError::UnsupportedAssignor(_))
+        ));
+        assert!(h
+            .describe_group("m")
+            .await
+            .expect("describe")
+            .consumer
+            .is_none());
+        h.heartbeat("m", &classic, j.generation)
+            .await
+            .expect("still a classic group");
         // A consumer-protocol member joins: the group changes protocol under it.
         let (input, owned) = consumer_beat("n", 0, &[], topic);
         let n = h

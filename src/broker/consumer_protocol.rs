@@ -787,7 +787,8 @@ impl ConsumerGroupState {
         true
     }
 
-    /// Members whose session (`session_timeout`) or rebalance timeout ran out at `now`.
+    /// Members whose session (`session_timeout`; a classic member's own, from its join) or
+    /// rebalance timeout ran out at `now`.
     pub fn expired(
         &self,
         now: Instant,

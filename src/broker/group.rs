@@ -1166,6 +1166,17 @@ impl Handler<ConsumerHeartbeat> for ConsumerGroup {
                     actual: "classic".into(),
                 });
             }
+            // A join the group would refuse anyway changes nothing: it is tried on an empty
+            // group first.
+            let (topics, _, _) = self.topics();
+            ConsumerGroupState::default().heartbeat(
+                msg.input.clone(),
+                &topics,
+                Instant::now(),
+                &mut Deadlines::default(),
+                u32::MAX,
+                String::new,
+            )?;
             self.upgrade(ctx)?;
         }
         let (topics, names, ids) = self.topics();
