@@ -261,7 +261,8 @@ fn confluent_kafka_consumer_group_protocol() {
 }
 
 /// A rolling change of a group's consumers from the classic protocol to the consumer protocol
-/// and back (Kafka 4's online migration), confluent-kafka on both sides.
+/// and back (Kafka 4's online migration): confluent-kafka on both sides (eager and
+/// cooperative classic consumers), and kafka-python as a classic member.
 #[test]
 fn confluent_kafka_group_protocol_migration() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

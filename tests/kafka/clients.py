@@ -544,7 +544,7 @@ def scenario_consumer_protocol():
 def scenario_protocol_migration():
     """A rolling change of a group's consumers between Kafka's two group protocols, as Kafka 4
     allows (`group.consumer.migration.policy`, bidirectional by default), with eager (range)
-    and with cooperative (cooperative-sticky) classic consumers: a classic group of two; one
+    and with cooperative (cooperative-sticky) librdkafka classic consumers, then kafka-python's: a classic group of two; one
     restarts with `group.protocol=consumer` (the group becomes a consumer-protocol group; the
     classic member goes on in it and gives up half its partitions to the new member); another
     classic consumer joins it as a classic member; the consumer-protocol member leaves (the
@@ -552,6 +552,39 @@ def scenario_protocol_migration():
     consumed, once unless a commit raced a rebalance."""
     for strategy in ("range", "cooperative-sticky"):
         migrate_with(strategy)
+    migrate_kafka_python()
+
+
+def migrate_kafka_python():
+    """kafka-python (its own classic client, not librdkafka) as the classic member of a
+    consumer-protocol group: it joins beside a `group.protocol=consumer` member and gets half;
+    when that member leaves, the group is classic again and kafka-python has everything."""
+    name = "migrate-kafka-python"
+    create(name, 4)
+    produce_ck(name, [(f"k{i}".encode(), f"{i}".encode(), None, None) for i in range(1000)])
+    n = ck.Consumer({"bootstrap.servers": BOOT, "group.id": name, "group.protocol": "consumer",
+                     "auto.offset.reset": "earliest"})
+    n.subscribe([name])
+    deadline = time.time() + TIMEOUT
+    while len(n.assignment()) < 4 and time.time() < deadline:
+        n.poll(0.1)
+    k = kafka.KafkaConsumer(name, bootstrap_servers=BOOT, group_id=name,
+                            auto_offset_reset="earliest", heartbeat_interval_ms=500,
+                            session_timeout_ms=6000)
+    while (len(n.assignment()) != 2 or len(k.assignment()) != 2) and time.time() < deadline:
+        n.poll(0.05)
+        k.poll(timeout_ms=50)
+    shared = (sorted(p.partition for p in n.assignment()), sorted(p.partition for p in k.assignment()))
+    check(sorted(shared[0] + shared[1]) == [0, 1, 2, 3] and len(shared[0]) == 2, f"shared: {shared}")
+    d = admin().describe_consumer_groups([name])[name].result(TIMEOUT)
+    check(d.type == ck.ConsumerGroupType.CONSUMER and len(d.members) == 2, f"described: {d}")
+    n.close()
+    while len(k.assignment()) < 4 and time.time() < deadline:
+        k.poll(timeout_ms=100)
+    check(len(k.assignment()) == 4, f"kafka-python alone: {k.assignment()}")
+    d = admin().describe_consumer_groups([name])[name].result(TIMEOUT)
+    check(d.type == ck.ConsumerGroupType.CLASSIC and len(d.members) == 1, f"described: {d}")
+    k.close()
 
 
 def migrate_with(strategy):
