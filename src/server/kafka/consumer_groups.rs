@@ -2,11 +2,10 @@
 //! ConsumerGroupHeartbeat and ConsumerGroupDescribe. The group actor does the work
 //! ([`crate::broker::consumer_protocol`]: epochs, server-side assignment, reconciliation); this
 //! module translates between its types and Kafka's, and checks what the request itself must
-//! hold. The classic requests meet these groups in `groups.rs`: a classic join into one is
-//! INCONSISTENT_GROUP_PROTOCOL, offset commits name the member epoch (STALE_MEMBER_EPOCH), and
-//! DescribeGroups and ListGroups show them with their type.
-
-use bytes::{BufMut, Bytes, BytesMut};
+//! hold. The classic requests meet these groups in `groups.rs`: a classic consumer joins one as
+//! a classic member (`crate::broker::group`'s migration; INCONSISTENT_GROUP_PROTOCOL with
+//! `[groups] migration_policy = "disabled"`), offset commits name the member epoch
+//! (STALE_MEMBER_EPOCH), and DescribeGroups and ListGroups show them with their type.
 
 use crate::broker::consumer_protocol::HeartbeatInput;
 use crate::broker::{BrokerError, ConsumerMemberDescription};
@@ -175,44 +174,4 @@ fn member(m: ConsumerMemberDescription) -> DescribedConsumerMember {
         // 0: a classic member in the group; 1: a member of the consumer protocol.
         member_type: if m.classic { 0 } else { 1 },
     }
-}
-
-/// A member's subscription in the classic consumer protocol's format (ConsumerProtocol
-/// subscription v0: version, topics, null user data), for DescribeGroups of these groups.
-pub(super) fn classic_subscription(topics: &[String]) -> Bytes {
-    let mut b = BytesMut::new();
-    b.put_i16(0);
-    put_strings(&mut b, topics.iter().map(String::as_str));
-    b.put_i32(-1);
-    b.freeze()
-}
-
-/// A member's assignment in the classic consumer protocol's format (ConsumerProtocol
-/// assignment v0: version, topics with partitions, null user data).
-pub(super) fn classic_assignment(tps: &[(String, u128, Vec<i32>)]) -> Bytes {
-    let mut b = BytesMut::new();
-    b.put_i16(0);
-    b.put_i32(tps.len() as i32);
-    for (topic, _, partitions) in tps {
-        put_string(&mut b, topic);
-        b.put_i32(partitions.len() as i32);
-        for p in partitions {
-            b.put_i32(*p);
-        }
-    }
-    b.put_i32(-1);
-    b.freeze()
-}
-
-fn put_strings<'a>(b: &mut BytesMut, items: impl ExactSizeIterator<Item = &'a str>) {
-    b.put_i32(items.len() as i32);
-    for s in items {
-        put_string(b, s);
-    }
-}
-
-/// A topic name (at most 249 bytes, so its length fits the i16).
-fn put_string(b: &mut BytesMut, s: &str) {
-    b.put_i16(s.len() as i16);
-    b.put_slice(s.as_bytes());
 }

@@ -12,6 +12,7 @@ use weir_storage::{CommittedOffset, TopicPartition};
 use crate::broker::{
     BrokerError, ConsumerGroupDescription, GroupDescription, GroupState, JoinGroup, MemberRef,
 };
+use crate::protocol::kafka::embedded;
 use crate::protocol::kafka::messages::delete_groups::{
     DeletableGroupResult, DeleteGroupsRequest, DeleteGroupsResponse,
 };
@@ -42,9 +43,7 @@ use crate::protocol::kafka::messages::offset_fetch::{
     OffsetFetchResponseTopics,
 };
 use crate::protocol::kafka::messages::sync_group::{SyncGroupRequest, SyncGroupResponse};
-use crate::protocol::kafka::{Ctx, Reader};
 
-use super::consumer_groups;
 use super::Session;
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -517,8 +516,19 @@ fn described_consumer_group(group_id: String, c: ConsumerGroupDescription) -> De
             .members
             .into_iter()
             .map(|m| DescribedGroupMember {
-                member_metadata: consumer_groups::classic_subscription(&m.subscribed_topic_names),
-                member_assignment: consumer_groups::classic_assignment(&m.assignment),
+                // In the classic consumer protocol's format (v0), as Kafka describes them.
+                member_metadata: embedded::encode_subscription(&embedded::Subscription {
+                    topics: m.subscribed_topic_names,
+                    generation: -1,
+                    ..embedded::Subscription::default()
+                }),
+                member_assignment: embedded::encode_assignment(
+                    0,
+                    &m.assignment
+                        .into_iter()
+                        .map(|(topic, _, partitions)| (topic, partitions))
+                        .collect::<Vec<_>>(),
+                ),
                 member_id: m.member_id,
                 group_instance_id: m.instance_id,
                 client_id: m.client_id,
@@ -576,13 +586,11 @@ pub(super) async fn delete_offsets(s: &Session, r: OffsetDeleteRequest) -> Offse
     }
 }
 
-/// The topics of Kafka's ConsumerProtocolSubscription (every version starts with an `int16`
-/// version and the topic names as an array of strings), `None` when the bytes are not one.
+/// The topics of Kafka's ConsumerProtocolSubscription, `None` when the bytes are not one.
 fn consumer_subscription(metadata: &[u8]) -> Option<Vec<String>> {
-    let mut r = Reader::new(Bytes::copy_from_slice(metadata));
-    r.i16().ok()?;
-    let n = r.array_len(false, 2).ok()??;
-    (0..n).map(|_| r.string(Ctx::new(0, 1)).ok()).collect()
+    embedded::decode_subscription(Bytes::copy_from_slice(metadata))
+        .ok()
+        .map(|s| s.topics)
 }
 
 /// Deletes groups that have no members, with their committed offsets: GROUP_ID_NOT_FOUND (69)
@@ -681,10 +689,11 @@ mod tests {
 
     #[test]
     fn consumer_subscriptions_are_read_and_garbage_is_not() {
-        // Version 3 of ConsumerProtocolSubscription: the topics come first, then fields the
-        // parser does not need.
+        // Version 3 of ConsumerProtocolSubscription: the topics, then null user data, no owned
+        // partitions, generation -1, a null rack.
         let mut md = vec![0, 3, 0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c'];
         md.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+        md.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
         assert_eq!(
             consumer_subscription(&md),
             Some(vec!["a".to_string(), "bc".to_string()])
