@@ -232,8 +232,13 @@ fn inspect(backend: &str, data_dir: PathBuf) -> anyhow::Result<()> {
                         for (id, m) in &c.members {
                             let parts: usize = m.assigned.values().map(|p| p.len()).sum();
                             println!(
-                                "  group {group}: member {id} at epoch {}, {parts} partitions",
-                                m.epoch
+                                "  group {group}: member {id} at epoch {}, {parts} partitions{}",
+                                m.epoch,
+                                if m.classic.is_some() {
+                                    " (classic protocol)"
+                                } else {
+                                    ""
+                                }
                             );
                         }
                     }
