@@ -544,12 +544,13 @@ def scenario_consumer_protocol():
 def scenario_protocol_migration():
     """A rolling change of a group's consumers between Kafka's two group protocols, as Kafka 4
     allows (`group.consumer.migration.policy`, bidirectional by default), with eager (range)
-    and with cooperative (cooperative-sticky) librdkafka classic consumers, then kafka-python's: a classic group of two; one
-    restarts with `group.protocol=consumer` (the group becomes a consumer-protocol group; the
-    classic member goes on in it and gives up half its partitions to the new member); another
-    classic consumer joins it as a classic member; the consumer-protocol member leaves (the
-    group is classic again, and its members rebalance among themselves). Every record is
-    consumed, once unless a commit raced a rebalance."""
+    and with cooperative (cooperative-sticky) librdkafka classic consumers: a classic group of
+    two; one restarts with `group.protocol=consumer` (the group becomes a consumer-protocol
+    group; the classic member goes on in it and gives up half its partitions to the new
+    member); another classic consumer joins it as a classic member; the consumer-protocol
+    member leaves (the group is classic again, and its members rebalance among themselves).
+    Every record is consumed, once unless a commit raced a rebalance. Then kafka-python as a
+    classic member."""
     for strategy in ("range", "cooperative-sticky"):
         migrate_with(strategy)
     migrate_kafka_python()
@@ -574,8 +575,10 @@ def migrate_kafka_python():
     while (len(n.assignment()) != 2 or len(k.assignment()) != 2) and time.time() < deadline:
         n.poll(0.05)
         k.poll(timeout_ms=50)
-    shared = (sorted(p.partition for p in n.assignment()), sorted(p.partition for p in k.assignment()))
-    check(sorted(shared[0] + shared[1]) == [0, 1, 2, 3] and len(shared[0]) == 2, f"shared: {shared}")
+    shared = (sorted(p.partition for p in n.assignment()),
+              sorted(p.partition for p in k.assignment()))
+    check(sorted(shared[0] + shared[1]) == [0, 1, 2, 3] and len(shared[0]) == 2,
+          f"shared: {shared}")
     d = admin().describe_consumer_groups([name])[name].result(TIMEOUT)
     check(d.type == ck.ConsumerGroupType.CONSUMER and len(d.members) == 2, f"described: {d}")
     n.close()
@@ -611,11 +614,13 @@ def migrate_with(strategy):
             return [len(g) for g in got] == sizes and sorted(sum(got, [])) == [0, 1, 2, 3]
         while (len(set(seen)) < records or not settled()) and time.time() < deadline:
             take_some(members, seen, failed_commits)
-        check(settled(), f"{strategy}: assignments {[parts(c) for c in members]}, wanted sizes {sizes}")
+        check(settled(),
+              f"{strategy}: assignments {[parts(c) for c in members]}, wanted sizes {sizes}")
 
     def described(kind, members):
         d = admin().describe_consumer_groups([name])[name].result(TIMEOUT)
-        check(d.type == kind and len(d.members) == members, f"{strategy}: described: {d.type} {d.state} {d.members}")
+        check(d.type == kind and len(d.members) == members,
+              f"{strategy}: described: {d.type} {d.state} {d.members}")
 
     a = ck.Consumer(classic_conf)
     a.subscribe([name])
@@ -632,10 +637,12 @@ def migrate_with(strategy):
     # A classic consumer joins the consumer-protocol group.
     c = ck.Consumer(classic_conf)
     c.subscribe([name])
-    while not parts(c) and time.time() < deadline:
+    def three_way():
+        got = [parts(m) for m in (a, b, c)]
+        return all(got) and sorted(sum(got, [])) == [0, 1, 2, 3]
+    while not three_way() and time.time() < deadline:
         take_some([a, b, c], seen, failed_commits)
-    got = [parts(m) for m in (a, b, c)]
-    check(all(got) and sorted(sum(got, [])) == [0, 1, 2, 3], f"three members: {got}")
+    check(three_way(), f"{strategy}: three members: {[parts(m) for m in (a, b, c)]}")
     described(ck.ConsumerGroupType.CONSUMER, 3)
     # The consumer-protocol member leaves: the group is classic again, a and c share it.
     b.close()
