@@ -1305,14 +1305,17 @@ fn assigned(bytes: &bytes::Bytes) -> Vec<i32> {
 /// Kafka 4's online migration between the group protocols, with a restart in the middle: a
 /// classic group of one Kafka consumer becomes a consumer-protocol group when a member of that
 /// protocol joins; the classic member rejoins, is answered by the group (no leader), gives up
-/// half; both carry on after a restart; when the consumer-protocol member leaves, the group is
-/// classic again and its member rejoins the classic way, as leader of a new generation.
+/// half; both carry on after a restart; when the consumer-protocol member leaves (or its
+/// session runs out), the group is classic again and its member rejoins the classic way, as
+/// leader of a new generation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_changes_protocol_under_its_classic_member_and_back() {
     for backend in [Backend::Segment, Backend::Sled] {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut c = config(backend, dir.path());
         c.groups.initial_rebalance_delay_ms = 0;
+        c.groups.consumer_session_timeout_ms = 3_000;
+        c.groups.consumer_heartbeat_interval_ms = 500;
         let h = Broker::start(c.clone()).await.expect("start");
         let topic = h
             .create_topic("t", Some(4), vec![])
@@ -1428,12 +1431,29 @@ async fn a_group_changes_protocol_under_its_classic_member_and_back() {
             .await
             .expect("n carries on");
         assert_eq!(n2.member_epoch, n.member_epoch, "{backend:?}");
-        // n leaves: the group is classic again, and rebalances.
-        let (mut input, _) = consumer_beat("n", -1, &[], topic);
-        input.member_epoch = -1;
-        h.consumer_group_heartbeat("m", input, None)
-            .await
-            .expect("n leaves");
+        // n leaves (segment), or goes silent until its session runs out (sled): the group is
+        // classic again, and rebalances.
+        if backend == Backend::Segment {
+            let (mut input, _) = consumer_beat("n", -1, &[], topic);
+            input.member_epoch = -1;
+            h.consumer_group_heartbeat("m", input, None)
+                .await
+                .expect("n leaves");
+        } else {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while h
+                .describe_group("m")
+                .await
+                .expect("describe")
+                .consumer
+                .is_some()
+            {
+                assert!(Instant::now() < deadline, "n's session did not run out");
+                // (The classic member's own session, 10 s, is kept alive meanwhile.)
+                let _ = h.heartbeat("m", &classic, r.generation).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
         let d = h.describe_group("m").await.expect("describe");
         assert!(d.consumer.is_none(), "{backend:?}: a classic group again");
         assert_eq!(d.protocol_type, "consumer");
