@@ -34,9 +34,10 @@
 //! (`scripts/bench-kafka-compare.sh` does this with tansu, a Kafka-compatible Rust broker, on
 //! its in-memory storage).
 //!
-//! With `KAFKA_BENCH_CLIENT_PRELOAD=/path/to/libmalloc.so`, every run also consumes Weir's
-//! batch-call topic twice more, each time in a child process of this bench, once as it is and
-//! once with that library in `LD_PRELOAD` (the same client code; librdkafka's own `malloc` calls go to the preloaded
+//! With `KAFKA_BENCH_CLIENT_PRELOAD=/path/to/libmalloc.so`, every run also produces (to fresh
+//! topics) and consumes Weir's batch-call topic twice more through the batch calls, each time
+//! in a child process of this bench, once as it is and once with that library in `LD_PRELOAD`
+//! (the same client code; librdkafka's own `malloc` calls go to the preloaded
 //! allocator): the native client runs on mimalloc (the `weir` binary's allocator), librdkafka
 //! on glibc's `malloc`, whose arena lock its fetch thread (one allocation per record) and the
 //! application thread (one free per record) contend for. Debian's `libmimalloc2.0` gives the
@@ -312,15 +313,16 @@ fn consume_batched(boot: &str, topic: &str, n: u64, extra: &[(&str, &str)]) -> f
     (n - 1) as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
-/// The environment variable that makes this bench a client child: `BOOT TOPIC N`, consumed as
-/// [`consume_batched`] does with librdkafka's defaults; the child prints the rate and exits.
-const CHILD: &str = "KAFKA_BENCH_CHILD_CONSUME";
+/// The environment variable that makes this bench a client child: `PHASE BOOT TOPIC N`, with
+/// PHASE `produce` ([`produce_batched`] into a topic that exists) or `consume`
+/// ([`consume_batched`] with librdkafka's defaults); the child prints the rate and exits.
+const CHILD: &str = "KAFKA_BENCH_CHILD";
 
-/// Runs [`consume_batched`] in a child process of this bench, with `lib` in `LD_PRELOAD` if
-/// given, on a topic that holds `n` records; returns its records/s.
-fn consume_in_child(lib: Option<&std::ffi::OsStr>, boot: &str, topic: &str, n: u64) -> f64 {
+/// Runs one batch-call phase (`produce` or `consume`) in a child process of this bench, with
+/// `lib` in `LD_PRELOAD` if given, on `topic`; returns its records/s.
+fn in_child(phase: &str, lib: Option<&std::ffi::OsStr>, boot: &str, topic: &str, n: u64) -> f64 {
     let mut child = Command::new(std::env::current_exe().expect("this bench"));
-    child.env(CHILD, format!("{boot} {topic} {n}"));
+    child.env(CHILD, format!("{phase} {boot} {topic} {n}"));
     if let Some(lib) = lib {
         child.env("LD_PRELOAD", lib);
     }
@@ -333,17 +335,24 @@ fn consume_in_child(lib: Option<&std::ffi::OsStr>, boot: &str, topic: &str, n: u
     text.trim().parse().expect("the child's rate")
 }
 
-/// If this process is a client child ([`CHILD`]), consumes and exits.
+/// If this process is a client child ([`CHILD`]), runs its phase and exits.
 fn run_child() {
     let Ok(spec) = std::env::var(CHILD) else {
         return;
     };
     let mut parts = spec.split(' ');
-    let (Some(boot), Some(topic), Some(n)) = (parts.next(), parts.next(), parts.next()) else {
-        panic!("{CHILD}: BOOT TOPIC N, got {spec:?}");
+    let (Some(phase), Some(boot), Some(topic), Some(n)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        panic!("{CHILD}: PHASE BOOT TOPIC N, got {spec:?}");
     };
     let n = n.parse().expect("a record count");
-    println!("{}", consume_batched(boot, topic, n, &[]));
+    let rate = match phase {
+        "produce" => produce_batched(boot, topic, n).0,
+        "consume" => consume_batched(boot, topic, n, &[]),
+        other => panic!("{CHILD}: no phase {other:?}"),
+    };
+    println!("{rate}");
     std::process::exit(0);
 }
 
@@ -811,8 +820,8 @@ async fn kafka_phases(
         Some(lib) if name == "weir" => {
             let (b2, t2) = (boot.to_string(), btopic.clone());
             let rates = tokio::task::spawn_blocking(move || {
-                let plain = consume_in_child(None, &b2, &t2, n);
-                (plain, consume_in_child(Some(&lib), &b2, &t2, n))
+                let plain = in_child("consume", None, &b2, &t2, n);
+                (plain, in_child("consume", Some(&lib), &b2, &t2, n))
             })
             .await
             .expect("consume");
@@ -821,6 +830,24 @@ async fn kafka_phases(
         _ => None,
     };
     delete(boot, &btopic).await;
+    // And the batch-call producer, each on a fresh topic.
+    let mut preloaded_produce = None;
+    if let (Some(lib), "weir") = (std::env::var_os("KAFKA_BENCH_CLIENT_PRELOAD"), name) {
+        let mut rates = Vec::new();
+        for lib in [None, Some(lib)] {
+            let ptopic = format!("{name}-child-produce-{run}-{}", rates.len());
+            create(boot, &ptopic).await;
+            let (b2, t2) = (boot.to_string(), ptopic.clone());
+            let rate = tokio::task::spawn_blocking(move || {
+                in_child("produce", lib.as_deref(), &b2, &t2, n)
+            })
+            .await
+            .expect("produce");
+            delete(boot, &ptopic).await;
+            rates.push(rate);
+        }
+        preloaded_produce = Some((rates[0], rates[1]));
+    }
     let mut row: Row = vec![
         (format!("{name} rdkafka produce"), kp),
         (format!("{name} rdkafka produce: send loop alone"), ks),
@@ -858,6 +885,18 @@ async fn kafka_phases(
             ),
             (
                 format!("{name} rdkafka batch calls: consume, child, malloc preloaded"),
+                preloaded,
+            ),
+        ]);
+    }
+    if let Some((plain, preloaded)) = preloaded_produce {
+        row.extend([
+            (
+                format!("{name} rdkafka batch calls: produce, child process"),
+                plain,
+            ),
+            (
+                format!("{name} rdkafka batch calls: produce, child, malloc preloaded"),
                 preloaded,
             ),
         ]);
@@ -1063,7 +1102,19 @@ async fn main() {
     );
     if std::env::var_os("KAFKA_BENCH_CLIENT_PRELOAD").is_some() {
         println!(
-            "kafka (librdkafka's batch calls in a child process) / native consume, median of the runs' own ratios: {:.0}% as it is, {:.0}% with the preloaded malloc",
+            "kafka (librdkafka's batch calls in a child process) / native, median of the runs' own ratios: produce {:.0}% as it is, {:.0}% with the preloaded malloc; consume {:.0}% as it is, {:.0}% with the preloaded malloc",
+            100.0
+                * median_ratio(
+                    &rows,
+                    "weir rdkafka batch calls: produce, child process",
+                    "native produce"
+                ),
+            100.0
+                * median_ratio(
+                    &rows,
+                    "weir rdkafka batch calls: produce, child, malloc preloaded",
+                    "native produce"
+                ),
             100.0
                 * median_ratio(
                     &rows,
