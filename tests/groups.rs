@@ -1431,6 +1431,25 @@ async fn a_group_changes_protocol_under_its_classic_member_and_back() {
             .await
             .expect("n carries on");
         assert_eq!(n2.member_epoch, n.member_epoch, "{backend:?}");
+        // The topic gains a partition: the classic member's next heartbeat moves the group
+        // epoch and tells it to rejoin; the new epoch survives a restart.
+        h.create_partitions("t", 5)
+            .await
+            .expect("a fifth partition");
+        assert!(matches!(
+            h.heartbeat("m", &classic, r.generation).await,
+            Err(BrokerError::RebalanceInProgress)
+        ));
+        let epoch = |d: weir::broker::GroupDescription| d.consumer.expect("consumer").group_epoch;
+        let moved = epoch(h.describe_group("m").await.expect("describe"));
+        assert!(moved > n.member_epoch, "{backend:?}");
+        h.shutdown().await.expect("shutdown");
+        let h = Broker::start(c.clone()).await.expect("restart");
+        assert_eq!(
+            epoch(h.describe_group("m").await.expect("describe")),
+            moved,
+            "{backend:?}"
+        );
         // n leaves (segment), or goes silent until its session runs out (sled): the group is
         // classic again, and rebalances.
         if backend == Backend::Segment {

@@ -1027,12 +1027,13 @@ pub struct Heartbeat {
 impl Handler<Heartbeat> for ConsumerGroup {
     type Result = Result<(), BrokerError>;
 
-    fn handle(&mut self, msg: Heartbeat, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Heartbeat, ctx: &mut Self::Context) -> Self::Result {
         if self.classic_in_consumer_group() {
             return self.classic_heartbeat_to_consumer_group(
                 &msg.member_id,
                 msg.instance_id.as_deref(),
                 msg.generation,
+                ctx,
             );
         }
         let state = self.state;

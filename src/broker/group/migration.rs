@@ -200,8 +200,10 @@ impl ConsumerGroup {
         member_id: &str,
         instance_id: Option<&str>,
         generation: i32,
+        ctx: &mut Context<Self>,
     ) -> Result<(), BrokerError> {
         let (topics, _, _) = self.topics();
+        let epoch = self.consumer.group_epoch;
         let rejoin = self.consumer.classic_heartbeat(
             member_id,
             instance_id,
@@ -210,6 +212,10 @@ impl ConsumerGroup {
             Instant::now(),
             &mut self.deadlines,
         )?;
+        if self.consumer.group_epoch != epoch {
+            // Its subscribed topics changed: the new epoch is stored like any other.
+            self.persist(ctx);
+        }
         if rejoin {
             return Err(BrokerError::RebalanceInProgress);
         }
