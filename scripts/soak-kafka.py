@@ -277,8 +277,9 @@ def main():
                     choices=["classic", "consumer", "mixed"],
                     help="the group's protocol: classic (range or cooperative-sticky by seed), "
                          "Kafka's consumer protocol (KIP-848), or mixed: each member picks the "
-                         "consumer protocol or the classic range assignor at random, so that the "
-                         "group changes protocol as members come and go (online migration)")
+                         "consumer protocol or the classic protocol (range or cooperative-sticky "
+                         "by seed) at random, so that the group changes protocol as members come "
+                         "and go (online migration)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     print(f"seed {args.seed}", flush=True)
@@ -302,7 +303,8 @@ def main():
 
     def strategy():
         if args.group_protocol == "mixed":
-            return rng.choice(["consumer", "range"])
+            # The classic members' assignor by seed, as in a classic group.
+            return rng.choice(["consumer", strategies[args.seed % 2]])
         return strategies[args.seed % 2]
 
     members = [Member(boot, f"m{i}", strategy()) for i in range(args.consumers)]
