@@ -522,11 +522,7 @@ impl ConsumerGroupState {
         generation: i32,
     ) -> Result<&ConsumerMember, BrokerError> {
         if let Some(iid) = instance_id {
-            let holder = self
-                .members
-                .iter()
-                .find(|(_, m)| m.instance_id.as_deref() == Some(iid));
-            match holder {
+            match self.static_member(iid) {
                 Some((id, _)) if id != member_id => {
                     return Err(BrokerError::FencedInstanceId(iid.to_string()))
                 }
@@ -638,6 +634,13 @@ impl ConsumerGroupState {
         self.members.values().any(|m| m.classic.is_none())
     }
 
+    /// The member holding static instance id `instance_id`, with its member id.
+    pub fn static_member(&self, instance_id: &str) -> Option<(&String, &ConsumerMember)> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.instance_id.as_deref() == Some(instance_id))
+    }
+
     /// The member a heartbeat is for: an existing one, a new one (a join), or a static
     /// member's new incarnation taking over from the one that left.
     fn resolve_member(
@@ -651,9 +654,7 @@ impl ConsumerGroupState {
     ) -> Result<(String, bool), BrokerError> {
         if let Some(iid) = req.instance_id.as_deref() {
             let holder = self
-                .members
-                .iter()
-                .find(|(_, m)| m.instance_id.as_deref() == Some(iid))
+                .static_member(iid)
                 .map(|(id, m)| (id.clone(), m.epoch, m.classic.is_some()));
             match holder {
                 Some((id, _, _)) if id == req.member_id => {}
@@ -740,12 +741,11 @@ impl ConsumerGroupState {
         req: &HeartbeatInput,
         deadlines: &mut Deadlines,
     ) -> Result<HeartbeatOutput, BrokerError> {
-        let by_instance = req.instance_id.as_deref().and_then(|iid| {
-            self.members
-                .iter()
-                .find(|(_, m)| m.instance_id.as_deref() == Some(iid))
-                .map(|(id, _)| id.clone())
-        });
+        let by_instance = req
+            .instance_id
+            .as_deref()
+            .and_then(|iid| self.static_member(iid))
+            .map(|(id, _)| id.clone());
         let id = match by_instance {
             Some(id) if id != req.member_id => {
                 return Err(BrokerError::FencedInstanceId(

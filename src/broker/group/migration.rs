@@ -31,7 +31,7 @@ use crate::broker::consumer_protocol::{
     MemberState, DEFAULT_ASSIGNOR,
 };
 use crate::broker::error::BrokerError;
-use crate::broker::types::{now_ms, JoinGroup, JoinResult, SyncResult};
+use crate::broker::types::{now_ms, GroupState, JoinGroup, JoinResult, SyncResult};
 use crate::protocol::kafka::embedded::{self, TopicPartitions};
 
 /// An assignment as the embedded protocol lists it.
@@ -99,11 +99,7 @@ impl ConsumerGroup {
             }
         } else {
             if let Some(iid) = msg.instance_id.as_deref() {
-                let holder = self
-                    .consumer
-                    .members
-                    .iter()
-                    .find(|(_, m)| m.instance_id.as_deref() == Some(iid));
+                let holder = self.consumer.static_member(iid);
                 if holder.is_some_and(|(id, _)| *id != msg.member_id) {
                     return Err(BrokerError::FencedInstanceId(iid.to_string()));
                 }
@@ -233,13 +229,10 @@ impl ConsumerGroup {
         if self.pending.remove(&id).is_some() {
             return Ok(());
         }
-        let by_instance = instance.as_deref().and_then(|iid| {
-            self.consumer
-                .members
-                .iter()
-                .find(|(_, m)| m.instance_id.as_deref() == Some(iid))
-                .map(|(id, _)| id.clone())
-        });
+        let by_instance = instance
+            .as_deref()
+            .and_then(|iid| self.consumer.static_member(iid))
+            .map(|(id, _)| id.clone());
         let target = match (by_instance, instance) {
             (Some(owner), _) if id.is_empty() || owner == id => owner,
             (Some(_), Some(iid)) => return Err(BrokerError::FencedInstanceId(iid)),
@@ -347,7 +340,7 @@ impl ConsumerGroup {
         state.subscribed_topics = state.subscribed_metadata(&topics);
         self.consumer = state;
         self.deadlines = deadlines;
-        self.state = crate::broker::types::GroupState::Empty;
+        self.state = GroupState::Empty;
         self.protocol = None;
         self.protocol_type = None;
         self.leader = None;
@@ -403,7 +396,7 @@ impl ConsumerGroup {
             first.protocols.first().map(|(n, _)| n.clone())
         });
         self.leader = None;
-        self.state = crate::broker::types::GroupState::Stable;
+        self.state = GroupState::Stable;
         self.prepare_rebalance(ctx);
         self.persist(ctx);
     }
