@@ -404,8 +404,40 @@ async fn kafka_classic_protocol_passes_opaque_assignments() {
             bytes::Bytes::from_static(b"\x00follower-bytes"),
         ),
     ];
+    // A leader's SyncGroup naming another protocol is refused before its assignments are
+    // taken (Kafka's INCONSISTENT_GROUP_PROTOCOL); one that names none, or the group's, is not.
+    for (pt, p) in [(Some("consumer"), Some("range")), (Some("connect"), None)] {
+        let named = h
+            .sync_group_named(
+                "kg",
+                &leader.member_id,
+                leader.generation,
+                vec![(
+                    leader.member_id.clone(),
+                    bytes::Bytes::from_static(b"wrong"),
+                )],
+                pt.map(str::to_string),
+                p.map(str::to_string),
+            )
+            .await;
+        assert!(
+            matches!(named, Err(BrokerError::InconsistentGroupProtocol)),
+            "{pt:?} {p:?}: {named:?}"
+        );
+    }
+    assert_eq!(
+        h.describe_group("kg").await.expect("describe").state,
+        GroupState::CompletingRebalance
+    );
     let ls = h
-        .sync_group("kg", &leader.member_id, leader.generation, assignments)
+        .sync_group_named(
+            "kg",
+            &leader.member_id,
+            leader.generation,
+            assignments,
+            Some("consumer".into()),
+            Some("roundrobin".into()),
+        )
         .await
         .expect("leader sync");
     assert_eq!(&ls.assignment[..], b"\x00leader-bytes");
@@ -1392,8 +1424,33 @@ async fn a_group_changes_protocol_under_its_classic_member_and_back() {
             (r.protocol_type.as_str(), r.protocol.as_str()),
             ("consumer", "range")
         );
+        // (A SyncGroup naming another protocol type or protocol than its join's is refused,
+        // as Kafka refuses it, and changes nothing.)
+        for (pt, p) in [("consumer", "roundrobin"), ("connect", "range")] {
+            let named = h
+                .sync_group_named(
+                    "m",
+                    &classic,
+                    r.generation,
+                    vec![],
+                    Some(pt.into()),
+                    Some(p.into()),
+                )
+                .await;
+            assert!(
+                matches!(named, Err(BrokerError::InconsistentGroupProtocol)),
+                "{pt} {p}: {named:?}"
+            );
+        }
         let s = h
-            .sync_group("m", &classic, r.generation, vec![])
+            .sync_group_named(
+                "m",
+                &classic,
+                r.generation,
+                vec![],
+                Some("consumer".into()),
+                Some("range".into()),
+            )
             .await
             .expect("sync");
         let mine = assigned(&s.assignment);
@@ -1418,6 +1475,21 @@ async fn a_group_changes_protocol_under_its_classic_member_and_back() {
         h.commit_offsets("m", &classic, r.generation, offsets.clone())
             .await
             .expect("commit");
+        // So does an OffsetCommit older than v9, which cannot carry a consumer-protocol
+        // member's epoch: Kafka's UNSUPPORTED_VERSION for such a member.
+        h.commit_offsets_by_generation("m", &classic, r.generation, offsets.clone())
+            .await
+            .expect("a classic member's commit below v9");
+        let theirs_offsets = vec![(TopicPartition::new("t", theirs[0]), committed(7))];
+        assert!(matches!(
+            h.commit_offsets_by_generation("m", "n", n.member_epoch, theirs_offsets.clone())
+                .await,
+            Err(BrokerError::UnsupportedVersion(_))
+        ));
+        h.commit_offsets("m", "n", n.member_epoch, theirs_offsets.clone())
+            .await
+            .expect("n's commit with its epoch");
+        let both: BTreeMap<_, _> = offsets.iter().chain(&theirs_offsets).cloned().collect();
         h.shutdown().await.expect("shutdown");
 
         // After a restart both carry on where they were.
@@ -1487,7 +1559,13 @@ async fn a_group_changes_protocol_under_its_classic_member_and_back() {
             .expect("classic rejoin");
         assert_eq!(j.leader, classic, "{backend:?}: it leads the classic group");
         assert!(j.generation > r.generation);
-        assert_eq!(h.fetch_offsets("m", None).await.expect("offsets"), offsets);
+        let kept: BTreeMap<_, _> = h
+            .fetch_offsets("m", None)
+            .await
+            .expect("offsets")
+            .into_iter()
+            .collect();
+        assert_eq!(kept, both, "{backend:?}");
         h.shutdown().await.expect("shutdown");
     }
 }

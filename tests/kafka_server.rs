@@ -1690,6 +1690,33 @@ async fn topics_by_id_and_the_consumer_group_protocol_requests() {
         (given[0].topic_id, given[0].partitions.clone()),
         (id.to_be_bytes(), vec![0, 1, 2])
     );
+    // Its offset commits carry its epoch: OffsetCommit v9 or later (Kafka answers an older
+    // version, whose field is a classic generation, UNSUPPORTED_VERSION).
+    for (version, code) in [(8, 35), (9, 0)] {
+        use weir::protocol::kafka::messages::offset_commit::{
+            OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        };
+        let commit = Request::OffsetCommit(OffsetCommitRequest {
+            group_id: "g".into(),
+            generation_id_or_member_epoch: 1,
+            member_id: named.clone(),
+            topics: vec![OffsetCommitRequestTopic {
+                name: "byid".into(),
+                partitions: vec![OffsetCommitRequestPartition {
+                    partition_index: 1,
+                    committed_offset: 0,
+                    ..OffsetCommitRequestPartition::default()
+                }],
+            }],
+            ..OffsetCommitRequest::default()
+        });
+        let Response::OffsetCommit(c) =
+            call(&mut s, version, 20 + i32::from(version), commit).await
+        else {
+            panic!("not OffsetCommit")
+        };
+        assert_eq!(c.topics[0].partitions[0].error_code, code, "v{version}");
+    }
     let mut bad = heartbeat("g", "x", None);
     bad.server_assignor = Some("sticky".into());
     let r = answer(call(&mut s, 1, 5, Request::ConsumerGroupHeartbeat(bad)).await);

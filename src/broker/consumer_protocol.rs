@@ -260,6 +260,14 @@ pub fn state_name(g: &ConsumerGroupState) -> &'static str {
     }
 }
 
+/// The protocol a classic member's join was answered with: the first it listed.
+fn joined_protocol(m: &ConsumerMember) -> &str {
+    m.classic
+        .as_ref()
+        .and_then(|c| c.protocols.first())
+        .map_or("", |(name, _)| name.as_str())
+}
+
 fn is_subset(a: &Assignment, b: &Assignment) -> bool {
     a.iter().all(|(t, ps)| {
         ps.is_empty()
@@ -618,15 +626,29 @@ impl ConsumerGroupState {
             self.await_rejoin(member_id, now, deadlines);
             return Err(BrokerError::RebalanceInProgress);
         }
-        let meta = m.classic.as_ref();
         Ok(ClassicSyncOutput {
             assigned: m.assigned.clone(),
-            version: meta.map_or(0, |c| c.version),
-            protocol: meta
-                .and_then(|c| c.protocols.first())
-                .map(|(name, _)| name.clone())
-                .unwrap_or_default(),
+            version: m.classic.as_ref().map_or(0, |c| c.version),
+            protocol: joined_protocol(m).to_string(),
         })
+    }
+
+    /// The protocol a classic member's join was answered with (its first), once its member
+    /// id, instance id and generation are checked as [`Self::classic_sync`] checks them.
+    ///
+    /// # Errors
+    /// Unknown or fenced member, illegal generation.
+    pub fn classic_protocol(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<&str, BrokerError> {
+        Ok(joined_protocol(self.classic_member(
+            member_id,
+            instance_id,
+            generation,
+        )?))
     }
 
     /// Whether the group has members of the consumer protocol (not only classic ones).

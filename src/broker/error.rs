@@ -97,8 +97,9 @@ pub enum BrokerError {
     /// A session timeout outside the broker's allowed range.
     #[error("session timeout {0} ms is outside the allowed range")]
     InvalidSessionTimeout(u64),
-    /// Members that share no assignment protocol.
-    #[error("members of the group share no assignment protocol")]
+    /// Members that share no assignment protocol, or a request naming a protocol type or
+    /// protocol that is not the group's.
+    #[error("inconsistent group protocol: not one the group's members share")]
     InconsistentGroupProtocol,
     /// A new member must rejoin with the id it was given (Kafka's MEMBER_ID_REQUIRED).
     #[error("member id required: rejoin with {0:?}")]
@@ -221,6 +222,11 @@ pub enum BrokerError {
         /// Its type: `classic` or `consumer`.
         actual: String,
     },
+    /// A request the broker understands but that cannot speak for what it names: an offset
+    /// commit in a version without member epochs for a consumer-protocol member (Kafka's
+    /// OffsetCommit below v9, UNSUPPORTED_VERSION).
+    #[error("unsupported request version: {0}")]
+    UnsupportedVersion(String),
     /// A group's committed offsets of a topic its members consume cannot be deleted.
     #[error("group {group:?} is subscribed to topic {topic:?}")]
     GroupSubscribedToTopic {
@@ -275,6 +281,7 @@ impl BrokerError {
             BrokerError::UnsupportedAssignor(_) => 38,
             BrokerError::InvalidRegularExpression(_) => 39,
             BrokerError::GroupTypeMismatch { .. } => 40,
+            BrokerError::UnsupportedVersion(_) => 41,
         }
     }
 
@@ -320,6 +327,7 @@ impl BrokerError {
             BrokerError::UnsupportedAssignor(_) => 112,   // UNSUPPORTED_ASSIGNOR
             BrokerError::StaleMemberEpoch { .. } => 113,  // STALE_MEMBER_EPOCH
             BrokerError::InvalidRegularExpression(_) => 128, // INVALID_REGULAR_EXPRESSION
+            BrokerError::UnsupportedVersion(_) => 35,     // UNSUPPORTED_VERSION
             // GROUP_ID_NOT_FOUND to ConsumerGroupHeartbeat and ConsumerGroupDescribe (Kafka's
             // "not a consumer group"); the classic APIs map it themselves.
             BrokerError::GroupTypeMismatch { .. } => 69,
@@ -465,6 +473,7 @@ mod tests {
                 group: String::new(),
                 actual: "classic".into(),
             },
+            BrokerError::UnsupportedVersion(String::new()),
         ];
         let mut codes: Vec<u16> = all.iter().map(BrokerError::code).collect();
         codes.sort_unstable();

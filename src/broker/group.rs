@@ -703,13 +703,23 @@ impl ConsumerGroup {
 impl ConsumerGroup {
     /// An offset commit of a consumer-protocol member names its current epoch (Kafka's
     /// STALE_MEMBER_EPOCH otherwise: the client retries with the epoch of its latest
-    /// heartbeat).
-    fn check_consumer_member(&self, member_id: &str, epoch: i32) -> Result<(), BrokerError> {
+    /// heartbeat), in a request that can carry one (`member_epochs`).
+    fn check_consumer_member(
+        &self,
+        member_id: &str,
+        epoch: i32,
+        member_epochs: bool,
+    ) -> Result<(), BrokerError> {
         let m = self
             .consumer
             .members
             .get(member_id)
             .ok_or_else(|| BrokerError::UnknownMember(member_id.to_string()))?;
+        if m.classic.is_none() && !member_epochs {
+            return Err(BrokerError::UnsupportedVersion(
+                "a consumer-protocol member commits with OffsetCommit v9 or later".into(),
+            ));
+        }
         if m.classic.is_some() && m.epoch != epoch {
             // A classic member names its generation.
             return Err(BrokerError::IllegalGeneration {
@@ -932,6 +942,18 @@ pub struct SyncGroup {
     pub generation: i32,
     /// From the leader: every member's assignment.
     pub assignments: Vec<(String, Bytes)>,
+    /// The protocol type and protocol the request names, if it does (Kafka's SyncGroup v5+):
+    /// INCONSISTENT_GROUP_PROTOCOL when either is not the group's (checked after the member
+    /// and its generation, before anything changes).
+    pub protocol_type: Option<String>,
+    /// See `protocol_type`.
+    pub protocol: Option<String>,
+}
+
+/// Whether a request's `named` protocol type or protocol contradicts the group's `current`
+/// (Kafka's rule: only when both are known).
+pub(crate) fn names_other(named: Option<&str>, current: Option<&str>) -> bool {
+    matches!((named, current), (Some(n), Some(c)) if n != c)
 }
 
 impl Handler<SyncGroup> for ConsumerGroup {
@@ -942,11 +964,7 @@ impl Handler<SyncGroup> for ConsumerGroup {
             return Box::pin(async { Err(BrokerError::ShuttingDown) });
         }
         if self.classic_in_consumer_group() {
-            let result = self.classic_sync_to_consumer_group(
-                &msg.member_id,
-                msg.instance_id.as_deref(),
-                msg.generation,
-            );
+            let result = self.classic_sync_to_consumer_group(&msg);
             return Box::pin(async move { result });
         }
         let mut completed = false;
@@ -954,6 +972,11 @@ impl Handler<SyncGroup> for ConsumerGroup {
             let state = self.state;
             let is_leader = self.leader.as_deref() == Some(msg.member_id.as_str());
             self.check_member(&msg.member_id, msg.instance_id.as_deref(), msg.generation)?;
+            if names_other(msg.protocol_type.as_deref(), self.protocol_type.as_deref())
+                || names_other(msg.protocol.as_deref(), self.protocol.as_deref())
+            {
+                return Err(BrokerError::InconsistentGroupProtocol);
+            }
             let (tx, rx) = oneshot::channel();
             match state {
                 GroupState::PreparingRebalance => return Err(BrokerError::RebalanceInProgress),
@@ -1261,6 +1284,10 @@ pub struct CommitOffsets {
     pub offsets: Vec<(TopicPartition, CommittedOffset)>,
     /// An admin reset: only allowed while the group has no members.
     pub admin: bool,
+    /// Whether the request can carry a consumer-protocol member's epoch (Kafka's
+    /// OffsetCommit v9+, the native protocol); if not, such a member's commit is
+    /// [`BrokerError::UnsupportedVersion`].
+    pub member_epochs: bool,
 }
 
 impl Handler<CommitOffsets> for ConsumerGroup {
@@ -1284,7 +1311,11 @@ impl Handler<CommitOffsets> for ConsumerGroup {
                 return Ok(());
             }
             if !self.consumer.members.is_empty() {
-                return self.check_consumer_member(&msg.member_id, msg.generation);
+                return self.check_consumer_member(
+                    &msg.member_id,
+                    msg.generation,
+                    msg.member_epochs,
+                );
             }
             let state = self.state;
             self.check_member(&msg.member_id, msg.instance_id.as_deref(), msg.generation)?;
@@ -1360,7 +1391,8 @@ impl Handler<CheckMember> for ConsumerGroup {
 
     fn handle(&mut self, msg: CheckMember, _: &mut Self::Context) -> Self::Result {
         if !self.consumer.members.is_empty() {
-            return self.check_consumer_member(&msg.member_id, msg.generation);
+            // (A transactional commit: Kafka checks no request version for those.)
+            return self.check_consumer_member(&msg.member_id, msg.generation, true);
         }
         self.check_member(&msg.member_id, msg.instance_id.as_deref(), msg.generation)
             .map(|_| ())
@@ -1385,7 +1417,7 @@ impl Handler<FetchOffsets> for ConsumerGroup {
     fn handle(&mut self, msg: FetchOffsets, _: &mut Self::Context) -> Self::Result {
         if let Some((id, epoch)) = &msg.member {
             if !self.consumer.members.is_empty() {
-                self.check_consumer_member(id, *epoch)?;
+                self.check_consumer_member(id, *epoch, true)?;
             }
         }
         Ok(match msg.partitions {

@@ -1089,6 +1089,25 @@ impl BrokerHandle {
         generation: i32,
         assignments: Vec<(String, bytes::Bytes)>,
     ) -> Result<SyncResult, BrokerError> {
+        self.sync_group_named(group, member, generation, assignments, None, None)
+            .await
+    }
+
+    /// [`Self::sync_group`] for a request that names the protocol type and protocol it
+    /// joined with (Kafka's SyncGroup v5+).
+    ///
+    /// # Errors
+    /// As [`Self::sync_group`]; [`BrokerError::InconsistentGroupProtocol`] when either name
+    /// is not the group's.
+    pub async fn sync_group_named(
+        &self,
+        group: &str,
+        member: impl Into<MemberRef<'_>>,
+        generation: i32,
+        assignments: Vec<(String, bytes::Bytes)>,
+        protocol_type: Option<String>,
+        protocol: Option<String>,
+    ) -> Result<SyncResult, BrokerError> {
         let member = member.into();
         self.ask_group(
             group,
@@ -1097,6 +1116,8 @@ impl BrokerHandle {
                 instance_id: member.instance.map(str::to_string),
                 generation,
                 assignments,
+                protocol_type,
+                protocol,
             },
         )
         .await?
@@ -1150,7 +1171,35 @@ impl BrokerHandle {
         generation: i32,
         offsets: Vec<(TopicPartition, CommittedOffset)>,
     ) -> Result<(), BrokerError> {
-        let member = member.into();
+        self.commit_offsets_of(group, member.into(), generation, offsets, true)
+            .await
+    }
+
+    /// [`Self::commit_offsets`] from a request that can name a classic generation but not a
+    /// consumer-protocol member's epoch (Kafka's OffsetCommit below v9).
+    ///
+    /// # Errors
+    /// As [`Self::commit_offsets`]; [`BrokerError::UnsupportedVersion`] for a member of the
+    /// consumer protocol.
+    pub async fn commit_offsets_by_generation(
+        &self,
+        group: &str,
+        member: impl Into<MemberRef<'_>>,
+        generation: i32,
+        offsets: Vec<(TopicPartition, CommittedOffset)>,
+    ) -> Result<(), BrokerError> {
+        self.commit_offsets_of(group, member.into(), generation, offsets, false)
+            .await
+    }
+
+    async fn commit_offsets_of(
+        &self,
+        group: &str,
+        member: MemberRef<'_>,
+        generation: i32,
+        offsets: Vec<(TopicPartition, CommittedOffset)>,
+        member_epochs: bool,
+    ) -> Result<(), BrokerError> {
         self.ask_group(
             group,
             CommitOffsets {
@@ -1159,6 +1208,7 @@ impl BrokerHandle {
                 generation,
                 offsets,
                 admin: false,
+                member_epochs,
             },
         )
         .await?
@@ -1337,6 +1387,7 @@ impl BrokerHandle {
                 generation: -1,
                 offsets: commits,
                 admin: true,
+                member_epochs: true,
             },
         )
         .await??;

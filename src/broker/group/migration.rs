@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::ConsumerGroup;
+use super::{names_other, ConsumerGroup, SyncGroup};
 use crate::broker::consumer_protocol::{
     Assignment, ClassicJoinInput, ClassicMeta, ConsumerGroupState, ConsumerMember, Deadlines,
     MemberState, DEFAULT_ASSIGNOR,
@@ -169,17 +169,23 @@ impl ConsumerGroup {
     }
 
     /// A classic member's SyncGroup in a consumer-protocol group: its assignment, in its
-    /// subscription's version of the embedded protocol.
+    /// subscription's version of the embedded protocol. A protocol type or protocol the
+    /// request names must be `consumer` and the one its join was answered with.
     pub(super) fn classic_sync_to_consumer_group(
         &mut self,
-        member_id: &str,
-        instance_id: Option<&str>,
-        generation: i32,
+        msg: &SyncGroup,
     ) -> Result<SyncResult, BrokerError> {
+        let (id, iid) = (msg.member_id.as_str(), msg.instance_id.as_deref());
+        let joined = self.consumer.classic_protocol(id, iid, msg.generation)?;
+        if names_other(msg.protocol_type.as_deref(), Some(embedded::PROTOCOL_TYPE))
+            || names_other(msg.protocol.as_deref(), Some(joined))
+        {
+            return Err(BrokerError::InconsistentGroupProtocol);
+        }
         let out = self.consumer.classic_sync(
-            member_id,
-            instance_id,
-            generation,
+            id,
+            iid,
+            msg.generation,
             Instant::now(),
             &mut self.deadlines,
         )?;

@@ -142,11 +142,13 @@ pub(super) async fn sync(s: &Session, r: SyncGroupRequest) -> SyncGroupResponse 
         .collect();
     match s
         .broker
-        .sync_group(
+        .sync_group_named(
             &r.group_id,
             member(&r.member_id, &r.group_instance_id),
             r.generation_id,
             assignments,
+            r.protocol_type,
+            r.protocol_name,
         )
         .await
     {
@@ -223,7 +225,11 @@ pub(super) async fn leave(s: &Session, r: LeaveGroupRequest, version: i16) -> Le
 }
 
 /// Commits offsets; partitions of unknown topics are refused one by one, the rest together.
-pub(super) async fn commit(s: &Session, r: OffsetCommitRequest) -> OffsetCommitResponse {
+pub(super) async fn commit(
+    s: &Session,
+    r: OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
     let now = crate::broker::now_ms();
     let mut offsets = Vec::new();
     let mut refused = Vec::new();
@@ -247,16 +253,18 @@ pub(super) async fn commit(s: &Session, r: OffsetCommitRequest) -> OffsetCommitR
             }
         }
     }
+    let who = member(&r.member_id, &r.group_instance_id);
+    let generation = r.generation_id_or_member_epoch;
     let result = if offsets.is_empty() {
         Ok(())
+    } else if version >= 9 {
+        let b = &s.broker;
+        b.commit_offsets(&r.group_id, who, generation, offsets)
+            .await
     } else {
-        s.broker
-            .commit_offsets(
-                &r.group_id,
-                member(&r.member_id, &r.group_instance_id),
-                r.generation_id_or_member_epoch,
-                offsets,
-            )
+        // Before v9 the field is a classic generation, never a member epoch.
+        let b = &s.broker;
+        b.commit_offsets_by_generation(&r.group_id, who, generation, offsets)
             .await
     };
     let all = group_result_code(&result);

@@ -374,7 +374,7 @@ async fn handle(s: &Session, request: Request, version: i16) -> Response {
         Request::SyncGroup(r) => Response::SyncGroup(groups::sync(s, r).await),
         Request::Heartbeat(r) => Response::Heartbeat(groups::heartbeat(s, r).await),
         Request::LeaveGroup(r) => Response::LeaveGroup(groups::leave(s, r, version).await),
-        Request::OffsetCommit(r) => Response::OffsetCommit(groups::commit(s, r).await),
+        Request::OffsetCommit(r) => Response::OffsetCommit(groups::commit(s, r, version).await),
         Request::OffsetFetch(r) => {
             Response::OffsetFetch(groups::fetch_offsets(s, r, version).await)
         }
