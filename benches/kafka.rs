@@ -17,6 +17,11 @@
 //!   at once uses it: `rd_kafka_produce_batch` (10,000 records per call, copied, partition 0)
 //!   and `rd_kafka_consume_batch_queue` (up to 10,000 per call, what confluent-kafka's
 //!   `Consumer.consume(num_messages)` calls), same settings otherwise;
+//! - the same batch calls against an endpoint in this process that stores nothing (Weir's
+//!   codec: every produced batch acknowledged at once, every fetch answered from one prepared
+//!   batch): librdkafka's own ceiling on this machine, in the same run, so that Weir's figures
+//!   read as a share of it and its ratio to the native path as the best any Kafka path could
+//!   show with this client;
 //! - kcat (Debian's package, its own librdkafka): `kcat -P -l` from a file of N lines with
 //!   the same producer settings, then `kcat -C` with librdkafka's defaults;
 //! - a lean Kafka client built on Weir's own codec (batches of 9,000 records, 5 produce
@@ -570,6 +575,331 @@ fn kcat_consume(boot: &str, topic: &str, n: u64) -> f64 {
     (n - 1) as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
+/// A Kafka endpoint that stores nothing (Weir's codec, in this process): it acknowledges every
+/// produced batch at once and answers every fetch from one prepared batch, its base offset
+/// written into each answer. librdkafka against it runs at its own ceiling on this machine:
+/// the most any broker could let it reach, so Weir's figures can be read as a share of it,
+/// and its ratio to the native path as the best a Kafka path could show with this client.
+mod null {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::{TcpListener, TcpStream};
+    use weir::protocol::kafka::messages::fetch::{
+        FetchRequest, FetchResponse, FetchableTopicResponse, PartitionData,
+    };
+    use weir::protocol::kafka::messages::find_coordinator::{
+        Coordinator, FindCoordinatorRequest, FindCoordinatorResponse,
+    };
+    use weir::protocol::kafka::messages::list_offsets::{
+        ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
+        ListOffsetsTopicResponse,
+    };
+    use weir::protocol::kafka::messages::metadata::{
+        MetadataRequest, MetadataResponse, MetadataResponseBroker, MetadataResponsePartition,
+        MetadataResponseTopic,
+    };
+    use weir::protocol::kafka::messages::produce::{
+        PartitionProduceResponse, ProduceRequest, ProduceResponse, TopicProduceResponse,
+    };
+    use weir::protocol::kafka::{
+        decode_request, encode_api_versions_unsupported, encode_response, supported_api_versions,
+        ApiKey, ApiVersionsResponse, RecordSet, Request, Response,
+    };
+    use weir_storage::{BatchBuilder, Compression, Record};
+
+    /// Records per served batch (what librdkafka packs under `batch.size=1000000`).
+    const BATCH: u64 = 9_000;
+    /// The APIs a librdkafka producer and an assigned consumer use.
+    const APIS: [ApiKey; 6] = [
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::ListOffsets,
+        ApiKey::Metadata,
+        ApiKey::FindCoordinator,
+        ApiKey::ApiVersions,
+    ];
+
+    /// The endpoint: every topic has one partition holding `n` records of 100 bytes to read;
+    /// produced records are counted (for their offsets) and dropped.
+    pub struct Endpoint {
+        addr: SocketAddr,
+        n: i64,
+        produced: AtomicI64,
+        batches: std::sync::Mutex<HashMap<u64, Bytes>>,
+    }
+
+    /// Starts the endpoint on a free loopback port; returns its `host:port`.
+    pub async fn start(n: u64) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let endpoint = Arc::new(Endpoint {
+            addr: listener.local_addr().expect("address"),
+            n: n as i64,
+            produced: AtomicI64::new(0),
+            batches: std::sync::Mutex::new(HashMap::new()),
+        });
+        let addr = endpoint.addr.to_string();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(endpoint.clone().serve(stream));
+            }
+        });
+        addr
+    }
+
+    impl Endpoint {
+        /// Answers one connection's requests in order.
+        async fn serve(self: Arc<Self>, stream: TcpStream) {
+            stream.set_nodelay(true).expect("nodelay");
+            let (r, mut w) = stream.into_split();
+            let mut r = BufReader::with_capacity(256 << 10, r);
+            while let Ok(len) = r.read_u32().await {
+                assert!(len <= 200 << 20, "request of {len} bytes");
+                let mut frame = vec![0u8; len as usize];
+                if r.read_exact(&mut frame).await.is_err() {
+                    return;
+                }
+                let frame = Bytes::from(frame);
+                let header = weir::protocol::kafka::peek_header(&frame).expect("header");
+                let (id, version) = (header.correlation_id, header.api_version);
+                let encoded = if header.api_key == ApiKey::ApiVersions
+                    && !header.api_key.is_supported(version)
+                {
+                    encode_api_versions_unsupported(id).expect("encode")
+                } else {
+                    let (_, request) = decode_request(frame).expect("a request");
+                    let Some(response) = self.answer(request).await else {
+                        continue; // acks=0
+                    };
+                    encode_response(id, version, &response).expect("encode")
+                };
+                let prefix = encoded.length_prefix().expect("length");
+                if w.write_all(&prefix).await.is_err() {
+                    return;
+                }
+                for chunk in encoded.chunks() {
+                    if w.write_all(chunk).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+
+        async fn answer(&self, request: Request) -> Option<Response> {
+            Some(match request {
+                Request::ApiVersions(_) => Response::ApiVersions(ApiVersionsResponse {
+                    api_keys: supported_api_versions()
+                        .into_iter()
+                        .filter(|v| APIS.iter().any(|k| *k as i16 == v.api_key))
+                        .collect(),
+                    ..Default::default()
+                }),
+                Request::Metadata(r) => Response::Metadata(self.metadata(r)),
+                Request::FindCoordinator(r) => Response::FindCoordinator(self.coordinator(r)),
+                Request::Produce(r) => {
+                    if r.acks == 0 {
+                        return None;
+                    }
+                    Response::Produce(self.produce(r))
+                }
+                Request::ListOffsets(r) => Response::ListOffsets(self.list_offsets(r)),
+                Request::Fetch(r) => Response::Fetch(self.fetch(r).await),
+                other => panic!("the null endpoint does not answer {other:?}"),
+            })
+        }
+
+        fn metadata(&self, r: MetadataRequest) -> MetadataResponse {
+            let names = r
+                .topics
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|t| t.name);
+            MetadataResponse {
+                brokers: vec![MetadataResponseBroker {
+                    node_id: 0,
+                    host: self.addr.ip().to_string(),
+                    port: i32::from(self.addr.port()),
+                    rack: None,
+                }],
+                cluster_id: Some("null".into()),
+                controller_id: 0,
+                topics: names
+                    .map(|name| MetadataResponseTopic {
+                        name: Some(name),
+                        topic_id: [1; 16],
+                        partitions: vec![MetadataResponsePartition {
+                            partition_index: 0,
+                            leader_id: 0,
+                            replica_nodes: vec![0],
+                            isr_nodes: vec![0],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }
+        }
+
+        fn coordinator(&self, r: FindCoordinatorRequest) -> FindCoordinatorResponse {
+            let (host, port) = (self.addr.ip().to_string(), i32::from(self.addr.port()));
+            let mut keys = r.coordinator_keys;
+            if keys.is_empty() {
+                keys.push(r.key);
+            }
+            FindCoordinatorResponse {
+                node_id: 0,
+                host: host.clone(),
+                port,
+                coordinators: keys
+                    .into_iter()
+                    .map(|key| Coordinator {
+                        key,
+                        node_id: 0,
+                        host: host.clone(),
+                        port,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }
+        }
+
+        /// Acknowledges every batch at the next offsets (each batch's last offset delta
+        /// says how many records it holds).
+        fn produce(&self, r: ProduceRequest) -> ProduceResponse {
+            ProduceResponse {
+                responses: r
+                    .topic_data
+                    .into_iter()
+                    .map(|t| TopicProduceResponse {
+                        name: t.name,
+                        partition_responses: t
+                            .partition_data
+                            .into_iter()
+                            .map(|p| {
+                                let count = records_in(&p.records.unwrap_or_default());
+                                PartitionProduceResponse {
+                                    index: p.index,
+                                    base_offset: self.produced.fetch_add(count, Ordering::Relaxed),
+                                    log_start_offset: 0,
+                                    ..Default::default()
+                                }
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }
+        }
+
+        /// Earliest is 0, anything else the end (`n`).
+        fn list_offsets(&self, r: ListOffsetsRequest) -> ListOffsetsResponse {
+            ListOffsetsResponse {
+                topics: r
+                    .topics
+                    .into_iter()
+                    .map(|t| ListOffsetsTopicResponse {
+                        name: t.name,
+                        partitions: t
+                            .partitions
+                            .into_iter()
+                            .map(|p| ListOffsetsPartitionResponse {
+                                partition_index: p.partition_index,
+                                offset: if p.timestamp == -2 { 0 } else { self.n },
+                                ..Default::default()
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                ..Default::default()
+            }
+        }
+
+        /// One batch from the fetch offset (the prepared one, its base offset written in),
+        /// or, at the end, nothing after the request's `max_wait_ms`.
+        async fn fetch(&self, r: FetchRequest) -> FetchResponse {
+            let offset = r
+                .topics
+                .first()
+                .and_then(|t| t.partitions.first())
+                .map_or(self.n, |p| p.fetch_offset);
+            if offset >= self.n {
+                let wait = r.max_wait_ms.clamp(0, 1_000) as u64;
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+            FetchResponse {
+                responses: r
+                    .topics
+                    .into_iter()
+                    .map(|t| FetchableTopicResponse {
+                        topic: t.topic,
+                        partitions: t
+                            .partitions
+                            .into_iter()
+                            .map(|p| PartitionData {
+                                partition_index: p.partition,
+                                high_watermark: self.n,
+                                last_stable_offset: self.n,
+                                log_start_offset: 0,
+                                records: Some(self.batch_at(p.fetch_offset)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }
+        }
+
+        /// The records from `offset`: a prepared batch of up to [`BATCH`] records, its first
+        /// 8 bytes (the base offset, outside the batch's CRC) replaced.
+        fn batch_at(&self, offset: i64) -> RecordSet {
+            let count = (self.n - offset).clamp(0, BATCH as i64) as u64;
+            if count == 0 {
+                return RecordSet::default();
+            }
+            let batch = self
+                .batches
+                .lock()
+                .expect("lock")
+                .entry(count)
+                .or_insert_with(|| {
+                    let mut b = BatchBuilder::new(Compression::None);
+                    let value = Bytes::from_static(&[b'w'; 100]);
+                    for _ in 0..count {
+                        b.push(Record::new(weir::broker::now_ms(), value.clone()));
+                    }
+                    b.build(0).expect("batch").into_bytes()
+                })
+                .clone();
+            RecordSet::new(vec![
+                Bytes::copy_from_slice(&offset.to_be_bytes()),
+                batch.slice(8..),
+            ])
+        }
+    }
+
+    /// The records in a record set: each batch's last offset delta plus one.
+    fn records_in(set: &Bytes) -> i64 {
+        let (mut at, mut count) = (0usize, 0i64);
+        while set.len() >= at + 27 {
+            let len = u32::from_be_bytes(set[at + 8..at + 12].try_into().expect("4 bytes"));
+            let delta = i32::from_be_bytes(set[at + 23..at + 27].try_into().expect("4 bytes"));
+            count += i64::from(delta) + 1;
+            at += 12 + len as usize;
+        }
+        count
+    }
+}
+
 /// A lean Kafka client written with Weir's own codec (`weir::protocol::kafka`) and batch
 /// builder: the Kafka path's broker side measured with a client as cheap as the native one, so
 /// that the Kafka/native ratio compares the two protocols rather than two clients.
@@ -1018,6 +1348,7 @@ async fn main() {
         [[b'w'; 100].as_slice(), b"\n"].concat().repeat(n as usize),
     )
     .expect("kcat input");
+    let null_addr = null::start(n).await;
     println!("kafka bench: {runs} runs of {n} records of 100 B, one partition, segment storage");
     if let Some((name, addr, _)) = &other {
         println!("side by side with {name} at {addr}");
@@ -1062,6 +1393,30 @@ async fn main() {
             theirs = kafka_phases(name, addr, run, &input, n, &other_cpu, false).await;
         }
         row.extend(theirs);
+        // The same librdkafka batch calls against an endpoint that stores nothing: the
+        // client's own ceiling on this machine, in this run.
+        let ztopic = format!("null-{run}");
+        let (a, t) = (null_addr.clone(), ztopic.clone());
+        let (zp, zc) = tokio::task::spawn_blocking(move || {
+            (produce_batched(&a, &t, n), consume_batched(&a, &t, n, &[]))
+        })
+        .await
+        .expect("null endpoint");
+        row.extend([
+            ("null rdkafka batch calls: produce".to_string(), zp),
+            ("null rdkafka batch calls: consume".to_string(), zc),
+        ]);
+        if let Some(lib) = std::env::var_os("KAFKA_BENCH_CLIENT_PRELOAD") {
+            let (a, t) = (null_addr.clone(), ztopic);
+            let zm =
+                tokio::task::spawn_blocking(move || in_child("consume", Some(&lib), &a, &t, n))
+                    .await
+                    .expect("null endpoint");
+            row.push((
+                "null rdkafka batch calls: consume, child, malloc preloaded".to_string(),
+                zm,
+            ));
+        }
         // The same Kafka path with a client as lean as the native one (Weir's codec).
         let ltopic = format!("lean-{run}");
         create(&boot, &ltopic).await;
@@ -1175,6 +1530,25 @@ async fn main() {
                     "weir rdkafka batch calls: consume, child, malloc preloaded",
                     "native consume"
                 ),
+        );
+    }
+    let ratio = |a: &str, b: &str| 100.0 * median_ratio(&rows, a, b);
+    println!(
+        "librdkafka's batch calls, weir / an endpoint that stores nothing (the client's ceiling), median of the runs' own ratios: produce {:.0}%, consume {:.0}%; that endpoint / native: produce {:.0}%, consume {:.0}%",
+        ratio("weir rdkafka batch calls: produce", "null rdkafka batch calls: produce"),
+        ratio("weir rdkafka batch calls: consume", "null rdkafka batch calls: consume"),
+        ratio("null rdkafka batch calls: produce", "native produce"),
+        ratio("null rdkafka batch calls: consume", "native consume"),
+    );
+    if std::env::var_os("KAFKA_BENCH_CLIENT_PRELOAD").is_some() {
+        let (w, z) = (
+            "weir rdkafka batch calls: consume, child, malloc preloaded",
+            "null rdkafka batch calls: consume, child, malloc preloaded",
+        );
+        println!(
+            "the same with the preloaded malloc (consume in a child): weir / that endpoint {:.0}%, that endpoint / native {:.0}%",
+            ratio(w, z),
+            ratio(z, "native consume"),
         );
     }
     println!(
