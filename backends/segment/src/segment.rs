@@ -15,7 +15,6 @@
 //! batches sliced out of it without copying, each re-validated (CRC) before it is served.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -176,9 +175,24 @@ fn corrupt(path: &Path, position: u64, detail: impl Into<String>) -> StorageErro
     }
 }
 
-fn read_at(file: &File, path: &Path, buf: &mut [u8], pos: u64) -> Result<()> {
-    file.read_exact_at(buf, pos)
-        .map_err(|e| StorageError::io(format!("reading {} at {pos}", path.display()), e))
+/// Reads `n` bytes of `file` at `pos` into a new buffer, through `pread` into its spare
+/// capacity: a buffer zeroed first (as `read_exact_at` needs) cost the fetch path a `memset` of
+/// every byte it served, 11% of a broker's CPU while serving a librdkafka consumer.
+fn read_at(file: &File, path: &Path, n: usize, pos: u64) -> Result<Vec<u8>> {
+    let failed =
+        |e: std::io::Error| StorageError::io(format!("reading {} at {pos}", path.display()), e);
+    let mut buf = Vec::with_capacity(n);
+    while buf.len() < n {
+        let at = pos + buf.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at) {
+            Ok(0) => return Err(failed(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(failed(e.into())),
+        }
+    }
+    // (Should the buffer have had room past `n`, the bytes there are not this read's.)
+    buf.truncate(n);
+    Ok(buf)
 }
 
 /// Checks one candidate batch at the start of `buf`: framing, CRC, leader epoch and base offset
@@ -229,9 +243,7 @@ pub(crate) fn scan(seg: &mut Segment, tail: bool, gaps: bool) -> Result<Scanned>
         let need_header = (LOG_OVERHEAD as u64).min(file_len - pos);
         if !in_window(&window, window_pos, need_header) {
             let n = (file_len - pos).min(SCAN_WINDOW as u64) as usize;
-            let mut buf = vec![0u8; n];
-            read_at(&seg.file, &path, &mut buf, pos)?;
-            window = Bytes::from(buf);
+            window = Bytes::from(read_at(&seg.file, &path, n, pos)?);
             window_pos = pos;
         }
         let off = (pos - window_pos) as usize;
@@ -241,9 +253,7 @@ pub(crate) fn scan(seg: &mut Segment, tail: bool, gaps: bool) -> Result<Scanned>
             Some(l) if pos + l > file_len => Some(format!("batch of {l} bytes runs past the end")),
             Some(l) => {
                 if !in_window(&window, window_pos, l) {
-                    let mut buf = vec![0u8; l as usize];
-                    read_at(&seg.file, &path, &mut buf, pos)?;
-                    window = Bytes::from(buf);
+                    window = Bytes::from(read_at(&seg.file, &path, l as usize, pos)?);
                     window_pos = pos;
                 }
                 let off = (pos - window_pos) as usize;
@@ -287,9 +297,12 @@ fn find_valid_batch_after(seg: &Segment, from: u64, file_len: u64) -> Result<Opt
     if from >= file_len {
         return Ok(None);
     }
-    let mut buf = vec![0u8; (file_len - from) as usize];
-    read_at(&seg.file, &seg.path, &mut buf, from)?;
-    let buf = Bytes::from(buf);
+    let buf = Bytes::from(read_at(
+        &seg.file,
+        &seg.path,
+        (file_len - from) as usize,
+        from,
+    )?);
     let epoch = NO_LEADER_EPOCH.to_be_bytes();
     for i in 0..buf.len().saturating_sub(HEADER_LEN - 1) {
         if buf[i + 16] != 2 || buf[i + 12..i + 16] != epoch {
@@ -358,9 +371,7 @@ fn read_window(
                 break;
             }
             let n = (plan.len - pos).min(window_len) as usize;
-            let mut buf = vec![0u8; n];
-            read_at(&plan.file, &plan.path, &mut buf, pos)?;
-            window = Bytes::from(buf);
+            window = Bytes::from(read_at(&plan.file, &plan.path, n, pos)?);
             window_pos = pos;
         }
         let rel = (pos - window_pos) as usize;
@@ -379,9 +390,7 @@ fn read_window(
             let hdr = if hdr_end <= window.len() {
                 window.slice(rel..hdr_end)
             } else {
-                let mut buf = vec![0u8; HEADER_LEN];
-                read_at(&plan.file, &plan.path, &mut buf, pos)?;
-                Bytes::from(buf)
+                Bytes::from(read_at(&plan.file, &plan.path, HEADER_LEN, pos)?)
             };
             let base = i64::from_be_bytes(hdr[0..8].try_into().expect("8 bytes"));
             let lod = i32::from_be_bytes(hdr[23..27].try_into().expect("4 bytes"));
@@ -397,9 +406,7 @@ fn read_window(
         let bytes = if rel + len <= window.len() {
             window.slice(rel..rel + len)
         } else if out.is_empty() {
-            let mut buf = vec![0u8; len];
-            read_at(&plan.file, &plan.path, &mut buf, pos)?;
-            Bytes::from(buf)
+            Bytes::from(read_at(&plan.file, &plan.path, len, pos)?)
         } else {
             // Re-read the window from here on the next turn.
             window = Bytes::new();
