@@ -149,11 +149,23 @@ async fn create(boot: &str, topic: &str) {
 /// delivery reports) before handing over more, as an application that produces without end
 /// must. A queue that held all `n` records instead made a fresh producer touch ~300 MB of new
 /// memory per million records (~73,000 page faults, 0.2 s of system time) and ran it 25–35%
-/// slower than one that reuses its queue's memory.
+/// slower than one that reuses its queue's memory (`KAFKA_BENCH_PRODUCER_QUEUE=1000000` with
+/// the client child under `/usr/bin/time` shows it; BENCHMARKS.md, session 14).
 const PRODUCER_QUEUE: u64 = 100_000;
 
+/// [`PRODUCER_QUEUE`], or `KAFKA_BENCH_PRODUCER_QUEUE` if set.
+fn producer_queue() -> u64 {
+    static QUEUE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *QUEUE.get_or_init(|| {
+        std::env::var("KAFKA_BENCH_PRODUCER_QUEUE").map_or(PRODUCER_QUEUE, |v| {
+            v.parse()
+                .expect("KAFKA_BENCH_PRODUCER_QUEUE: a number of records")
+        })
+    })
+}
+
 /// The benchmark's producer settings (issue 5's): `linger.ms=5`, `batch.size=1000000`,
-/// acks=all, and librdkafka's default queue size ([`PRODUCER_QUEUE`]).
+/// acks=all, and librdkafka's default queue size ([`producer_queue`]).
 fn producer_config(boot: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
@@ -161,14 +173,14 @@ fn producer_config(boot: &str) -> ClientConfig {
         .set("linger.ms", "5")
         .set("batch.size", "1000000")
         .set("acks", "all")
-        .set("queue.buffering.max.messages", PRODUCER_QUEUE.to_string());
+        .set("queue.buffering.max.messages", producer_queue().to_string());
     config
 }
 
 /// Serves delivery reports until librdkafka's queue has room for `k` more records.
 fn wait_for_room(producer: &BaseProducer, k: u64) {
     let deadline = Instant::now() + Duration::from_secs(120);
-    while producer.in_flight_count().max(0) as u64 + k > PRODUCER_QUEUE {
+    while producer.in_flight_count().max(0) as u64 + k > producer_queue() {
         assert!(
             Instant::now() < deadline,
             "no room in librdkafka's queue in 120 s"
