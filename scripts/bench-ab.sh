@@ -20,10 +20,6 @@ RECORDS=${RECORDS:-5000000}
 DURABILITY=${DURABILITY:-interval}
 PORT=${PORT:-19393}
 
-cpu() { # pid -> CPU seconds (utime + stime)
-    awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"
-}
-
 run() { # label binary
     local label=$1 bin=$2
     serve_weir "$bin" "$WORK" "$PORT" "$DURABILITY"
@@ -47,11 +43,4 @@ for i in $(seq "$PAIRS"); do
     run A "$OLD" "$@"
     run B "$NEW" "$@"
 done
-median() { # values on stdin, one per line
-    sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-for label in A B; do
-    rate=$(awk -v l="$label" '$1 == l { print $2 }' "$WORK/results" | median)
-    per_m=$(awk -v l="$label" '$1 == l { print $3 }' "$WORK/results" | median)
-    echo "median $label: $(echo "$rate" | awk '{ printf "%.2f", $1 / 1e6 }') M records/s, server CPU $per_m s per million records"
-done
+ab_medians

@@ -25,10 +25,6 @@ CHILD=$(cargo bench --bench kafka --no-run 2>&1 |
     sed -n 's/.*Executable benches\/kafka.rs (\(.*\))/\1/p')
 [ -x "$CHILD" ] || { echo "no Kafka bench binary ($CHILD)" >&2; exit 1; }
 
-cpu() { # pid -> CPU seconds (utime + stime)
-    awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"
-}
-
 run() { # label binary
     local label=$1 bin=$2
     serve_weir "$bin" "$WORK" "$PORT" interval
@@ -56,11 +52,4 @@ for _ in $(seq "$PAIRS"); do
     run A "$OLD"
     run B "$NEW"
 done
-median() { # values on stdin, one per line
-    sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-for label in A B; do
-    rate=$(awk -v l="$label" '$1 == l { print $2 }' "$WORK/results" | median)
-    per_m=$(awk -v l="$label" '$1 == l { print $3 }' "$WORK/results" | median)
-    echo "median $label: $(echo "$rate" | awk '{ printf "%.2f", $1 / 1e6 }') M records/s consumed, server CPU $per_m s per million records"
-done
+ab_medians consumed

@@ -3,6 +3,8 @@
 #
 #   . scripts/serve-lib.sh                        # sets WORK; stops SERVER and removes WORK at exit
 #   serve_weir BINARY WORKDIR PORT DURABILITY     # sets SERVER to its pid
+#   cpu PID                                       # its CPU seconds so far
+#   ab_medians [WHAT]                             # medians of the A/B lines in $WORK/results
 #
 # Segment storage under WORKDIR/data (wiped first), the native listener on 127.0.0.1:PORT, the
 # Kafka listener on a free port, `[topic_defaults] durability = DURABILITY`; returns once the
@@ -21,6 +23,25 @@ serve_weir() {
     echo "weir serve did not start:" >&2
     cat "$work/serve.log" >&2
     exit 1
+}
+
+cpu() { # pid -> CPU seconds (utime + stime)
+    awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"
+}
+
+median() { # values on stdin, one per line
+    sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# The A/B scripts write "LABEL RATE SERVER_CPU_PER_MILLION" lines to $WORK/results; this prints
+# each label's medians, WHAT after the rate ("consumed", say).
+ab_medians() {
+    local label rate per_m
+    for label in A B; do
+        rate=$(awk -v l="$label" '$1 == l { print $2 }' "$WORK/results" | median)
+        per_m=$(awk -v l="$label" '$1 == l { print $3 }' "$WORK/results" | median)
+        echo "median $label: $(echo "$rate" | awk '{ printf "%.2f", $1 / 1e6 }') M records/s${1:+ $1}, server CPU $per_m s per million records"
+    done
 }
 
 WORK=$(mktemp -d)
